@@ -1,0 +1,5 @@
+//! Accounting: wire bytes of each packet split over the labels its payload carries, summed per window.
+
+pub mod pending;
+pub mod record;
+pub mod table;

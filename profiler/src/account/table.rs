@@ -1,0 +1,82 @@
+//! The usage table: counters per (window, endpoints, label, direction), handed to sinks as rows
+//! when their window has closed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::record::{Counters, Direction, Endpoints, Owner, Row};
+use crate::decode::{LabelId, LabelTable};
+
+/// A row's key within its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RowKey {
+    pub endpoints: Endpoints,
+    pub label: LabelId,
+    pub direction: Direction,
+}
+
+/// Counters per window and row key.
+pub struct UsageTable {
+    window_ns: i64,
+    window_secs: u32,
+    windows: BTreeMap<i64, FxHashMap<RowKey, Counters>>,
+    owner: Arc<Owner>,
+}
+
+impl UsageTable {
+    /// An empty table aggregating over windows of `window_secs` seconds.
+    pub fn new(window_secs: u32) -> UsageTable {
+        UsageTable {
+            window_ns: i64::from(window_secs) * 1_000_000_000,
+            window_secs,
+            windows: BTreeMap::new(),
+            owner: Arc::new(Owner::default()),
+        }
+    }
+
+    /// Start (ns) of the window holding time `ts_ns`.
+    pub fn window_of(&self, ts_ns: i64) -> i64 {
+        ts_ns.div_euclid(self.window_ns) * self.window_ns
+    }
+
+    /// Adds counters to a row.
+    pub fn add(&mut self, window: i64, key: RowKey, c: &Counters) {
+        self.windows
+            .entry(window)
+            .or_default()
+            .entry(key)
+            .or_default()
+            .add(c);
+    }
+
+    /// Moves the rows of every window that started before `cutoff_ns` into `out`.
+    pub fn drain_before(&mut self, cutoff_ns: i64, labels: &LabelTable, out: &mut Vec<Row>) {
+        while let Some(entry) = self.windows.first_entry() {
+            if *entry.key() >= cutoff_ns {
+                break;
+            }
+            let (start, rows) = entry.remove_entry();
+            self.emit(start, rows, labels, out);
+        }
+    }
+
+    fn emit(
+        &self,
+        start: i64,
+        rows: FxHashMap<RowKey, Counters>,
+        labels: &LabelTable,
+        out: &mut Vec<Row>,
+    ) {
+        out.extend(rows.into_iter().map(|(k, counters)| Row {
+            window_start_us: start / 1000,
+            window_secs: self.window_secs,
+            owner: Arc::clone(&self.owner),
+            endpoints: k.endpoints,
+            label: labels.get(k.label).clone(),
+            direction: k.direction,
+            counters,
+        }));
+    }
+}

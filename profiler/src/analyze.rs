@@ -1,0 +1,389 @@
+//! The offline pipeline: packets in, usage rows out. [`Analyzer`] is pure (no I/O) so every
+//! source feeds it the same way; [`run`] drives it from capture files into sinks.
+
+use std::path::PathBuf;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use crate::Error;
+use crate::account::record::{Category, Direction, Endpoints, Row};
+use crate::account::table::{RowKey, UsageTable};
+use crate::decode::{LabelId, LabelTable, Side, Span};
+use crate::flow::fragments::Fragments;
+use crate::flow::tcp::{Budget, Seg};
+use crate::flow::{self, Flow, FlowKey, FlowStats, FlowTable, LocalSpec, Shared, TcpPacket};
+use crate::sink::Sink;
+use crate::source::RawPacket;
+use crate::source::link::{self, Frame, IpPacket, Transport};
+use crate::source::pcap_file::CaptureSet;
+
+/// Settings of one analysis.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Aggregation window, seconds.
+    pub window_secs: u32,
+    /// Addresses that are ours; empty means "the initiator of each flow".
+    pub locals: Vec<LocalSpec>,
+    /// Most flows tracked at once.
+    pub max_flows: usize,
+    /// Most out-of-order TCP bytes held across all flows.
+    pub reassembly_budget: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            window_secs: 10,
+            locals: Vec::new(),
+            max_flows: 1_000_000,
+            reassembly_budget: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// What was read, counted in totals independent of labelling (for checks and the summary).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    pub packets: u64,
+    /// Σ IP total lengths of IP packets, by direction.
+    pub ip_bytes_in: u64,
+    pub ip_bytes_out: u64,
+    pub non_ip_frames: u64,
+    /// Σ frame lengths of non-IP frames.
+    pub non_ip_bytes: u64,
+    pub fragments: u64,
+    /// Later fragments whose first fragment was not seen.
+    pub orphan_fragments: u64,
+    pub flow: FlowStats,
+    pub labels_overflowed: u64,
+    /// First and last packet time, ns since the epoch.
+    pub first_ns: Option<i64>,
+    pub last_ns: Option<i64>,
+}
+
+/// Time between idle-flow sweeps, in capture time.
+const SWEEP_NS: i64 = 10 * 1_000_000_000;
+
+/// The pipeline state: flows, decoders, the usage table.
+pub struct Analyzer {
+    cfg: Config,
+    flows: FlowTable,
+    fragments: Fragments,
+    table: UsageTable,
+    labels: LabelTable,
+    spans: Vec<Span>,
+    budget: Budget,
+    stats: Stats,
+    /// Labels of flows without a decoder, by IP protocol / non-IP protocol name.
+    fixed: FxHashMap<&'static str, LabelId>,
+    max_ns: i64,
+    last_sweep_ns: i64,
+    rows: Vec<Row>,
+}
+
+impl Analyzer {
+    /// A fresh pipeline.
+    pub fn new(cfg: Config) -> Analyzer {
+        Analyzer {
+            flows: FlowTable::new(cfg.max_flows),
+            fragments: Fragments::default(),
+            table: UsageTable::new(cfg.window_secs),
+            labels: LabelTable::default(),
+            spans: Vec::new(),
+            budget: Budget {
+                used: 0,
+                limit: cfg.reassembly_budget,
+                hits: 0,
+            },
+            stats: Stats::default(),
+            fixed: FxHashMap::default(),
+            max_ns: i64::MIN,
+            last_sweep_ns: i64::MIN,
+            rows: Vec::new(),
+            cfg,
+        }
+    }
+
+    /// Counts one captured frame.
+    pub fn packet(&mut self, pkt: &RawPacket<'_>) {
+        self.stats.packets += 1;
+        let ts = pkt.ts_ns;
+        self.stats.first_ns = Some(self.stats.first_ns.map_or(ts, |f| f.min(ts)));
+        self.stats.last_ns = Some(self.stats.last_ns.map_or(ts, |l| l.max(ts)));
+        match link::parse(pkt) {
+            Frame::NonIp { protocol, len } => self.non_ip(ts, protocol, len),
+            Frame::Ip(ip) => self.ip(ts, &ip),
+        }
+        if ts > self.max_ns {
+            self.max_ns = ts;
+            if ts.saturating_sub(self.last_sweep_ns) >= SWEEP_NS {
+                self.sweep();
+            }
+        }
+    }
+
+    /// Rows of windows that have closed since the last call.
+    pub fn take_rows(&mut self) -> Vec<Row> {
+        std::mem::take(&mut self.rows)
+    }
+
+    /// Ends the run: finishes every flow and returns the remaining rows and the statistics.
+    pub fn finish(mut self) -> (Vec<Row>, Stats) {
+        let flows = std::mem::take(&mut self.flows.flows);
+        for (_, f) in flows {
+            self.finish_flow(f);
+        }
+        self.table
+            .drain_before(i64::MAX, &self.labels, &mut self.rows);
+        self.stats.flow.reassembly_limit_hits = self.budget.hits;
+        self.stats.labels_overflowed = self.labels.overflowed;
+        (self.rows, self.stats)
+    }
+
+    fn fixed_label(&mut self, protocol: &'static str) -> LabelId {
+        let labels = &mut self.labels;
+        *self
+            .fixed
+            .entry(protocol)
+            .or_insert_with(|| labels.decoded(Category::Other, protocol, "data"))
+    }
+
+    fn non_ip(&mut self, ts: i64, protocol: &'static str, len: u32) {
+        self.stats.non_ip_frames += 1;
+        self.stats.non_ip_bytes += u64::from(len);
+        let label = self.fixed_label(protocol);
+        let key = RowKey {
+            endpoints: Endpoints {
+                transport: "non-ip",
+                local_addr: None,
+                local_port: None,
+                remote_addr: None,
+                remote_port: None,
+            },
+            label,
+            direction: Direction::Out,
+        };
+        let window = self.table.window_of(ts);
+        let c = crate::account::record::Counters {
+            bytes: u64::from(len),
+            packets: 1,
+            ..Default::default()
+        };
+        self.table.add(window, key, &c);
+    }
+
+    fn ip(&mut self, ts: i64, ip: &IpPacket<'_>) {
+        let window = self.table.window_of(ts);
+        let (key, src_is_lo, transport_name, fixed, orient, payload_len) = match &ip.transport {
+            Transport::Tcp(t) => {
+                let (k, lo) = FlowKey::of(6, (ip.src, t.src_port), (ip.dst, t.dst_port));
+                let o = flow::orient(t.syn, t.ack, t.src_port, t.dst_port);
+                (k, lo, "tcp", None, o, t.wire_payload_len)
+            }
+            Transport::Udp {
+                src_port,
+                dst_port,
+                payload,
+            } => {
+                let (k, lo) = FlowKey::of(17, (ip.src, *src_port), (ip.dst, *dst_port));
+                let o = flow::orient(false, false, *src_port, *dst_port);
+                let l = self.fixed_label("udp");
+                (k, lo, "udp", Some(l), o, payload.len() as u32)
+            }
+            Transport::Other => {
+                let later_fragment = ip.fragment.filter(|f| !f.1);
+                let known = later_fragment
+                    .and_then(|(id, _)| self.fragments.lookup(&(ip.src, ip.dst, ip.proto, id)));
+                if later_fragment.is_some() {
+                    self.stats.fragments += 1;
+                    self.stats.orphan_fragments += u64::from(known.is_none());
+                }
+                let (k, lo) = match known {
+                    Some(kl) => kl,
+                    None => FlowKey::of(ip.proto, (ip.src, 0), (ip.dst, 0)),
+                };
+                let name = if known.is_none() && later_fragment.is_some() {
+                    "ip-fragment"
+                } else {
+                    link::ip_protocol_name(ip.proto)
+                };
+                let transport = match k.proto {
+                    6 => "tcp",
+                    17 => "udp",
+                    1 | 58 => "icmp",
+                    _ => "ip",
+                };
+                let l = self.fixed_label(name);
+                let o = flow::orient(false, false, 0, 0);
+                (k, lo, transport, Some(l), o, 0)
+            }
+        };
+        if let Some((id, true)) = ip.fragment {
+            self.stats.fragments += 1;
+            self.fragments
+                .first((ip.src, ip.dst, ip.proto, id), key, src_is_lo, ts);
+        }
+        if !self.flows.flows.contains_key(&key) && self.flows.flows.len() >= self.flows.max_flows {
+            self.make_room();
+        }
+        let Analyzer {
+            flows,
+            table,
+            labels,
+            spans,
+            budget,
+            stats,
+            cfg,
+            ..
+        } = self;
+        let flow = flows.flows.entry(key).or_insert_with(|| {
+            stats.flow.flows += 1;
+            Flow::new(
+                &key,
+                src_is_lo,
+                &orient,
+                &cfg.locals,
+                transport_name,
+                fixed,
+                labels,
+            )
+        });
+        flow.last_ns = flow.last_ns.max(ts);
+        let side = flow.side(src_is_lo);
+        let direction = flow.direction(side);
+        match direction {
+            Direction::In => stats.ip_bytes_in += u64::from(ip.ip_len),
+            Direction::Out => stats.ip_bytes_out += u64::from(ip.ip_len),
+        }
+        let endpoints = flow.endpoints;
+        let dirs = [
+            flow.direction(Side::Initiator),
+            flow.direction(Side::Responder),
+        ];
+        let mut add = |s: Side, (w, label, c): crate::account::pending::Contribution| {
+            let key = RowKey {
+                endpoints,
+                label,
+                direction: dirs[s.index()],
+            };
+            table.add(w, key, &c);
+        };
+        match &ip.transport {
+            Transport::Tcp(t) if fixed.is_none() => {
+                let p = TcpPacket {
+                    seg: Seg {
+                        seq: t.seq,
+                        syn: t.syn,
+                        payload: t.payload,
+                        wire_payload: t.wire_payload_len,
+                        wire: ip.ip_len,
+                        window,
+                    },
+                    fin_or_rst: t.fin || t.rst,
+                };
+                let mut sh = Shared {
+                    labels,
+                    spans,
+                    budget,
+                    stats: &mut stats.flow,
+                };
+                flow.tcp(side, &p, &mut sh, &mut add);
+            }
+            _ => add(side, flow.packet(side, window, ip.ip_len, payload_len)),
+        }
+    }
+
+    fn finish_flow(&mut self, mut f: Flow) {
+        let endpoints = f.endpoints;
+        let dirs = [f.direction(Side::Initiator), f.direction(Side::Responder)];
+        let table = &mut self.table;
+        let mut sh = Shared {
+            labels: &mut self.labels,
+            spans: &mut self.spans,
+            budget: &mut self.budget,
+            stats: &mut self.stats.flow,
+        };
+        f.finish(&mut sh, &mut |s, (w, label, c)| {
+            let key = RowKey {
+                endpoints,
+                label,
+                direction: dirs[s.index()],
+            };
+            table.add(w, key, &c);
+        });
+    }
+
+    fn sweep(&mut self) {
+        self.last_sweep_ns = self.max_ns;
+        let mut gone = Vec::new();
+        self.stats.flow.evicted_idle += self.flows.evict_idle(self.max_ns, |f| gone.push(f));
+        for f in gone {
+            self.finish_flow(f);
+        }
+        let window_ns = i64::from(self.cfg.window_secs) * 1_000_000_000;
+        let cutoff = self.table.window_of(self.max_ns).saturating_sub(window_ns);
+        self.table
+            .drain_before(cutoff, &self.labels, &mut self.rows);
+    }
+
+    fn make_room(&mut self) {
+        let mut gone = Vec::new();
+        self.stats.flow.evicted_limit += self.flows.evict_oldest(|f| gone.push(f));
+        for f in gone {
+            self.finish_flow(f);
+        }
+    }
+}
+
+/// Outcome of [`run`]: statistics, and the input errors met (the run went on past them).
+pub struct RunReport {
+    pub stats: Stats,
+    pub input_errors: Vec<Error>,
+}
+
+/// Reads `paths` in time order through the pipeline into `sinks`. `progress` is called now and
+/// then with the capture bytes read so far. Opening errors are returned before anything is read;
+/// corrupt files end early and are reported in [`RunReport::input_errors`].
+pub fn run(
+    paths: &[PathBuf],
+    cfg: Config,
+    sinks: &mut [&mut dyn Sink],
+    mut progress: impl FnMut(u64),
+) -> Result<RunReport, Error> {
+    let mut captures = CaptureSet::open(paths)?;
+    let mut analyzer = Analyzer::new(cfg);
+    let mut sink_error: Option<Error> = None;
+    let mut n: u64 = 0;
+    captures.for_each(|pkt, read| {
+        analyzer.packet(pkt);
+        n += 1;
+        if n % 65_536 == 0 {
+            progress(read);
+            let rows = analyzer.take_rows();
+            if !rows.is_empty() && sink_error.is_none() {
+                sink_error = write_all(sinks, &rows).err();
+            }
+        }
+    });
+    let input_errors = captures.take_errors();
+    let (rows, stats) = analyzer.finish();
+    if let Some(e) = sink_error {
+        return Err(e);
+    }
+    write_all(sinks, &rows)?;
+    for s in sinks.iter_mut() {
+        s.finish()?;
+    }
+    Ok(RunReport {
+        stats,
+        input_errors,
+    })
+}
+
+fn write_all(sinks: &mut [&mut dyn Sink], rows: &[Row]) -> Result<(), Error> {
+    for s in sinks.iter_mut() {
+        s.write(rows)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Interned labels: decoders and the hot path handle 4-byte ids, rows get the full [`Label`].
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::account::record::{Category, Label};
+
+/// Index of a label in the [`LabelTable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LabelId(pub u32);
+
+/// Most distinct labels kept; past this, new labels fold into one overflow label per category.
+pub const MAX_LABELS: usize = 1 << 16;
+
+/// Protocol and kind of the per-category label that stands in for labels past [`MAX_LABELS`].
+const OVERFLOW: &str = "overflow";
+
+/// All labels seen in a run, each stored once.
+#[derive(Default)]
+pub struct LabelTable {
+    labels: Vec<Label>,
+    index: FxHashMap<Label, LabelId>,
+    strings: FxHashMap<Box<str>, Arc<str>>,
+    transport: FxHashMap<LabelId, LabelId>,
+    /// Labels that could not be added because the table was full.
+    pub overflowed: u64,
+}
+
+impl LabelTable {
+    /// Returns the id of `label`, adding it if new.
+    pub fn intern(&mut self, label: Label) -> LabelId {
+        if let Some(&id) = self.index.get(&label) {
+            return id;
+        }
+        if self.labels.len() >= MAX_LABELS && label.kind.as_ref() != OVERFLOW {
+            self.overflowed += 1;
+            let category = label.category;
+            return self.decoded(category, OVERFLOW, OVERFLOW);
+        }
+        let id = LabelId(self.labels.len() as u32);
+        self.labels.push(label.clone());
+        self.index.insert(label, id);
+        id
+    }
+
+    /// Shares one allocation per distinct string.
+    pub fn string(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(s.into(), Arc::clone(&a));
+        a
+    }
+
+    /// Interns a decoded label with no shard or topic.
+    pub fn decoded(&mut self, category: Category, protocol: &str, kind: &str) -> LabelId {
+        let protocol = self.string(protocol);
+        let kind = self.string(kind);
+        self.intern(Label::decoded(category, &protocol, &kind))
+    }
+
+    /// The same label with kind `transport` and no topic: for segments without payload.
+    pub fn transport_of(&mut self, id: LabelId) -> LabelId {
+        if let Some(&t) = self.transport.get(&id) {
+            return t;
+        }
+        let base = &self.labels[id.0 as usize];
+        let (category, protocol, method) = (base.category, Arc::clone(&base.protocol), base.method);
+        let kind = self.string("transport");
+        let mut label = Label::decoded(category, &protocol, &kind);
+        label.method = method;
+        let t = self.intern(label);
+        self.transport.insert(id, t);
+        t
+    }
+
+    /// The label behind an id.
+    pub fn get(&self, id: LabelId) -> &Label {
+        &self.labels[id.0 as usize]
+    }
+}

@@ -1,0 +1,285 @@
+//! libp2p over TCP up to the security layer (protocols.md §1): the multistream-select prelude,
+//! then Noise frames, TLS records or the `/plaintext/2.0.0` exchange. Everything is labelled
+//! `libp2p`; what runs inside the secure channel is left to the decoders that follow it.
+
+use super::framing::{Framer, Piece};
+use super::multistream::{self, Parsed};
+use super::{DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
+use super::{noise, tls, uvarint};
+use crate::account::record::Category;
+
+/// Security protocol ids a Waku stack offers (protocols.md §1.2, §1.5).
+const NOISE: &[u8] = b"/noise";
+const TLS: &[u8] = b"/tls/1.0.0";
+const PLAINTEXT: &[u8] = b"/plaintext/2.0.0";
+
+/// Noise XX: the initiator sends messages 1 and 3, the responder message 2.
+const NOISE_HANDSHAKE_FRAMES: [u32; 2] = [2, 1];
+
+/// Recognises a libp2p connection by the multistream header either side sends first.
+pub struct Libp2pProbe;
+
+impl StreamProbe for Libp2pProbe {
+    fn probe(
+        &self,
+        _side: Side,
+        first: &[u8],
+        _ports: (u16, u16),
+        labels: &mut LabelTable,
+    ) -> Probe {
+        match multistream::starts_with_header(first) {
+            Some(true) => Probe::Yes(Box::new(Libp2pDecoder::new(labels))),
+            Some(false) => Probe::NeedMore,
+            None => Probe::No,
+        }
+    }
+}
+
+/// What one direction is carrying at the moment.
+enum Phase {
+    /// multistream-select messages; `held` keeps an incomplete message.
+    Negotiating { held: Vec<u8> },
+    /// Noise frames: the first ones of each side are the XX handshake.
+    Noise {
+        framer: Framer<{ noise::PREFIX_LEN }>,
+        frames: u32,
+        labels: Pair,
+    },
+    /// TLS records, labelled by record type.
+    Tls {
+        framer: Framer<{ tls::RECORD_HEADER_LEN }>,
+        labels: Pair,
+    },
+    /// The `/plaintext/2.0.0` Exchange message: its length prefix (held until complete), then
+    /// `body_left` bytes of body; after it, muxed streams.
+    PlaintextExchange {
+        prefix: Vec<u8>,
+        body_left: Option<u64>,
+        labels: Pair,
+    },
+    /// Every further byte gets this label.
+    Settled(LabelId),
+}
+
+/// The handshake label and the label of what follows it, for one security protocol.
+#[derive(Clone, Copy)]
+struct Pair {
+    handshake: LabelId,
+    after: LabelId,
+}
+
+/// Longest uvarint length prefix accepted.
+const MAX_VARINT_LEN: usize = 9;
+
+/// Decoder of the libp2p prelude of one connection.
+pub struct Libp2pDecoder {
+    phases: [Phase; 2],
+    /// The initiator's latest proposal: what its next non-multistream bytes speak.
+    proposal: Option<Vec<u8>>,
+    /// The security protocol once accepted (or assumed from the initiator's bytes).
+    security: Option<Vec<u8>>,
+    negotiation: LabelId,
+    connection: LabelId,
+}
+
+impl Libp2pDecoder {
+    fn new(labels: &mut LabelTable) -> Libp2pDecoder {
+        let protocol = std::str::from_utf8(multistream::HEADER).unwrap_or("multistream");
+        Libp2pDecoder {
+            phases: [
+                Phase::Negotiating { held: Vec::new() },
+                Phase::Negotiating { held: Vec::new() },
+            ],
+            proposal: None,
+            security: None,
+            negotiation: labels.decoded(Category::Libp2p, protocol, "negotiation"),
+            connection: labels.decoded(Category::Libp2p, protocol, "unparsed"),
+        }
+    }
+
+    /// Switches `side` to the security protocol `id` and labels the connection with it.
+    fn enter_security(&mut self, side: Side, id: &[u8], labels: &mut LabelTable) {
+        let name = String::from_utf8_lossy(id);
+        self.connection = labels.decoded(Category::Libp2p, &name, "unparsed");
+        self.security.get_or_insert_with(|| id.to_vec());
+        let handshake = labels.decoded(Category::Libp2p, &name, "handshake");
+        let encrypted = labels.decoded(Category::Libp2p, &name, "encrypted");
+        let pair = Pair {
+            handshake,
+            after: encrypted,
+        };
+        self.phases[side.index()] = match id {
+            NOISE => Phase::Noise {
+                framer: Framer::default(),
+                frames: 0,
+                labels: pair,
+            },
+            TLS => Phase::Tls {
+                framer: Framer::default(),
+                labels: pair,
+            },
+            PLAINTEXT => Phase::PlaintextExchange {
+                prefix: Vec::new(),
+                body_left: None,
+                labels: Pair {
+                    handshake,
+                    after: labels.decoded(Category::Libp2p, &name, "muxed"),
+                },
+            },
+            _ => Phase::Settled(encrypted),
+        };
+    }
+
+    /// Parses multistream messages from `bytes` (after what `side` held); returns the bytes that
+    /// follow the negotiation when the side switched to its security protocol.
+    fn negotiate(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) -> Option<Vec<u8>> {
+        let Phase::Negotiating { held } = &mut self.phases[side.index()] else {
+            return None;
+        };
+        let mut buf = std::mem::take(held);
+        buf.extend_from_slice(bytes);
+        let mut off = 0;
+        let mut next: Option<Vec<u8>> = None;
+        loop {
+            match multistream::parse(&buf[off..]) {
+                Parsed::Message(m) => {
+                    ctx.emit(side, m.wire_len as u64, self.negotiation, 1);
+                    off += m.wire_len;
+                    let text = m.text;
+                    if text == multistream::HEADER || text == multistream::NA || text == b"ls" {
+                        continue;
+                    }
+                    match side {
+                        Side::Initiator => self.proposal = Some(text.to_vec()),
+                        Side::Responder => {
+                            next = Some(text.to_vec());
+                            break;
+                        }
+                    }
+                }
+                Parsed::Incomplete => break,
+                Parsed::Invalid => {
+                    next = Some(self.proposal.clone().unwrap_or_default());
+                    break;
+                }
+            }
+        }
+        let rest = buf.split_off(off);
+        match next {
+            Some(id) => {
+                self.enter_security(side, &id, ctx.labels);
+                Some(rest)
+            }
+            None => {
+                if let Phase::Negotiating { held } = &mut self.phases[side.index()] {
+                    *held = rest;
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Emits a framer's piece with the handshake or the data label.
+fn emit_piece<const H: usize>(ctx: &mut DecodeCtx<'_>, side: Side, p: Piece<H>, label: LabelId) {
+    ctx.emit(side, p.len as u64, label, u32::from(p.starts));
+}
+
+impl StreamDecoder for Libp2pDecoder {
+    fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) {
+        let i = side.index();
+        match &mut self.phases[i] {
+            Phase::Negotiating { .. } => {
+                if let Some(rest) = self.negotiate(side, bytes, ctx) {
+                    self.data(side, &rest, ctx);
+                }
+            }
+            Phase::Noise {
+                framer,
+                frames,
+                labels,
+            } => {
+                let (limit, labels) = (NOISE_HANDSHAKE_FRAMES[i], *labels);
+                framer.feed(bytes, noise::body_len, |p| {
+                    *frames += u32::from(p.starts);
+                    let label = if *frames <= limit {
+                        labels.handshake
+                    } else {
+                        labels.after
+                    };
+                    emit_piece(ctx, side, p, label);
+                });
+            }
+            Phase::Tls { framer, labels } => {
+                let labels = *labels;
+                framer.feed(bytes, tls::body_len, |p| {
+                    let label = if tls::is_handshake_type(p.header[0]) {
+                        labels.handshake
+                    } else {
+                        labels.after
+                    };
+                    emit_piece(ctx, side, p, label);
+                });
+            }
+            Phase::PlaintextExchange {
+                prefix,
+                body_left,
+                labels,
+            } => {
+                let labels = *labels;
+                let mut rest = bytes;
+                while body_left.is_none() && !rest.is_empty() {
+                    prefix.push(rest[0]);
+                    rest = &rest[1..];
+                    if let Some((len, used)) = uvarint(prefix) {
+                        ctx.emit(side, used as u64, labels.handshake, 1);
+                        *body_left = Some(len);
+                    } else if prefix.len() >= MAX_VARINT_LEN {
+                        let n = prefix.len() as u64;
+                        self.phases[i] = Phase::Settled(self.connection);
+                        ctx.emit(side, n + rest.len() as u64, self.connection, 0);
+                        return;
+                    }
+                }
+                let Some(left) = body_left else { return };
+                let n = rest.len().min(*left as usize);
+                ctx.emit(side, n as u64, labels.handshake, 0);
+                *left -= n as u64;
+                if *left == 0 {
+                    ctx.emit(side, (rest.len() - n) as u64, labels.after, 0);
+                    self.phases[i] = Phase::Settled(labels.after);
+                }
+            }
+            Phase::Settled(label) => ctx.emit(side, bytes.len() as u64, *label, 0),
+        }
+    }
+
+    fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {
+        let held = match &self.phases[side.index()] {
+            Phase::Negotiating { held } => held.len(),
+            Phase::PlaintextExchange {
+                prefix, body_left, ..
+            } => body_left.map_or(prefix.len(), |_| 0),
+            Phase::Noise { framer, .. } => framer.held(),
+            Phase::Tls { framer, .. } => framer.held(),
+            Phase::Settled(_) => 0,
+        };
+        let label = match self.phases[side.index()] {
+            Phase::Settled(l) => l,
+            _ => self.connection,
+        };
+        ctx.emit(side, held as u64 + len, label, 0);
+        self.phases[side.index()] = Phase::Settled(label);
+    }
+
+    fn connection_label(&self) -> LabelId {
+        self.connection
+    }
+
+    fn settled(&self, side: Side) -> Option<LabelId> {
+        match self.phases[side.index()] {
+            Phase::Settled(l) => Some(l),
+            _ => None,
+        }
+    }
+}

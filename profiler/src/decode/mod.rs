@@ -1,0 +1,115 @@
+//! Decoders: each flow is offered to the protocol decoders, which label its bytes.
+//!
+//! A stream decoder sees each direction's reassembled TCP bytes once, in order, and answers with
+//! [`Span`]s: runs of bytes and their label, in stream order, covering every byte exactly once.
+//! It may lag (hold bytes until it knows what they are); accounting keeps the packets of unlabelled
+//! bytes pending until then. A new protocol is one file here plus one line in [`TCP_PROBES`].
+
+pub mod classify;
+pub mod framing;
+pub mod labels;
+pub mod libp2p;
+pub mod multistream;
+pub mod noise;
+pub mod tls;
+
+pub use labels::{LabelId, LabelTable};
+
+/// Which end of a connection sent the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The end that opened the connection (sent the SYN).
+    Initiator,
+    /// The end that accepted it.
+    Responder,
+}
+
+impl Side {
+    /// Index 0 for the initiator, 1 for the responder, for per-side arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Side::Initiator => 0,
+            Side::Responder => 1,
+        }
+    }
+}
+
+/// A run of `len` stream bytes of one side with one label; `units` counts the messages that
+/// start in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub side: Side,
+    pub len: u64,
+    pub label: LabelId,
+    pub units: u32,
+}
+
+/// Where a decoder puts its spans, and the label table it interns labels in.
+pub struct DecodeCtx<'a> {
+    pub labels: &'a mut LabelTable,
+    pub spans: &'a mut Vec<Span>,
+}
+
+impl DecodeCtx<'_> {
+    /// Emits a span of `side`; zero-length spans are dropped.
+    pub fn emit(&mut self, side: Side, len: u64, label: LabelId, units: u32) {
+        if len > 0 {
+            self.spans.push(Span {
+                side,
+                len,
+                label,
+                units,
+            });
+        }
+    }
+}
+
+/// A decoder of one TCP connection (both directions).
+pub trait StreamDecoder {
+    /// In-order bytes of one direction, each byte given once.
+    fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>);
+    /// `len` bytes of this direction were never seen (capture loss or a reassembly limit). The
+    /// decoder emits spans for the gap and any bytes it held, then resynchronises or settles.
+    fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>);
+    /// The label of the connection as a whole (its category and protocol), for bytes the decoder
+    /// never labelled and, with kind `transport`, for segments without payload.
+    fn connection_label(&self) -> LabelId;
+    /// `Some(label)` once every further byte of `side` has that label: reassembly of that
+    /// direction stops and its packets are counted directly.
+    fn settled(&self, side: Side) -> Option<LabelId>;
+}
+
+/// The answer of a probe to the first bytes of a connection.
+pub enum Probe {
+    /// Not this protocol.
+    No,
+    /// Cannot tell yet: offer more bytes.
+    NeedMore,
+    /// This protocol: the decoder takes the connection from its first byte.
+    Yes(Box<dyn StreamDecoder>),
+}
+
+/// Recognises a TCP protocol from the first bytes a side sent.
+pub trait StreamProbe: Sync {
+    /// `first` holds the first bytes `side` sent; `ports` are (initiator, responder).
+    fn probe(&self, side: Side, first: &[u8], ports: (u16, u16), labels: &mut LabelTable) -> Probe;
+}
+
+/// The TCP decoders, in the order they are tried.
+pub static TCP_PROBES: &[&dyn StreamProbe] = &[&libp2p::Libp2pProbe];
+
+/// Bytes held per side while no probe has decided; past this, the connection is `other`.
+pub const PROBE_WINDOW: usize = 64;
+
+/// Read-only varint reader shared by the length-prefixed protocols (multiformats uvarint =
+/// protobuf base-128). Returns (value, bytes used); `None` if incomplete or longer than 9 bytes.
+pub fn uvarint(buf: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in buf.iter().enumerate().take(9) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}

@@ -1,0 +1,51 @@
+//! The library's error type: each variant says what failed and where, so the binary can print it as is.
+
+use std::path::PathBuf;
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A capture file could not be opened (missing, unreadable, not a capture).
+    #[error("{path}: cannot open capture: {message}")]
+    OpenCapture { path: PathBuf, message: String },
+    /// A capture file is truncated or corrupt; packets before `packet` were counted.
+    #[error("{path}: packet {packet}: {message} (the {counted} packets before it were counted)")]
+    CorruptCapture {
+        path: PathBuf,
+        packet: u64,
+        counted: u64,
+        message: String,
+    },
+    /// A capture uses a link type the profiler cannot read.
+    #[error(
+        "{path}: unsupported link type {linktype} ({name}); supported: Ethernet, Linux SLL/SLL2, BSD loopback, raw IPv4/IPv6"
+    )]
+    UnsupportedLinkType {
+        path: PathBuf,
+        linktype: i32,
+        name: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing Parquet failed.
+    #[error("{path}: cannot write Parquet: {message}")]
+    Parquet { path: PathBuf, message: String },
+    /// A command-line value or option is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The `wakuprof` command line: subcommands over the library's pipeline.
+
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use wakuprof::analyze::{self, Config};
+use wakuprof::flow::LocalSpec;
+use wakuprof::sink::Sink;
+use wakuprof::sink::parquet::{COLUMNS, ParquetSink};
+use wakuprof::sink::summary::Summary;
+
+/// Exit status when the run completed but some input was corrupt or truncated.
+const EXIT_INPUT_ERRORS: u8 = 3;
+
+/// Packet-level bandwidth profiler for Waku nodes: attributes every byte to a protocol, a
+/// message kind and (where knowable) a shard.
+#[derive(Parser)]
+#[command(name = "wakuprof", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attribute the bytes of pcap/pcapng captures; write Parquet and/or print a summary.
+    ///
+    /// Several files are merged in time order. A corrupt or truncated file is reported with the
+    /// packet number where it broke; everything counted up to there is kept and written, and the
+    /// exit status is 3. Exit status 1 means nothing could be done (e.g. a file cannot be opened).
+    #[command(
+        after_help = "Examples:\n  wakuprof analyze capture.pcap --out results/\n  wakuprof analyze a.pcap b.pcapng --format json\n  wakuprof analyze capture.pcap --local 10.0.0.5 --window 60 --out results/"
+    )]
+    Analyze(AnalyzeArgs),
+    /// Print the columns of the Parquet usage table, with their types and meaning.
+    Schema {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Capture files (pcap or pcapng; Ethernet, Linux SLL/SLL2, BSD loopback or raw IP).
+    #[arg(required = true, value_name = "CAPTURE")]
+    files: Vec<PathBuf>,
+    /// Write the usage table as Parquet under DIR (Hive partitions date=YYYY-MM-DD/hour=HH).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// How to print the summary on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Our side of the capture: an address, or address:port ([v6]:port). Repeatable. Without it,
+    /// the side that opened each flow counts as local.
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_local)]
+    local: Vec<LocalSpec>,
+    /// Aggregation window in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    window: u32,
+    /// Most flows tracked at once; past it the least recently seen tenth is retired (counted
+    /// in the summary, bytes are kept).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
+    max_flows: u64,
+    /// Print no summary and no progress (errors still go to stderr).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Aligned text for people.
+    Table,
+    /// One JSON document for scripts.
+    Json,
+}
+
+fn parse_local(s: &str) -> Result<LocalSpec, String> {
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(LocalSpec { addr, port: None });
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(LocalSpec {
+            addr: sa.ip(),
+            port: Some(sa.port()),
+        });
+    }
+    Err(format!(
+        "'{s}' is not an address or address:port (examples: 10.0.0.5, 10.0.0.5:60000, ::1, [::1]:60000)"
+    ))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WAKUPROF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Analyze(args) => analyze_cmd(&args),
+        Command::Schema { format } => schema_cmd(format).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wakuprof: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config {
+        window_secs: args.window,
+        locals: args.local.clone(),
+        max_flows: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
+        ..Config::default()
+    };
+    let mut summary = Summary::default();
+    let mut parquet = match &args.out {
+        Some(dir) => Some(ParquetSink::new(dir)?),
+        None => None,
+    };
+    let bar = progress_bar(args);
+    let report = {
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut summary];
+        if let Some(p) = parquet.as_mut() {
+            sinks.push(p);
+        }
+        analyze::run(&args.files, cfg, &mut sinks, |read| {
+            if let Some(b) = &bar {
+                b.set_position(read);
+            }
+        })?
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    for e in &report.input_errors {
+        eprintln!("wakuprof: {e}");
+    }
+    if !args.quiet {
+        let mut out = std::io::stdout().lock();
+        match args.format {
+            Format::Table => out.write_all(summary.table(&report.stats).as_bytes())?,
+            Format::Json => {
+                serde_json::to_writer_pretty(&mut out, &summary.json(&report.stats))?;
+                writeln!(out)?;
+            }
+        }
+        if let Some(p) = &parquet {
+            if args.format == Format::Table {
+                writeln!(
+                    out,
+                    "\n{} Parquet file(s) under {}",
+                    p.files.len(),
+                    args.out
+                        .as_deref()
+                        .unwrap_or_else(|| std::path::Path::new("."))
+                        .display()
+                )?;
+            }
+        }
+        out.flush()?;
+    }
+    if report.input_errors.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(EXIT_INPUT_ERRORS))
+    }
+}
+
+/// A progress bar over the input bytes, only when stderr is a terminal and the input is large.
+fn progress_bar(args: &AnalyzeArgs) -> Option<indicatif::ProgressBar> {
+    const MIN_BYTES: u64 = 64 << 20;
+    if args.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total: u64 = args
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    if total < MIN_BYTES {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+fn schema_cmd(format: Format) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table => {
+            writeln!(out, "{:<14} {:<20} {:<8} meaning", "column", "type", "null")?;
+            for c in COLUMNS {
+                let null = if c.nullable { "nullable" } else { "" };
+                writeln!(
+                    out,
+                    "{:<14} {:<20} {:<8} {}",
+                    c.name,
+                    c.ty.name(),
+                    null,
+                    c.doc
+                )?;
+            }
+            writeln!(
+                out,
+                "\nPartition columns from the directory names: date (YYYY-MM-DD), hour (00-23), UTC."
+            )?;
+        }
+        Format::Json => {
+            let cols: Vec<serde_json::Value> = COLUMNS
+                .iter()
+                .map(|c| serde_json::json!({"name": c.name, "type": c.ty.name(), "nullable": c.nullable, "doc": c.doc}))
+                .collect();
+            serde_json::to_writer_pretty(&mut out, &cols).context("writing the schema")?;
+            writeln!(out)?;
+        }
+    }
+    if COLUMNS.is_empty() {
+        bail!("no columns");
+    }
+    Ok(())
+}

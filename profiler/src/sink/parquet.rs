@@ -1,0 +1,447 @@
+//! Parquet output: zstd-compressed files in Hive partitions `date=YYYY-MM-DD/hour=HH/`, each
+//! written under a temporary name, synced, then renamed, so readers never see a half file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, Float32Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt16Array,
+    UInt32Array, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::Sink;
+use crate::Error;
+use crate::account::record::Row;
+
+/// Type of a column, as written to Parquet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// Microseconds since the epoch, UTC.
+    Timestamp,
+    U16,
+    U32,
+    U64,
+    F32,
+    Utf8,
+}
+
+impl ColumnType {
+    fn arrow(self) -> DataType {
+        match self {
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::U16 => DataType::UInt16,
+            ColumnType::U32 => DataType::UInt32,
+            ColumnType::U64 => DataType::UInt64,
+            ColumnType::F32 => DataType::Float32,
+            ColumnType::Utf8 => DataType::Utf8,
+        }
+    }
+
+    /// The type's name as `wakuprof schema` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Timestamp => "timestamp[us, UTC]",
+            ColumnType::U16 => "uint16",
+            ColumnType::U32 => "uint32",
+            ColumnType::U64 => "uint64",
+            ColumnType::F32 => "float32",
+            ColumnType::Utf8 => "string",
+        }
+    }
+}
+
+/// One column of the usage table: name, type, whether it can be null, and what it means.
+pub struct Column {
+    pub name: &'static str,
+    pub ty: ColumnType,
+    pub nullable: bool,
+    pub doc: &'static str,
+}
+
+const fn col(name: &'static str, ty: ColumnType, nullable: bool, doc: &'static str) -> Column {
+    Column {
+        name,
+        ty,
+        nullable,
+        doc,
+    }
+}
+
+/// The usage table's columns, in file order. Partition columns `date` and `hour` come from the
+/// directory names.
+pub const COLUMNS: &[Column] = &[
+    col(
+        "window_start",
+        ColumnType::Timestamp,
+        false,
+        "start of the aggregation window (UTC)",
+    ),
+    col(
+        "window_secs",
+        ColumnType::U32,
+        false,
+        "window length in seconds (--window)",
+    ),
+    col(
+        "host",
+        ColumnType::Utf8,
+        true,
+        "host name of the owner; null offline",
+    ),
+    col(
+        "pid",
+        ColumnType::U32,
+        true,
+        "owning process id; null offline",
+    ),
+    col(
+        "comm",
+        ColumnType::Utf8,
+        true,
+        "owning process name; null offline",
+    ),
+    col(
+        "exe",
+        ColumnType::Utf8,
+        true,
+        "owning executable path; null offline",
+    ),
+    col(
+        "cgroup",
+        ColumnType::Utf8,
+        true,
+        "owning cgroup / container; null offline",
+    ),
+    col(
+        "transport",
+        ColumnType::Utf8,
+        false,
+        "tcp, udp, icmp, ip (other IP protocols) or non-ip",
+    ),
+    col(
+        "local_addr",
+        ColumnType::Utf8,
+        true,
+        "local address (--local; else the flow's initiator); null for non-IP frames",
+    ),
+    col(
+        "local_port",
+        ColumnType::U16,
+        true,
+        "local port; null without ports",
+    ),
+    col("remote_addr", ColumnType::Utf8, true, "remote address"),
+    col("remote_port", ColumnType::U16, true, "remote port"),
+    col(
+        "category",
+        ColumnType::Utf8,
+        false,
+        "relay_control, relay_chat, waku_service, libp2p, discovery, rpc, bittorrent or other",
+    ),
+    col(
+        "protocol",
+        ColumnType::Utf8,
+        false,
+        "protocol id, e.g. /noise, /multistream/1.0.0, tcp, udp, arp",
+    ),
+    col(
+        "kind",
+        ColumnType::Utf8,
+        false,
+        "message kind, e.g. negotiation, handshake, encrypted, data, transport",
+    ),
+    col(
+        "cluster_id",
+        ColumnType::U16,
+        true,
+        "Waku cluster id; null where not knowable",
+    ),
+    col(
+        "shard",
+        ColumnType::U16,
+        true,
+        "Waku shard; null where not knowable",
+    ),
+    col(
+        "pubsub_topic",
+        ColumnType::Utf8,
+        true,
+        "pubsub topic; null where not knowable",
+    ),
+    col(
+        "content_topic",
+        ColumnType::Utf8,
+        true,
+        "content topic; null where not knowable",
+    ),
+    col(
+        "direction",
+        ColumnType::Utf8,
+        false,
+        "in or out, seen from the local side",
+    ),
+    col(
+        "bytes",
+        ColumnType::U64,
+        false,
+        "wire bytes: IP total length (frame length for non-IP frames)",
+    ),
+    col(
+        "payload_bytes",
+        ColumnType::U64,
+        false,
+        "TCP/UDP payload bytes of the units counted",
+    ),
+    col(
+        "packets",
+        ColumnType::U64,
+        false,
+        "packets, each counted once in the row of its first labelled byte",
+    ),
+    col(
+        "messages",
+        ColumnType::U64,
+        false,
+        "protocol units (messages, frames) that start in this row",
+    ),
+    col(
+        "duplicates",
+        ColumnType::U64,
+        false,
+        "messages seen before by the same host",
+    ),
+    col(
+        "retrans_bytes",
+        ColumnType::U64,
+        false,
+        "wire bytes of TCP segments that repeated stream bytes (included in bytes)",
+    ),
+    col(
+        "method",
+        ColumnType::Utf8,
+        false,
+        "decoded, inferred, heuristic or port: how the label was obtained",
+    ),
+    col(
+        "confidence",
+        ColumnType::F32,
+        false,
+        "0..1; 1 for decoded labels",
+    ),
+];
+
+/// Rows buffered per partition before a file is written.
+const ROWS_PER_FILE: usize = 200_000;
+
+/// Writes rows as Parquet under a directory.
+pub struct ParquetSink {
+    dir: PathBuf,
+    run_id: String,
+    seq: u32,
+    schema: Arc<Schema>,
+    buffered: BTreeMap<(String, u32), Vec<Row>>,
+    /// Files written so far.
+    pub files: Vec<PathBuf>,
+}
+
+impl ParquetSink {
+    /// A sink writing under `dir` (created if missing).
+    pub fn new(dir: &Path) -> Result<ParquetSink, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let fields: Vec<Field> = COLUMNS
+            .iter()
+            .map(|c| Field::new(c.name, c.ty.arrow(), c.nullable))
+            .collect();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(ParquetSink {
+            dir: dir.to_path_buf(),
+            run_id: format!("{nanos:x}-{}", std::process::id()),
+            seq: 0,
+            schema: Arc::new(Schema::new(fields)),
+            buffered: BTreeMap::new(),
+            files: Vec::new(),
+        })
+    }
+
+    fn write_partition(&mut self, part: &(String, u32), rows: &[Row]) -> Result<(), Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let dir = self
+            .dir
+            .join(format!("date={}", part.0))
+            .join(format!("hour={:02}", part.1));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        self.seq += 1;
+        let name = format!("part-{}-{:05}.parquet", self.run_id, self.seq);
+        let path = dir.join(&name);
+        let tmp = dir.join(format!("{name}.tmp"));
+        let result = self.write_file(&tmp, rows);
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        self.files.push(path);
+        Ok(())
+    }
+
+    fn write_file(&self, tmp: &Path, rows: &[Row]) -> Result<(), Error> {
+        let perr = |e: parquet::errors::ParquetError| Error::Parquet {
+            path: tmp.to_path_buf(),
+            message: e.to_string(),
+        };
+        let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(perr)?))
+            .set_max_row_group_row_count(Some(ROWS_PER_FILE))
+            .build();
+        let mut w =
+            ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props)).map_err(perr)?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns(rows)).map_err(|e| {
+            Error::Parquet {
+                path: tmp.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        w.write(&batch).map_err(perr)?;
+        let file = w.into_inner().map_err(perr)?;
+        file.sync_all().map_err(|e| Error::io(tmp, e))
+    }
+}
+
+/// Builds the column arrays of a batch, in [`COLUMNS`] order.
+fn columns(rows: &[Row]) -> Vec<ArrayRef> {
+    fn s<'a>(it: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+        Arc::new(StringArray::from_iter(it))
+    }
+    fn u64s(it: impl Iterator<Item = u64>) -> ArrayRef {
+        Arc::new(UInt64Array::from_iter_values(it))
+    }
+    let addr = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string());
+    let local: Vec<Option<String>> = rows.iter().map(|r| addr(r.endpoints.local_addr)).collect();
+    let remote: Vec<Option<String>> = rows.iter().map(|r| addr(r.endpoints.remote_addr)).collect();
+    vec![
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.window_start_us))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.window_secs),
+        )),
+        s(rows.iter().map(|r| r.owner.host.as_deref())),
+        Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.owner.pid))),
+        s(rows.iter().map(|r| r.owner.comm.as_deref())),
+        s(rows.iter().map(|r| r.owner.exe.as_deref())),
+        s(rows.iter().map(|r| r.owner.cgroup.as_deref())),
+        s(rows.iter().map(|r| Some(r.endpoints.transport))),
+        s(local.iter().map(|a| a.as_deref())),
+        Arc::new(UInt16Array::from_iter(
+            rows.iter().map(|r| r.endpoints.local_port),
+        )),
+        s(remote.iter().map(|a| a.as_deref())),
+        Arc::new(UInt16Array::from_iter(
+            rows.iter().map(|r| r.endpoints.remote_port),
+        )),
+        s(rows.iter().map(|r| Some(r.label.category.as_str()))),
+        s(rows.iter().map(|r| Some(r.label.protocol.as_ref()))),
+        s(rows.iter().map(|r| Some(r.label.kind.as_ref()))),
+        Arc::new(UInt16Array::from_iter(
+            rows.iter().map(|r| r.label.cluster_id),
+        )),
+        Arc::new(UInt16Array::from_iter(rows.iter().map(|r| r.label.shard))),
+        s(rows.iter().map(|r| r.label.pubsub_topic.as_deref())),
+        s(rows.iter().map(|r| r.label.content_topic.as_deref())),
+        s(rows.iter().map(|r| Some(r.direction.as_str()))),
+        u64s(rows.iter().map(|r| r.counters.bytes)),
+        u64s(rows.iter().map(|r| r.counters.payload_bytes)),
+        u64s(rows.iter().map(|r| r.counters.packets)),
+        u64s(rows.iter().map(|r| r.counters.messages)),
+        u64s(rows.iter().map(|r| r.counters.duplicates)),
+        u64s(rows.iter().map(|r| r.counters.retrans_bytes)),
+        s(rows.iter().map(|r| Some(r.label.method.as_str()))),
+        Arc::new(Float32Array::from_iter_values(
+            rows.iter().map(|r| r.label.confidence()),
+        )),
+    ]
+}
+
+/// The Hive partition of a window start: (`YYYY-MM-DD`, hour), UTC.
+pub fn partition(window_start_us: i64) -> (String, u32) {
+    let secs = window_start_us.div_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let hour = (secs.rem_euclid(86_400) / 3600) as u32;
+    let (y, m, d) = civil_from_days(days);
+    (format!("{y:04}-{m:02}-{d:02}"), hour)
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+impl Sink for ParquetSink {
+    fn write(&mut self, rows: &[Row]) -> Result<(), Error> {
+        let mut full = Vec::new();
+        for r in rows {
+            let part = partition(r.window_start_us);
+            let buf = self.buffered.entry(part.clone()).or_default();
+            buf.push(r.clone());
+            if buf.len() == ROWS_PER_FILE {
+                full.push(part);
+            }
+        }
+        for part in full {
+            if let Some(rows) = self.buffered.remove(&part) {
+                self.write_partition(&part, &rows)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        for (part, rows) in std::mem::take(&mut self.buffered) {
+            self.write_partition(&part, &rows)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_utc_dates_and_hours() {
+        assert_eq!(partition(0), ("1970-01-01".to_string(), 0));
+        assert_eq!(
+            partition(1_729_281_222_000_000),
+            ("2024-10-18".to_string(), 19)
+        );
+        assert_eq!(partition(-1), ("1969-12-31".to_string(), 23));
+        assert_eq!(
+            partition(951_782_400_000_000),
+            ("2000-02-29".to_string(), 0)
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! From a captured frame to the fields the flow table needs: IP length, addresses, transport
+//! header. Parsing is lax (etherparse's `LaxSlicedPacket`) so cut-off frames still count.
+
+use std::net::IpAddr;
+
+use etherparse::{EtherType, IpNumber, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+
+use super::{LinkType, RawPacket};
+
+/// Length of the Linux cooked v1 header; the protocol field is its last two bytes.
+const SLL_LEN: usize = 16;
+/// Length of the Linux cooked v2 header; the protocol field is its first two bytes.
+const SLL2_LEN: usize = 20;
+/// Length of the BSD loopback address-family header.
+const NULL_LEN: usize = 4;
+
+/// What a frame is, as far as accounting is concerned.
+#[derive(Debug)]
+pub enum Frame<'a> {
+    /// Not IP (ARP, LLDP, …) or an IP header too broken to read: `len` wire bytes of `protocol`.
+    NonIp { protocol: &'static str, len: u32 },
+    /// An IP packet; `ip_len` is its total length from the IP header.
+    Ip(IpPacket<'a>),
+}
+
+/// The IP-level view of a packet.
+#[derive(Debug)]
+pub struct IpPacket<'a> {
+    /// IP total length (IPv4 total length, IPv6 40 + payload length).
+    pub ip_len: u32,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol number of the payload (after IPv6 extension headers).
+    pub proto: u8,
+    /// Fragment identity when the packet is a fragment: (identification, first fragment?).
+    pub fragment: Option<(u32, bool)>,
+    pub transport: Transport<'a>,
+}
+
+/// The transport layer of an IP packet.
+#[derive(Debug)]
+pub enum Transport<'a> {
+    Tcp(TcpSegment<'a>),
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+        payload: &'a [u8],
+    },
+    /// ICMP, other protocols, non-first fragments and transport headers cut off by the snap length.
+    Other,
+}
+
+/// The TCP fields reassembly uses.
+#[derive(Debug)]
+pub struct TcpSegment<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    /// Payload bytes present in the capture.
+    pub payload: &'a [u8],
+    /// Payload length on the wire (from the IP length), ≥ `payload.len()` when the snap length cut it.
+    pub wire_payload_len: u32,
+}
+
+/// Parses a captured frame. Never fails: what cannot be read is reported as `NonIp` with its length.
+pub fn parse<'a>(pkt: &RawPacket<'a>) -> Frame<'a> {
+    let data = pkt.data;
+    let sliced = match pkt.link {
+        LinkType::Ethernet => LaxSlicedPacket::from_ethernet(data).ok(),
+        LinkType::LinuxSll => ether_type_at(data, SLL_LEN - 2)
+            .map(|et| LaxSlicedPacket::from_ether_type(et, &data[SLL_LEN..])),
+        LinkType::LinuxSll2 => ether_type_at(data, 0).and_then(|et| {
+            (data.len() >= SLL2_LEN)
+                .then(|| LaxSlicedPacket::from_ether_type(et, &data[SLL2_LEN..]))
+        }),
+        LinkType::Null | LinkType::Loop => null_ether_type(pkt.link, data)
+            .map(|et| LaxSlicedPacket::from_ether_type(et, &data[NULL_LEN..])),
+        LinkType::RawIp => LaxSlicedPacket::from_ip(data).ok(),
+    };
+    match sliced {
+        Some(s) => from_sliced(s, pkt.wire_len),
+        None => Frame::NonIp {
+            protocol: "truncated-link",
+            len: pkt.wire_len,
+        },
+    }
+}
+
+fn ether_type_at(data: &[u8], at: usize) -> Option<EtherType> {
+    let b = data.get(at..at + 2)?;
+    Some(EtherType(u16::from_be_bytes([b[0], b[1]])))
+}
+
+/// BSD address families for IPv4 and the several values BSDs use for IPv6.
+fn null_ether_type(link: LinkType, data: &[u8]) -> Option<EtherType> {
+    let b: [u8; 4] = data.get(..NULL_LEN)?.try_into().ok()?;
+    let family = if link == LinkType::Loop {
+        u32::from_be_bytes(b)
+    } else {
+        // The capturing host's byte order is unknown: small values read correctly one way only.
+        let le = u32::from_le_bytes(b);
+        if le <= 0xffff {
+            le
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    Some(match family {
+        2 => EtherType::IPV4,
+        24 | 28 | 30 => EtherType::IPV6,
+        other => EtherType(0xff00 | (other as u16 & 0xff)),
+    })
+}
+
+/// PPPoE session header (6) + PPP protocol (2), in front of IP in PPPoE session frames.
+const PPPOE_LEN: usize = 8;
+/// PPP protocol numbers of IPv4 and IPv6.
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
+
+/// The IP packet inside a PPPoE session frame (ethertype 0x8864), which etherparse leaves opaque.
+fn pppoe_ip<'a>(s: &LaxSlicedPacket<'a>) -> Option<LaxSlicedPacket<'a>> {
+    let p = s.ether_payload()?;
+    if p.ether_type != EtherType(0x8864) {
+        return None;
+    }
+    let proto = p.payload.get(6..8)?;
+    match u16::from_be_bytes([proto[0], proto[1]]) {
+        PPP_IPV4 | PPP_IPV6 => LaxSlicedPacket::from_ip(&p.payload[PPPOE_LEN..]).ok(),
+        _ => None,
+    }
+}
+
+fn from_sliced<'a>(s: LaxSlicedPacket<'a>, wire_len: u32) -> Frame<'a> {
+    if s.net.is_none() {
+        if let Some(inner) = pppoe_ip(&s) {
+            return from_sliced(inner, wire_len);
+        }
+    }
+    let Some(net) = s.net else {
+        return Frame::NonIp {
+            protocol: ether_protocol_name(&s),
+            len: wire_len,
+        };
+    };
+    let (ip_len, src, dst, payload, fragment) = match &net {
+        LaxNetSlice::Ipv4(v4) => {
+            let h = v4.header();
+            let fragment = v4.payload().fragmented.then(|| {
+                (
+                    u32::from(h.identification()),
+                    h.fragments_offset().value() == 0,
+                )
+            });
+            (
+                u32::from(h.total_len()),
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                v4.payload(),
+                fragment,
+            )
+        }
+        LaxNetSlice::Ipv6(v6) => {
+            let h = v6.header();
+            let fragment = v6.payload().fragmented.then(|| ipv6_fragment(v6));
+            (
+                40 + u32::from(h.payload_length()),
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                v6.payload(),
+                fragment.flatten(),
+            )
+        }
+        LaxNetSlice::Arp(_) => {
+            return Frame::NonIp {
+                protocol: "arp",
+                len: wire_len,
+            };
+        }
+    };
+    // A zero length field (segmentation offload on the capturing host) makes the lax parser fall
+    // back to the captured bytes: then those are the packet's length.
+    let ip_len = if ip_len <= ip_header_len(&net) && !payload.payload.is_empty() {
+        ip_header_len(&net) + payload.payload.len() as u32
+    } else {
+        ip_len
+    };
+    let wire_payload = if payload.incomplete {
+        ip_len.saturating_sub(ip_header_len(&net))
+    } else {
+        payload.payload.len() as u32
+    };
+    let transport = if fragment.is_some_and(|(_, first)| !first) {
+        Transport::Other
+    } else {
+        match s.transport {
+            Some(TransportSlice::Tcp(t)) => Transport::Tcp(TcpSegment {
+                src_port: t.source_port(),
+                dst_port: t.destination_port(),
+                seq: t.sequence_number(),
+                syn: t.syn(),
+                ack: t.ack(),
+                fin: t.fin(),
+                rst: t.rst(),
+                payload: t.payload(),
+                wire_payload_len: wire_payload.saturating_sub(u32::from(t.data_offset()) * 4),
+            }),
+            Some(TransportSlice::Udp(u)) => Transport::Udp {
+                src_port: u.source_port(),
+                dst_port: u.destination_port(),
+                payload: u.payload(),
+            },
+            _ => Transport::Other,
+        }
+    };
+    Frame::Ip(IpPacket {
+        ip_len,
+        src,
+        dst,
+        proto: payload.ip_number.0,
+        fragment,
+        transport,
+    })
+}
+
+/// Length of the IP header and extension headers in front of the payload.
+fn ip_header_len(net: &LaxNetSlice<'_>) -> u32 {
+    match net {
+        LaxNetSlice::Ipv4(v4) => u32::from(v4.header().ihl()) * 4,
+        LaxNetSlice::Ipv6(v6) => 40 + v6.extensions().slice().len() as u32,
+        LaxNetSlice::Arp(_) => 0,
+    }
+}
+
+fn ipv6_fragment(v6: &etherparse::LaxIpv6Slice<'_>) -> Option<(u32, bool)> {
+    v6.extensions()
+        .clone()
+        .into_iter()
+        .find_map(|ext| match ext {
+            etherparse::Ipv6ExtensionSlice::Fragment(f) => {
+                Some((f.identification(), f.fragment_offset().value() == 0))
+            }
+            _ => None,
+        })
+}
+
+fn ether_protocol_name(s: &LaxSlicedPacket<'_>) -> &'static str {
+    let et = s.ether_payload().map(|p| p.ether_type);
+    match et {
+        Some(EtherType::ARP) => "arp",
+        Some(EtherType::IPV4) | Some(EtherType::IPV6) => "malformed-ip",
+        Some(EtherType(0x88cc)) => "lldp",
+        Some(EtherType(0x888e)) => "eapol",
+        Some(EtherType(t)) if t < 0x0600 => "llc",
+        _ => "non-ip",
+    }
+}
+
+/// Name of an IP protocol number for rows of protocols without a decoder.
+pub fn ip_protocol_name(proto: u8) -> &'static str {
+    match IpNumber(proto) {
+        IpNumber::TCP => "tcp",
+        IpNumber::UDP => "udp",
+        IpNumber::ICMP => "icmp",
+        IpNumber::IPV6_ICMP => "icmpv6",
+        IpNumber::IGMP => "igmp",
+        IpNumber::GRE => "gre",
+        IpNumber::ENCAPSULATING_SECURITY_PAYLOAD => "esp",
+        IpNumber::SCTP => "sctp",
+        _ => "ip",
+    }
+}
