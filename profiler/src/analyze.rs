@@ -358,7 +358,7 @@ pub fn run(
     captures.for_each(|pkt, read| {
         analyzer.packet(pkt);
         n += 1;
-        if n % 65_536 == 0 {
+        if n.is_multiple_of(65_536) {
             progress(read);
             let rows = analyzer.take_rows();
             if !rows.is_empty() && sink_error.is_none() {

@@ -112,11 +112,7 @@ fn take(e: &mut Entry, part: u64, units: u64) -> Counters {
     let first = e.done_payload == 0;
     e.done_payload += part;
     let wire = u64::from(e.seg.wire);
-    let wire_done = if payload == 0 {
-        wire
-    } else {
-        wire * e.done_payload / payload
-    };
+    let wire_done = (wire * e.done_payload).checked_div(payload).unwrap_or(wire);
     let share = wire_done - e.done_wire;
     e.done_wire = wire_done;
     Counters {

@@ -40,7 +40,7 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
             Parsed::Invalid
         };
     };
-    if len < 2 || len > MAX_LEN {
+    if !(2..=MAX_LEN).contains(&len) {
         return Parsed::Invalid;
     }
     let end = used + len as usize;

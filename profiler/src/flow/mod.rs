@@ -158,13 +158,9 @@ impl Flow {
         } else {
             (key.hi, key.lo)
         };
-        let initiator_local = match (
-            locals.iter().any(|l| l.matches(init)),
-            locals.iter().any(|l| l.matches(resp)),
-        ) {
-            (false, true) => false,
-            _ => true,
-        };
+        // The responder is local only when it alone matches `--local`.
+        let initiator_local =
+            locals.iter().any(|l| l.matches(init)) || !locals.iter().any(|l| l.matches(resp));
         let (local, remote) = if initiator_local {
             (init, resp)
         } else {

@@ -159,12 +159,12 @@ impl Direction {
 
     /// Declares the hole before the first held segment a gap.
     fn skip_to_held(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
-        if let Some(&first) = self.held.keys().next() {
-            if first > self.offset {
-                let gap = first - self.offset;
-                out(Chunk::Gap(gap));
-                self.advance(gap);
-            }
+        if let Some(&first) = self.held.keys().next()
+            && first > self.offset
+        {
+            let gap = first - self.offset;
+            out(Chunk::Gap(gap));
+            self.advance(gap);
         }
     }
 

@@ -136,10 +136,10 @@ fn pppoe_ip<'a>(s: &LaxSlicedPacket<'a>) -> Option<LaxSlicedPacket<'a>> {
 }
 
 fn from_sliced<'a>(s: LaxSlicedPacket<'a>, wire_len: u32) -> Frame<'a> {
-    if s.net.is_none() {
-        if let Some(inner) = pppoe_ip(&s) {
-            return from_sliced(inner, wire_len);
-        }
+    if s.net.is_none()
+        && let Some(inner) = pppoe_ip(&s)
+    {
+        return from_sliced(inner, wire_len);
     }
     let Some(net) = s.net else {
         return Frame::NonIp {
