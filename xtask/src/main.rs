@@ -1,8 +1,9 @@
-//! Project chores, run as `cargo xtask <command>`: set-up, the demo on a bundled sample, the test
-//! suite, sample captures and benchmarks.
+//! Project chores, run as `cargo xtask <command>`: the demo on a bundled sample, the test suite,
+//! sample captures and benchmarks. Each installs what it needs first.
 
 mod bench;
 mod samples;
+mod setup;
 
 use clap::{Parser, Subcommand};
 
@@ -16,15 +17,63 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Install what the build needs, build wakuprof and analyze the bundled libp2p sample.
+    Demo,
+    /// Install what the tests need (libpcap, tshark, DuckDB) and run the whole test suite.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Re-make the captures in samples/ from real implementations on loopback (needs root).
     Samples(samples::SamplesArgs),
     /// Compare `wakuprof analyze` with ndpiReader, tshark and tcpdump on one capture.
     Bench(bench::BenchArgs),
 }
 
+/// The sample the demo analyzes.
+const DEMO_SAMPLE: &str = "samples/libp2p-noise-yamux.pcap";
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Demo => demo(),
+        Command::Test { args } => test(&args),
         Command::Samples(args) => samples::run(&args),
         Command::Bench(args) => bench::run(&args),
     }
+}
+
+fn demo() -> anyhow::Result<()> {
+    setup::ensure_packages(setup::BUILD)?;
+    let root = workspace_root();
+    setup::run(
+        setup::cargo()
+            .current_dir(&root)
+            .args(["run", "--release", "--quiet", "-p", "wakuprof", "--", "analyze", DEMO_SAMPLE])
+            .args(["--out", "target/demo-results"]),
+    )?;
+    eprintln!(
+        "\nxtask: Parquet written under target/demo-results/; try `cargo run --release -p wakuprof -- analyze --help`"
+    );
+    Ok(())
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::ensure_packages(setup::BUILD)?;
+    setup::ensure_packages(setup::TEST)?;
+    setup::ensure_duckdb()?;
+    setup::run(
+        setup::cargo()
+            .current_dir(workspace_root())
+            .args(["test", "--workspace"])
+            .args(args),
+    )
+}
+
+/// The workspace root: xtask lives one level below it.
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
 }

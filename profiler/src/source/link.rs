@@ -274,3 +274,87 @@ pub fn ip_protocol_name(proto: u8) -> &'static str {
         _ => "ip",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4/TCP packet, 127.0.0.1:40000 → 127.0.0.1:60000, 3 payload bytes (43 bytes).
+    const IP_TCP: [u8; 43] = [
+        0x45, 0, 0, 43, 0, 1, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1, // IPv4
+        0x9c, 0x40, 0xea, 0x60, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0, // TCP
+        b'a', b'b', b'c',
+    ];
+
+    fn framed(header: &[u8]) -> Vec<u8> {
+        [header, &IP_TCP].concat()
+    }
+
+    fn ip_len(link: LinkType, frame: &[u8]) -> Option<(u32, u16, usize)> {
+        let pkt = RawPacket {
+            ts_ns: 0,
+            link,
+            data: frame,
+            wire_len: frame.len() as u32,
+        };
+        match parse(&pkt) {
+            Frame::Ip(ip) => match ip.transport {
+                Transport::Tcp(t) => Some((ip.ip_len, t.dst_port, t.payload.len())),
+                _ => None,
+            },
+            Frame::NonIp { .. } => None,
+        }
+    }
+
+    #[test]
+    fn every_link_type_reaches_the_same_packet() {
+        let eth = [[0u8; 12].as_slice(), &[0x08, 0x00]].concat();
+        let vlan = [[0u8; 12].as_slice(), &[0x81, 0x00, 0x00, 0x64, 0x08, 0x00]].concat();
+        let qinq = [[0u8; 12].as_slice(), &[0x88, 0xa8, 0, 1, 0x81, 0, 0, 2, 0x08, 0]].concat();
+        let mut sll = [0u8; 16];
+        sll[14..].copy_from_slice(&[0x08, 0x00]);
+        let mut sll2 = [0u8; 20];
+        sll2[..2].copy_from_slice(&[0x08, 0x00]);
+        let null_le = 2u32.to_le_bytes();
+        let loop_be = 2u32.to_be_bytes();
+        let cases: [(LinkType, &[u8]); 8] = [
+            (LinkType::Ethernet, &eth),
+            (LinkType::Ethernet, &vlan),
+            (LinkType::Ethernet, &qinq),
+            (LinkType::LinuxSll, &sll),
+            (LinkType::LinuxSll2, &sll2),
+            (LinkType::Null, &null_le),
+            (LinkType::Loop, &loop_be),
+            (LinkType::RawIp, &[]),
+        ];
+        for (link, header) in cases {
+            let f = framed(header);
+            assert_eq!(ip_len(link, &f), Some((43, 60000, 3)), "{link:?} {header:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_frames_never_panic_and_keep_their_length() {
+        let f = framed(&[[0u8; 12].as_slice(), &[0x08, 0x00]].concat());
+        for cut in 0..f.len() {
+            let pkt = RawPacket {
+                ts_ns: 0,
+                link: LinkType::Ethernet,
+                data: &f[..cut],
+                wire_len: f.len() as u32,
+            };
+            match parse(&pkt) {
+                Frame::Ip(ip) => assert_eq!(ip.ip_len, 43, "cut {cut}"),
+                Frame::NonIp { len, .. } => assert_eq!(len, f.len() as u32, "cut {cut}"),
+            }
+        }
+    }
+
+    #[test]
+    fn pppoe_sessions_are_unwrapped() {
+        let mut h = [0u8; 12].to_vec();
+        h.extend_from_slice(&[0x88, 0x64, 0x11, 0x00, 0x00, 0x01, 0x00, 45, 0x00, 0x21]);
+        let f = framed(&h);
+        assert_eq!(ip_len(LinkType::Ethernet, &f), Some((43, 60000, 3)));
+    }
+}
