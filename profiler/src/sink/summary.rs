@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
@@ -17,7 +18,7 @@ const TOP_FLOWS: usize = 10;
 /// Totals kept for the summary.
 #[derive(Default)]
 pub struct Summary {
-    by_label: BTreeMap<(&'static str, String, Option<u16>), Counters>,
+    by_label: BTreeMap<(&'static str, Arc<str>, Option<u16>), Counters>,
     by_direction: BTreeMap<Direction, Counters>,
     by_flow: FxHashMap<Endpoints, Counters>,
     total: Counters,
@@ -28,7 +29,7 @@ impl Sink for Summary {
         for r in rows {
             let key = (
                 r.label.category.as_str(),
-                r.label.kind.to_string(),
+                Arc::clone(&r.label.kind),
                 r.label.shard,
             );
             self.by_label.entry(key).or_default().add(&r.counters);
@@ -138,7 +139,7 @@ impl Summary {
             .by_label
             .iter()
             .map(|((cat, kind, shard), c)| {
-                json!({"category": cat, "kind": kind, "shard": shard, "bytes": c.bytes,
+                json!({"category": cat, "kind": kind.as_ref(), "shard": shard, "bytes": c.bytes,
                        "payload_bytes": c.payload_bytes, "packets": c.packets,
                        "messages": c.messages, "retrans_bytes": c.retrans_bytes})
             })

@@ -57,6 +57,9 @@ impl CaptureSet {
     /// Calls `f` for every packet of every file, in timestamp order across files (each file's own
     /// order is kept). Returns when all files are exhausted or have failed.
     pub fn for_each(&mut self, mut f: impl FnMut(&RawPacket<'_>, u64)) {
+        if self.inputs.len() == 1 {
+            return self.single(&mut f);
+        }
         loop {
             let next = self
                 .inputs
@@ -78,6 +81,53 @@ impl CaptureSet {
         }
     }
 
+    /// One file needs no merge: packets go from libpcap's buffer to `f` without a copy.
+    fn single(&mut self, f: &mut impl FnMut(&RawPacket<'_>, u64)) {
+        let input = &mut self.inputs[0];
+        if let Some(head) = input.head.take() {
+            let pkt = RawPacket {
+                ts_ns: head.ts_ns,
+                link: input.link,
+                data: &head.data,
+                wire_len: head.wire_len,
+            };
+            f(&pkt, self.bytes_read);
+        }
+        loop {
+            match input.capture.next_packet() {
+                Ok(p) => {
+                    input.read += 1;
+                    self.bytes_read += RECORD_HEADER_LEN + p.data.len() as u64;
+                    let pkt = RawPacket {
+                        ts_ns: ts_ns(p.header),
+                        link: input.link,
+                        data: p.data,
+                        wire_len: p.header.len,
+                    };
+                    f(&pkt, self.bytes_read);
+                }
+                Err(e) => {
+                    self.fail(0, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Records why input `i` stopped, unless it simply ended.
+    fn fail(&mut self, i: usize, e: pcap::Error) {
+        if matches!(e, pcap::Error::NoMorePackets) {
+            return;
+        }
+        let input = &self.inputs[i];
+        self.errors.push(Error::CorruptCapture {
+            path: input.path.clone(),
+            packet: input.read + 1,
+            counted: input.read,
+            message: libpcap_message(&e),
+        });
+    }
+
     /// Errors met while reading (corrupt or truncated files), in the order they happened.
     pub fn take_errors(&mut self) -> Vec<Error> {
         std::mem::take(&mut self.errors)
@@ -93,20 +143,14 @@ impl CaptureSet {
         match input.capture.next_packet() {
             Ok(p) => {
                 input.read += 1;
-                head.ts_ns = p.header.ts.tv_sec * 1_000_000_000 + p.header.ts.tv_usec;
+                head.ts_ns = ts_ns(p.header);
                 head.wire_len = p.header.len;
                 head.data.clear();
                 head.data.extend_from_slice(p.data);
                 self.bytes_read += RECORD_HEADER_LEN + p.data.len() as u64;
                 input.head = Some(head);
             }
-            Err(pcap::Error::NoMorePackets) => {}
-            Err(e) => self.errors.push(Error::CorruptCapture {
-                path: input.path.clone(),
-                packet: input.read + 1,
-                counted: input.read,
-                message: libpcap_message(&e),
-            }),
+            Err(e) => self.fail(i, e),
         }
     }
 }
@@ -131,6 +175,11 @@ fn open_one(path: &Path) -> Result<Input, Error> {
         read: 0,
         head: None,
     })
+}
+
+/// A record's time in ns; libpcap puts nanoseconds in `tv_usec` when opened with nano precision.
+fn ts_ns(h: &pcap::PacketHeader) -> i64 {
+    h.ts.tv_sec * 1_000_000_000 + h.ts.tv_usec
 }
 
 /// libpcap's own text without the crate's "libpcap error:" prefix.
