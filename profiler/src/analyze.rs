@@ -57,13 +57,69 @@ pub struct Stats {
     pub orphan_fragments: u64,
     pub flow: FlowStats,
     pub labels_overflowed: u64,
+    /// The flows with the most wire bytes.
+    pub top_flows: TopFlows,
     /// First and last packet time, ns since the epoch.
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
 }
 
+/// Flows listed as the largest.
+const TOP_FLOWS: usize = 10;
+
+/// The largest flows by wire bytes, largest first. A flow retired and seen again counts as two.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TopFlows(pub Vec<TopFlow>);
+
+/// One of the largest flows.
+#[derive(Clone, Debug, Serialize)]
+pub struct TopFlow {
+    pub transport: &'static str,
+    pub local: String,
+    pub remote: String,
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+impl TopFlows {
+    fn offer(&mut self, f: &Flow) {
+        let v = &mut self.0;
+        if v.len() == TOP_FLOWS && v.last().is_some_and(|l| l.bytes >= f.bytes) {
+            return;
+        }
+        let ep = &f.endpoints;
+        let at = v.partition_point(|t| t.bytes >= f.bytes);
+        v.insert(
+            at,
+            TopFlow {
+                transport: ep.transport,
+                local: endpoint_text(ep.local_addr, ep.local_port),
+                remote: endpoint_text(ep.remote_addr, ep.remote_port),
+                bytes: f.bytes,
+                packets: f.packets,
+            },
+        );
+        v.truncate(TOP_FLOWS);
+    }
+}
+
+/// `addr:port` (`[v6]:port`), the address alone, or `-`.
+pub fn endpoint_text(addr: Option<std::net::IpAddr>, port: Option<u16>) -> String {
+    match (addr, port) {
+        (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+        (Some(a), Some(p)) => format!("{a}:{p}"),
+        (Some(a), None) => a.to_string(),
+        (None, _) => "-".to_string(),
+    }
+}
+
 /// Time between idle-flow sweeps, in capture time.
 const SWEEP_NS: i64 = 10 * 1_000_000_000;
+/// Rows the usage table may hold before its oldest windows are handed out early (unordered
+/// captures keep many windows open).
+pub const TABLE_ROW_LIMIT: usize = 1 << 16;
+/// Rows handed to the sinks at a time.
+const BATCH_ROWS: usize = 1 << 16;
 
 /// The pipeline state: flows, decoders, the usage table.
 pub struct Analyzer {
@@ -121,6 +177,11 @@ impl Analyzer {
                 self.sweep();
             }
         }
+        if self.table.rows() > TABLE_ROW_LIMIT {
+            while self.table.rows() > TABLE_ROW_LIMIT / 2
+                && self.table.drain_oldest(&self.labels, &mut self.rows)
+            {}
+        }
     }
 
     /// Rows of windows that have closed since the last call.
@@ -128,17 +189,23 @@ impl Analyzer {
         std::mem::take(&mut self.rows)
     }
 
-    /// Ends the run: finishes every flow and returns the remaining rows and the statistics.
-    pub fn finish(mut self) -> (Vec<Row>, Stats) {
+    /// Ends the run: finishes every flow; [`Analyzer::drain`] then hands out the remaining rows.
+    pub fn finish(&mut self) -> Stats {
         let flows = std::mem::take(&mut self.flows.flows);
         for (_, f) in flows {
             self.finish_flow(f);
         }
-        self.table
-            .drain_before(i64::MAX, &self.labels, &mut self.rows);
         self.stats.flow.reassembly_limit_hits = self.budget.hits;
         self.stats.labels_overflowed = self.labels.overflowed;
-        (self.rows, self.stats)
+        self.stats.clone()
+    }
+
+    /// After [`Analyzer::finish`]: the rows of the next window(s), at least `min` rows unless the
+    /// table runs out; empty when everything has been handed out.
+    pub fn drain(&mut self, min: usize) -> Vec<Row> {
+        let mut rows = std::mem::take(&mut self.rows);
+        while rows.len() < min && self.table.drain_oldest(&self.labels, &mut rows) {}
+        rows
     }
 
     fn fixed_label(&mut self, protocol: &'static str) -> LabelId {
@@ -250,6 +317,8 @@ impl Analyzer {
             )
         });
         flow.last_ns = flow.last_ns.max(ts);
+        flow.bytes += u64::from(ip.ip_len);
+        flow.packets += 1;
         let side = flow.side(src_is_lo);
         let direction = flow.direction(side);
         match direction {
@@ -295,6 +364,7 @@ impl Analyzer {
     }
 
     fn finish_flow(&mut self, mut f: Flow) {
+        self.stats.top_flows.offer(&f);
         let endpoints = f.endpoints;
         let dirs = [f.direction(Side::Initiator), f.direction(Side::Responder)];
         let table = &mut self.table;
@@ -367,11 +437,17 @@ pub fn run(
         }
     });
     let input_errors = captures.take_errors();
-    let (rows, stats) = analyzer.finish();
+    let stats = analyzer.finish();
     if let Some(e) = sink_error {
         return Err(e);
     }
-    write_all(sinks, &rows)?;
+    loop {
+        let rows = analyzer.drain(BATCH_ROWS);
+        if rows.is_empty() {
+            break;
+        }
+        write_all(sinks, &rows)?;
+    }
     for s in sinks.iter_mut() {
         s.finish()?;
     }

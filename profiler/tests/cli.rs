@@ -53,11 +53,23 @@ fn parquet_opens_in_duckdb_with_the_summary_totals() {
         "--format",
         "json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary = json_summary(&out);
     let files = parquet_files(&out_dir);
-    assert!(files.iter().all(|f| f.extension().is_some_and(|e| e == "parquet")), "no temporary files left: {files:?}");
-    assert!(files.iter().all(|f| f.to_string_lossy().contains("/date=")), "Hive partitions: {files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.extension().is_some_and(|e| e == "parquet")),
+        "no temporary files left: {files:?}"
+    );
+    assert!(
+        files.iter().all(|f| f.to_string_lossy().contains("/date=")),
+        "Hive partitions: {files:?}"
+    );
     let glob = format!("{}/**/*.parquet", out_dir.display());
     let row = common::duckdb(&format!(
         "SELECT sum(bytes), sum(packets), count(DISTINCT date), min(CAST(hour AS INTEGER)) BETWEEN 0 AND 23, \
@@ -68,7 +80,10 @@ fn parquet_opens_in_duckdb_with_the_summary_totals() {
     assert_eq!(row[0], totals["bytes"].to_string());
     assert_eq!(row[1], totals["packets"].to_string());
     assert_eq!(row[1], summary["stats"]["packets"].to_string());
-    assert!(row[2].parse::<u64>().expect("date count") > 1, "several dates in ndpi-mix");
+    assert!(
+        row[2].parse::<u64>().expect("date count") > 1,
+        "several dates in ndpi-mix"
+    );
     assert_eq!(row[3], "True");
     assert_eq!(row[4], totals["bytes_in"].to_string());
     assert_eq!(row[5], "0");
@@ -76,7 +91,16 @@ fn parquet_opens_in_duckdb_with_the_summary_totals() {
         "SELECT typeof(window_start), typeof(bytes), typeof(local_port), typeof(shard), typeof(category) \
          FROM read_parquet('{glob}', hive_partitioning=true) LIMIT 1"
     ));
-    assert_eq!(types, ["TIMESTAMP WITH TIME ZONE", "UBIGINT", "USMALLINT", "USMALLINT", "VARCHAR"]);
+    assert_eq!(
+        types,
+        [
+            "TIMESTAMP WITH TIME ZONE",
+            "UBIGINT",
+            "USMALLINT",
+            "USMALLINT",
+            "VARCHAR"
+        ]
+    );
 }
 
 #[test]
@@ -95,15 +119,28 @@ fn truncated_capture_keeps_what_was_counted() {
         "json",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "exit status says input was bad: {stderr}");
-    assert!(stderr.contains("cut.pcap: packet "), "names the file and packet: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit status says input was bad: {stderr}"
+    );
+    assert!(
+        stderr.contains("cut.pcap: packet "),
+        "names the file and packet: {stderr}"
+    );
     let summary = json_summary(&out);
     let (reference, frames) = common::tshark_wire_bytes(&cut);
     assert_eq!(summary["stats"]["packets"].as_u64(), Some(frames));
     assert_eq!(summary["totals"]["bytes"].as_u64(), Some(reference));
     let glob = format!("{}/**/*.parquet", out_dir.display());
-    let row = common::duckdb(&format!("SELECT sum(bytes) FROM read_parquet('{glob}', hive_partitioning=true)"));
-    assert_eq!(row[0], reference.to_string(), "the counted bytes were written");
+    let row = common::duckdb(&format!(
+        "SELECT sum(bytes) FROM read_parquet('{glob}', hive_partitioning=true)"
+    ));
+    assert_eq!(
+        row[0],
+        reference.to_string(),
+        "the counted bytes were written"
+    );
 }
 
 #[test]
@@ -114,7 +151,10 @@ fn a_file_that_is_not_a_capture_is_refused_clearly() {
     let out = wakuprof(&["analyze", bogus.to_str().expect("utf-8 path")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("notes.txt: cannot open capture"), "{stderr}");
+    assert!(
+        stderr.contains("notes.txt: cannot open capture"),
+        "{stderr}"
+    );
     let missing = wakuprof(&["analyze", "/nonexistent/x.pcap"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.pcap"));
@@ -128,7 +168,10 @@ fn several_files_merge_into_one_run() {
     let two = json_summary(&wakuprof(&["analyze", m, m, "--format", "json"]));
     let b = |v: &Value| v["totals"]["bytes"].as_u64().expect("bytes");
     assert_eq!(b(&two), 2 * b(&one));
-    assert_eq!(two["stats"]["packets"].as_u64(), one["stats"]["packets"].as_u64().map(|p| 2 * p));
+    assert_eq!(
+        two["stats"]["packets"].as_u64(),
+        one["stats"]["packets"].as_u64().map(|p| 2 * p)
+    );
 }
 
 #[test]
@@ -136,7 +179,14 @@ fn local_address_decides_direction() {
     let mix = common::ndpi_mix();
     let m = mix.to_str().expect("utf-8 path");
     let plain = json_summary(&wakuprof(&["analyze", m, "--format", "json"]));
-    let local = json_summary(&wakuprof(&["analyze", m, "--format", "json", "--local", "178.62.197.130"]));
+    let local = json_summary(&wakuprof(&[
+        "analyze",
+        m,
+        "--format",
+        "json",
+        "--local",
+        "178.62.197.130",
+    ]));
     assert_eq!(plain["totals"]["bytes"], local["totals"]["bytes"]);
     assert_ne!(plain["totals"]["bytes_in"], local["totals"]["bytes_in"]);
     let bad = wakuprof(&["analyze", m, "--local", "not-an-address"]);
@@ -149,8 +199,24 @@ fn schema_lists_every_column() {
     let out = wakuprof(&["schema", "--format", "json"]);
     assert!(out.status.success());
     let cols: Value = serde_json::from_slice(&out.stdout).expect("JSON schema");
-    let names: Vec<&str> = cols.as_array().expect("array").iter().filter_map(|c| c["name"].as_str()).collect();
-    for want in ["window_start", "pid", "category", "kind", "shard", "direction", "bytes", "payload_bytes", "method", "confidence"] {
+    let names: Vec<&str> = cols
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for want in [
+        "window_start",
+        "pid",
+        "category",
+        "kind",
+        "shard",
+        "direction",
+        "bytes",
+        "payload_bytes",
+        "method",
+        "confidence",
+    ] {
         assert!(names.contains(&want), "{want} in {names:?}");
     }
 }

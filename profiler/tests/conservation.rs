@@ -11,14 +11,32 @@ use wakuprof::analyze::Config;
 fn check(path: &Path, cfg: Config) {
     let (rows, stats, errors) = common::analyze(&[path.to_path_buf()], cfg);
     assert_eq!(errors, 0, "{}: read errors", path.display());
-    let (inb, outb) = (common::bytes(&rows, Direction::In), common::bytes(&rows, Direction::Out));
+    let (inb, outb) = (
+        common::bytes(&rows, Direction::In),
+        common::bytes(&rows, Direction::Out),
+    );
     assert_eq!(inb, stats.ip_bytes_in, "{}: inbound", path.display());
-    assert_eq!(outb, stats.ip_bytes_out + stats.non_ip_bytes, "{}: outbound", path.display());
+    assert_eq!(
+        outb,
+        stats.ip_bytes_out + stats.non_ip_bytes,
+        "{}: outbound",
+        path.display()
+    );
     let packets: u64 = rows.iter().map(|r| r.counters.packets).sum();
-    assert_eq!(packets, stats.packets, "{}: every packet counted once", path.display());
+    assert_eq!(
+        packets,
+        stats.packets,
+        "{}: every packet counted once",
+        path.display()
+    );
     let (reference, frames) = common::tshark_wire_bytes(path);
     assert_eq!(frames, stats.packets, "{}: frames", path.display());
-    assert_eq!(inb + outb, reference, "{}: Σ bytes vs tshark", path.display());
+    assert_eq!(
+        inb + outb,
+        reference,
+        "{}: Σ bytes vs tshark",
+        path.display()
+    );
 }
 
 #[test]

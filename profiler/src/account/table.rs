@@ -22,6 +22,8 @@ pub struct UsageTable {
     window_ns: i64,
     window_secs: u32,
     windows: BTreeMap<i64, FxHashMap<RowKey, Counters>>,
+    /// Rows held across all windows.
+    rows: usize,
     owner: Arc<Owner>,
 }
 
@@ -32,6 +34,7 @@ impl UsageTable {
             window_ns: i64::from(window_secs) * 1_000_000_000,
             window_secs,
             windows: BTreeMap::new(),
+            rows: 0,
             owner: Arc::new(Owner::default()),
         }
     }
@@ -43,12 +46,27 @@ impl UsageTable {
 
     /// Adds counters to a row.
     pub fn add(&mut self, window: i64, key: RowKey, c: &Counters) {
-        self.windows
-            .entry(window)
-            .or_default()
-            .entry(key)
-            .or_default()
-            .add(c);
+        let rows = self.windows.entry(window).or_default();
+        let before = rows.len();
+        rows.entry(key).or_default().add(c);
+        self.rows += rows.len() - before;
+    }
+
+    /// Rows held, over all open windows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Moves the rows of the oldest window into `out`, whether it has closed or not (to bound
+    /// memory, and at the end of a run). Returns false when the table is empty.
+    pub fn drain_oldest(&mut self, labels: &LabelTable, out: &mut Vec<Row>) -> bool {
+        match self.windows.pop_first() {
+            Some((start, rows)) => {
+                self.emit(start, rows, labels, out);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Moves the rows of every window that started before `cutoff_ns` into `out`.
@@ -63,12 +81,13 @@ impl UsageTable {
     }
 
     fn emit(
-        &self,
+        &mut self,
         start: i64,
         rows: FxHashMap<RowKey, Counters>,
         labels: &LabelTable,
         out: &mut Vec<Row>,
     ) {
+        self.rows -= rows.len();
         out.extend(rows.into_iter().map(|(k, counters)| Row {
             window_start_us: start / 1000,
             window_secs: self.window_secs,

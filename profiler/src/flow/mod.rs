@@ -85,6 +85,9 @@ pub struct Flow {
     /// Endpoints oriented local → remote, as rows carry them.
     pub endpoints: Endpoints,
     pub last_ns: i64,
+    /// Wire bytes and packets of the whole flow, for the summary's top flows.
+    pub bytes: u64,
+    pub packets: u64,
     /// A FIN or RST was seen (TCP).
     pub closing: bool,
     state: State,
@@ -191,6 +194,8 @@ impl Flow {
             initiator_local,
             endpoints,
             last_ns: 0,
+            bytes: 0,
+            packets: 0,
             closing: false,
             state,
         }

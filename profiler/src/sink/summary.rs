@@ -5,22 +5,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 
 use super::Sink;
-use crate::account::record::{Counters, Direction, Endpoints, Row};
+use crate::account::record::{Counters, Direction, Row};
 use crate::analyze::Stats;
-
-/// Flows listed under "top flows".
-const TOP_FLOWS: usize = 10;
 
 /// Totals kept for the summary.
 #[derive(Default)]
 pub struct Summary {
     by_label: BTreeMap<(&'static str, Arc<str>, Option<u16>), Counters>,
     by_direction: BTreeMap<Direction, Counters>,
-    by_flow: FxHashMap<Endpoints, Counters>,
     total: Counters,
 }
 
@@ -35,10 +30,6 @@ impl Sink for Summary {
             self.by_label.entry(key).or_default().add(&r.counters);
             self.by_direction
                 .entry(r.direction)
-                .or_default()
-                .add(&r.counters);
-            self.by_flow
-                .entry(r.endpoints)
                 .or_default()
                 .add(&r.counters);
             self.total.add(&r.counters);
@@ -60,17 +51,6 @@ impl Summary {
     /// Counters per direction.
     pub fn direction(&self, d: Direction) -> Counters {
         self.by_direction.get(&d).copied().unwrap_or_default()
-    }
-
-    fn top_flows(&self) -> Vec<(&Endpoints, &Counters)> {
-        let mut flows: Vec<_> = self.by_flow.iter().collect();
-        flows.sort_by(|a, b| {
-            b.1.bytes
-                .cmp(&a.1.bytes)
-                .then_with(|| a.0.local_port.cmp(&b.0.local_port))
-        });
-        flows.truncate(TOP_FLOWS);
-        flows
     }
 
     /// The summary as a human-readable table.
@@ -106,15 +86,15 @@ impl Summary {
             );
         }
         let _ = writeln!(s, "\ntop flows (local → remote):");
-        for (ep, c) in self.top_flows() {
+        for f in &stats.top_flows.0 {
             let _ = writeln!(
                 s,
                 "  {:<5} {:>40} → {:<40} {:>14} bytes {:>6.2}%",
-                ep.transport,
-                endpoint(ep.local_addr, ep.local_port),
-                endpoint(ep.remote_addr, ep.remote_port),
-                c.bytes,
-                100.0 * c.bytes as f64 / total
+                f.transport,
+                f.local,
+                f.remote,
+                f.bytes,
+                100.0 * f.bytes as f64 / total
             );
         }
         let f = &stats.flow;
@@ -144,31 +124,13 @@ impl Summary {
                        "messages": c.messages, "retrans_bytes": c.retrans_bytes})
             })
             .collect();
-        let flows: Vec<Value> = self
-            .top_flows()
-            .into_iter()
-            .map(|(ep, c)| {
-                json!({"transport": ep.transport, "local": endpoint(ep.local_addr, ep.local_port),
-                       "remote": endpoint(ep.remote_addr, ep.remote_port), "bytes": c.bytes,
-                       "packets": c.packets})
-            })
-            .collect();
         json!({
             "stats": stats,
             "totals": {"bytes": self.total.bytes, "packets": self.total.packets,
                        "bytes_in": self.direction(Direction::In).bytes,
                        "bytes_out": self.direction(Direction::Out).bytes},
             "categories": categories,
-            "top_flows": flows,
+            "top_flows": stats.top_flows,
         })
-    }
-}
-
-fn endpoint(addr: Option<std::net::IpAddr>, port: Option<u16>) -> String {
-    match (addr, port) {
-        (Some(std::net::IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
-        (Some(a), Some(p)) => format!("{a}:{p}"),
-        (Some(a), None) => a.to_string(),
-        (None, _) => "-".to_string(),
     }
 }

@@ -282,7 +282,8 @@ mod tests {
     /// An IPv4/TCP packet, 127.0.0.1:40000 → 127.0.0.1:60000, 3 payload bytes (43 bytes).
     const IP_TCP: [u8; 43] = [
         0x45, 0, 0, 43, 0, 1, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1, // IPv4
-        0x9c, 0x40, 0xea, 0x60, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0, // TCP
+        0x9c, 0x40, 0xea, 0x60, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0,
+        0, // TCP
         b'a', b'b', b'c',
     ];
 
@@ -310,7 +311,11 @@ mod tests {
     fn every_link_type_reaches_the_same_packet() {
         let eth = [[0u8; 12].as_slice(), &[0x08, 0x00]].concat();
         let vlan = [[0u8; 12].as_slice(), &[0x81, 0x00, 0x00, 0x64, 0x08, 0x00]].concat();
-        let qinq = [[0u8; 12].as_slice(), &[0x88, 0xa8, 0, 1, 0x81, 0, 0, 2, 0x08, 0]].concat();
+        let qinq = [
+            [0u8; 12].as_slice(),
+            &[0x88, 0xa8, 0, 1, 0x81, 0, 0, 2, 0x08, 0],
+        ]
+        .concat();
         let mut sll = [0u8; 16];
         sll[14..].copy_from_slice(&[0x08, 0x00]);
         let mut sll2 = [0u8; 20];
@@ -329,7 +334,11 @@ mod tests {
         ];
         for (link, header) in cases {
             let f = framed(header);
-            assert_eq!(ip_len(link, &f), Some((43, 60000, 3)), "{link:?} {header:?}");
+            assert_eq!(
+                ip_len(link, &f),
+                Some((43, 60000, 3)),
+                "{link:?} {header:?}"
+            );
         }
     }
 

@@ -20,10 +20,7 @@ pub fn samples() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join("samples"))
         .expect("samples/ is readable")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "pcap" || e == "pcapng")
-        })
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
         .collect();
     v.sort();
     v
@@ -54,14 +51,17 @@ pub fn analyze(paths: &[PathBuf], cfg: Config) -> (Vec<Row>, Stats, usize) {
         rows.extend(a.take_rows());
     });
     let errors = set.take_errors().len();
-    let (rest, stats) = a.finish();
-    rows.extend(rest);
+    let stats = a.finish();
+    rows.extend(a.drain(usize::MAX));
     (rows, stats, errors)
 }
 
 /// Σ bytes of rows in one direction.
 pub fn bytes(rows: &[Row], d: Direction) -> u64 {
-    rows.iter().filter(|r| r.direction == d).map(|r| r.counters.bytes).sum()
+    rows.iter()
+        .filter(|r| r.direction == d)
+        .map(|r| r.counters.bytes)
+        .sum()
 }
 
 /// Wire bytes of a capture by tshark, as the accounting rules define them: the outermost IP
@@ -72,8 +72,18 @@ pub fn tshark_wire_bytes(path: &Path) -> (u64, u64) {
         .args(["-n", "-r"])
         .arg(path)
         .args([
-            "-T", "fields", "-e", "frame.protocols", "-e", "ip.len", "-e", "ipv6.plen", "-e",
-            "frame.len", "-E", "occurrence=f",
+            "-T",
+            "fields",
+            "-e",
+            "frame.protocols",
+            "-e",
+            "ip.len",
+            "-e",
+            "ipv6.plen",
+            "-e",
+            "frame.len",
+            "-E",
+            "occurrence=f",
         ])
         .output()
         .expect("tshark runs (cargo xtask test installs it)");
