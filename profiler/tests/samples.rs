@@ -1,0 +1,101 @@
+//! The bundled samples against the ground truth of the implementations that made them: every
+//! libp2p connection is recognised with its security protocol, and the TCP payload the profiler
+//! reassembled per connection and direction equals what each node wrote into its socket.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_json::Value;
+use wakuprof::account::record::{Category, Direction, Row};
+use wakuprof::analyze::Config;
+
+fn truth(capture: &Path) -> Value {
+    let name = capture.file_stem().and_then(|s| s.to_str()).expect("sample name");
+    let path = capture.with_file_name(format!("{name}.truth.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("truth is JSON")
+}
+
+fn addr(v: &Value) -> SocketAddr {
+    v.as_str().and_then(|s| s.parse().ok()).expect("socket address")
+}
+
+/// Rows of the connection `dialer` → `listener` (the dialer is local: no `--local` given).
+fn connection<'a>(rows: &'a [Row], dialer: SocketAddr, listener: SocketAddr) -> Vec<&'a Row> {
+    rows.iter()
+        .filter(|r| {
+            let e = &r.endpoints;
+            e.transport == "tcp"
+                && e.local_addr == Some(dialer.ip())
+                && e.local_port == Some(dialer.port())
+                && e.remote_addr == Some(listener.ip())
+                && e.remote_port == Some(listener.port())
+        })
+        .collect()
+}
+
+fn sum(rows: &[&Row], d: Direction, f: impl Fn(&Row) -> u64) -> u64 {
+    rows.iter().filter(|r| r.direction == d).map(|r| f(r)).sum()
+}
+
+#[test]
+fn every_sample_matches_its_ground_truth() {
+    let samples = common::samples();
+    assert!(samples.len() >= 8, "samples/ holds the captures: {samples:?}");
+    for capture in samples {
+        let t = truth(&capture);
+        let name = capture.display();
+        let (rows, stats, errors) = common::analyze(&[capture.clone()], Config::default());
+        assert_eq!(errors, 0, "{name}");
+        assert_eq!(Some(stats.packets), t["capture"]["packets"].as_u64(), "{name}: packets");
+        let conns = t["connections"].as_array().expect("connections");
+        assert!(!conns.is_empty(), "{name}: connections in the truth");
+        for c in conns {
+            let (dialer, listener) = (addr(&c["dialer"]), addr(&c["listener"]));
+            let rows = connection(&rows, dialer, listener);
+            let what = format!("{name}: {dialer} → {listener}");
+            let payload = |r: &Row| r.counters.payload_bytes;
+            assert_eq!(
+                Some(sum(&rows, Direction::Out, payload)),
+                c["bytes_dialer_to_listener"].as_u64(),
+                "{what}: dialer → listener TCP payload"
+            );
+            assert_eq!(
+                Some(sum(&rows, Direction::In, payload)),
+                c["bytes_listener_to_dialer"].as_u64(),
+                "{what}: listener → dialer TCP payload"
+            );
+            assert!(
+                rows.iter().all(|r| r.label.category == Category::Libp2p),
+                "{what}: every byte is libp2p: {:?}",
+                rows.iter().filter(|r| r.label.category != Category::Libp2p).collect::<Vec<_>>()
+            );
+            let security = c["security"].as_str().expect("security");
+            let handshakes = |d: Direction| {
+                rows.iter()
+                    .filter(|r| r.direction == d && r.label.kind.as_ref() == "handshake")
+                    .filter(|r| r.label.protocol.as_ref() == security)
+                    .map(|r| r.counters.messages)
+                    .sum::<u64>()
+            };
+            let expected = if security == "/noise" { (2, 1) } else { (1, 1) };
+            assert_eq!(
+                (handshakes(Direction::Out), handshakes(Direction::In)),
+                expected,
+                "{what}: {security} handshake messages (dialer, listener)"
+            );
+            let negotiation = |d: Direction| {
+                rows.iter()
+                    .filter(|r| r.direction == d && r.label.kind.as_ref() == "negotiation")
+                    .map(|r| r.counters.messages)
+                    .sum::<u64>()
+            };
+            assert!(
+                negotiation(Direction::Out) >= 2 && negotiation(Direction::In) >= 2,
+                "{what}: multistream header and proposal/echo on both sides"
+            );
+        }
+    }
+}
