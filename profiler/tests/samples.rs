@@ -12,18 +12,23 @@ use wakuprof::account::record::{Category, Direction, Row};
 use wakuprof::analyze::Config;
 
 fn truth(capture: &Path) -> Value {
-    let name = capture.file_stem().and_then(|s| s.to_str()).expect("sample name");
+    let name = capture
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("sample name");
     let path = capture.with_file_name(format!("{name}.truth.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("truth is JSON")
 }
 
 fn addr(v: &Value) -> SocketAddr {
-    v.as_str().and_then(|s| s.parse().ok()).expect("socket address")
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("socket address")
 }
 
 /// Rows of the connection `dialer` → `listener` (the dialer is local: no `--local` given).
-fn connection<'a>(rows: &'a [Row], dialer: SocketAddr, listener: SocketAddr) -> Vec<&'a Row> {
+fn connection(rows: &[Row], dialer: SocketAddr, listener: SocketAddr) -> Vec<&Row> {
     rows.iter()
         .filter(|r| {
             let e = &r.endpoints;
@@ -43,13 +48,21 @@ fn sum(rows: &[&Row], d: Direction, f: impl Fn(&Row) -> u64) -> u64 {
 #[test]
 fn every_sample_matches_its_ground_truth() {
     let samples = common::samples();
-    assert!(samples.len() >= 8, "samples/ holds the captures: {samples:?}");
+    assert!(
+        samples.len() >= 8,
+        "samples/ holds the captures: {samples:?}"
+    );
     for capture in samples {
         let t = truth(&capture);
         let name = capture.display();
-        let (rows, stats, errors) = common::analyze(&[capture.clone()], Config::default());
+        let (rows, stats, errors) =
+            common::analyze(std::slice::from_ref(&capture), Config::default());
         assert_eq!(errors, 0, "{name}");
-        assert_eq!(Some(stats.packets), t["capture"]["packets"].as_u64(), "{name}: packets");
+        assert_eq!(
+            Some(stats.packets),
+            t["capture"]["packets"].as_u64(),
+            "{name}: packets"
+        );
         let conns = t["connections"].as_array().expect("connections");
         assert!(!conns.is_empty(), "{name}: connections in the truth");
         for c in conns {
@@ -70,7 +83,9 @@ fn every_sample_matches_its_ground_truth() {
             assert!(
                 rows.iter().all(|r| r.label.category == Category::Libp2p),
                 "{what}: every byte is libp2p: {:?}",
-                rows.iter().filter(|r| r.label.category != Category::Libp2p).collect::<Vec<_>>()
+                rows.iter()
+                    .filter(|r| r.label.category != Category::Libp2p)
+                    .collect::<Vec<_>>()
             );
             let security = c["security"].as_str().expect("security");
             let handshakes = |d: Direction| {

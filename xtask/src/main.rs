@@ -49,7 +49,16 @@ fn demo() -> anyhow::Result<()> {
     setup::run(
         setup::cargo()
             .current_dir(&root)
-            .args(["run", "--release", "--quiet", "-p", "wakuprof", "--", "analyze", DEMO_SAMPLE])
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "wakuprof",
+                "--",
+                "analyze",
+                DEMO_SAMPLE,
+            ])
             .args(["--out", "target/demo-results"]),
     )?;
     eprintln!(

@@ -55,7 +55,14 @@ pub fn ensure_duckdb() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing the duckdb Python module");
-    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "duckdb"]))
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "duckdb",
+    ]))
 }
 
 /// Whether this process runs as root.

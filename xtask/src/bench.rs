@@ -1,0 +1,968 @@
+//! `cargo xtask bench`: wakuprof against ndpiReader, tshark and tcpdump on the same capture.
+//!
+//! The benchmarked capture is FILE repeated `--copies` times, each copy with its own addresses so
+//! that it adds flows of its own; it is written once under `<target dir>/bench/` and reused.
+
+use std::{
+    env,
+    ffi::{OsStr, OsString},
+    fs::{self, File},
+    io::{self, BufReader, BufWriter, Read, Seek, Write},
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Options of `cargo xtask bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Capture to repeat and benchmark: classic pcap, Ethernet [default: captures/ndpi-mix.pcap
+    /// in $WAKUPROF_SHARED, else in the shared/ folder beside the workspace]
+    file: Option<PathBuf>,
+    /// Copies of FILE, each with its own addresses, that make up the benchmarked capture.
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u16).range(1..))]
+    copies: u16,
+    /// Runs of each tool; the table shows the fastest run and the highest peak RSS.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Also write the environment, every run's numbers and the memory per flow to this JSON file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Benchmark this wakuprof binary instead of building one with `cargo build --release`.
+    #[arg(long, value_name = "PATH")]
+    wakuprof: Option<PathBuf>,
+}
+
+/// Runs every tool `--runs` times on the capture and prints how wakuprof compares.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    ensure_tools()?;
+    let workspace = Workspace::locate()?;
+    let base = match &args.file {
+        Some(file) => file.clone(),
+        None => env::var_os("WAKUPROF_SHARED")
+            .map_or_else(|| workspace.root.join("../shared"), PathBuf::from)
+            .join("captures/ndpi-mix.pcap"),
+    };
+    let base = fs::canonicalize(&base).with_context(|| format!("{}", base.display()))?;
+    let bench_dir = workspace.target.join("bench");
+    fs::create_dir_all(&bench_dir).with_context(|| format!("{}", bench_dir.display()))?;
+    let (input, packets) = prepare_input(&base, args.copies, &bench_dir)?;
+    let wakuprof = match &args.wakuprof {
+        Some(path) => fs::canonicalize(path).with_context(|| format!("{}", path.display()))?,
+        None => workspace.build_wakuprof()?,
+    };
+    let bytes = fs::metadata(&input)
+        .with_context(|| format!("{}", input.display()))?
+        .len();
+
+    let mut samples = Vec::new();
+    for run in 1..=args.runs {
+        for tool in TOOLS {
+            eprint!("bench: run {run}/{} {:<10} ", args.runs, tool.name());
+            let out = tempfile::tempdir_in(&bench_dir)?;
+            let measured = measure(&mut tool.command(&wakuprof, &input, out.path()));
+            match &measured {
+                Ok((wall, rss)) => eprintln!("{:.2} s, {:.1} MiB", wall.as_secs_f64(), mib(*rss)),
+                Err(_) => eprintln!("failed"),
+            }
+            let (wall, peak_rss) = measured?;
+            samples.push(Sample {
+                tool,
+                run,
+                wall,
+                peak_rss,
+            });
+        }
+    }
+    // A failure here is reported after the table, so that the timings are not lost.
+    let per_flow = (args.copies > 1)
+        .then(|| FlowFootprint::measure(&wakuprof, &base, &input, packets, &bench_dir));
+
+    let (cpu, cores) = environment();
+    let name = input.file_name().unwrap_or_default().to_string_lossy();
+    println!(
+        "{cpu}, {cores} cores; {name}: {packets} packets, {:.1} MB; best of {} runs",
+        bytes as f64 / 1e6,
+        args.runs
+    );
+    print_table(&samples, packets, bytes);
+    match &per_flow {
+        Some(Ok(f)) => match f.bytes_per_flow() {
+            Some(per_flow) => println!(
+                "wakuprof memory per flow: ({:.1} - {:.1} MiB) / ({} - {} flows) = {per_flow:.0} bytes",
+                mib(f.rss_n),
+                mib(f.rss_1),
+                f.flows_n,
+                f.flows_1
+            ),
+            None => println!(
+                "wakuprof memory per flow: n/a ({} flows at 1x, {} at {}x)",
+                f.flows_1, f.flows_n, args.copies
+            ),
+        },
+        Some(Err(_)) => println!("wakuprof memory per flow: failed, see below"),
+        None => println!("wakuprof memory per flow: n/a with --copies 1"),
+    }
+    if let Some(path) = &args.json {
+        let report = json!({
+            "cpu": cpu,
+            "cores": cores,
+            "input": input,
+            "copies": args.copies,
+            "packets": packets,
+            "bytes": bytes,
+            "runs": samples.iter().map(|s| json!({
+                "tool": s.tool.name(),
+                "run": s.run,
+                "wall_secs": s.wall.as_secs_f64(),
+                "peak_rss_bytes": s.peak_rss,
+            })).collect::<Vec<_>>(),
+            "memory_per_flow": per_flow.as_ref().and_then(|f| f.as_ref().ok()).map(|f| json!({
+                "flows_1x": f.flows_1,
+                "peak_rss_bytes_1x": f.rss_1,
+                "flows_nx": f.flows_n,
+                "peak_rss_bytes_nx": f.rss_n,
+                "bytes_per_flow": f.bytes_per_flow(),
+            })),
+        });
+        fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("{}", path.display()))?;
+    }
+    per_flow.transpose().map(drop)
+}
+
+/// The programs compared, in the order they run and appear in the table.
+const TOOLS: [Tool; 4] = [
+    Tool::Wakuprof,
+    Tool::NdpiReader,
+    Tool::Tshark,
+    Tool::Tcpdump,
+];
+
+/// One program under test, with the job it is timed on.
+#[derive(Clone, Copy, PartialEq)]
+enum Tool {
+    /// Attribution to Parquet, the real job.
+    Wakuprof,
+    /// nDPI's flow table and protocol detection.
+    NdpiReader,
+    /// Wireshark's dissectors plus TCP and UDP conversation tables.
+    Tshark,
+    /// Reading and discarding every packet: the floor for libpcap.
+    Tcpdump,
+}
+
+impl Tool {
+    /// Name of the program, as the table shows it and as PATH finds it.
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Wakuprof => "wakuprof",
+            Tool::NdpiReader => "ndpiReader",
+            Tool::Tshark => "tshark",
+            Tool::Tcpdump => "tcpdump",
+        }
+    }
+
+    /// Debian package that provides the program; wakuprof is built from this workspace.
+    fn package(self) -> Option<&'static str> {
+        match self {
+            Tool::Wakuprof => None,
+            Tool::NdpiReader => Some("libndpi-bin"),
+            Tool::Tshark => Some("tshark"),
+            Tool::Tcpdump => Some("tcpdump"),
+        }
+    }
+
+    /// The timed command on `input`; `out` is an empty directory for whatever it writes.
+    fn command(self, wakuprof: &Path, input: &Path, out: &Path) -> Command {
+        let mut cmd = Command::new(match self {
+            Tool::Wakuprof => wakuprof.as_os_str(),
+            _ => OsStr::new(self.name()),
+        });
+        cmd.current_dir(out).stdout(Stdio::null());
+        match self {
+            Tool::Wakuprof => cmd
+                .arg("analyze")
+                .arg(input)
+                .arg("--out")
+                .arg(out)
+                .arg("--quiet"),
+            Tool::NdpiReader => cmd.arg("-i").arg(input).arg("-q"),
+            Tool::Tshark => cmd
+                .args(["-n", "-q", "-r"])
+                .arg(input)
+                .args(["-z", "conv,tcp", "-z", "conv,udp"]),
+            Tool::Tcpdump => cmd.arg("-r").arg(input).args(["-w", "/dev/null"]),
+        };
+        cmd
+    }
+}
+
+/// Installs the missing comparison tools with apt-get when running as root; otherwise fails
+/// with the command that would.
+fn ensure_tools() -> Result<()> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    let found = |name: &str| env::split_paths(&path).any(|dir| dir.join(name).is_file());
+    let missing: Vec<_> = TOOLS
+        .iter()
+        .filter(|tool| !found(tool.name()))
+        .filter_map(|tool| tool.package())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let install = format!("apt-get install -y {}", missing.join(" "));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("ndpiReader, tshark and tcpdump are needed; install them with: sudo {install}");
+    }
+    for command in ["apt-get update -q", &install] {
+        eprintln!("bench: {command}");
+        let mut words = command.split(' ');
+        let status = Command::new(words.next().unwrap_or_default())
+            .args(words)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("cannot run apt-get")?;
+        ensure!(status.success(), "`{command}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// The workspace's root and build output directory, as `cargo metadata` reports them (so
+/// CARGO_TARGET_DIR and `build.target-dir` count).
+struct Workspace {
+    root: PathBuf,
+    target: PathBuf,
+}
+
+impl Workspace {
+    /// Asks cargo where the workspace that holds xtask lives.
+    fn locate() -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Metadata {
+            workspace_root: PathBuf,
+            target_directory: PathBuf,
+        }
+        let output = cargo()
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cannot run cargo metadata")?;
+        ensure!(
+            output.status.success(),
+            "cargo metadata failed ({})",
+            output.status
+        );
+        let metadata: Metadata =
+            serde_json::from_slice(&output.stdout).context("unexpected cargo metadata output")?;
+        Ok(Self {
+            root: metadata.workspace_root,
+            target: metadata.target_directory,
+        })
+    }
+
+    /// Builds wakuprof in release mode and returns the binary's path.
+    fn build_wakuprof(&self) -> Result<PathBuf> {
+        eprintln!("bench: cargo build --release -p wakuprof");
+        let status = cargo()
+            .current_dir(&self.root)
+            .args(["build", "--release", "-p", "wakuprof"])
+            .status()
+            .context("cannot run cargo build")?;
+        ensure!(
+            status.success(),
+            "cargo build --release -p wakuprof failed ({status})"
+        );
+        Ok(self.target.join("release/wakuprof"))
+    }
+}
+
+/// A cargo command run from xtask's own directory, with the cargo that runs xtask.
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+/// One timed run of one tool.
+struct Sample {
+    tool: Tool,
+    run: u32,
+    wall: Duration,
+    peak_rss: u64,
+}
+
+/// Runs `cmd` to completion and returns its wall time and its peak RSS in bytes, taken from
+/// wait4's rusage so that it is the child's own.
+fn measure(cmd: &mut Command) -> Result<(Duration, u64)> {
+    let mut stderr = tempfile::tempfile()?;
+    cmd.stdin(Stdio::null()).stderr(stderr.try_clone()?);
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", cmd.get_program().to_string_lossy()))?;
+    let pid = libc::pid_t::try_from(child.id())?;
+    let mut status = 0;
+    // SAFETY: rusage holds only integers, for which all-zero bytes are a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not reaped yet; status and usage are live and writable.
+    while unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err).context("wait4");
+        }
+    }
+    let wall = start.elapsed();
+    let status = ExitStatus::from_raw(status);
+    if !status.success() {
+        let mut text = Vec::new();
+        stderr.rewind()?;
+        stderr.read_to_end(&mut text)?;
+        let text = String::from_utf8_lossy(&text);
+        let tail: Vec<_> = text.lines().rev().take(20).collect();
+        let tail: Vec<_> = tail.into_iter().rev().collect();
+        bail!("{cmd:?} failed ({status}):\n{}", tail.join("\n"));
+    }
+    // ru_maxrss is in KiB on Linux.
+    Ok((wall, u64::try_from(usage.ru_maxrss)? * 1024))
+}
+
+/// Prints one row per tool: its fastest run, its highest peak RSS, and wakuprof's packets/s over its.
+fn print_table(samples: &[Sample], packets: u64, bytes: u64) {
+    let best = |tool: Tool| {
+        let runs = samples.iter().filter(|s| s.tool == tool);
+        let wall = runs.clone().map(|s| s.wall).min().unwrap_or_default();
+        let rss = runs.map(|s| s.peak_rss).max().unwrap_or_default();
+        (wall.as_secs_f64(), rss)
+    };
+    let (wakuprof_wall, _) = best(Tool::Wakuprof);
+    println!(
+        "{:<10} {:>9} {:>8} {:>8} {:>8} {:>13} {:>11}",
+        "tool", "packets", "wall s", "M pkt/s", "MB/s", "peak RSS MiB", "wakuprof x"
+    );
+    for tool in TOOLS {
+        let (wall, rss) = best(tool);
+        let ratio = match tool {
+            Tool::Wakuprof => "-".to_owned(),
+            _ => format!("{:.2}", wall / wakuprof_wall),
+        };
+        println!(
+            "{:<10} {packets:>9} {wall:>8.3} {:>8.3} {:>8.1} {:>13.1} {ratio:>11}",
+            tool.name(),
+            packets as f64 / wall / 1e6,
+            bytes as f64 / wall / 1e6,
+            mib(rss)
+        );
+    }
+}
+
+/// Bytes as MiB, for display.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// CPU model and the number of cores this process may use.
+fn environment() -> (String, usize) {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key.trim() == "model name").then(|| value.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpu, cores)
+}
+
+/// What wakuprof's memory grows by per flow, from its peak RSS and flow count on the 1x and the
+/// Nx capture.
+struct FlowFootprint {
+    flows_1: u64,
+    rss_1: u64,
+    flows_n: u64,
+    rss_n: u64,
+}
+
+impl FlowFootprint {
+    /// Runs `wakuprof analyze --format json` on both captures; warns if wakuprof's packet count
+    /// for the Nx one is not `packets`.
+    fn measure(
+        wakuprof: &Path,
+        base: &Path,
+        input: &Path,
+        packets: u64,
+        scratch: &Path,
+    ) -> Result<Self> {
+        let (stats_1, rss_1) = analyze_json(wakuprof, base, scratch)?;
+        let (stats_n, rss_n) = analyze_json(wakuprof, input, scratch)?;
+        if stats_n.packets != packets {
+            eprintln!(
+                "bench: warning: wakuprof counted {} packets in {}, which holds {packets}",
+                stats_n.packets,
+                input.display()
+            );
+        }
+        Ok(Self {
+            flows_1: stats_1.flows,
+            rss_1,
+            flows_n: stats_n.flows,
+            rss_n,
+        })
+    }
+
+    /// Extra peak RSS per extra flow, when the Nx capture made more flows.
+    fn bytes_per_flow(&self) -> Option<f64> {
+        (self.flows_n > self.flows_1)
+            .then(|| (self.rss_n as f64 - self.rss_1 as f64) / (self.flows_n - self.flows_1) as f64)
+    }
+}
+
+/// The `stats` object of `wakuprof analyze --format json`; other fields are skipped.
+#[derive(Deserialize)]
+struct Stats {
+    packets: u64,
+    flows: u64,
+}
+
+/// Runs `wakuprof analyze CAPTURE --format json` and returns its stats and peak RSS.
+fn analyze_json(wakuprof: &Path, capture: &Path, scratch: &Path) -> Result<(Stats, u64)> {
+    #[derive(Deserialize)]
+    struct Output {
+        stats: Stats,
+    }
+    eprint!("bench: wakuprof --format json on {} ", capture.display());
+    let out = tempfile::tempdir_in(scratch)?;
+    let json = out.path().join("analyze.json");
+    let measured = measure(
+        Command::new(wakuprof)
+            .arg("analyze")
+            .arg(capture)
+            .args(["--format", "json"])
+            .current_dir(out.path())
+            .stdout(File::create(&json)?),
+    );
+    match &measured {
+        Ok((wall, rss)) => eprintln!("{:.2} s, {:.1} MiB", wall.as_secs_f64(), mib(*rss)),
+        Err(_) => eprintln!("failed"),
+    }
+    let (_, rss) = measured?;
+    let output: Output = serde_json::from_reader(BufReader::new(File::open(&json)?))
+        .context("wakuprof's JSON output has no stats.packets and stats.flows")?;
+    Ok((output.stats, rss))
+}
+
+/// Returns the capture to benchmark and its packet count: `base` itself for one copy, else
+/// `copies` of it, written to `dir` unless a complete copy newer than `base` is there already.
+fn prepare_input(base: &Path, copies: u16, dir: &Path) -> Result<(PathBuf, u64)> {
+    let scan = Scan::of(base)?;
+    if copies == 1 {
+        return Ok((base.to_owned(), scan.packets));
+    }
+    let stem = base.file_stem().unwrap_or_default().to_string_lossy();
+    let input = dir.join(format!("{stem}-x{copies}.pcap"));
+    let packets = scan.packets * u64::from(copies);
+    let base_meta = fs::metadata(base)?;
+    let expected_len =
+        HEADER_LEN as u64 + u64::from(copies) * (base_meta.len() - HEADER_LEN as u64);
+    let cached = fs::metadata(&input).is_ok_and(|meta| {
+        meta.len() == expected_len
+            && matches!((meta.modified(), base_meta.modified()), (Ok(cache), Ok(source)) if cache >= source)
+    });
+    if cached {
+        eprintln!("bench: using {}", input.display());
+    } else {
+        eprintln!(
+            "bench: writing {copies} copies of {} to {}",
+            base.display(),
+            input.display()
+        );
+        multiply(base, &scan, copies, &input)?;
+    }
+    Ok((input, packets))
+}
+
+/// Length of the classic pcap file header.
+const HEADER_LEN: usize = 24;
+
+/// Length of a classic pcap record header: seconds, fraction, captured length, original length.
+const RECORD_HEADER_LEN: usize = 16;
+
+/// Largest record accepted; libpcap itself stops at 256 KiB, so more means a corrupt file.
+const MAX_RECORD_LEN: usize = 16 << 20;
+
+/// Link type of Ethernet, the only one whose addresses `multiply` knows how to find.
+const LINKTYPE_ETHERNET: u32 = 1;
+
+/// Byte order and timestamp unit of a classic pcap file, given by its magic number.
+#[derive(Clone, Copy)]
+struct Format {
+    big_endian: bool,
+    units_per_sec: u64,
+}
+
+impl Format {
+    /// Recognises the microsecond (a1b2c3d4) and nanosecond (a1b23c4d) magics in either order.
+    fn from_magic(magic: [u8; 4]) -> Option<Self> {
+        let (big_endian, units_per_sec) = match magic {
+            [0xa1, 0xb2, 0xc3, 0xd4] => (true, 1_000_000),
+            [0xd4, 0xc3, 0xb2, 0xa1] => (false, 1_000_000),
+            [0xa1, 0xb2, 0x3c, 0x4d] => (true, 1_000_000_000),
+            [0x4d, 0x3c, 0xb2, 0xa1] => (false, 1_000_000_000),
+            _ => return None,
+        };
+        Some(Self {
+            big_endian,
+            units_per_sec,
+        })
+    }
+
+    /// The 32-bit field at `at` in `bytes`, which must hold it.
+    fn get(self, bytes: &[u8], at: usize) -> u32 {
+        let field = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+        if self.big_endian {
+            u32::from_be_bytes(field)
+        } else {
+            u32::from_le_bytes(field)
+        }
+    }
+
+    /// `value` as a 32-bit field in this byte order.
+    fn put(self, value: u32) -> [u8; 4] {
+        if self.big_endian {
+            value.to_be_bytes()
+        } else {
+            value.to_le_bytes()
+        }
+    }
+}
+
+/// Reads a classic pcap file one record at a time.
+struct PcapReader {
+    path: PathBuf,
+    inner: BufReader<File>,
+    header: [u8; HEADER_LEN],
+    format: Format,
+    offset: u64,
+}
+
+/// A record's timestamp, in the file's units since the epoch, and its original length.
+struct Record {
+    ts: u64,
+    orig_len: u32,
+}
+
+impl PcapReader {
+    /// Opens `path` and reads its file header.
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("{}", path.display()))?;
+        let mut inner = BufReader::with_capacity(1 << 20, file);
+        let mut header = [0; HEADER_LEN];
+        inner
+            .read_exact(&mut header)
+            .with_context(|| format!("{}: shorter than a pcap header", path.display()))?;
+        let magic = [header[0], header[1], header[2], header[3]];
+        let format = Format::from_magic(magic).with_context(|| {
+            format!(
+                "{}: not a classic pcap file (magic {magic:02x?})",
+                path.display()
+            )
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            inner,
+            header,
+            format,
+            offset: HEADER_LEN as u64,
+        })
+    }
+
+    /// Link type from the file header (its low 16 bits; the high ones carry FCS information).
+    fn link_type(&self) -> u32 {
+        self.format.get(&self.header, 20) & 0xffff
+    }
+
+    /// Reads the next record's bytes into `data`; `None` at the end of the file.
+    fn next(&mut self, data: &mut Vec<u8>) -> Result<Option<Record>> {
+        let mut header = [0; RECORD_HEADER_LEN];
+        let mut got = 0;
+        while got < header.len() {
+            match self.inner.read(&mut header[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err).context(format!("{}", self.path.display())),
+            }
+        }
+        if got == 0 {
+            return Ok(None);
+        }
+        let at = self.offset;
+        ensure!(
+            got == header.len(),
+            "{}: record header cut short at byte {at}",
+            self.path.display()
+        );
+        let format = self.format;
+        let len = format.get(&header, 8) as usize;
+        ensure!(
+            len <= MAX_RECORD_LEN,
+            "{}: record at byte {at} claims {len} bytes; the file is corrupt",
+            self.path.display()
+        );
+        data.resize(len, 0);
+        self.inner
+            .read_exact(data)
+            .with_context(|| format!("{}: record at byte {at} cut short", self.path.display()))?;
+        self.offset += (RECORD_HEADER_LEN + len) as u64;
+        Ok(Some(Record {
+            ts: u64::from(format.get(&header, 0)) * format.units_per_sec
+                + u64::from(format.get(&header, 4)),
+            orig_len: format.get(&header, 12),
+        }))
+    }
+}
+
+/// What one pass over a capture learns: its record count and timestamp range.
+struct Scan {
+    packets: u64,
+    earliest: u64,
+    latest: u64,
+}
+
+impl Scan {
+    /// Reads every record of `path`.
+    fn of(path: &Path) -> Result<Self> {
+        let mut reader = PcapReader::open(path)?;
+        let mut scan = Self {
+            packets: 0,
+            earliest: u64::MAX,
+            latest: 0,
+        };
+        let mut data = Vec::new();
+        while let Some(record) = reader.next(&mut data)? {
+            scan.packets += 1;
+            scan.earliest = scan.earliest.min(record.ts);
+            scan.latest = scan.latest.max(record.ts);
+        }
+        Ok(scan)
+    }
+}
+
+/// Writes `copies` copies of the Ethernet capture `src` to `dst`, one after the other. Copy k has
+/// its IP addresses remapped by k and its timestamps moved k spans of the capture later, or less
+/// when that would not fit in 32-bit seconds; within a copy, time runs as in `src`.
+fn multiply(src: &Path, scan: &Scan, copies: u16, dst: &Path) -> Result<()> {
+    let mut reader = PcapReader::open(src)?;
+    let link_type = reader.link_type();
+    ensure!(
+        link_type == LINKTYPE_ETHERNET,
+        "{}: link type {link_type}; only Ethernet captures can be copied",
+        src.display()
+    );
+    let format = reader.format;
+    let limit = (u64::from(u32::MAX) + 1) * format.units_per_sec - 1;
+    let span = scan.latest.saturating_sub(scan.earliest) + 1;
+    let room = limit.saturating_sub(scan.latest) / u64::from(copies - 1);
+    let shift = span.min(room);
+    if shift < span {
+        eprintln!(
+            "bench: {} spans {:.0} s; copies start {:.0} s apart so that timestamps fit in 32 bits",
+            src.display(),
+            span as f64 / format.units_per_sec as f64,
+            shift as f64 / format.units_per_sec as f64
+        );
+    }
+    let partial = dst.with_extension("pcap.partial");
+    let file = File::create(&partial).with_context(|| format!("{}", partial.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&reader.header)?;
+    let mut data = Vec::new();
+    for k in 0..copies {
+        if k > 0 {
+            reader = PcapReader::open(src)?;
+        }
+        while let Some(record) = reader.next(&mut data)? {
+            remap_ethernet(&mut data, k);
+            let ts = record.ts + u64::from(k) * shift;
+            let secs = u32::try_from(ts / format.units_per_sec)?;
+            let frac = u32::try_from(ts % format.units_per_sec)?;
+            let len = u32::try_from(data.len())?;
+            for field in [secs, frac, len, record.orig_len] {
+                out.write_all(&format.put(field))?;
+            }
+            out.write_all(&data)?;
+        }
+    }
+    let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    fs::rename(&partial, dst).with_context(|| format!("{}", dst.display()))
+}
+
+/// EtherTypes of the 802.1Q, 802.1ad and pre-standard QinQ tags; each tag is 4 bytes, the last 2
+/// of which are the next EtherType.
+const VLAN_TAGS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
+
+/// EtherType of IPv4.
+const ETHERTYPE_IPV4: u16 = 0x0800;
+
+/// EtherType of IPv6.
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+/// Remaps the source and destination of the IPv4 or IPv6 packet in an Ethernet frame by `k`; other
+/// and truncated frames are left as they are.
+fn remap_ethernet(frame: &mut [u8], k: u16) {
+    if k == 0 {
+        return;
+    }
+    let be16 = |frame: &[u8], at: usize| {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let mut at = 12;
+    let mut ether_type = be16(frame, at);
+    while ether_type.is_some_and(|t| VLAN_TAGS.contains(&t)) {
+        at += 4;
+        ether_type = be16(frame, at);
+    }
+    let ip = frame.get_mut(at + 2..).unwrap_or_default();
+    let version = ip.first().map(|b| b >> 4);
+    let (src, dst) = match (ether_type, version) {
+        (Some(ETHERTYPE_IPV4), Some(4)) if ip.len() >= 20 => (12..16, 16..20),
+        (Some(ETHERTYPE_IPV6), Some(6)) if ip.len() >= 40 => (8..24, 24..40),
+        _ => return,
+    };
+    remap_address(&mut ip[src], k);
+    remap_address(&mut ip[dst], k);
+}
+
+/// Adds `k` to the second-to-last 16-bit word of an address and takes it from the last one, in
+/// ones' complement. Every address maps the same way, so both directions of a flow stay one flow,
+/// and the ones' complement sum is unchanged, so the IPv4 header checksum and the TCP, UDP and
+/// ICMPv6 checksums (whose pseudo-header covers the addresses) stay valid.
+fn remap_address(addr: &mut [u8], k: u16) {
+    let at = addr.len() - 4;
+    let high = u16::from_be_bytes([addr[at], addr[at + 1]]);
+    let low = u16::from_be_bytes([addr[at + 2], addr[at + 3]]);
+    addr[at..at + 2].copy_from_slice(&ones_add(high, k).to_be_bytes());
+    addr[at + 2..].copy_from_slice(&ones_add(low, !k).to_be_bytes());
+}
+
+/// Ones' complement 16-bit addition, as in Internet checksums.
+fn ones_add(a: u16, b: u16) -> u16 {
+    let (sum, carry) = a.overflowing_add(b);
+    sum + u16::from(carry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ethernet + IPv4 + UDP, 192.168.1.10:5353 -> 10.0.0.1:53 with a 4-byte payload; both
+    /// checksums are valid.
+    fn udp4_frame() -> Vec<u8> {
+        let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+        let mut ip = vec![
+            0x45, 0, 0, 32, 0x12, 0x34, 0, 0, 64, 17, 0, 0, 192, 168, 1, 10, 10, 0, 0, 1,
+        ];
+        let ip_sum = !checksum(&ip, 0);
+        ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+        let mut udp = vec![0x14, 0xe9, 0, 53, 0, 12, 0, 0, b'w', b'a', b'k', b'u'];
+        let pseudo = pseudo_header(&ip[12..20], 17, 12);
+        let udp_sum = !checksum(&udp, pseudo);
+        udp[6..8].copy_from_slice(&udp_sum.to_be_bytes());
+        frame.extend(ip);
+        frame.extend(udp);
+        frame
+    }
+
+    /// Ones' complement sum of `bytes` as 16-bit words, starting from `start`.
+    fn checksum(bytes: &[u8], start: u16) -> u16 {
+        bytes
+            .chunks(2)
+            .map(|w| u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))
+            .fold(start, ones_add)
+    }
+
+    /// Sum of the IPv4 pseudo-header: both addresses, protocol and transport length.
+    fn pseudo_header(addresses: &[u8], protocol: u16, len: u16) -> u16 {
+        ones_add(checksum(addresses, protocol), len)
+    }
+
+    #[test]
+    fn remapped_ipv4_keeps_checksums_valid() {
+        let original = udp4_frame();
+        let mut frame = original.clone();
+        remap_ethernet(&mut frame, 3);
+        let ip = &frame[14..34];
+        assert_eq!(&ip[12..16], &[192, 171, 1, 7]);
+        assert_eq!(&ip[16..20], &[10, 3, 255, 253]);
+        assert_eq!(checksum(ip, 0), 0xffff);
+        assert_eq!(
+            checksum(&frame[34..], pseudo_header(&ip[12..20], 17, 12)),
+            0xffff
+        );
+        assert_eq!(frame[..14], original[..14]);
+        assert_eq!(frame[34..], original[34..]);
+    }
+
+    #[test]
+    fn both_directions_map_alike() {
+        let mut forward = udp4_frame();
+        let mut reverse = forward.clone();
+        let (src, dst) = (14 + 12..14 + 16, 14 + 16..14 + 20);
+        let source = forward[src.clone()].to_vec();
+        reverse.copy_within(dst.clone(), src.start);
+        reverse[dst.clone()].copy_from_slice(&source);
+        remap_ethernet(&mut forward, 5);
+        remap_ethernet(&mut reverse, 5);
+        assert_eq!(forward[src.clone()], reverse[dst.clone()]);
+        assert_eq!(forward[dst], reverse[src]);
+    }
+
+    #[test]
+    fn copies_get_distinct_addresses() {
+        let mut seen = std::collections::HashSet::new();
+        for k in 0..300 {
+            let mut frame = udp4_frame();
+            remap_ethernet(&mut frame, k);
+            assert!(seen.insert(frame[26..34].to_vec()));
+        }
+    }
+
+    #[test]
+    fn finds_ip_behind_vlan_tags_and_ipv6() {
+        let mut frame = vec![0; 12];
+        frame.extend([0x88, 0xa8, 0, 10, 0x81, 0x00, 0, 20, 0x86, 0xdd]);
+        let mut ip = vec![0x60, 0, 0, 0, 0, 0, 17, 64];
+        ip.extend(
+            [0x20, 0x01, 0x0d, 0xb8]
+                .iter()
+                .chain(&[0; 10])
+                .chain(&[0, 1]),
+        );
+        ip.extend(
+            [0x20, 0x01, 0x0d, 0xb8]
+                .iter()
+                .chain(&[0; 10])
+                .chain(&[0, 2]),
+        );
+        frame.extend(&ip);
+        remap_ethernet(&mut frame, 1);
+        let ip = &frame[22..];
+        assert_eq!(
+            &ip[8..24],
+            &[
+                0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff
+            ]
+        );
+        assert_eq!(
+            &ip[24..40],
+            &[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]
+        );
+    }
+
+    #[test]
+    fn leaves_other_and_truncated_frames_alone() {
+        let mut arp = udp4_frame();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let frame = udp4_frame();
+        for original in [arp, frame] {
+            for len in 0..34 {
+                let mut cut = original[..len].to_vec();
+                remap_ethernet(&mut cut, 1);
+                assert_eq!(cut, original[..len]);
+            }
+        }
+    }
+
+    /// A two-record pcap in the given byte order and unit: timestamps 100.5 s and 90 s.
+    fn pcap(format: Format, magic: [u8; 4]) -> Vec<u8> {
+        let mut file = magic.to_vec();
+        let version = if format.big_endian {
+            [0, 2, 0, 4]
+        } else {
+            [2, 0, 4, 0]
+        };
+        file.extend(version);
+        for field in [0, 0, 65535, LINKTYPE_ETHERNET] {
+            file.extend(format.put(field));
+        }
+        let frame = udp4_frame();
+        for (secs, frac) in [(100, format.units_per_sec as u32 / 2), (90, 0)] {
+            for field in [secs, frac, frame.len() as u32, frame.len() as u32] {
+                file.extend(format.put(field));
+            }
+            file.extend(&frame);
+        }
+        file
+    }
+
+    #[test]
+    fn multiplies_both_byte_orders_and_units() {
+        let dir = tempfile::tempdir().unwrap();
+        for magic in [
+            [0xa1, 0xb2, 0xc3, 0xd4],
+            [0xd4, 0xc3, 0xb2, 0xa1],
+            [0xa1, 0xb2, 0x3c, 0x4d],
+            [0x4d, 0x3c, 0xb2, 0xa1],
+        ] {
+            let format = Format::from_magic(magic).unwrap();
+            let src = dir.path().join("in.pcap");
+            let dst = dir.path().join("out.pcap");
+            fs::write(&src, pcap(format, magic)).unwrap();
+            let scan = Scan::of(&src).unwrap();
+            assert_eq!(scan.packets, 2);
+            multiply(&src, &scan, 3, &dst).unwrap();
+
+            let mut reader = PcapReader::open(&dst).unwrap();
+            assert_eq!(reader.header[..], fs::read(&src).unwrap()[..HEADER_LEN]);
+            let unit = format.units_per_sec;
+            let span = 10 * unit + unit / 2 + 1;
+            let mut data = Vec::new();
+            let mut seen = Vec::new();
+            while let Some(record) = reader.next(&mut data).unwrap() {
+                seen.push((record.ts, data[26..34].to_vec()));
+                assert_eq!(record.orig_len as usize, data.len());
+            }
+            let expected: Vec<_> = (0..3u16)
+                .flat_map(|k| {
+                    let mut frame = udp4_frame();
+                    remap_ethernet(&mut frame, k);
+                    let addresses = frame[26..34].to_vec();
+                    let shift = u64::from(k) * span;
+                    [
+                        (100 * unit + unit / 2 + shift, addresses.clone()),
+                        (90 * unit + shift, addresses),
+                    ]
+                })
+                .collect();
+            assert_eq!(seen, expected);
+        }
+    }
+
+    #[test]
+    fn rejects_truncated_and_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.pcap");
+        let magic = [0xd4, 0xc3, 0xb2, 0xa1];
+        let whole = pcap(Format::from_magic(magic).unwrap(), magic);
+        let one_record = HEADER_LEN + RECORD_HEADER_LEN + udp4_frame().len();
+        for len in 0..whole.len() {
+            fs::write(&path, &whole[..len]).unwrap();
+            let complete = len == HEADER_LEN || len == one_record;
+            assert_eq!(Scan::of(&path).is_ok(), complete, "length {len}");
+        }
+        fs::write(&path, b"\x0a\x0d\x0d\x0a pcapng, not classic pcap").unwrap();
+        assert!(PcapReader::open(&path).is_err());
+    }
+}

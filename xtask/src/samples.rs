@@ -1,0 +1,329 @@
+//! `cargo xtask samples`: makes the captures in samples/ with the `traffic` binary (real
+//! rust-libp2p nodes, captured live by libpcap), checks each capture against the ground truth the
+//! nodes reported, using tshark, and writes samples/README.md.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+use serde::Deserialize;
+
+use crate::setup::{self, Package};
+
+/// Options of `cargo xtask samples`.
+#[derive(Args)]
+pub struct SamplesArgs {
+    /// Samples to re-make (all when none is given); `cargo run -p traffic -- list` names them.
+    names: Vec<String>,
+}
+
+/// What making and checking the samples needs besides the build: `ip` for the network
+/// namespaces, editcap and capinfos, and tshark as the independent reader of the captures.
+const PACKAGES: &[Package] = &[
+    Package {
+        name: "iproute2",
+        marker: "/sbin/ip",
+    },
+    Package {
+        name: "wireshark-common",
+        marker: "/usr/bin/editcap",
+    },
+    Package {
+        name: "tshark",
+        marker: "/usr/bin/tshark",
+    },
+];
+
+/// The parts of `<name>.truth.json` the checks and the README use.
+#[derive(Deserialize)]
+struct Truth {
+    sample: String,
+    file: String,
+    link_type: String,
+    description: String,
+    capture: CaptureTruth,
+    connections: Vec<Connection>,
+}
+
+#[derive(Deserialize)]
+struct CaptureTruth {
+    packets: u64,
+}
+
+#[derive(Deserialize)]
+struct Connection {
+    dialer: String,
+    listener: String,
+    bytes_dialer_to_listener: u64,
+    bytes_listener_to_dialer: u64,
+}
+
+/// What capinfos says about a capture file.
+struct FileInfo {
+    format: String,
+    encapsulation: String,
+    packets: u64,
+}
+
+pub fn run(args: &SamplesArgs) -> anyhow::Result<()> {
+    if !setup::is_root() {
+        bail!(
+            "`cargo xtask samples` needs root: it captures packets and creates network namespaces"
+        );
+    }
+    setup::ensure_packages(setup::BUILD)?;
+    setup::ensure_packages(PACKAGES)?;
+    let root = crate::workspace_root();
+    let samples = root.join("samples");
+    fs::create_dir_all(&samples)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(&samples)
+        .context("create a staging directory in samples/")?;
+    setup::run(
+        setup::cargo()
+            .current_dir(&root)
+            .args(["run", "--release", "--quiet", "-p", "traffic", "--", "make"])
+            .arg("--out-dir")
+            .arg(staging.path())
+            .args(&args.names),
+    )?;
+
+    let made = truths_in(staging.path())?;
+    ensure!(!made.is_empty(), "traffic made no sample");
+    for truth in &made {
+        check(staging.path(), truth).with_context(|| format!("sample {}", truth.sample))?;
+    }
+    for truth in &made {
+        for name in [truth.file.clone(), format!("{}.truth.json", truth.sample)] {
+            fs::rename(staging.path().join(&name), samples.join(&name))
+                .with_context(|| format!("move {name} into samples/"))?;
+        }
+    }
+    write_readme(&samples)
+}
+
+/// Reads every `*.truth.json` in `dir`, sorted by file name.
+fn truths_in(dir: &Path) -> anyhow::Result<Vec<Truth>> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    paths.retain(|p| p.to_string_lossy().ends_with(".truth.json"));
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text = fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parse {}", p.display()))
+        })
+        .collect()
+}
+
+/// capinfos' name for a libpcap link-layer type name.
+fn capinfos_encapsulation(link_type: &str) -> anyhow::Result<&'static str> {
+    Ok(match link_type {
+        "EN10MB" => "ether",
+        "LINUX_SLL" => "linux-sll",
+        "LINUX_SLL2" => "linux-sll2",
+        "RAW" => "rawip",
+        "NULL" => "null",
+        other => bail!("no capinfos name known for link type {other}"),
+    })
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let name = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("cannot run {name}"))?;
+    ensure!(
+        out.status.success(),
+        "{name} failed with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn file_info(path: &Path) -> anyhow::Result<FileInfo> {
+    let text = output(
+        Command::new("capinfos")
+            .args(["-T", "-r", "-t", "-E", "-c"])
+            .arg(path),
+    )?;
+    let fields: Vec<&str> = text.trim_end().split('\t').collect();
+    let [_, format, encapsulation, packets] = fields[..] else {
+        bail!("unexpected capinfos output {text:?}");
+    };
+    Ok(FileInfo {
+        format: format.to_owned(),
+        encapsulation: encapsulation.to_owned(),
+        packets: packets.parse()?,
+    })
+}
+
+/// Checks a capture against its truth: file format, link type and packet count (capinfos), and
+/// for every connection and direction, the TCP payload bytes tshark sees against the bytes the
+/// sender wrote into its socket. A retransmission, a cut frame or a flow the truth does not
+/// know fails the check.
+fn check(dir: &Path, truth: &Truth) -> anyhow::Result<()> {
+    let path = dir.join(&truth.file);
+    let info = file_info(&path)?;
+    let format = if truth.file.ends_with(".pcapng") {
+        "pcapng"
+    } else {
+        "pcap"
+    };
+    ensure!(
+        info.format == format,
+        "file format is {}, not {format}",
+        info.format
+    );
+    let encapsulation = capinfos_encapsulation(&truth.link_type)?;
+    ensure!(
+        info.encapsulation == encapsulation,
+        "link type is {}, the truth says {}",
+        info.encapsulation,
+        truth.link_type
+    );
+    ensure!(
+        info.packets == truth.capture.packets,
+        "{} packets in the file, {} in the truth",
+        info.packets,
+        truth.capture.packets
+    );
+
+    let fields = [
+        "ip.src",
+        "tcp.srcport",
+        "ip.dst",
+        "tcp.dstport",
+        "tcp.len",
+        "tcp.analysis.retransmission",
+        "frame.cap_len",
+        "frame.len",
+    ];
+    let mut tshark = Command::new("tshark");
+    tshark.arg("-r").arg(&path).args(["-T", "fields"]);
+    for field in fields {
+        tshark.args(["-e", field]);
+    }
+    let mut payload: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (n, line) in output(&mut tshark)?.lines().enumerate() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [
+            src,
+            sport,
+            dst,
+            dport,
+            len,
+            retransmission,
+            cap_len,
+            frame_len,
+        ] = cols[..]
+        else {
+            bail!("frame {}: unexpected tshark output {line:?}", n + 1);
+        };
+        ensure!(
+            retransmission.is_empty(),
+            "frame {} is a retransmission; make the sample again",
+            n + 1
+        );
+        ensure!(
+            cap_len == frame_len,
+            "frame {} was cut to {cap_len} of {frame_len} bytes",
+            n + 1
+        );
+        *payload
+            .entry((format!("{src}:{sport}"), format!("{dst}:{dport}")))
+            .or_default() += len
+            .parse::<u64>()
+            .with_context(|| format!("frame {}: tcp.len", n + 1))?;
+    }
+    for conn in &truth.connections {
+        for (from, to, wrote) in [
+            (&conn.dialer, &conn.listener, conn.bytes_dialer_to_listener),
+            (&conn.listener, &conn.dialer, conn.bytes_listener_to_dialer),
+        ] {
+            let seen = payload.remove(&(from.clone(), to.clone())).unwrap_or(0);
+            ensure!(
+                seen == wrote,
+                "{from} -> {to}: tshark sees {seen} payload bytes, the sender wrote {wrote}"
+            );
+        }
+    }
+    if let Some(((from, to), _)) = payload.first_key_value() {
+        bail!("flow {from} -> {to} is in the capture but not in the truth");
+    }
+    eprintln!(
+        "xtask: {} checked: {} packets, {} connections, payload bytes match per direction",
+        truth.file,
+        info.packets,
+        truth.connections.len()
+    );
+    Ok(())
+}
+
+const README_HEAD: &str = "\
+# Sample captures
+
+Real traffic from real implementations, each capture with the ground truth those implementations
+reported (`<name>.truth.json`). Made by `cargo xtask samples` (as root): the `traffic` binary
+(`xtask/traffic`) runs rust-libp2p 0.57 nodes set up as Waku relays (gossipsub on
+`/vac/waku/relay/2.0.0` as version 1.1, anonymous unsigned messages as with StrictNoSign, message
+id = sha256 of the WakuMessage bytes, Waku's mesh parameters, identify and ping) that publish real
+WakuMessage protobufs on `/waku/2/rs/16/32` and `/waku/2/rs/16/64`, and captures them live with
+libpcap. xtask then checks every capture with tshark: for each connection and direction, the TCP
+payload bytes equal what the sending node wrote into its socket, with no retransmission and no cut
+frame. Ports, peer ids, message ids and timestamps change from run to run; message sizes and counts
+do not. Byte counts per connection do vary: which relay forwards a message first (and so which
+duplicates are sent) depends on timing, pings and heartbeats follow the clock, and the secp256k1
+signatures in the handshakes vary in length. Each truth file holds the counts of its own run.
+
+| file | link type | packets | bytes | how it was made |
+|---|---|---|---|---|
+";
+
+const README_TAIL: &str = "
+## What a truth file holds
+
+- `connections[]`: per TCP connection, the `dialer` and `listener` socket addresses (a rust-libp2p
+  dialer binds its listen port), the `security` and `muxer` ids multistream-select agreed on, and
+  `bytes_dialer_to_listener` / `bytes_listener_to_dialer`: the bytes the sender wrote into its TCP
+  socket, i.e. the TCP payload per direction. `bytes_read_by_*` is what the receiver read; the
+  last frames of a close may go unread.
+- `topics[]`: per node and pubsub topic, messages `published` and `received` (gossipsub's own
+  events, duplicates not counted) and the sum of their WakuMessage sizes.
+- `messages[]`: each published message: publisher, pubsub and content topic, payload and
+  WakuMessage size, gossipsub message id.
+- `capture`: device, namespace, BPF filter, timestamp precision, the packets written, libpcap's
+  statistics (`received`, `dropped`, `if_dropped`; on `lo` and `any` the kernel counts each
+  loopback packet twice, as sent and as received, and libpcap keeps one) and `converted` when the
+  file is not libpcap's own output.
+- `nodes[]`, `relay`: names, peer ids, listen addresses and the gossipsub settings.
+";
+
+/// Writes samples/README.md: one line per sample in the directory, from its truth file.
+fn write_readme(samples: &Path) -> anyhow::Result<()> {
+    let mut text = README_HEAD.to_owned();
+    for truth in truths_in(samples)? {
+        let path = samples.join(&truth.file);
+        let info = file_info(&path)?;
+        let bytes = fs::metadata(&path)?.len();
+        writeln!(
+            text,
+            "| `{}` | {} | {} | {bytes} | {} |",
+            truth.file, truth.link_type, info.packets, truth.description
+        )?;
+        eprintln!(
+            "xtask: {:<32} {:<11} {:>5} packets {bytes:>8} bytes",
+            truth.file, truth.link_type, info.packets
+        );
+    }
+    text.push_str(README_TAIL);
+    fs::write(samples.join("README.md"), text).context("write samples/README.md")
+}

@@ -1,0 +1,383 @@
+//! One rust-libp2p node set up as a Waku relay node: gossipsub on `/vac/waku/relay/2.0.0`,
+//! anonymous unsigned messages (StrictNoSign), message id = sha256(data), Waku's mesh
+//! parameters, plus identify and ping. Each node runs on its own thread (optionally inside a
+//! network namespace) and is driven by the scenario through commands and reports.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, SwarmBuilder, gossipsub, identify,
+    identity::Keypair,
+    multiaddr::Protocol,
+    ping,
+    swarm::{NetworkBehaviour, Swarm, SwarmEvent},
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::{
+    netns,
+    transport::{self, Registry, Security},
+    waku::TOPICS,
+};
+
+/// Waku Relay's gossipsub protocol id.
+pub const RELAY_PROTOCOL: &str = "/vac/waku/relay/2.0.0";
+
+/// What the scenario asks a node to do.
+pub enum Command {
+    /// Dial these addresses (each ends in `/p2p/<peer id>`).
+    Dial(Vec<Multiaddr>),
+    /// Publish a serialized WakuMessage on a pubsub topic.
+    Publish {
+        /// Pubsub topic (shard).
+        pubsub_topic: &'static str,
+        /// WakuMessage bytes.
+        data: Vec<u8>,
+    },
+    /// Close every connection gracefully and stop once none is left.
+    Close,
+}
+
+/// What a node tells the scenario.
+pub enum Report {
+    /// The node listens on `addr` with identity `peer`.
+    Listening {
+        /// Node index.
+        node: usize,
+        /// The node's peer id.
+        peer: PeerId,
+        /// TCP listen address.
+        addr: SocketAddr,
+    },
+    /// The node's mesh holds every other node on every topic.
+    MeshReady(usize),
+    /// The node received (and delivered) a message with this gossipsub id.
+    Received {
+        /// Node index.
+        node: usize,
+        /// Gossipsub message id.
+        id: Vec<u8>,
+    },
+    /// The node has no connection left and stopped.
+    Closed(usize),
+    /// The node failed; the scenario stops.
+    Failed {
+        /// Node index.
+        node: usize,
+        /// The error chain.
+        error: String,
+    },
+}
+
+/// Per-topic message counts of one node, from gossipsub's own events.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TopicCounts {
+    /// Messages this node published.
+    pub published: u64,
+    /// Sum of the WakuMessage sizes it published.
+    pub published_bytes: u64,
+    /// Distinct messages gossipsub delivered to it.
+    pub received: u64,
+    /// Sum of the WakuMessage sizes delivered to it.
+    pub received_bytes: u64,
+}
+
+/// Where and how a node runs.
+pub struct NodeSpec {
+    /// Node index (also its name suffix).
+    pub index: usize,
+    /// Address to listen on (ephemeral port).
+    pub listen_ip: IpAddr,
+    /// Network namespace to run in, if not the current one.
+    pub netns: Option<String>,
+    /// Security protocol the node offers.
+    pub security: Security,
+    /// How many peers each topic mesh must hold before the node reports ready.
+    pub mesh_peers: usize,
+}
+
+/// A running node thread.
+pub struct NodeHandle {
+    /// Sends commands to the node.
+    pub commands: UnboundedSender<Command>,
+    thread: thread::JoinHandle<anyhow::Result<BTreeMap<&'static str, TopicCounts>>>,
+}
+
+impl NodeHandle {
+    /// Waits for the node to stop and returns its per-topic counts.
+    pub fn join(self) -> anyhow::Result<BTreeMap<&'static str, TopicCounts>> {
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("node thread panicked"))?
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    relay: gossipsub::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+/// Starts a node on its own thread with a single-threaded tokio runtime.
+pub fn spawn(
+    spec: NodeSpec,
+    registry: Registry,
+    reports: mpsc::Sender<Report>,
+) -> anyhow::Result<NodeHandle> {
+    let (commands, receiver) = unbounded_channel();
+    let thread = thread::Builder::new()
+        .name(format!("node{}", spec.index))
+        .spawn(move || {
+            let index = spec.index;
+            let result = run_thread(spec, registry, receiver, reports.clone());
+            if let Err(error) = &result {
+                let error = format!("{error:#}");
+                let _ = reports.send(Report::Failed { node: index, error });
+            }
+            result
+        })?;
+    Ok(NodeHandle { commands, thread })
+}
+
+fn run_thread(
+    spec: NodeSpec,
+    registry: Registry,
+    commands: UnboundedReceiver<Command>,
+    reports: mpsc::Sender<Report>,
+) -> anyhow::Result<BTreeMap<&'static str, TopicCounts>> {
+    if let Some(ns) = &spec.netns {
+        netns::enter(ns)?;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(spec, registry, commands, reports))
+}
+
+fn relay_config() -> anyhow::Result<gossipsub::Config> {
+    gossipsub::ConfigBuilder::default()
+        .protocol_id(RELAY_PROTOCOL, gossipsub::Version::V1_1)
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .message_id_fn(|m| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
+        .mesh_n(6)
+        .mesh_n_low(4)
+        .mesh_n_high(8)
+        .mesh_outbound_min(3)
+        .gossip_lazy(6)
+        .gossip_factor(0.25)
+        .history_length(6)
+        .history_gossip(3)
+        .heartbeat_initial_delay(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_secs(1))
+        .duplicate_cache_time(Duration::from_secs(120))
+        .prune_backoff(Duration::from_secs(60))
+        .flood_publish(true)
+        .max_transmit_size(150 * 1024)
+        .build()
+        .context("gossipsub config")
+}
+
+fn behaviour(key: &Keypair) -> anyhow::Result<Behaviour> {
+    let relay =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, relay_config()?)
+            .map_err(|e| anyhow!("gossipsub: {e}"))?;
+    let identify = identify::Behaviour::new(
+        identify::Config::new("ipfs/0.1.0".into(), key.public())
+            .with_agent_version("wakuprof-traffic (rust-libp2p 0.57)".into()),
+    );
+    let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(1)));
+    Ok(Behaviour {
+        relay,
+        identify,
+        ping,
+    })
+}
+
+fn tcp_socket_addr(addr: &Multiaddr) -> anyhow::Result<SocketAddr> {
+    let mut ip = None;
+    for protocol in addr {
+        match protocol {
+            Protocol::Ip4(v4) => ip = Some(IpAddr::V4(v4)),
+            Protocol::Ip6(v6) => ip = Some(IpAddr::V6(v6)),
+            Protocol::Tcp(port) => {
+                return ip
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .context("no IP before /tcp");
+            }
+            _ => {}
+        }
+    }
+    bail!("{addr} is not a TCP address")
+}
+
+/// A node's state while it runs.
+struct Node {
+    index: usize,
+    swarm: Swarm<Behaviour>,
+    topics: [gossipsub::IdentTopic; 2],
+    counts: BTreeMap<&'static str, TopicCounts>,
+    reports: mpsc::Sender<Report>,
+    mesh_peers: usize,
+    mesh_ready: bool,
+    closing: bool,
+}
+
+/// Whether the node goes on after an event or a command.
+enum Next {
+    Continue,
+    Stop,
+}
+
+impl Node {
+    fn report(&self, report: Report) {
+        // The scenario may have given up already; it then reports its own error.
+        let _ = self.reports.send(report);
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> anyhow::Result<Next> {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let addr = tcp_socket_addr(&address)?;
+                let peer = *self.swarm.local_peer_id();
+                self.report(Report::Listening {
+                    node: self.index,
+                    peer,
+                    addr,
+                });
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(gossipsub::Event::Message {
+                message_id,
+                message,
+                ..
+            })) => {
+                let topic = TOPICS
+                    .iter()
+                    .find(|t| **t == message.topic.as_str())
+                    .with_context(|| format!("message on unexpected topic {}", message.topic))?;
+                let entry = self.counts.entry(topic).or_default();
+                entry.received += 1;
+                entry.received_bytes += message.data.len() as u64;
+                self.report(Report::Received {
+                    node: self.index,
+                    id: message_id.0,
+                });
+            }
+            SwarmEvent::ConnectionClosed { .. }
+                if self.closing && self.swarm.connected_peers().next().is_none() =>
+            {
+                self.report(Report::Closed(self.index));
+                return Ok(Next::Stop);
+            }
+            SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial failed: {error}"),
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                bail!("incoming connection failed: {error}")
+            }
+            _ => {}
+        }
+        Ok(Next::Continue)
+    }
+
+    fn on_command(&mut self, command: Command) -> anyhow::Result<Next> {
+        match command {
+            Command::Dial(addrs) => {
+                for addr in addrs {
+                    self.swarm.dial(addr)?;
+                }
+            }
+            Command::Publish { pubsub_topic, data } => {
+                let len = data.len() as u64;
+                self.swarm
+                    .behaviour_mut()
+                    .relay
+                    .publish(gossipsub::IdentTopic::new(pubsub_topic), data)
+                    .with_context(|| format!("publish on {pubsub_topic}"))?;
+                let entry = self.counts.entry(pubsub_topic).or_default();
+                entry.published += 1;
+                entry.published_bytes += len;
+            }
+            Command::Close => {
+                self.closing = true;
+                let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                if peers.is_empty() {
+                    self.report(Report::Closed(self.index));
+                    return Ok(Next::Stop);
+                }
+                for peer in peers {
+                    // Fails only for a peer that is already gone.
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    fn check_mesh(&mut self) {
+        let relay = &self.swarm.behaviour().relay;
+        let full =
+            |t: &gossipsub::IdentTopic| relay.mesh_peers(&t.hash()).count() >= self.mesh_peers;
+        if !self.mesh_ready && self.topics.iter().all(full) {
+            self.mesh_ready = true;
+            self.report(Report::MeshReady(self.index));
+        }
+    }
+}
+
+async fn run(
+    spec: NodeSpec,
+    registry: Registry,
+    mut commands: UnboundedReceiver<Command>,
+    reports: mpsc::Sender<Report>,
+) -> anyhow::Result<BTreeMap<&'static str, TopicCounts>> {
+    let index = spec.index;
+    let mut swarm = SwarmBuilder::with_existing_identity(Keypair::generate_secp256k1())
+        .with_tokio()
+        .with_other_transport(|key| transport::build(key, spec.security, index, registry))?
+        .with_behaviour(|key| behaviour(key).map_err(Into::into))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let topics = TOPICS.map(gossipsub::IdentTopic::new);
+    for topic in &topics {
+        swarm.behaviour_mut().relay.subscribe(topic)?;
+    }
+    swarm.listen_on(Multiaddr::from(spec.listen_ip).with(Protocol::Tcp(0)))?;
+    let mut node = Node {
+        index,
+        swarm,
+        topics,
+        counts: TOPICS
+            .iter()
+            .map(|t| (*t, TopicCounts::default()))
+            .collect(),
+        reports,
+        mesh_peers: spec.mesh_peers,
+        mesh_ready: false,
+        closing: false,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        let next = tokio::select! {
+            event = node.swarm.select_next_some() => node.on_event(event)?,
+            command = commands.recv() => {
+                node.on_command(command.context("the scenario went away")?)?
+            }
+            _ = tick.tick() => {
+                node.check_mesh();
+                Next::Continue
+            }
+        };
+        if let Next::Stop = next {
+            return Ok(node.counts);
+        }
+    }
+}
