@@ -64,7 +64,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut samples = Vec::new();
     for run in 1..=args.runs {
         for tool in TOOLS {
-            eprint!("bench: run {run}/{} {:<10} ", args.runs, tool.name());
+            eprint!("bench: run {run}/{} {:<14} ", args.runs, tool.name());
             let out = tempfile::tempdir_in(&bench_dir)?;
             let measured = measure(&mut tool.command(&wakuprof, &input, out.path()));
             match &measured {
@@ -138,8 +138,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 /// The programs compared, in the order they run and appear in the table.
-const TOOLS: [Tool; 4] = [
+const TOOLS: [Tool; 5] = [
     Tool::Wakuprof,
+    Tool::WakuprofParquet,
     Tool::NdpiReader,
     Tool::Tshark,
     Tool::Tcpdump,
@@ -148,8 +149,10 @@ const TOOLS: [Tool; 4] = [
 /// One program under test, with the job it is timed on.
 #[derive(Clone, Copy, PartialEq)]
 enum Tool {
-    /// Attribution to Parquet, the real job.
+    /// Attribution with the summary printed as JSON: the analysis compared with the others.
     Wakuprof,
+    /// The same, also writing the Parquet usage table (one file per hour the capture spans).
+    WakuprofParquet,
     /// nDPI's flow table and protocol detection.
     NdpiReader,
     /// Wireshark's dissectors plus TCP and UDP conversation tables.
@@ -163,6 +166,7 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Wakuprof => "wakuprof",
+            Tool::WakuprofParquet => "wakuprof --out",
             Tool::NdpiReader => "ndpiReader",
             Tool::Tshark => "tshark",
             Tool::Tcpdump => "tcpdump",
@@ -172,7 +176,7 @@ impl Tool {
     /// Debian package that provides the program; wakuprof is built from this workspace.
     fn package(self) -> Option<&'static str> {
         match self {
-            Tool::Wakuprof => None,
+            Tool::Wakuprof | Tool::WakuprofParquet => None,
             Tool::NdpiReader => Some("libndpi-bin"),
             Tool::Tshark => Some("tshark"),
             Tool::Tcpdump => Some("tcpdump"),
@@ -182,12 +186,13 @@ impl Tool {
     /// The timed command on `input`; `out` is an empty directory for whatever it writes.
     fn command(self, wakuprof: &Path, input: &Path, out: &Path) -> Command {
         let mut cmd = Command::new(match self {
-            Tool::Wakuprof => wakuprof.as_os_str(),
+            Tool::Wakuprof | Tool::WakuprofParquet => wakuprof.as_os_str(),
             _ => OsStr::new(self.name()),
         });
         cmd.current_dir(out).stdout(Stdio::null());
         match self {
-            Tool::Wakuprof => cmd
+            Tool::Wakuprof => cmd.arg("analyze").arg(input).args(["--format", "json"]),
+            Tool::WakuprofParquet => cmd
                 .arg("analyze")
                 .arg(input)
                 .arg("--out")
@@ -344,7 +349,7 @@ fn print_table(samples: &[Sample], packets: u64, bytes: u64) {
     };
     let (wakuprof_wall, _) = best(Tool::Wakuprof);
     println!(
-        "{:<10} {:>9} {:>8} {:>8} {:>8} {:>13} {:>11}",
+        "{:<14} {:>9} {:>8} {:>8} {:>8} {:>13} {:>11}",
         "tool", "packets", "wall s", "M pkt/s", "MB/s", "peak RSS MiB", "wakuprof x"
     );
     for tool in TOOLS {
@@ -354,7 +359,7 @@ fn print_table(samples: &[Sample], packets: u64, bytes: u64) {
             _ => format!("{:.2}", wall / wakuprof_wall),
         };
         println!(
-            "{:<10} {packets:>9} {wall:>8.3} {:>8.3} {:>8.1} {:>13.1} {ratio:>11}",
+            "{:<14} {packets:>9} {wall:>8.3} {:>8.3} {:>8.1} {:>13.1} {ratio:>11}",
             tool.name(),
             packets as f64 / wall / 1e6,
             bytes as f64 / wall / 1e6,
@@ -412,9 +417,9 @@ impl FlowFootprint {
             );
         }
         Ok(Self {
-            flows_1: stats_1.flows,
+            flows_1: stats_1.flow.flows,
             rss_1,
-            flows_n: stats_n.flows,
+            flows_n: stats_n.flow.flows,
             rss_n,
         })
     }
@@ -430,6 +435,12 @@ impl FlowFootprint {
 #[derive(Deserialize)]
 struct Stats {
     packets: u64,
+    flow: FlowStats,
+}
+
+/// `stats.flow`: the flow table's counters.
+#[derive(Deserialize)]
+struct FlowStats {
     flows: u64,
 }
 
@@ -456,7 +467,7 @@ fn analyze_json(wakuprof: &Path, capture: &Path, scratch: &Path) -> Result<(Stat
     }
     let (_, rss) = measured?;
     let output: Output = serde_json::from_reader(BufReader::new(File::open(&json)?))
-        .context("wakuprof's JSON output has no stats.packets and stats.flows")?;
+        .context("wakuprof's JSON output has no stats.packets and stats.flow.flows")?;
     Ok((output.stats, rss))
 }
 

@@ -431,10 +431,11 @@ fn feed(
     }
 }
 
-/// Idle time after which a flow is dropped from the table (its rows are kept): TCP after a FIN
-/// or RST, other TCP, and everything else.
+/// Idle time after which a TCP flow that saw a FIN or RST leaves the table (its rows stay).
 pub const IDLE_CLOSED_NS: i64 = 30 * 1_000_000_000;
+/// Idle time after which any other TCP flow leaves the table.
 pub const IDLE_TCP_NS: i64 = 600 * 1_000_000_000;
+/// Idle time after which UDP and other flows leave the table.
 pub const IDLE_OTHER_NS: i64 = 120 * 1_000_000_000;
 
 /// All flows, bounded in number.
