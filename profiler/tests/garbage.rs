@@ -48,7 +48,7 @@ fn corrupted_frames_never_panic_and_stay_conserved() {
                     *b = rng.next() as u8;
                 }
             }
-            let cut = if rng.next() % 8 == 0 {
+            let cut = if rng.next().is_multiple_of(8) {
                 (rng.next() as usize) % (d.len() + 1)
             } else {
                 d.len()
