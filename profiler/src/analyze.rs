@@ -7,9 +7,10 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::Error;
+use crate::account::pending::Contribution;
 use crate::account::record::{Category, Direction, Endpoints, Row};
 use crate::account::table::{RowKey, UsageTable};
-use crate::decode::{LabelId, LabelTable, Side, Span};
+use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span};
 use crate::flow::fragments::Fragments;
 use crate::flow::tcp::{Budget, Seg};
 use crate::flow::{self, Flow, FlowKey, FlowStats, FlowTable, LocalSpec, Shared, TcpPacket};
@@ -245,7 +246,7 @@ impl Analyzer {
         let (key, src_is_lo, transport_name, fixed, orient, payload_len) = match &ip.transport {
             Transport::Tcp(t) => {
                 let (k, lo) = FlowKey::of(6, (ip.src, t.src_port), (ip.dst, t.dst_port));
-                let o = flow::orient(t.syn, t.ack, t.src_port, t.dst_port);
+                let o = flow::src_initiates(t.syn, t.ack, t.src_port, t.dst_port);
                 (k, lo, "tcp", None, o, t.wire_payload_len)
             }
             Transport::Udp {
@@ -254,7 +255,7 @@ impl Analyzer {
                 payload,
             } => {
                 let (k, lo) = FlowKey::of(17, (ip.src, *src_port), (ip.dst, *dst_port));
-                let o = flow::orient(false, false, *src_port, *dst_port);
+                let o = flow::src_initiates(false, false, *src_port, *dst_port);
                 let l = self.fixed_label("udp");
                 (k, lo, "udp", Some(l), o, payload.len() as u32)
             }
@@ -282,7 +283,7 @@ impl Analyzer {
                     _ => "ip",
                 };
                 let l = self.fixed_label(name);
-                let o = flow::orient(false, false, 0, 0);
+                let o = true;
                 (k, lo, transport, Some(l), o, 0)
             }
         };
@@ -309,7 +310,7 @@ impl Analyzer {
             Flow::new(
                 &key,
                 src_is_lo,
-                &orient,
+                orient,
                 &cfg.locals,
                 transport_name,
                 fixed,
@@ -325,19 +326,8 @@ impl Analyzer {
             Direction::In => stats.ip_bytes_in += u64::from(ip.ip_len),
             Direction::Out => stats.ip_bytes_out += u64::from(ip.ip_len),
         }
-        let endpoints = flow.endpoints;
-        let dirs = [
-            flow.direction(Side::Initiator),
-            flow.direction(Side::Responder),
-        ];
-        let mut add = |s: Side, (w, label, c): crate::account::pending::Contribution| {
-            let key = RowKey {
-                endpoints,
-                label,
-                direction: dirs[s.index()],
-            };
-            table.add(w, key, &c);
-        };
+        let keys = flow.row_keys();
+        let mut add = |s: Side, (w, label, c): Contribution| table.add(w, keys.key(s, label), &c);
         match &ip.transport {
             Transport::Tcp(t) if fixed.is_none() => {
                 let p = TcpPacket {
@@ -352,8 +342,7 @@ impl Analyzer {
                     fin_or_rst: t.fin || t.rst,
                 };
                 let mut sh = Shared {
-                    labels,
-                    spans,
+                    ctx: DecodeCtx { labels, spans },
                     budget,
                     stats: &mut stats.flow,
                 };
@@ -365,22 +354,18 @@ impl Analyzer {
 
     fn finish_flow(&mut self, mut f: Flow) {
         self.stats.top_flows.offer(&f);
-        let endpoints = f.endpoints;
-        let dirs = [f.direction(Side::Initiator), f.direction(Side::Responder)];
+        let keys = f.row_keys();
         let table = &mut self.table;
         let mut sh = Shared {
-            labels: &mut self.labels,
-            spans: &mut self.spans,
+            ctx: DecodeCtx {
+                labels: &mut self.labels,
+                spans: &mut self.spans,
+            },
             budget: &mut self.budget,
             stats: &mut self.stats.flow,
         };
         f.finish(&mut sh, &mut |s, (w, label, c)| {
-            let key = RowKey {
-                endpoints,
-                label,
-                direction: dirs[s.index()],
-            };
-            table.add(w, key, &c);
+            table.add(w, keys.key(s, label), &c)
         });
     }
 

@@ -55,7 +55,7 @@ impl Classifier {
 
     /// Replays the held bytes of both sides into the chosen state.
     fn release(&mut self, ctx: &mut DecodeCtx<'_>) {
-        for side in [Side::Initiator, Side::Responder] {
+        for side in Side::BOTH {
             let held = std::mem::take(&mut self.held[side.index()]);
             if !held.is_empty() {
                 self.data(side, &held, ctx);

@@ -25,6 +25,9 @@ pub enum Side {
 }
 
 impl Side {
+    /// Both sides, initiator first.
+    pub const BOTH: [Side; 2] = [Side::Initiator, Side::Responder];
+
     /// Index 0 for the initiator, 1 for the responder, for per-side arrays.
     pub fn index(self) -> usize {
         match self {

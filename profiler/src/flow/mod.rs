@@ -10,8 +10,9 @@ use rustc_hash::FxHashMap;
 
 use crate::account::pending::Contribution;
 use crate::account::record::{Counters, Direction, Endpoints};
+use crate::account::table::RowKey;
 use crate::decode::classify::Classifier;
-use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span, StreamDecoder};
+use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, StreamDecoder};
 
 /// A connection's identity, the same for both directions: endpoints in canonical order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,21 +60,32 @@ impl LocalSpec {
     }
 }
 
-/// How the two ends of a new flow are told apart.
-pub struct Orientation {
-    /// The packet's source opened the connection.
-    pub src_initiates: bool,
-}
-
-/// Decides which end opened a flow from its first packet: the sender of a SYN, the receiver of a
-/// SYN-ACK; otherwise the sender, unless it sends from a well-known port (< 1024) to a higher one.
-pub fn orient(syn: bool, ack: bool, src_port: u16, dst_port: u16) -> Orientation {
-    let src_initiates = match (syn, ack) {
+/// Whether the source of a flow's first packet opened the flow: the sender of a SYN, not the
+/// sender of a SYN-ACK; otherwise yes, unless it sends from a well-known port (< 1024) to a higher one.
+pub fn src_initiates(syn: bool, ack: bool, src_port: u16, dst_port: u16) -> bool {
+    match (syn, ack) {
         (true, false) => true,
         (true, true) => false,
         _ => !(src_port < 1024 && dst_port >= 1024),
-    };
-    Orientation { src_initiates }
+    }
+}
+
+/// A flow's endpoints and the direction of each side: the parts of its rows' keys.
+#[derive(Clone, Copy)]
+pub struct RowKeys {
+    endpoints: Endpoints,
+    directions: [Direction; 2],
+}
+
+impl RowKeys {
+    /// The key of the row for bytes that `side` sent with `label`.
+    pub fn key(&self, side: Side, label: LabelId) -> RowKey {
+        RowKey {
+            endpoints: self.endpoints,
+            label,
+            direction: self.directions[side.index()],
+        }
+    }
 }
 
 /// Per-flow state.
@@ -132,8 +144,7 @@ pub struct FlowStats {
 
 /// Everything per-packet processing shares across flows.
 pub struct Shared<'a> {
-    pub labels: &'a mut LabelTable,
-    pub spans: &'a mut Vec<Span>,
+    pub ctx: DecodeCtx<'a>,
     pub budget: &'a mut tcp::Budget,
     pub stats: &'a mut FlowStats,
 }
@@ -145,17 +156,17 @@ pub struct TcpPacket<'a> {
 }
 
 impl Flow {
-    /// A new flow; `src_is_lo` and `o` orient it, `locals` decide which end is ours.
+    /// A new flow; `src_is_lo` and `src_initiates` orient it, `locals` decide which end is ours.
     pub fn new(
         key: &FlowKey,
         src_is_lo: bool,
-        o: &Orientation,
+        src_initiates: bool,
         locals: &[LocalSpec],
         transport: &'static str,
         state_label: Option<LabelId>,
         labels: &mut LabelTable,
     ) -> Flow {
-        let lo_initiates = src_is_lo == o.src_initiates;
+        let lo_initiates = src_is_lo == src_initiates;
         let (init, resp) = if lo_initiates {
             (key.lo, key.hi)
         } else {
@@ -219,6 +230,15 @@ impl Flow {
         }
     }
 
+    /// What the flow's rows are keyed by, detached from the flow so that it can be used while
+    /// the flow is being updated.
+    pub fn row_keys(&self) -> RowKeys {
+        RowKeys {
+            endpoints: self.endpoints,
+            directions: Side::BOTH.map(|s| self.direction(s)),
+        }
+    }
+
     /// Counts a datagram or a non-TCP packet: its label is fixed for the flow.
     pub fn packet(&mut self, side: Side, window: i64, wire: u32, payload: u32) -> Contribution {
         let label = match &self.state {
@@ -267,11 +287,11 @@ impl Flow {
             }
             State::Decoding(t) => {
                 if seg.wire_payload == 0 {
-                    t.no_payload(side, seg.window, seg.wire, sh.labels, out);
+                    t.no_payload(side, seg.window, seg.wire, sh.ctx.labels, out);
                     return;
                 }
                 t.segment(side, seg, sh, out);
-                if let Some(settled) = t.try_settle(sh.labels) {
+                if let Some(settled) = t.try_settle(sh.ctx.labels) {
                     self.state = settled;
                 }
             }
@@ -320,16 +340,26 @@ impl TcpFlow {
         sh: &mut Shared<'_>,
         out: &mut impl FnMut(Side, Contribution),
     ) {
+        self.reassemble(side, sh, out, |dir, budget, mut chunks| {
+            dir.segment(seg, budget, &mut chunks)
+        });
+    }
+
+    /// Runs one reassembly step on `side`, feeding what it delivers to the decoder, then applies
+    /// the outcome.
+    fn reassemble(
+        &mut self,
+        side: Side,
+        sh: &mut Shared<'_>,
+        out: &mut impl FnMut(Side, Contribution),
+        step: impl FnOnce(&mut tcp::Direction, &mut tcp::Budget, &mut dyn FnMut(tcp::Chunk<'_>)),
+    ) {
         let mut retrans: Vec<(i64, u32)> = Vec::new();
         {
             let decoder = &mut self.decoder;
-            let mut ctx = DecodeCtx {
-                labels: sh.labels,
-                spans: sh.spans,
-            };
-            let stats = &mut *sh.stats;
-            self.dirs[side.index()].segment(seg, sh.budget, &mut |chunk| {
-                feed(decoder, side, chunk, &mut ctx, stats, &mut retrans)
+            let Shared { ctx, budget, stats } = sh;
+            step(&mut self.dirs[side.index()], budget, &mut |chunk| {
+                feed(decoder, side, chunk, ctx, stats, &mut retrans)
             });
         }
         self.after_delivery(side, &retrans, sh, out);
@@ -344,7 +374,7 @@ impl TcpFlow {
         sh: &mut Shared<'_>,
         out: &mut impl FnMut(Side, Contribution),
     ) {
-        for span in sh.spans.drain(..) {
+        for span in sh.ctx.spans.drain(..) {
             let q = &mut self.dirs[span.side.index()].pending;
             q.apply(span.len, span.label, span.units, &mut |c| out(span.side, c));
         }
@@ -354,7 +384,7 @@ impl TcpFlow {
             let label = self.dirs[side.index()].pending.last_label.unwrap_or(conn);
             out(side, (window, label, counters(wire, 0, wire)));
         }
-        for s in [Side::Initiator, Side::Responder] {
+        for s in Side::BOTH {
             let q = &mut self.dirs[s.index()].pending;
             if q.bytes() > LAG_LIMIT {
                 sh.stats.decoder_lag_flushes += 1;
@@ -362,7 +392,7 @@ impl TcpFlow {
             }
         }
         if self.decoder.decided() && !self.early.is_empty() {
-            let t = sh.labels.transport_of(conn);
+            let t = sh.ctx.labels.transport_of(conn);
             for (s, window, wire) in self.early.drain(..) {
                 out(s, (window, t, counters(wire, 0, 0)));
             }
@@ -384,27 +414,16 @@ impl TcpFlow {
     }
 
     fn finish(&mut self, sh: &mut Shared<'_>, out: &mut impl FnMut(Side, Contribution)) {
-        let mut retrans: Vec<(i64, u32)> = Vec::new();
-        for side in [Side::Initiator, Side::Responder] {
-            retrans.clear();
-            {
-                let decoder = &mut self.decoder;
-                let mut ctx = DecodeCtx {
-                    labels: sh.labels,
-                    spans: sh.spans,
-                };
-                let stats = &mut *sh.stats;
-                self.dirs[side.index()].finish(sh.budget, &mut |chunk| {
-                    feed(decoder, side, chunk, &mut ctx, stats, &mut retrans)
-                });
-            }
-            self.after_delivery(side, &retrans, sh, out);
+        for side in Side::BOTH {
+            self.reassemble(side, sh, out, |dir, budget, mut chunks| {
+                dir.finish(budget, &mut chunks)
+            });
         }
         let conn = self.decoder.connection_label();
-        for s in [Side::Initiator, Side::Responder] {
+        for s in Side::BOTH {
             self.dirs[s.index()].pending.flush(conn, &mut |c| out(s, c));
         }
-        let t = sh.labels.transport_of(conn);
+        let t = sh.ctx.labels.transport_of(conn);
         for (s, window, wire) in self.early.drain(..) {
             out(s, (window, t, counters(wire, 0, 0)));
         }
