@@ -15,6 +15,18 @@ fn wakuprof(args: &[&str]) -> Output {
         .expect("wakuprof runs")
 }
 
+/// `wakuprof analyze CAPTURE --out DIR --format json`.
+fn analyze_to_parquet(capture: &Path, dir: &Path) -> Output {
+    wakuprof(&[
+        "analyze",
+        capture.to_str().expect("utf-8 path"),
+        "--out",
+        dir.to_str().expect("utf-8 path"),
+        "--format",
+        "json",
+    ])
+}
+
 fn json_summary(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -45,14 +57,7 @@ fn parquet_opens_in_duckdb_with_the_summary_totals() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out_dir = dir.path().join("results");
     let mix = common::ndpi_mix();
-    let out = wakuprof(&[
-        "analyze",
-        mix.to_str().expect("utf-8 path"),
-        "--out",
-        out_dir.to_str().expect("utf-8 path"),
-        "--format",
-        "json",
-    ]);
+    let out = analyze_to_parquet(&mix, &out_dir);
     assert!(
         out.status.success(),
         "{}",
@@ -110,14 +115,7 @@ fn truncated_capture_keeps_what_was_counted() {
     let cut = dir.path().join("cut.pcap");
     std::fs::write(&cut, &mix[..1_000_003]).expect("write the cut capture");
     let out_dir = dir.path().join("results");
-    let out = wakuprof(&[
-        "analyze",
-        cut.to_str().expect("utf-8 path"),
-        "--out",
-        out_dir.to_str().expect("utf-8 path"),
-        "--format",
-        "json",
-    ]);
+    let out = analyze_to_parquet(&cut, &out_dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
