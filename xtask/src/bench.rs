@@ -5,7 +5,7 @@
 
 use std::{
     env,
-    ffi::{OsStr, OsString},
+    ffi::OsStr,
     fs::{self, File},
     io::{self, BufReader, BufWriter, Read, Seek, Write},
     os::unix::process::ExitStatusExt,
@@ -18,6 +18,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use serde::Deserialize;
 use serde_json::json;
+
+use crate::setup::{self, Package};
 
 /// Options of `cargo xtask bench`.
 #[derive(Args)]
@@ -41,7 +43,7 @@ pub struct BenchArgs {
 
 /// Runs every tool `--runs` times on the capture and prints how wakuprof compares.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    ensure_tools()?;
+    setup::ensure_packages(PACKAGES)?;
     let workspace = Workspace::locate()?;
     let base = match &args.file {
         Some(file) => file.clone(),
@@ -137,6 +139,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     per_flow.transpose().map(drop)
 }
 
+/// The Debian packages of the programs wakuprof is compared with.
+const PACKAGES: &[Package] = &[
+    Package {
+        name: "libndpi-bin",
+        marker: "/usr/bin/ndpiReader",
+    },
+    Package {
+        name: "tshark",
+        marker: "/usr/bin/tshark",
+    },
+    Package {
+        name: "tcpdump",
+        marker: "/usr/bin/tcpdump",
+    },
+];
+
 /// The programs compared, in the order they run and appear in the table.
 const TOOLS: [Tool; 5] = [
     Tool::Wakuprof,
@@ -173,16 +191,6 @@ impl Tool {
         }
     }
 
-    /// Debian package that provides the program; wakuprof is built from this workspace.
-    fn package(self) -> Option<&'static str> {
-        match self {
-            Tool::Wakuprof | Tool::WakuprofParquet => None,
-            Tool::NdpiReader => Some("libndpi-bin"),
-            Tool::Tshark => Some("tshark"),
-            Tool::Tcpdump => Some("tcpdump"),
-        }
-    }
-
     /// The timed command on `input`; `out` is an empty directory for whatever it writes.
     fn command(self, wakuprof: &Path, input: &Path, out: &Path) -> Command {
         let mut cmd = Command::new(match self {
@@ -209,37 +217,6 @@ impl Tool {
     }
 }
 
-/// Installs the missing comparison tools with apt-get when running as root; otherwise fails
-/// with the command that would.
-fn ensure_tools() -> Result<()> {
-    let path = env::var_os("PATH").unwrap_or_default();
-    let found = |name: &str| env::split_paths(&path).any(|dir| dir.join(name).is_file());
-    let missing: Vec<_> = TOOLS
-        .iter()
-        .filter(|tool| !found(tool.name()))
-        .filter_map(|tool| tool.package())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let install = format!("apt-get install -y {}", missing.join(" "));
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("ndpiReader, tshark and tcpdump are needed; install them with: sudo {install}");
-    }
-    for command in ["apt-get update -q", &install] {
-        eprintln!("bench: {command}");
-        let mut words = command.split(' ');
-        let status = Command::new(words.next().unwrap_or_default())
-            .args(words)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("cannot run apt-get")?;
-        ensure!(status.success(), "`{command}` failed ({status})");
-    }
-    Ok(())
-}
-
 /// The workspace's root and build output directory, as `cargo metadata` reports them (so
 /// CARGO_TARGET_DIR and `build.target-dir` count).
 struct Workspace {
@@ -255,7 +232,7 @@ impl Workspace {
             workspace_root: PathBuf,
             target_directory: PathBuf,
         }
-        let output = cargo()
+        let output = setup::cargo()
             .args(["metadata", "--format-version", "1", "--no-deps"])
             .stderr(Stdio::inherit())
             .output()
@@ -276,7 +253,7 @@ impl Workspace {
     /// Builds wakuprof in release mode and returns the binary's path.
     fn build_wakuprof(&self) -> Result<PathBuf> {
         eprintln!("bench: cargo build --release -p wakuprof");
-        let status = cargo()
+        let status = setup::cargo()
             .current_dir(&self.root)
             .args(["build", "--release", "-p", "wakuprof"])
             .status()
@@ -287,13 +264,6 @@ impl Workspace {
         );
         Ok(self.target.join("release/wakuprof"))
     }
-}
-
-/// A cargo command run from xtask's own directory, with the cargo that runs xtask.
-fn cargo() -> Command {
-    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
-    cmd
 }
 
 /// One timed run of one tool.
