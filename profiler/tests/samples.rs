@@ -114,3 +114,47 @@ fn every_sample_matches_its_ground_truth() {
         }
     }
 }
+
+#[test]
+fn plaintext_streams_carry_their_protocol_ids() {
+    let relay = "/vac/waku/relay/2.0.0";
+    for capture in common::samples() {
+        let t = truth(&capture);
+        if t["connections"][0]["security"] != "/plaintext/2.0.0" {
+            continue;
+        }
+        let name = capture.display();
+        let (rows, _, _) = common::analyze(std::slice::from_ref(&capture), Config::default());
+        for c in t["connections"].as_array().expect("connections") {
+            let conn = connection(&rows, addr(&c["dialer"]), addr(&c["listener"]));
+            for id in [relay, "/ipfs/id/1.0.0", "/yamux/1.0.0"] {
+                assert!(
+                    conn.iter().any(|r| r.label.protocol.as_ref() == id),
+                    "{name}: {} → {}: no {id} bytes",
+                    c["dialer"],
+                    c["listener"]
+                );
+            }
+        }
+        // Every receiver got every message at least once, over a relay stream.
+        let delivered: u64 = t["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| {
+                m["waku_message_bytes"].as_u64().unwrap_or(0)
+                    * m["received_by"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        let relay_payload: u64 = rows
+            .iter()
+            .filter(|r| r.label.protocol.as_ref() == relay && r.label.kind.as_ref() == "unparsed")
+            .map(|r| r.counters.payload_bytes)
+            .sum();
+        assert!(delivered > 0, "{name}: messages were delivered");
+        assert!(
+            relay_payload >= delivered,
+            "{name}: relay stream bytes {relay_payload} < delivered WakuMessage bytes {delivered}"
+        );
+    }
+}

@@ -13,10 +13,12 @@ pub struct Framer<const H: usize> {
 /// A piece of a chunk: `len` bytes that belong to the frame whose header is `header`; `starts`
 /// when the frame begins in this piece.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Piece<const H: usize> {
+pub struct Piece<'a, const H: usize> {
     pub len: usize,
     pub header: [u8; H],
     pub starts: bool,
+    /// The body bytes of this piece (its last bytes; the header bytes come before them).
+    pub body: &'a [u8],
 }
 
 impl<const H: usize> Default for Framer<H> {
@@ -37,17 +39,19 @@ impl<const H: usize> Framer<H> {
         &mut self,
         mut chunk: &[u8],
         body_len: impl Fn(&[u8; H]) -> u64,
-        mut piece: impl FnMut(Piece<H>),
+        mut piece: impl FnMut(Piece<'_, H>),
     ) {
         while !chunk.is_empty() {
             if self.body_left > 0 {
                 let n = chunk.len().min(self.body_left as usize);
                 self.body_left -= n as u64;
+                let body = &chunk[..n];
                 chunk = &chunk[n..];
                 piece(Piece {
                     len: n,
                     header: self.header,
                     starts: false,
+                    body,
                 });
                 continue;
             }
@@ -63,11 +67,13 @@ impl<const H: usize> Framer<H> {
             self.body_left = body_len(&self.header);
             let n = chunk.len().min(self.body_left as usize);
             self.body_left -= n as u64;
+            let body = &chunk[..n];
             chunk = &chunk[n..];
             piece(Piece {
                 len: held + take + n,
                 header: self.header,
                 starts: true,
+                body,
             });
         }
     }

@@ -1,17 +1,21 @@
-//! libp2p over TCP up to the security layer (protocols.md §1): the multistream-select prelude,
-//! then Noise frames, TLS records or the `/plaintext/2.0.0` exchange. Everything is labelled
-//! `libp2p`; what runs inside the secure channel is left to the decoders that follow it.
+//! libp2p over TCP (protocols.md §1): the multistream-select prelude, then Noise frames, TLS
+//! records or the `/plaintext/2.0.0` exchange. Encrypted channels stay `libp2p` / `encrypted`; on
+//! plaintext connections the muxer is negotiated and yamux streams are labelled with the protocol
+//! each one negotiated.
 
 use super::framing::{Framer, Piece};
 use super::multistream::{self, Parsed};
+use super::streams::Streams;
 use super::{DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
-use super::{noise, tls, uvarint};
+use super::{Span, noise, tls, uvarint, yamux};
 use crate::account::record::Category;
 
 /// Security protocol ids a Waku stack offers (protocols.md §1.2, §1.5).
 const NOISE: &[u8] = b"/noise";
 const TLS: &[u8] = b"/tls/1.0.0";
 const PLAINTEXT: &[u8] = b"/plaintext/2.0.0";
+/// The muxer whose streams are followed.
+const YAMUX: &[u8] = b"/yamux/1.0.0";
 
 /// Noise XX: the initiator sends messages 1 and 3, the responder message 2.
 const NOISE_HANDSHAKE_FRAMES: [u32; 2] = [2, 1];
@@ -37,8 +41,8 @@ impl StreamProbe for Libp2pProbe {
 
 /// What one direction is carrying at the moment.
 enum Phase {
-    /// multistream-select messages; `held` keeps an incomplete message.
-    Negotiating { held: Vec<u8> },
+    /// multistream-select messages for `layer`; `held` keeps an incomplete message.
+    Negotiating { held: Vec<u8>, layer: Layer },
     /// Noise frames: the first ones of each side are the XX handshake.
     Noise {
         framer: Framer<{ noise::PREFIX_LEN }>,
@@ -51,14 +55,25 @@ enum Phase {
         labels: Pair,
     },
     /// The `/plaintext/2.0.0` Exchange message: its length prefix (held until complete), then
-    /// `body_left` bytes of body; after it, muxed streams.
+    /// `body_left` bytes of body; after it, the muxer's negotiation.
     PlaintextExchange {
         prefix: Vec<u8>,
         body_left: Option<u64>,
-        labels: Pair,
+        handshake: LabelId,
+    },
+    /// yamux frames; bodies go to the stream they belong to.
+    Yamux {
+        framer: Framer<{ yamux::HEADER_LEN }>,
     },
     /// Every further byte gets this label.
     Settled(LabelId),
+}
+
+/// What a multistream negotiation selects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Security,
+    Muxer,
 }
 
 /// The handshake label and the label of what follows it, for one security protocol.
@@ -80,21 +95,42 @@ pub struct Libp2pDecoder {
     security: Option<Vec<u8>>,
     negotiation: LabelId,
     connection: LabelId,
+    /// The streams of a yamux session, once one was negotiated.
+    streams: Option<Streams>,
+    /// `libp2p` / `/yamux/1.0.0` / `framing`: headers of frames without a body.
+    framing: LabelId,
+    /// Spans of one frame's body, reused.
+    scratch: Vec<Span>,
 }
 
 impl Libp2pDecoder {
     fn new(labels: &mut LabelTable) -> Libp2pDecoder {
         let protocol = std::str::from_utf8(multistream::HEADER).unwrap_or("multistream");
         Libp2pDecoder {
-            phases: [
-                Phase::Negotiating { held: Vec::new() },
-                Phase::Negotiating { held: Vec::new() },
-            ],
+            phases: [Side::Initiator, Side::Responder].map(|_| Phase::Negotiating {
+                held: Vec::new(),
+                layer: Layer::Security,
+            }),
             proposal: None,
             security: None,
             negotiation: labels.decoded(Category::Libp2p, protocol, "negotiation"),
             connection: labels.decoded(Category::Libp2p, protocol, "unparsed"),
+            streams: None,
+            framing: labels.decoded(Category::Libp2p, "/yamux/1.0.0", "framing"),
+            scratch: Vec::new(),
         }
+    }
+
+    /// Switches `side` to the muxer `id`: yamux streams are followed, other muxers are opaque.
+    fn enter_muxer(&mut self, side: Side, id: &[u8], labels: &mut LabelTable) {
+        self.phases[side.index()] = if id == YAMUX {
+            self.streams.get_or_insert_with(|| Streams::new(labels));
+            Phase::Yamux {
+                framer: Framer::default(),
+            }
+        } else {
+            Phase::Settled(labels.decoded(Category::Libp2p, &String::from_utf8_lossy(id), "muxed"))
+        };
     }
 
     /// Switches `side` to the security protocol `id` and labels the connection with it.
@@ -121,10 +157,7 @@ impl Libp2pDecoder {
             PLAINTEXT => Phase::PlaintextExchange {
                 prefix: Vec::new(),
                 body_left: None,
-                labels: Pair {
-                    handshake,
-                    after: labels.decoded(Category::Libp2p, &name, "muxed"),
-                },
+                handshake,
             },
             _ => Phase::Settled(encrypted),
         };
@@ -133,9 +166,10 @@ impl Libp2pDecoder {
     /// Parses multistream messages from `bytes` (after what `side` held); returns the bytes that
     /// follow the negotiation when the side switched to its security protocol.
     fn negotiate(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) -> Option<Vec<u8>> {
-        let Phase::Negotiating { held } = &mut self.phases[side.index()] else {
+        let Phase::Negotiating { held, layer } = &mut self.phases[side.index()] else {
             return None;
         };
+        let layer = *layer;
         let mut buf = std::mem::take(held);
         buf.extend_from_slice(bytes);
         let mut off = 0;
@@ -167,11 +201,14 @@ impl Libp2pDecoder {
         let rest = buf.split_off(off);
         match next {
             Some(id) => {
-                self.enter_security(side, &id, ctx.labels);
+                match layer {
+                    Layer::Security => self.enter_security(side, &id, ctx.labels),
+                    Layer::Muxer => self.enter_muxer(side, &id, ctx.labels),
+                }
                 Some(rest)
             }
             None => {
-                if let Phase::Negotiating { held } = &mut self.phases[side.index()] {
+                if let Phase::Negotiating { held, .. } = &mut self.phases[side.index()] {
                     *held = rest;
                 }
                 None
@@ -181,7 +218,12 @@ impl Libp2pDecoder {
 }
 
 /// Emits a framer's piece with the handshake or the data label.
-fn emit_piece<const H: usize>(ctx: &mut DecodeCtx<'_>, side: Side, p: Piece<H>, label: LabelId) {
+fn emit_piece<const H: usize>(
+    ctx: &mut DecodeCtx<'_>,
+    side: Side,
+    p: Piece<'_, H>,
+    label: LabelId,
+) {
     ctx.emit(side, p.len as u64, label, u32::from(p.starts));
 }
 
@@ -224,15 +266,15 @@ impl StreamDecoder for Libp2pDecoder {
             Phase::PlaintextExchange {
                 prefix,
                 body_left,
-                labels,
+                handshake,
             } => {
-                let labels = *labels;
+                let handshake = *handshake;
                 let mut rest = bytes;
                 while body_left.is_none() && !rest.is_empty() {
                     prefix.push(rest[0]);
                     rest = &rest[1..];
                     if let Some((len, used)) = uvarint(prefix) {
-                        ctx.emit(side, used as u64, labels.handshake, 1);
+                        ctx.emit(side, used as u64, handshake, 1);
                         *body_left = Some(len);
                     } else if prefix.len() >= MAX_VARINT_LEN {
                         let n = prefix.len() as u64;
@@ -243,12 +285,61 @@ impl StreamDecoder for Libp2pDecoder {
                 }
                 let Some(left) = body_left else { return };
                 let n = rest.len().min(*left as usize);
-                ctx.emit(side, n as u64, labels.handshake, 0);
+                ctx.emit(side, n as u64, handshake, 0);
                 *left -= n as u64;
                 if *left == 0 {
-                    ctx.emit(side, (rest.len() - n) as u64, labels.after, 0);
-                    self.phases[i] = Phase::Settled(labels.after);
+                    self.phases[i] = Phase::Negotiating {
+                        held: Vec::new(),
+                        layer: Layer::Muxer,
+                    };
+                    self.data(side, &rest[n..], ctx);
                 }
+            }
+            Phase::Yamux { framer } => {
+                let (framing, mut scratch) = (self.framing, std::mem::take(&mut self.scratch));
+                let Some(streams) = self.streams.as_mut() else {
+                    return;
+                };
+                framer.feed(bytes, yamux::body_len, |p| {
+                    let h = yamux::Header(&p.header);
+                    let id = h.stream_id();
+                    let opener = if id % 2 == 1 {
+                        Side::Initiator
+                    } else {
+                        Side::Responder
+                    };
+                    scratch.clear();
+                    if h.frame_type() == yamux::FrameType::Data {
+                        streams.body(
+                            side,
+                            opener,
+                            id,
+                            p.body,
+                            ctx.labels,
+                            &mut |len, label, units| {
+                                scratch.push(Span {
+                                    side,
+                                    len,
+                                    label,
+                                    units,
+                                })
+                            },
+                        );
+                    }
+                    if p.starts {
+                        // A data frame's header belongs to the first unit its body carries.
+                        let header = (p.len - p.body.len()) as u64;
+                        match scratch.first() {
+                            Some(first) => ctx.emit(side, header, first.label, 0),
+                            None => ctx.emit(side, header, framing, 1),
+                        }
+                        if h.flags() & yamux::RST != 0 {
+                            streams.close(id);
+                        }
+                    }
+                    ctx.spans.extend(scratch.iter().filter(|s| s.len > 0));
+                });
+                self.scratch = scratch;
             }
             Phase::Settled(label) => ctx.emit(side, bytes.len() as u64, *label, 0),
         }
@@ -256,12 +347,13 @@ impl StreamDecoder for Libp2pDecoder {
 
     fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {
         let held = match &self.phases[side.index()] {
-            Phase::Negotiating { held } => held.len(),
+            Phase::Negotiating { held, .. } => held.len(),
             Phase::PlaintextExchange {
                 prefix, body_left, ..
             } => body_left.map_or(prefix.len(), |_| 0),
             Phase::Noise { framer, .. } => framer.held(),
             Phase::Tls { framer, .. } => framer.held(),
+            Phase::Yamux { framer } => framer.held(),
             Phase::Settled(_) => 0,
         };
         let label = match self.phases[side.index()] {

@@ -11,7 +11,10 @@ pub mod labels;
 pub mod libp2p;
 pub mod multistream;
 pub mod noise;
+pub mod protocols;
+pub mod streams;
 pub mod tls;
+pub mod yamux;
 
 pub use labels::{LabelId, LabelTable};
 
