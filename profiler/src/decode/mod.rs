@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod framing;
+pub mod gossipsub;
 pub mod labels;
 pub mod libp2p;
 pub mod multistream;

@@ -5,6 +5,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::gossipsub::{RelayLabels, RpcWalker};
 use super::multistream::{self, Parsed};
 use super::{LabelId, LabelTable, Side, protocols};
 use crate::account::record::Category;
@@ -17,6 +18,8 @@ pub const MAX_STREAMS: usize = 1024;
 struct ProtocolLabels {
     negotiation: LabelId,
     data: LabelId,
+    /// Set for gossipsub protocols, whose RPCs are split field by field.
+    relay: Option<RelayLabels>,
 }
 
 /// One direction of one stream.
@@ -28,6 +31,30 @@ struct StreamSide {
     emitted: usize,
     /// Negotiation is over: everything further is protocol data.
     data: bool,
+    /// The RPC walker of a relay stream's data.
+    rpc: Option<Box<RpcWalker>>,
+}
+
+impl StreamSide {
+    /// Labels protocol data: RPCs of relay streams field by field, other protocols whole.
+    fn data(
+        &mut self,
+        protocol: Option<ProtocolLabels>,
+        plain: LabelId,
+        bytes: &[u8],
+        out: &mut impl FnMut(u64, LabelId, u32),
+    ) {
+        match protocol {
+            Some(ProtocolLabels {
+                relay: Some(relay), ..
+            }) => self
+                .rpc
+                .get_or_insert_with(|| Box::new(RpcWalker::new(relay)))
+                .feed(bytes, out),
+            Some(p) => out(bytes.len() as u64, p.data, 0),
+            None => out(bytes.len() as u64, plain, 0),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -72,9 +99,10 @@ impl Streams {
         let plain = self.plain;
         let stream = self.streams.entry(id).or_default();
         let s = side.index();
+        let labels_of = |stream: &Stream| stream.protocol.as_ref().map(|p| p.1);
         if stream.sides[s].data {
-            let label = stream.protocol.as_ref().map_or(plain, |p| p.1.data);
-            out(bytes.len() as u64, label, 0);
+            let p = labels_of(stream);
+            stream.sides[s].data(p, plain, bytes, out);
             return;
         }
         stream.sides[s].held.extend_from_slice(bytes);
@@ -105,8 +133,8 @@ impl Streams {
                     st.emitted = 0;
                     if st.data {
                         let rest = std::mem::take(&mut st.held);
-                        let data = stream.protocol.as_ref().map_or(plain, |p| p.1.data);
-                        out(rest.len() as u64, data, 0);
+                        let p = labels_of(stream);
+                        stream.sides[s].data(p, plain, &rest, out);
                         return;
                     }
                 }
@@ -118,10 +146,16 @@ impl Streams {
                 Parsed::Invalid => {
                     st.data = true;
                     let rest = std::mem::take(&mut st.held);
-                    let fresh = (rest.len() - st.emitted) as u64;
-                    st.emitted = 0;
-                    let data = stream.protocol.as_ref().map_or(plain, |p| p.1.data);
-                    out(fresh, data, 0);
+                    // Bytes already labelled as multistream are still parsed, not labelled again.
+                    let mut skip = std::mem::take(&mut st.emitted) as u64;
+                    let p = labels_of(stream);
+                    stream.sides[s].data(p, plain, &rest, &mut |n, l, u| {
+                        let cut = n.min(skip);
+                        skip -= cut;
+                        if n > cut {
+                            out(n - cut, l, u);
+                        }
+                    });
                     return;
                 }
             }
@@ -140,6 +174,9 @@ fn protocol_labels(id: &[u8], labels: &mut LabelTable) -> ProtocolLabels {
     ProtocolLabels {
         negotiation: labels.decoded(category, &name, "negotiation"),
         data: labels.decoded(category, &name, kind),
+        relay: protocols::RELAY
+            .contains(&name.as_ref())
+            .then(|| RelayLabels::new(&name, labels)),
     }
 }
 
