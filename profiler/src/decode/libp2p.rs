@@ -334,7 +334,9 @@ impl StreamDecoder for Libp2pDecoder {
                             None => ctx.emit(side, header, framing, 1),
                         }
                         if h.flags() & yamux::RST != 0 {
-                            streams.close(id);
+                            streams.reset(id);
+                        } else if h.flags() & yamux::FIN != 0 {
+                            streams.close(side, id);
                         }
                     }
                     ctx.spans.extend(scratch.iter().filter(|s| s.len > 0));

@@ -10,7 +10,8 @@ use super::multistream::{self, Parsed};
 use super::{LabelId, LabelTable, Side, protocols};
 use crate::account::record::Category;
 
-/// Streams tracked per connection; the bytes of further streams get the plain multistream label.
+/// Open streams tracked per connection; the bytes of further streams get the plain multistream
+/// label. Streams are forgotten when reset or closed by both sides.
 pub const MAX_STREAMS: usize = 1024;
 
 /// Labels of one stream protocol.
@@ -33,6 +34,8 @@ struct StreamSide {
     data: bool,
     /// The RPC walker of a relay stream's data.
     rpc: Option<Box<RpcWalker>>,
+    /// This side closed the stream.
+    closed: bool,
 }
 
 impl StreamSide {
@@ -162,9 +165,19 @@ impl Streams {
         }
     }
 
-    /// Forgets a stream that was reset or closed.
-    pub fn close(&mut self, id: u32) {
+    /// Forgets a stream that was reset.
+    pub fn reset(&mut self, id: u32) {
         self.streams.remove(&id);
+    }
+
+    /// Notes that `side` closed stream `id`; the stream is forgotten once both sides have.
+    pub fn close(&mut self, side: Side, id: u32) {
+        if let Some(stream) = self.streams.get_mut(&id) {
+            stream.sides[side.index()].closed = true;
+            if stream.sides.iter().all(|s| s.closed) {
+                self.streams.remove(&id);
+            }
+        }
     }
 }
 
@@ -231,6 +244,25 @@ mod tests {
             out.last(),
             Some(&(6, "/ipfs/id/1.0.0".into(), "data".into(), 0))
         );
+    }
+
+    #[test]
+    fn closed_streams_are_forgotten() {
+        let mut labels = LabelTable::default();
+        let mut streams = Streams::new(&mut labels);
+        for id in 0..(2 * MAX_STREAMS as u32) {
+            streams.body(
+                Side::Initiator,
+                Side::Initiator,
+                id,
+                OPEN,
+                &mut labels,
+                &mut |_, _, _| {},
+            );
+            streams.close(Side::Initiator, id);
+            streams.close(Side::Responder, id);
+        }
+        assert!(streams.streams.is_empty());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum FrameType {
 
 /// Flag of the frame that opens a stream.
 pub const SYN: u16 = 0x1;
+/// Flag of the frame that half-closes a stream.
+pub const FIN: u16 = 0x4;
 /// Flag of the frame that aborts a stream.
 pub const RST: u16 = 0x8;
 
