@@ -157,32 +157,53 @@ fn plaintext_streams_carry_their_protocol_ids() {
             1 + varint_len(body) + body
         };
         let received = |m: &Value| m["received_by"].as_u64().expect("received_by");
-        let chat: Vec<&Row> = rows
-            .iter()
-            .filter(|r| r.label.category == Category::RelayChat)
-            .collect();
-        let chat_bytes: u64 = chat.iter().map(|r| r.counters.payload_bytes).sum();
-        let chat_messages: u64 = chat.iter().map(|r| r.counters.messages).sum();
-        let least_bytes: u64 = messages.iter().map(|m| entry(m) * received(m)).sum();
-        let least_messages: u64 = messages.iter().map(received).sum();
-        assert!(least_messages > 0, "{name}: messages were delivered");
-        if t["nodes"].as_array().map(Vec::len) == Some(2) {
-            // Two nodes: every message crosses once, from its publisher to the other node.
-            assert_eq!(
-                (chat_messages, chat_bytes),
-                (least_messages, least_bytes),
-                "{name}: relay chat"
-            );
-        } else {
+        for topic in ["/waku/2/rs/16/32", "/waku/2/rs/16/64"] {
+            let on_topic = |m: &&Value| m["pubsub_topic"] == topic;
+            let chat: Vec<&Row> = rows
+                .iter()
+                .filter(|r| r.label.category == Category::RelayChat)
+                .filter(|r| r.label.pubsub_topic.as_deref() == Some(topic))
+                .collect();
+            let shard = topic.rsplit('/').next().and_then(|s| s.parse::<u16>().ok());
             assert!(
-                chat_messages >= least_messages,
-                "{name}: {chat_messages} < {least_messages} messages"
+                chat.iter()
+                    .all(|r| r.label.shard == shard && r.label.cluster_id == Some(16))
             );
+            let chat_bytes: u64 = chat.iter().map(|r| r.counters.payload_bytes).sum();
+            let chat_messages: u64 = chat.iter().map(|r| r.counters.messages).sum();
+            let least_bytes: u64 = messages
+                .iter()
+                .filter(on_topic)
+                .map(|m| entry(m) * received(m))
+                .sum();
+            let least_messages: u64 = messages.iter().filter(on_topic).map(received).sum();
             assert!(
-                chat_bytes >= least_bytes,
-                "{name}: {chat_bytes} < {least_bytes} relay chat bytes"
+                least_messages > 0,
+                "{name}: messages were delivered on {topic}"
             );
+            if t["nodes"].as_array().map(Vec::len) == Some(2) {
+                // Two nodes: every message crosses once, from its publisher to the other node.
+                assert_eq!(
+                    (chat_messages, chat_bytes),
+                    (least_messages, least_bytes),
+                    "{name}: relay chat on {topic}"
+                );
+            } else {
+                assert!(
+                    chat_messages >= least_messages,
+                    "{name}: {topic}: {chat_messages} < {least_messages} messages"
+                );
+                assert!(
+                    chat_bytes >= least_bytes,
+                    "{name}: {topic}: {chat_bytes} < {least_bytes} bytes"
+                );
+            }
         }
+        let unsharded = rows
+            .iter()
+            .filter(|r| r.label.category == Category::RelayChat && r.label.shard.is_none())
+            .count();
+        assert_eq!(unsharded, 0, "{name}: every relay message has its shard");
         assert!(
             rows.iter()
                 .any(|r| r.label.category == Category::RelayControl

@@ -13,6 +13,13 @@ pub struct LabelId(pub u32);
 /// Most distinct labels kept; past this, new labels fold into one overflow label per category.
 pub const MAX_LABELS: usize = 1 << 16;
 
+/// Cluster and shard of a static-sharding pubsub topic `/waku/2/rs/<cluster>/<shard>`.
+pub fn static_shard(topic: &str) -> Option<(u16, u16)> {
+    let rest = topic.strip_prefix("/waku/2/rs/")?;
+    let (cluster, shard) = rest.split_once('/')?;
+    Some((cluster.parse().ok()?, shard.parse().ok()?))
+}
+
 /// Protocol and kind of the per-category label that stands in for labels past [`MAX_LABELS`].
 const OVERFLOW: &str = "overflow";
 
@@ -74,6 +81,17 @@ impl LabelTable {
         let t = self.intern(label);
         self.transport.insert(id, t);
         t
+    }
+
+    /// The same label for bytes of pubsub topic `topic`; static-sharding topics
+    /// (`/waku/2/rs/<cluster>/<shard>`) also give the cluster and shard.
+    pub fn with_topic(&mut self, id: LabelId, topic: &str) -> LabelId {
+        let mut label = self.labels[id.0 as usize].clone();
+        let (cluster_id, shard) = static_shard(topic).unzip();
+        label.cluster_id = cluster_id;
+        label.shard = shard;
+        label.pubsub_topic = Some(self.string(topic));
+        self.intern(label)
     }
 
     /// The label behind an id.

@@ -5,9 +5,10 @@
 
 use super::framing::{Framer, Piece};
 use super::multistream::{self, Parsed};
+use super::ordered::{Ordered, Pending};
 use super::streams::Streams;
 use super::{DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
-use super::{Span, noise, tls, uvarint, yamux};
+use super::{noise, tls, uvarint, yamux};
 use crate::account::record::Category;
 
 /// Security protocol ids a Waku stack offers (protocols.md §1.2, §1.5).
@@ -99,8 +100,8 @@ pub struct Libp2pDecoder {
     streams: Option<Streams>,
     /// `libp2p` / `/yamux/1.0.0` / `framing`: headers of frames without a body.
     framing: LabelId,
-    /// Spans of one frame's body, reused.
-    scratch: Vec<Span>,
+    /// Per side, the spans of muxed streams waiting for their labels, in stream order.
+    ordered: [Ordered; 2],
 }
 
 impl Libp2pDecoder {
@@ -117,7 +118,7 @@ impl Libp2pDecoder {
             connection: labels.decoded(Category::Libp2p, protocol, "unparsed"),
             streams: None,
             framing: labels.decoded(Category::Libp2p, "/yamux/1.0.0", "framing"),
-            scratch: Vec::new(),
+            ordered: [Ordered::default(), Ordered::default()],
         }
     }
 
@@ -296,58 +297,48 @@ impl StreamDecoder for Libp2pDecoder {
                 }
             }
             Phase::Yamux { framer } => {
-                let (framing, mut scratch) = (self.framing, std::mem::take(&mut self.scratch));
+                let framing = self.framing;
+                let out = &mut self.ordered[i];
                 let Some(streams) = self.streams.as_mut() else {
                     return;
                 };
                 framer.feed(bytes, yamux::body_len, |p| {
                     let h = yamux::Header(&p.header);
                     let id = h.stream_id();
-                    let opener = if id % 2 == 1 {
-                        Side::Initiator
-                    } else {
-                        Side::Responder
-                    };
-                    scratch.clear();
-                    if h.frame_type() == yamux::FrameType::Data {
-                        streams.body(
-                            side,
-                            opener,
-                            id,
-                            p.body,
-                            ctx.labels,
-                            &mut |len, label, units| {
-                                scratch.push(Span {
-                                    side,
-                                    len,
-                                    label,
-                                    units,
-                                })
-                            },
-                        );
-                    }
+                    let data = h.frame_type() == yamux::FrameType::Data;
                     if p.starts {
                         // A data frame's header belongs to the first unit its body carries.
                         let header = (p.len - p.body.len()) as u64;
-                        match scratch.first() {
-                            Some(first) => ctx.emit(side, header, first.label, 0),
-                            None => ctx.emit(side, header, framing, 1),
+                        if data && h.length() > 0 {
+                            out.push(header, Pending::Next { fallback: framing }, 0);
+                        } else {
+                            out.push(header, Pending::Now(framing), 1);
                         }
+                    }
+                    if data {
+                        let opener = if id % 2 == 1 {
+                            Side::Initiator
+                        } else {
+                            Side::Responder
+                        };
+                        streams.body(side, opener, id, p.body, ctx.labels, out);
+                    }
+                    if p.starts {
                         if h.flags() & yamux::RST != 0 {
                             streams.reset(id);
                         } else if h.flags() & yamux::FIN != 0 {
                             streams.close(side, id);
                         }
                     }
-                    ctx.spans.extend(scratch.iter().filter(|s| s.len > 0));
                 });
-                self.scratch = scratch;
+                out.drain(side, ctx);
             }
             Phase::Settled(label) => ctx.emit(side, bytes.len() as u64, *label, 0),
         }
     }
 
     fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {
+        self.ordered[side.index()].flush(side, ctx);
         let held = match &self.phases[side.index()] {
             Phase::Negotiating { held, .. } => held.len(),
             Phase::PlaintextExchange {

@@ -12,6 +12,7 @@ pub mod labels;
 pub mod libp2p;
 pub mod multistream;
 pub mod noise;
+pub mod ordered;
 pub mod protocols;
 pub mod streams;
 pub mod tls;

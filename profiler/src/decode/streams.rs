@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 
 use super::gossipsub::{RelayLabels, RpcWalker};
 use super::multistream::{self, Parsed};
+use super::ordered::{Ordered, Pending};
 use super::{LabelId, LabelTable, Side, protocols};
 use crate::account::record::Category;
 
@@ -45,7 +46,8 @@ impl StreamSide {
         protocol: Option<ProtocolLabels>,
         plain: LabelId,
         bytes: &[u8],
-        out: &mut impl FnMut(u64, LabelId, u32),
+        labels: &mut LabelTable,
+        out: &mut Ordered,
     ) {
         match protocol {
             Some(ProtocolLabels {
@@ -53,9 +55,9 @@ impl StreamSide {
             }) => self
                 .rpc
                 .get_or_insert_with(|| Box::new(RpcWalker::new(relay)))
-                .feed(bytes, out),
-            Some(p) => out(bytes.len() as u64, p.data, 0),
-            None => out(bytes.len() as u64, plain, 0),
+                .feed(bytes, labels, out),
+            Some(p) => out.push(bytes.len() as u64, Pending::Now(p.data), 0),
+            None => out.push(bytes.len() as u64, Pending::Now(plain), 0),
         }
     }
 }
@@ -85,7 +87,7 @@ impl Streams {
     }
 
     /// Labels `bytes` that `side` sent on stream `id` (the side that opened the stream sends the
-    /// proposals). Calls `out(len, label, units)` in order, covering every byte.
+    /// proposals). Appends spans covering every byte to `out`.
     pub fn body(
         &mut self,
         side: Side,
@@ -93,10 +95,10 @@ impl Streams {
         id: u32,
         bytes: &[u8],
         labels: &mut LabelTable,
-        out: &mut impl FnMut(u64, LabelId, u32),
+        out: &mut Ordered,
     ) {
         if !self.streams.contains_key(&id) && self.streams.len() >= MAX_STREAMS {
-            out(bytes.len() as u64, self.plain, 0);
+            out.push(bytes.len() as u64, Pending::Now(self.plain), 0);
             return;
         }
         let plain = self.plain;
@@ -105,7 +107,7 @@ impl Streams {
         let labels_of = |stream: &Stream| stream.protocol.as_ref().map(|p| p.1);
         if stream.sides[s].data {
             let p = labels_of(stream);
-            stream.sides[s].data(p, plain, bytes, out);
+            stream.sides[s].data(p, plain, bytes, labels, out);
             return;
         }
         stream.sides[s].held.extend_from_slice(bytes);
@@ -131,18 +133,18 @@ impl Streams {
                         }
                     };
                     let st = &mut stream.sides[s];
-                    out((wire - st.emitted) as u64, label, 1);
+                    out.push((wire - st.emitted) as u64, Pending::Now(label), 1);
                     st.held.drain(..wire);
                     st.emitted = 0;
                     if st.data {
                         let rest = std::mem::take(&mut st.held);
                         let p = labels_of(stream);
-                        stream.sides[s].data(p, plain, &rest, out);
+                        stream.sides[s].data(p, plain, &rest, labels, out);
                         return;
                     }
                 }
                 Parsed::Incomplete => {
-                    out((st.held.len() - st.emitted) as u64, plain, 0);
+                    out.push((st.held.len() - st.emitted) as u64, Pending::Now(plain), 0);
                     st.emitted = st.held.len();
                     return;
                 }
@@ -150,15 +152,9 @@ impl Streams {
                     st.data = true;
                     let rest = std::mem::take(&mut st.held);
                     // Bytes already labelled as multistream are still parsed, not labelled again.
-                    let mut skip = std::mem::take(&mut st.emitted) as u64;
+                    out.skip(std::mem::take(&mut st.emitted) as u64);
                     let p = labels_of(stream);
-                    stream.sides[s].data(p, plain, &rest, &mut |n, l, u| {
-                        let cut = n.min(skip);
-                        skip -= cut;
-                        if n > cut {
-                            out(n - cut, l, u);
-                        }
-                    });
+                    stream.sides[s].data(p, plain, &rest, labels, out);
                     return;
                 }
             }
@@ -196,30 +192,36 @@ fn protocol_labels(id: &[u8], labels: &mut LabelTable) -> ProtocolLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::DecodeCtx;
 
     fn run(chunks: &[(Side, &[u8])]) -> (Vec<(u64, String, String, u32)>, u64) {
         let mut labels = LabelTable::default();
         let mut streams = Streams::new(&mut labels);
-        let mut out = Vec::new();
+        let mut ordered = [Ordered::default(), Ordered::default()];
         let mut total = 0;
         for &(side, bytes) in chunks {
             total += bytes.len() as u64;
-            streams.body(
-                side,
-                Side::Initiator,
-                1,
-                bytes,
-                &mut labels,
-                &mut |n, l, u| {
-                    out.push((n, l, u));
-                },
-            );
+            let out = &mut ordered[side.index()];
+            streams.body(side, Side::Initiator, 1, bytes, &mut labels, out);
         }
-        let named = out
+        let mut spans = Vec::new();
+        let mut ctx = DecodeCtx {
+            labels: &mut labels,
+            spans: &mut spans,
+        };
+        for side in Side::BOTH {
+            ordered[side.index()].flush(side, &mut ctx);
+        }
+        let named = spans
             .iter()
-            .map(|&(n, l, u)| {
-                let label = labels.get(l);
-                (n, label.protocol.to_string(), label.kind.to_string(), u)
+            .map(|s| {
+                let label = labels.get(s.label);
+                (
+                    s.len,
+                    label.protocol.to_string(),
+                    label.kind.to_string(),
+                    s.units,
+                )
             })
             .filter(|x| x.0 > 0)
             .collect();
@@ -251,13 +253,14 @@ mod tests {
         let mut labels = LabelTable::default();
         let mut streams = Streams::new(&mut labels);
         for id in 0..(2 * MAX_STREAMS as u32) {
+            let mut out = Ordered::default();
             streams.body(
                 Side::Initiator,
                 Side::Initiator,
                 id,
                 OPEN,
                 &mut labels,
-                &mut |_, _, _| {},
+                &mut out,
             );
             streams.close(Side::Initiator, id);
             streams.close(Side::Responder, id);
