@@ -32,7 +32,7 @@ enum Command {
 }
 
 /// The sample the demo analyzes.
-const DEMO_SAMPLE: &str = "samples/libp2p-noise-yamux.pcap";
+const DEMO_SAMPLE: &str = "samples/libp2p-plaintext-yamux.pcap";
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
