@@ -7,9 +7,11 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::Error;
+use crate::account::messages::{MessageLog, MessageRow};
 use crate::account::pending::Contribution;
 use crate::account::record::{Category, Direction, Endpoints, Row};
 use crate::account::table::{RowKey, UsageTable};
+use crate::decode::relay_book::{RelayBook, RelayStats};
 use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span};
 use crate::flow::fragments::Fragments;
 use crate::flow::tcp::{Budget, Seg};
@@ -30,6 +32,8 @@ pub struct Config {
     pub max_flows: usize,
     /// Most out-of-order TCP bytes held across all flows.
     pub reassembly_budget: usize,
+    /// Keep a row per published relay message (the `--messages` table).
+    pub messages: bool,
 }
 
 impl Default for Config {
@@ -39,6 +43,7 @@ impl Default for Config {
             locals: Vec::new(),
             max_flows: 1_000_000,
             reassembly_budget: 256 * 1024 * 1024,
+            messages: false,
         }
     }
 }
@@ -58,6 +63,11 @@ pub struct Stats {
     pub orphan_fragments: u64,
     pub flow: FlowStats,
     pub labels_overflowed: u64,
+    /// Message-id attribution of relay control.
+    pub relay: RelayStats,
+    /// Published relay messages read, and how many of them their receiving host had seen.
+    pub relay_messages: u64,
+    pub relay_duplicates: u64,
     /// The flows with the most wire bytes.
     pub top_flows: TopFlows,
     /// First and last packet time, ns since the epoch.
@@ -130,6 +140,8 @@ pub struct Analyzer {
     table: UsageTable,
     labels: LabelTable,
     spans: Vec<Span>,
+    relay: RelayBook,
+    messages: MessageLog,
     budget: Budget,
     stats: Stats,
     /// Labels of flows without a decoder, by IP protocol / non-IP protocol name.
@@ -148,6 +160,8 @@ impl Analyzer {
             table: UsageTable::new(cfg.window_secs),
             labels: LabelTable::default(),
             spans: Vec::new(),
+            relay: RelayBook::default(),
+            messages: MessageLog::new(cfg.messages),
             budget: Budget {
                 used: 0,
                 limit: cfg.reassembly_budget,
@@ -190,6 +204,15 @@ impl Analyzer {
         std::mem::take(&mut self.rows)
     }
 
+    /// Published relay messages read since the last call (with [`Config::messages`]).
+    pub fn take_messages(&mut self) -> Vec<MessageRow> {
+        self.messages
+            .rows
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Ends the run: finishes every flow; [`Analyzer::drain`] then hands out the remaining rows.
     pub fn finish(&mut self) -> Stats {
         let flows = std::mem::take(&mut self.flows.flows);
@@ -198,6 +221,9 @@ impl Analyzer {
         }
         self.stats.flow.reassembly_limit_hits = self.budget.hits;
         self.stats.labels_overflowed = self.labels.overflowed;
+        self.stats.relay = self.relay.stats.clone();
+        self.stats.relay_messages = self.messages.messages;
+        self.stats.relay_duplicates = self.messages.duplicates;
         self.stats.clone()
     }
 
@@ -300,6 +326,8 @@ impl Analyzer {
             table,
             labels,
             spans,
+            relay,
+            messages,
             budget,
             stats,
             cfg,
@@ -342,11 +370,19 @@ impl Analyzer {
                     fin_or_rst: t.fin || t.rst,
                 };
                 let mut sh = Shared {
-                    ctx: DecodeCtx { labels, spans },
+                    ctx: DecodeCtx {
+                        labels,
+                        spans,
+                        relay,
+                    },
                     budget,
                     stats: &mut stats.flow,
                 };
                 flow.tcp(side, &p, &mut sh, &mut add);
+                if !relay.published.is_empty() {
+                    let when = (ts, window);
+                    messages.record(&mut relay.published, flow, when, labels, table);
+                }
             }
             _ => add(side, flow.packet(side, window, ip.ip_len, payload_len)),
         }
@@ -360,6 +396,7 @@ impl Analyzer {
             ctx: DecodeCtx {
                 labels: &mut self.labels,
                 spans: &mut self.spans,
+                relay: &mut self.relay,
             },
             budget: &mut self.budget,
             stats: &mut self.stats.flow,
@@ -367,6 +404,12 @@ impl Analyzer {
         f.finish(&mut sh, &mut |s, (w, label, c)| {
             table.add(w, keys.key(s, label), &c)
         });
+        if !self.relay.published.is_empty() {
+            let when = (f.last_ns, table.window_of(f.last_ns));
+            let published = &mut self.relay.published;
+            self.messages
+                .record(published, &f, when, &self.labels, table);
+        }
     }
 
     fn sweep(&mut self) {
@@ -415,9 +458,8 @@ pub fn run(
         n += 1;
         if n.is_multiple_of(65_536) {
             progress(read);
-            let rows = analyzer.take_rows();
-            if !rows.is_empty() && sink_error.is_none() {
-                sink_error = write_all(sinks, &rows).err();
+            if sink_error.is_none() {
+                sink_error = hand_out(&mut analyzer, sinks).err();
             }
         }
     });
@@ -426,6 +468,7 @@ pub fn run(
     if let Some(e) = sink_error {
         return Err(e);
     }
+    hand_out(&mut analyzer, sinks)?;
     loop {
         let rows = analyzer.drain(BATCH_ROWS);
         if rows.is_empty() {
@@ -440,6 +483,21 @@ pub fn run(
         stats,
         input_errors,
     })
+}
+
+/// Hands the rows of closed windows and the messages read so far to the sinks.
+fn hand_out(analyzer: &mut Analyzer, sinks: &mut [&mut dyn Sink]) -> Result<(), Error> {
+    let rows = analyzer.take_rows();
+    if !rows.is_empty() {
+        write_all(sinks, &rows)?;
+    }
+    let messages = analyzer.take_messages();
+    if !messages.is_empty() {
+        for s in sinks.iter_mut() {
+            s.messages(&messages)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_all(sinks: &mut [&mut dyn Sink], rows: &[Row]) -> Result<(), Error> {

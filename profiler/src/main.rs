@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wakuprof::analyze::{self, Config};
 use wakuprof::flow::LocalSpec;
 use wakuprof::sink::Sink;
-use wakuprof::sink::parquet::{COLUMNS, ParquetSink};
+use wakuprof::sink::messages::{MESSAGE_COLUMNS, MessageSink};
+use wakuprof::sink::parquet::{COLUMNS, Column, ParquetSink};
 use wakuprof::sink::summary::Summary;
 
 /// Exit status when the run completed but some input was corrupt or truncated.
@@ -33,11 +34,14 @@ enum Command {
     /// packet number where it broke; everything counted up to there is kept and written, and the
     /// exit status is 3. Exit status 1 means nothing could be done (e.g. a file cannot be opened).
     #[command(
-        after_help = "Examples:\n  wakuprof analyze capture.pcap --out results/\n  wakuprof analyze a.pcap b.pcapng --format json\n  wakuprof analyze capture.pcap --local 10.0.0.5 --window 60 --out results/"
+        after_help = "Examples:\n  wakuprof analyze capture.pcap --out results/\n  wakuprof analyze a.pcap b.pcapng --format json\n  wakuprof analyze capture.pcap --local 10.0.0.5 --window 60 --out results/\n  wakuprof analyze capture.pcap --messages messages/   # one row per relay message"
     )]
     Analyze(AnalyzeArgs),
-    /// Print the columns of the Parquet usage table, with their types and meaning.
+    /// Print the columns of a Parquet table (usage or messages), with their types and meaning.
     Schema {
+        /// Which table.
+        #[arg(long, value_enum, default_value_t = TableName::Usage)]
+        table: TableName,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -52,6 +56,10 @@ struct AnalyzeArgs {
     /// Write the usage table as Parquet under DIR (Hive partitions date=YYYY-MM-DD/hour=HH).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Also write one row per published relay message seen (topic, content topic, sizes, ids,
+    /// duplicate flag; never payloads) as Parquet under DIR, partitioned like --out.
+    #[arg(long, value_name = "DIR")]
+    messages: Option<PathBuf>,
     /// How to print the summary on stdout.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -69,6 +77,14 @@ struct AnalyzeArgs {
     /// Print no summary and no progress (errors still go to stderr).
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TableName {
+    /// The usage table (--out).
+    Usage,
+    /// The message table (--messages).
+    Messages,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,7 +121,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => analyze_cmd(&args),
-        Command::Schema { format } => schema_cmd(format).map(|()| ExitCode::SUCCESS),
+        Command::Schema { table, format } => {
+            let columns = match table {
+                TableName::Usage => COLUMNS,
+                TableName::Messages => MESSAGE_COLUMNS,
+            };
+            schema_cmd(columns, format).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -129,6 +151,7 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         window_secs: args.window,
         locals: args.local.clone(),
         max_flows: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
+        messages: args.messages.is_some(),
         ..Config::default()
     };
     let mut summary = Summary::default();
@@ -136,11 +159,18 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => Some(ParquetSink::new(dir)?),
         None => None,
     };
+    let mut messages = match &args.messages {
+        Some(dir) => Some(MessageSink::new(dir)?),
+        None => None,
+    };
     let bar = progress_bar(args);
     let report = {
         let mut sinks: Vec<&mut dyn Sink> = vec![&mut summary];
         if let Some(p) = parquet.as_mut() {
             sinks.push(p);
+        }
+        if let Some(m) = messages.as_mut() {
+            sinks.push(m);
         }
         analyze::run(&args.files, cfg, &mut sinks, |read| {
             if let Some(b) = &bar {
@@ -168,6 +198,14 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 out,
                 "\n{} Parquet file(s) under {}",
                 p.files.len(),
+                dir.display()
+            )?;
+        }
+        if let (Some(m), Some(dir), Format::Table) = (&messages, &args.messages, args.format) {
+            writeln!(
+                out,
+                "{} message Parquet file(s) under {}",
+                m.files.len(),
                 dir.display()
             )?;
         }
@@ -205,16 +243,16 @@ fn progress_bar(args: &AnalyzeArgs) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-fn schema_cmd(format: Format) -> anyhow::Result<()> {
+fn schema_cmd(columns: &[Column], format: Format) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Table => {
-            writeln!(out, "{:<14} {:<20} {:<8} meaning", "column", "type", "null")?;
-            for c in COLUMNS {
+            writeln!(out, "{:<18} {:<20} {:<8} meaning", "column", "type", "null")?;
+            for c in columns {
                 let null = if c.nullable { "nullable" } else { "" };
                 writeln!(
                     out,
-                    "{:<14} {:<20} {:<8} {}",
+                    "{:<18} {:<20} {:<8} {}",
                     c.name,
                     c.ty.name(),
                     null,
@@ -227,7 +265,7 @@ fn schema_cmd(format: Format) -> anyhow::Result<()> {
             )?;
         }
         Format::Json => {
-            let cols: Vec<serde_json::Value> = COLUMNS
+            let cols: Vec<serde_json::Value> = columns
                 .iter()
                 .map(|c| serde_json::json!({"name": c.name, "type": c.ty.name(), "nullable": c.nullable, "doc": c.doc}))
                 .collect();

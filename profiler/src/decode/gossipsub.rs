@@ -3,10 +3,19 @@
 //! entry (IHAVE, IWANT, GRAFT, PRUNE, IDONTWANT) relay control of its kind, the RPC's length
 //! prefix and the `RPC.control` tag + length relay control framing. An entry that names a topic
 //! (subscription, publish, IHAVE, GRAFT, PRUNE) is labelled with that topic's shard once the
-//! topic has been read; a field key or length split across muxer frames is labelled framing.
+//! entry has been read whole and decoded with prost; IWANT and IDONTWANT ids take the topics the
+//! [`RelayBook`] learned for them. A field key or length split across muxer frames is labelled
+//! framing.
 
-use super::ordered::{Ordered, Pending};
-use super::{LabelId, LabelTable};
+use std::sync::Arc;
+
+use prost::Message as _;
+
+use super::gossipsub_pb::{ControlIHave, ControlIds, ControlTopic, Message, SubOpts};
+use super::ordered::{Ordered, Pending, WAIT_LIMIT};
+use super::relay_book::{Published, RelayBook};
+use super::waku_message::{self, relay_id};
+use super::{DecodeCtx, LabelId, LabelTable, Side};
 use crate::account::record::Category;
 
 /// Longest varint read (a u64).
@@ -61,14 +70,12 @@ enum State {
     Prefix,
     /// A field key, at the top level or inside `RPC.control`.
     Key,
-    /// A length-delimited field's length; `label` is the entry's.
-    /// A length-delimited field's length; `label` is the entry's, `topic` the field number
-    /// of its topic (0: none).
+    /// A length-delimited field's length; `label` is the entry's, `kind` what it holds.
     Len {
         label: LabelId,
         units: u32,
         control: bool,
-        topic: u64,
+        kind: Option<EntryKind>,
     },
     /// A varint field's value.
     Value,
@@ -91,16 +98,47 @@ pub struct RpcWalker {
     /// Bytes left in the current RPC and in its `control` field (0: not inside it).
     rpc_left: u64,
     control_left: u64,
-    /// The entry whose topic is being looked for.
+    /// The entry being read, whose label waits until it is complete.
     entry: Option<Entry>,
 }
 
-/// An entry whose label waits for its topic.
+/// What an `RPC` or `ControlMessage` entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EntryKind {
+    Subscribe,
+    Publish,
+    IHave,
+    IWant,
+    Graft,
+    Prune,
+    IDontWant,
+}
+
+impl EntryKind {
+    /// The kind of a `ControlMessage` field (1 to 5).
+    fn control(field: u64) -> Option<EntryKind> {
+        [
+            EntryKind::IHave,
+            EntryKind::IWant,
+            EntryKind::Graft,
+            EntryKind::Prune,
+            EntryKind::IDontWant,
+        ]
+        .get(field.checked_sub(1)? as usize)
+        .copied()
+    }
+}
+
+/// An entry whose label waits until its body is read.
 #[derive(Debug)]
 struct Entry {
     token: u32,
     base: LabelId,
-    finder: TopicFinder,
+    kind: EntryKind,
+    /// Tag + length bytes, and the body read so far (dropped past [`WAIT_LIMIT`]).
+    head: u64,
+    body: Vec<u8>,
+    whole: bool,
 }
 
 impl RpcWalker {
@@ -118,8 +156,14 @@ impl RpcWalker {
         }
     }
 
-    /// Labels `bytes`, appending spans for every byte to `out`.
-    pub fn feed(&mut self, mut bytes: &[u8], labels: &mut LabelTable, out: &mut Ordered) {
+    /// Labels `bytes` that `side` sent, appending spans for every byte to `out`.
+    pub fn feed(
+        &mut self,
+        side: Side,
+        mut bytes: &[u8],
+        ctx: &mut DecodeCtx<'_>,
+        out: &mut Ordered,
+    ) {
         while !bytes.is_empty() {
             match self.state {
                 State::Broken => {
@@ -128,7 +172,6 @@ impl RpcWalker {
                 }
                 State::Skip { left, label } => {
                     let n = left.min(bytes.len() as u64);
-                    let mut label = label;
                     match &mut self.entry {
                         Some(e) => {
                             let waiting = Pending::Later {
@@ -136,10 +179,12 @@ impl RpcWalker {
                                 fallback: e.base,
                             };
                             out.push(n, waiting, 0);
-                            if let Some(topic) = e.finder.feed(&bytes[..n as usize]) {
-                                label = labels.with_topic(e.base, &String::from_utf8_lossy(&topic));
-                                out.resolve(e.token, label);
-                                self.entry = None;
+                            let piece = &bytes[..n as usize];
+                            if e.whole && (e.body.len() + piece.len()) as u64 <= WAIT_LIMIT {
+                                e.body.extend_from_slice(piece);
+                            } else if e.whole {
+                                e.whole = false;
+                                e.body = Vec::new();
                             }
                         }
                         None => out.push(n, Pending::Now(label), 0),
@@ -147,7 +192,7 @@ impl RpcWalker {
                     self.consume(n);
                     bytes = &bytes[n as usize..];
                     if n == left {
-                        self.end_entry(out);
+                        self.end_entry(side, ctx, out);
                         self.state = self.after_field();
                     } else {
                         self.state = State::Skip {
@@ -199,11 +244,75 @@ impl RpcWalker {
         }
     }
 
-    /// Gives a waiting entry its label without a topic.
-    fn end_entry(&mut self, out: &mut Ordered) {
-        if let Some(e) = self.entry.take() {
+    /// Decodes the entry just read and decides the label of its bytes.
+    fn end_entry(&mut self, side: Side, ctx: &mut DecodeCtx<'_>, out: &mut Ordered) {
+        let Some(e) = self.entry.take() else { return };
+        let book = &mut *ctx.relay;
+        if !e.whole {
+            book.stats.entries_too_large += 1;
             out.resolve(e.token, e.base);
+            return;
         }
+        let labels = &mut *ctx.labels;
+        let topical = |topic: Option<String>, labels: &mut LabelTable| match topic {
+            Some(t) => labels.with_topic(e.base, &t),
+            None => e.base,
+        };
+        let label = match e.kind {
+            EntryKind::Subscribe => {
+                SubOpts::decode(&e.body[..]).map(|m| topical(m.topic_id, labels))
+            }
+            EntryKind::Graft | EntryKind::Prune => {
+                ControlTopic::decode(&e.body[..]).map(|m| topical(m.topic_id, labels))
+            }
+            EntryKind::IHave => ControlIHave::decode(&e.body[..]).map(|m| {
+                if let Some(t) = &m.topic_id {
+                    let topic = labels.string(t);
+                    for id in &m.message_ids {
+                        book.learn(id, &topic);
+                    }
+                }
+                topical(m.topic_id, labels)
+            }),
+            EntryKind::Publish => Message::decode(&e.body[..]).map(|m| {
+                let label = topical(m.topic.clone(), labels);
+                let data = m.data.unwrap_or_default();
+                let id = relay_id(&data);
+                let topic = m.topic.map(|t| labels.string(&t));
+                let waku = waku_message::decode(topic.as_deref().unwrap_or_default(), &data);
+                if let Some(topic) = &topic {
+                    book.learn(&id, topic);
+                    if let Some(w) = &waku {
+                        book.learn(&w.message_hash, topic);
+                    }
+                }
+                book.published.push(Published {
+                    side,
+                    label,
+                    id,
+                    entry_bytes: e.head + e.body.len() as u64,
+                    data_bytes: data.len() as u64,
+                    waku,
+                });
+                label
+            }),
+            EntryKind::IWant | EntryKind::IDontWant => match ControlIds::decode(&e.body[..]) {
+                Ok(m) => {
+                    let parts = id_parts(&m.message_ids, e.head, e.base, book, labels);
+                    if parts.iter().map(|p| p.0).sum::<u64>() == e.head + e.body.len() as u64 {
+                        out.resolve_parts(e.token, &parts);
+                        return;
+                    }
+                    Ok(parts.first().map_or(e.base, |p| p.1))
+                }
+                Err(err) => Err(err),
+            },
+        };
+        let label = label.unwrap_or_else(|_| {
+            book.stats.entries_malformed += 1;
+            e.base
+        });
+        out.resolve(e.token, label);
     }
 
     fn break_off(&mut self, out: &mut Ordered) {
@@ -232,21 +341,24 @@ impl RpcWalker {
                 let control = self.control_left > 0;
                 match wire {
                     WIRE_LEN => {
-                        // The topic's field: SubOpts.topicid, Message.topic, and topicID in
-                        // IHAVE, GRAFT and PRUNE; IWANT and IDONTWANT carry none.
-                        let (label, units, topic) = match (control, field) {
-                            (false, RPC_SUBSCRIPTIONS) => (l.subscribe, 1, 2),
-                            (false, RPC_PUBLISH) => (l.message, 1, 4),
-                            (true, 1 | 3 | 4) => (l.control[field as usize - 1], 1, 1),
-                            (true, 2 | 5) => (l.control[field as usize - 1], 1, 0),
-                            _ => (l.framing, 0, 0),
+                        let kind = match (control, field) {
+                            (false, RPC_SUBSCRIPTIONS) => Some(EntryKind::Subscribe),
+                            (false, RPC_PUBLISH) => Some(EntryKind::Publish),
+                            (true, f) => EntryKind::control(f),
+                            _ => None,
+                        };
+                        let label = match kind {
+                            Some(EntryKind::Subscribe) => l.subscribe,
+                            Some(EntryKind::Publish) => l.message,
+                            Some(_) => l.control[field as usize - 1],
+                            None => l.framing,
                         };
                         self.entry_head = fresh;
                         self.state = State::Len {
                             label,
-                            units,
+                            units: u32::from(kind.is_some()),
                             control: !control && field == RPC_CONTROL,
-                            topic,
+                            kind,
                         };
                     }
                     WIRE_VARINT => {
@@ -271,13 +383,13 @@ impl RpcWalker {
                 label,
                 units,
                 control,
-                topic,
+                kind,
             } => {
                 let head = self.entry_head + fresh;
                 self.entry_head = 0;
                 let fits = value <= self.rpc_left
                     && (self.control_left == 0 || value <= self.control_left);
-                if topic > 0 && value > 0 && fits {
+                if let Some(kind) = kind.filter(|_| value > 0 && fits) {
                     let token = out.token();
                     let waiting = Pending::Later {
                         token,
@@ -287,7 +399,10 @@ impl RpcWalker {
                     self.entry = Some(Entry {
                         token,
                         base: label,
-                        finder: TopicFinder::new(topic),
+                        kind,
+                        head,
+                        body: Vec::new(),
+                        whole: true,
                     });
                 } else {
                     out.push(head, now(label), units);
@@ -316,104 +431,29 @@ impl RpcWalker {
     }
 }
 
-/// Longest topic captured; a longer one leaves the entry without a shard.
-const MAX_TOPIC: u64 = 255;
-
-/// Finds the first length-delimited field `field` in a message body fed in pieces.
-#[derive(Debug)]
-struct TopicFinder {
-    field: u64,
-    varint: Vec<u8>,
-    /// Reading: a key (`None`), or the length of field `Some(f)`.
-    len_of: Option<u64>,
-    /// Bytes to skip before the next key.
-    skip: u64,
-    /// The topic's bytes while `capture` is set, and how many are still to come.
-    topic: Vec<u8>,
-    capture: Option<u64>,
-    /// The body cannot be read further.
-    done: bool,
-}
-
-impl TopicFinder {
-    fn new(field: u64) -> TopicFinder {
-        TopicFinder {
-            field,
-            varint: Vec::new(),
-            len_of: None,
-            skip: 0,
-            topic: Vec::new(),
-            capture: None,
-            done: false,
+/// Splits an IWANT or IDONTWANT entry id by id: each id's field (tag + length + id) goes to the
+/// topic learned for that id, or has no topic; the entry's own tag + length go with its first id.
+/// Neighbouring ids of one topic make one part.
+fn id_parts(
+    ids: &[Vec<u8>],
+    head: u64,
+    base: LabelId,
+    book: &mut RelayBook,
+    labels: &mut LabelTable,
+) -> Vec<(u64, LabelId)> {
+    let mut parts: Vec<(u64, LabelId)> = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let field = 1 + prost::encoding::encoded_len_varint(id.len() as u64) + id.len();
+        let len = field as u64 + if i == 0 { head } else { 0 };
+        let label = book
+            .topic_of(id)
+            .map_or(base, |t: Arc<str>| labels.with_topic(base, &t));
+        match parts.last_mut() {
+            Some(p) if p.1 == label => p.0 += len,
+            _ => parts.push((len, label)),
         }
     }
-
-    /// Reads more of the body; returns the topic once its last byte is read.
-    fn feed(&mut self, mut bytes: &[u8]) -> Option<Vec<u8>> {
-        while !bytes.is_empty() && !self.done {
-            if let Some(left) = self.capture {
-                let n = left.min(bytes.len() as u64);
-                self.topic.extend_from_slice(&bytes[..n as usize]);
-                bytes = &bytes[n as usize..];
-                self.capture = Some(left - n);
-                if n == left {
-                    self.done = true;
-                    return Some(std::mem::take(&mut self.topic));
-                }
-                continue;
-            }
-            if self.skip > 0 {
-                let n = self.skip.min(bytes.len() as u64);
-                self.skip -= n;
-                bytes = &bytes[n as usize..];
-                continue;
-            }
-            let b = bytes[0];
-            bytes = &bytes[1..];
-            self.varint.push(b);
-            if b & 0x80 != 0 {
-                self.done = self.varint.len() >= MAX_VARINT;
-                continue;
-            }
-            let v = varint_value(&self.varint);
-            self.varint.clear();
-            match self.len_of {
-                None => match v & 7 {
-                    WIRE_LEN => self.len_of = Some(v >> 3),
-                    WIRE_VARINT => self.skip_varint(&mut bytes),
-                    WIRE_I64 => self.skip = 8,
-                    WIRE_I32 => self.skip = 4,
-                    _ => self.done = true,
-                },
-                Some(f) => {
-                    self.len_of = None;
-                    if f == self.field && v <= MAX_TOPIC {
-                        self.capture = Some(v);
-                        if v == 0 {
-                            self.done = true;
-                            return Some(Vec::new());
-                        }
-                    } else if f == self.field {
-                        self.done = true;
-                    } else {
-                        self.skip = v;
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    /// Skips a varint value that may continue into later pieces.
-    fn skip_varint(&mut self, bytes: &mut &[u8]) {
-        while let Some((&b, rest)) = bytes.split_first() {
-            *bytes = rest;
-            if b & 0x80 == 0 {
-                return;
-            }
-        }
-        self.done = true;
-    }
+    parts
 }
 
 /// The value of a complete varint (at most [`MAX_VARINT`] bytes).
@@ -427,7 +467,7 @@ fn varint_value(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{DecodeCtx, Side};
+    use crate::decode::TestCtx;
 
     /// One RPC: a subscription, a publish and a control message with one IHAVE, prefixed by its
     /// length (a single-decoder fixture; the samples test the walker on real RPCs).
@@ -440,18 +480,14 @@ mod tests {
     ];
 
     fn walk(chunks: &[&[u8]]) -> Vec<(u64, &'static str, u32)> {
-        let mut labels = LabelTable::default();
-        let mut spans = Vec::new();
-        let mut w = RpcWalker::new(RelayLabels::new("/vac/waku/relay/2.0.0", &mut labels));
+        let mut t = TestCtx::default();
+        let mut w = RpcWalker::new(RelayLabels::new("/vac/waku/relay/2.0.0", &mut t.labels));
         let mut ordered = Ordered::default();
         for c in chunks {
-            w.feed(c, &mut labels, &mut ordered);
+            w.feed(Side::Initiator, c, &mut t.ctx(), &mut ordered);
         }
-        let mut ctx = DecodeCtx {
-            labels: &mut labels,
-            spans: &mut spans,
-        };
-        ordered.flush(Side::Initiator, &mut ctx);
+        ordered.flush(Side::Initiator, &mut t.ctx());
+        let TestCtx { labels, spans, .. } = t;
         spans
             .into_iter()
             .map(|s| (s.len, s.label, s.units))
@@ -494,21 +530,17 @@ mod tests {
 
     #[test]
     fn entries_take_the_shard_of_their_topic() {
-        let mut labels = LabelTable::default();
-        let mut spans = Vec::new();
-        let mut w = RpcWalker::new(RelayLabels::new("/vac/waku/relay/2.0.0", &mut labels));
+        let mut t = TestCtx::default();
+        let mut w = RpcWalker::new(RelayLabels::new("/vac/waku/relay/2.0.0", &mut t.labels));
         let mut ordered = Ordered::default();
         // publish { data: [aa], topic: "/waku/2/rs/16/32" }, split inside the data.
         let mut rpc = vec![23, 0x12, 21, 0x12, 1, 0xaa, 0x22, 16];
         rpc.extend_from_slice(b"/waku/2/rs/16/32");
         for part in rpc.chunks(4) {
-            w.feed(part, &mut labels, &mut ordered);
+            w.feed(Side::Initiator, part, &mut t.ctx(), &mut ordered);
         }
-        let mut ctx = DecodeCtx {
-            labels: &mut labels,
-            spans: &mut spans,
-        };
-        ordered.drain(Side::Initiator, &mut ctx);
+        ordered.drain(Side::Initiator, &mut t.ctx());
+        let TestCtx { labels, spans, .. } = t;
         let message: Vec<_> = spans
             .iter()
             .filter(|s| labels.get(s.label).category == Category::RelayChat)

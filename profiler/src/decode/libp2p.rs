@@ -321,7 +321,7 @@ impl StreamDecoder for Libp2pDecoder {
                         } else {
                             Side::Responder
                         };
-                        streams.body(side, opener, id, p.body, ctx.labels, out);
+                        streams.body(side, opener, id, p.body, ctx, out);
                     }
                     if p.starts {
                         if h.flags() & yamux::RST != 0 {

@@ -8,14 +8,18 @@
 pub mod classify;
 pub mod framing;
 pub mod gossipsub;
+pub mod gossipsub_pb;
 pub mod labels;
 pub mod libp2p;
+pub mod lru;
 pub mod multistream;
 pub mod noise;
 pub mod ordered;
 pub mod protocols;
+pub mod relay_book;
 pub mod streams;
 pub mod tls;
+pub mod waku_message;
 pub mod yamux;
 
 pub use labels::{LabelId, LabelTable};
@@ -52,10 +56,33 @@ pub struct Span {
     pub units: u32,
 }
 
-/// Where a decoder puts its spans, and the label table it interns labels in.
+/// Where a decoder puts its spans, the label table it interns labels in, and what relay decoding
+/// shares across connections.
 pub struct DecodeCtx<'a> {
     pub labels: &'a mut LabelTable,
     pub spans: &'a mut Vec<Span>,
+    pub relay: &'a mut relay_book::RelayBook,
+}
+
+/// Owns what a [`DecodeCtx`] borrows, for unit tests of single decoders.
+#[cfg(test)]
+#[derive(Default)]
+pub struct TestCtx {
+    pub labels: LabelTable,
+    pub spans: Vec<Span>,
+    pub relay: relay_book::RelayBook,
+}
+
+#[cfg(test)]
+impl TestCtx {
+    /// A context borrowing this one's parts.
+    pub fn ctx(&mut self) -> DecodeCtx<'_> {
+        DecodeCtx {
+            labels: &mut self.labels,
+            spans: &mut self.spans,
+            relay: &mut self.relay,
+        }
+    }
 }
 
 impl DecodeCtx<'_> {

@@ -68,6 +68,43 @@ impl Ordered {
         }
     }
 
+    /// Decides the spans waiting on `token` part by part: the first `parts[0].0` of their bytes
+    /// (in stream order) take `parts[0].1`, the next ones `parts[1].1`, and so on; bytes past the
+    /// parts take the last part's label. Spans are cut where a part ends inside one.
+    pub fn resolve_parts(&mut self, token: u32, parts: &[(u64, LabelId)]) {
+        let Some(&(_, last)) = parts.last() else {
+            return;
+        };
+        let mut part = 0;
+        let mut left = parts[0].0;
+        let mut i = 0;
+        while i < self.slots.len() {
+            let (len, label, units) = self.slots[i];
+            i += 1;
+            if !matches!(label, Pending::Later { token: t, .. } if t == token) {
+                continue;
+            }
+            while left == 0 && part + 1 < parts.len() {
+                part += 1;
+                left = parts[part].0;
+            }
+            let here = if part + 1 < parts.len() {
+                parts[part].1
+            } else {
+                last
+            };
+            if len > left && part + 1 < parts.len() {
+                // The part ends inside this span: cut it, the rest waits for the next part.
+                self.slots[i - 1] = (left, Pending::Now(here), units);
+                self.slots.insert(i, (len - left, label, 0));
+                left = 0;
+            } else {
+                self.slots[i - 1].1 = Pending::Now(here);
+                left = left.saturating_sub(len);
+            }
+        }
+    }
+
     /// Hands on the spans whose labels are known, in order; past [`WAIT_LIMIT`] waiting spans
     /// take their fallback first.
     pub fn drain(&mut self, side: Side, ctx: &mut DecodeCtx<'_>) {
@@ -107,5 +144,32 @@ impl Ordered {
                 next = Some(l);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TestCtx;
+
+    #[test]
+    fn parts_cut_waiting_spans_in_stream_order() {
+        let other = LabelId(9);
+        let (a, b) = (LabelId(1), LabelId(2));
+        let mut o = Ordered::default();
+        let t = o.token();
+        let later = Pending::Later {
+            token: t,
+            fallback: other,
+        };
+        o.push(3, later, 1);
+        o.push(5, Pending::Now(other), 0);
+        o.push(40, later, 0);
+        o.resolve_parts(t, &[(20, a), (23, b)]);
+        let mut t = TestCtx::default();
+        o.drain(Side::Initiator, &mut t.ctx());
+        let got: Vec<(u64, LabelId, u32)> =
+            t.spans.iter().map(|s| (s.len, s.label, s.units)).collect();
+        assert_eq!(got, vec![(3, a, 1), (5, other, 0), (17, a, 0), (23, b, 0)]);
     }
 }

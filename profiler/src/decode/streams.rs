@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use super::gossipsub::{RelayLabels, RpcWalker};
 use super::multistream::{self, Parsed};
 use super::ordered::{Ordered, Pending};
-use super::{LabelId, LabelTable, Side, protocols};
+use super::{DecodeCtx, LabelId, LabelTable, Side, protocols};
 use crate::account::record::Category;
 
 /// Open streams tracked per connection; the bytes of further streams get the plain multistream
@@ -43,10 +43,11 @@ impl StreamSide {
     /// Labels protocol data: RPCs of relay streams field by field, other protocols whole.
     fn data(
         &mut self,
+        side: Side,
         protocol: Option<ProtocolLabels>,
         plain: LabelId,
         bytes: &[u8],
-        labels: &mut LabelTable,
+        ctx: &mut DecodeCtx<'_>,
         out: &mut Ordered,
     ) {
         match protocol {
@@ -55,7 +56,7 @@ impl StreamSide {
             }) => self
                 .rpc
                 .get_or_insert_with(|| Box::new(RpcWalker::new(relay)))
-                .feed(bytes, labels, out),
+                .feed(side, bytes, ctx, out),
             Some(p) => out.push(bytes.len() as u64, Pending::Now(p.data), 0),
             None => out.push(bytes.len() as u64, Pending::Now(plain), 0),
         }
@@ -94,7 +95,7 @@ impl Streams {
         opener: Side,
         id: u32,
         bytes: &[u8],
-        labels: &mut LabelTable,
+        ctx: &mut DecodeCtx<'_>,
         out: &mut Ordered,
     ) {
         if !self.streams.contains_key(&id) && self.streams.len() >= MAX_STREAMS {
@@ -107,7 +108,7 @@ impl Streams {
         let labels_of = |stream: &Stream| stream.protocol.as_ref().map(|p| p.1);
         if stream.sides[s].data {
             let p = labels_of(stream);
-            stream.sides[s].data(p, plain, bytes, labels, out);
+            stream.sides[s].data(side, p, plain, bytes, ctx, out);
             return;
         }
         stream.sides[s].held.extend_from_slice(bytes);
@@ -120,7 +121,7 @@ impl Streams {
                     let label = if text == multistream::HEADER || text == multistream::NA {
                         plain
                     } else if side == opener {
-                        let l = protocol_labels(&text, labels);
+                        let l = protocol_labels(&text, ctx.labels);
                         stream.protocol = Some((text.clone(), l));
                         l.negotiation
                     } else {
@@ -139,7 +140,7 @@ impl Streams {
                     if st.data {
                         let rest = std::mem::take(&mut st.held);
                         let p = labels_of(stream);
-                        stream.sides[s].data(p, plain, &rest, labels, out);
+                        stream.sides[s].data(side, p, plain, &rest, ctx, out);
                         return;
                     }
                 }
@@ -154,7 +155,7 @@ impl Streams {
                     // Bytes already labelled as multistream are still parsed, not labelled again.
                     out.skip(std::mem::take(&mut st.emitted) as u64);
                     let p = labels_of(stream);
-                    stream.sides[s].data(p, plain, &rest, labels, out);
+                    stream.sides[s].data(side, p, plain, &rest, ctx, out);
                     return;
                 }
             }
@@ -192,26 +193,22 @@ fn protocol_labels(id: &[u8], labels: &mut LabelTable) -> ProtocolLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::DecodeCtx;
+    use crate::decode::TestCtx;
 
     fn run(chunks: &[(Side, &[u8])]) -> (Vec<(u64, String, String, u32)>, u64) {
-        let mut labels = LabelTable::default();
-        let mut streams = Streams::new(&mut labels);
+        let mut t = TestCtx::default();
+        let mut streams = Streams::new(&mut t.labels);
         let mut ordered = [Ordered::default(), Ordered::default()];
         let mut total = 0;
         for &(side, bytes) in chunks {
             total += bytes.len() as u64;
             let out = &mut ordered[side.index()];
-            streams.body(side, Side::Initiator, 1, bytes, &mut labels, out);
+            streams.body(side, Side::Initiator, 1, bytes, &mut t.ctx(), out);
         }
-        let mut spans = Vec::new();
-        let mut ctx = DecodeCtx {
-            labels: &mut labels,
-            spans: &mut spans,
-        };
         for side in Side::BOTH {
-            ordered[side.index()].flush(side, &mut ctx);
+            ordered[side.index()].flush(side, &mut t.ctx());
         }
+        let TestCtx { labels, spans, .. } = t;
         let named = spans
             .iter()
             .map(|s| {
@@ -250,8 +247,8 @@ mod tests {
 
     #[test]
     fn closed_streams_are_forgotten() {
-        let mut labels = LabelTable::default();
-        let mut streams = Streams::new(&mut labels);
+        let mut t = TestCtx::default();
+        let mut streams = Streams::new(&mut t.labels);
         for id in 0..(2 * MAX_STREAMS as u32) {
             let mut out = Ordered::default();
             streams.body(
@@ -259,7 +256,7 @@ mod tests {
                 Side::Initiator,
                 id,
                 OPEN,
-                &mut labels,
+                &mut t.ctx(),
                 &mut out,
             );
             streams.close(Side::Initiator, id);

@@ -1,14 +1,20 @@
 //! Where finished rows go: Parquet files, the terminal summary, and later telemetry and metrics.
 
+pub mod messages;
 pub mod parquet;
 pub mod summary;
 
+use crate::account::messages::MessageRow;
 use crate::account::record::Row;
 
 /// A consumer of finished usage rows. Rows of one window may arrive in several calls.
 pub trait Sink {
     /// Takes a batch of rows; called whenever windows close.
     fn write(&mut self, rows: &[Row]) -> Result<(), crate::Error>;
+    /// Takes published relay messages (only when the run keeps them, see `--messages`).
+    fn messages(&mut self, _rows: &[MessageRow]) -> Result<(), crate::Error> {
+        Ok(())
+    }
     /// Flushes everything buffered; called once at the end of a run, also after input errors.
     fn finish(&mut self) -> Result<(), crate::Error>;
 }

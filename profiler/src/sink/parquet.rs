@@ -1,5 +1,6 @@
 //! Parquet output: zstd-compressed files in Hive partitions `date=YYYY-MM-DD/hour=HH/`, each
-//! written under a temporary name, synced, then renamed, so readers never see a half file.
+//! written under a temporary name, synced, then renamed, so readers never see a half file. The
+//! writer is shared by the tables ([`Table`]): usage rows here, message rows in `messages.rs`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -7,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{
-    ArrayRef, Float32Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt16Array,
-    UInt32Array, UInt64Array,
+    ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt16Array, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
@@ -17,7 +18,7 @@ use parquet::file::properties::WriterProperties;
 
 use super::Sink;
 use crate::Error;
-use crate::account::record::Row;
+use crate::account::record::{Endpoints, Row};
 
 /// Type of a column, as written to Parquet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +28,10 @@ pub enum ColumnType {
     U16,
     U32,
     U64,
+    I64,
     F32,
     Utf8,
+    Bool,
 }
 
 impl ColumnType {
@@ -38,8 +41,10 @@ impl ColumnType {
             ColumnType::U16 => DataType::UInt16,
             ColumnType::U32 => DataType::UInt32,
             ColumnType::U64 => DataType::UInt64,
+            ColumnType::I64 => DataType::Int64,
             ColumnType::F32 => DataType::Float32,
             ColumnType::Utf8 => DataType::Utf8,
+            ColumnType::Bool => DataType::Boolean,
         }
     }
 
@@ -50,13 +55,15 @@ impl ColumnType {
             ColumnType::U16 => "uint16",
             ColumnType::U32 => "uint32",
             ColumnType::U64 => "uint64",
+            ColumnType::I64 => "int64",
             ColumnType::F32 => "float32",
             ColumnType::Utf8 => "string",
+            ColumnType::Bool => "bool",
         }
     }
 }
 
-/// One column of the usage table: name, type, whether it can be null, and what it means.
+/// One column of a table: name, type, whether it can be null, and what it means.
 pub struct Column {
     pub name: &'static str,
     pub ty: ColumnType,
@@ -64,7 +71,8 @@ pub struct Column {
     pub doc: &'static str,
 }
 
-const fn col(name: &'static str, ty: ColumnType, nullable: bool, doc: &'static str) -> Column {
+/// A column (for the tables' column lists).
+pub const fn col(name: &'static str, ty: ColumnType, nullable: bool, doc: &'static str) -> Column {
     Column {
         name,
         ty,
@@ -239,29 +247,57 @@ pub const COLUMNS: &[Column] = &[
 /// Rows buffered per partition before a file is written.
 const ROWS_PER_FILE: usize = 200_000;
 
-/// Writes rows as Parquet under a directory.
-pub struct ParquetSink {
+/// A kind of row written as Parquet: its columns and how rows become them.
+pub trait Table {
+    type Row: Clone;
+    /// Columns in file order.
+    const COLUMNS: &'static [Column];
+    /// The time that places a row in its `date=`/`hour=` partition, µs since the epoch.
+    fn time_us(row: &Self::Row) -> i64;
+    /// The column arrays of a batch, in [`Table::COLUMNS`] order.
+    fn columns(rows: &[Self::Row]) -> Vec<ArrayRef>;
+}
+
+/// The usage table: one row per window and key (design.md "The record").
+pub struct Usage;
+
+impl Table for Usage {
+    type Row = Row;
+    const COLUMNS: &'static [Column] = COLUMNS;
+    fn time_us(row: &Row) -> i64 {
+        row.window_start_us
+    }
+    fn columns(rows: &[Row]) -> Vec<ArrayRef> {
+        columns(rows)
+    }
+}
+
+/// Writes rows of table `T` as Parquet under a directory.
+pub struct ParquetWriter<T: Table> {
     dir: PathBuf,
     run_id: String,
     seq: u32,
     schema: Arc<Schema>,
-    buffered: BTreeMap<(String, u32), Vec<Row>>,
+    buffered: BTreeMap<(String, u32), Vec<T::Row>>,
     /// Files written so far.
     pub files: Vec<PathBuf>,
 }
 
-impl ParquetSink {
-    /// A sink writing under `dir` (created if missing).
-    pub fn new(dir: &Path) -> Result<ParquetSink, Error> {
+/// The usage table's writer.
+pub type ParquetSink = ParquetWriter<Usage>;
+
+impl<T: Table> ParquetWriter<T> {
+    /// A writer under `dir` (created if missing).
+    pub fn new(dir: &Path) -> Result<ParquetWriter<T>, Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let fields: Vec<Field> = COLUMNS
+        let fields: Vec<Field> = T::COLUMNS
             .iter()
             .map(|c| Field::new(c.name, c.ty.arrow(), c.nullable))
             .collect();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Ok(ParquetSink {
+        Ok(ParquetWriter {
             dir: dir.to_path_buf(),
             run_id: format!("{nanos:x}-{}", std::process::id()),
             seq: 0,
@@ -271,7 +307,7 @@ impl ParquetSink {
         })
     }
 
-    fn write_partition(&mut self, part: &(String, u32), rows: &[Row]) -> Result<(), Error> {
+    fn write_partition(&mut self, part: &(String, u32), rows: &[T::Row]) -> Result<(), Error> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -297,7 +333,7 @@ impl ParquetSink {
         Ok(())
     }
 
-    fn write_file(&self, tmp: &Path, rows: &[Row]) -> Result<(), Error> {
+    fn write_file(&self, tmp: &Path, rows: &[T::Row]) -> Result<(), Error> {
         let perr = |e: parquet::errors::ParquetError| Error::Parquet {
             path: tmp.to_path_buf(),
             message: e.to_string(),
@@ -309,72 +345,90 @@ impl ParquetSink {
             .build();
         let mut w =
             ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props)).map_err(perr)?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns(rows)).map_err(|e| {
-            Error::Parquet {
-                path: tmp.to_path_buf(),
-                message: e.to_string(),
-            }
-        })?;
+        let batch =
+            RecordBatch::try_new(Arc::clone(&self.schema), T::columns(rows)).map_err(|e| {
+                Error::Parquet {
+                    path: tmp.to_path_buf(),
+                    message: e.to_string(),
+                }
+            })?;
         w.write(&batch).map_err(perr)?;
         let file = w.into_inner().map_err(perr)?;
         file.sync_all().map_err(|e| Error::io(tmp, e))
     }
 }
 
+/// A string column.
+pub fn strings<'a>(it: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(StringArray::from_iter(it))
+}
+
+/// A non-null u64 column.
+pub fn u64s(it: impl Iterator<Item = u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from_iter_values(it))
+}
+
+/// A bool column.
+pub fn bools(it: impl Iterator<Item = Option<bool>>) -> ArrayRef {
+    Arc::new(BooleanArray::from_iter(it))
+}
+
+/// A UTC timestamp column, µs since the epoch.
+pub fn timestamps(it: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(it).with_timezone("UTC"))
+}
+
+/// The five endpoint columns (transport, local addr/port, remote addr/port), in that order.
+pub fn endpoint_columns<'a>(eps: impl Iterator<Item = &'a Endpoints> + Clone) -> Vec<ArrayRef> {
+    let addr = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string());
+    let local: Vec<Option<String>> = eps.clone().map(|e| addr(e.local_addr)).collect();
+    let remote: Vec<Option<String>> = eps.clone().map(|e| addr(e.remote_addr)).collect();
+    vec![
+        strings(eps.clone().map(|e| Some(e.transport))),
+        strings(local.iter().map(|a| a.as_deref())),
+        Arc::new(UInt16Array::from_iter(eps.clone().map(|e| e.local_port))),
+        strings(remote.iter().map(|a| a.as_deref())),
+        Arc::new(UInt16Array::from_iter(eps.map(|e| e.remote_port))),
+    ]
+}
+
 /// Builds the column arrays of a batch, in [`COLUMNS`] order.
 fn columns(rows: &[Row]) -> Vec<ArrayRef> {
-    fn s<'a>(it: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
-        Arc::new(StringArray::from_iter(it))
-    }
-    fn u64s(it: impl Iterator<Item = u64>) -> ArrayRef {
-        Arc::new(UInt64Array::from_iter_values(it))
-    }
-    let addr = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string());
-    let local: Vec<Option<String>> = rows.iter().map(|r| addr(r.endpoints.local_addr)).collect();
-    let remote: Vec<Option<String>> = rows.iter().map(|r| addr(r.endpoints.remote_addr)).collect();
-    vec![
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.window_start_us))
-                .with_timezone("UTC"),
-        ),
+    let mut cols = vec![
+        timestamps(rows.iter().map(|r| r.window_start_us)),
         Arc::new(UInt32Array::from_iter_values(
             rows.iter().map(|r| r.window_secs),
         )),
-        s(rows.iter().map(|r| r.owner.host.as_deref())),
+        strings(rows.iter().map(|r| r.owner.host.as_deref())),
         Arc::new(UInt32Array::from_iter(rows.iter().map(|r| r.owner.pid))),
-        s(rows.iter().map(|r| r.owner.comm.as_deref())),
-        s(rows.iter().map(|r| r.owner.exe.as_deref())),
-        s(rows.iter().map(|r| r.owner.cgroup.as_deref())),
-        s(rows.iter().map(|r| Some(r.endpoints.transport))),
-        s(local.iter().map(|a| a.as_deref())),
-        Arc::new(UInt16Array::from_iter(
-            rows.iter().map(|r| r.endpoints.local_port),
-        )),
-        s(remote.iter().map(|a| a.as_deref())),
-        Arc::new(UInt16Array::from_iter(
-            rows.iter().map(|r| r.endpoints.remote_port),
-        )),
-        s(rows.iter().map(|r| Some(r.label.category.as_str()))),
-        s(rows.iter().map(|r| Some(r.label.protocol.as_ref()))),
-        s(rows.iter().map(|r| Some(r.label.kind.as_ref()))),
+        strings(rows.iter().map(|r| r.owner.comm.as_deref())),
+        strings(rows.iter().map(|r| r.owner.exe.as_deref())),
+        strings(rows.iter().map(|r| r.owner.cgroup.as_deref())),
+    ];
+    cols.extend(endpoint_columns(rows.iter().map(|r| &r.endpoints)));
+    cols.extend([
+        strings(rows.iter().map(|r| Some(r.label.category.as_str()))),
+        strings(rows.iter().map(|r| Some(r.label.protocol.as_ref()))),
+        strings(rows.iter().map(|r| Some(r.label.kind.as_ref()))),
         Arc::new(UInt16Array::from_iter(
             rows.iter().map(|r| r.label.cluster_id),
         )),
         Arc::new(UInt16Array::from_iter(rows.iter().map(|r| r.label.shard))),
-        s(rows.iter().map(|r| r.label.pubsub_topic.as_deref())),
-        s(rows.iter().map(|r| r.label.content_topic.as_deref())),
-        s(rows.iter().map(|r| Some(r.direction.as_str()))),
+        strings(rows.iter().map(|r| r.label.pubsub_topic.as_deref())),
+        strings(rows.iter().map(|r| r.label.content_topic.as_deref())),
+        strings(rows.iter().map(|r| Some(r.direction.as_str()))),
         u64s(rows.iter().map(|r| r.counters.bytes)),
         u64s(rows.iter().map(|r| r.counters.payload_bytes)),
         u64s(rows.iter().map(|r| r.counters.packets)),
         u64s(rows.iter().map(|r| r.counters.messages)),
         u64s(rows.iter().map(|r| r.counters.duplicates)),
         u64s(rows.iter().map(|r| r.counters.retrans_bytes)),
-        s(rows.iter().map(|r| Some(r.label.method.as_str()))),
+        strings(rows.iter().map(|r| Some(r.label.method.as_str()))),
         Arc::new(Float32Array::from_iter_values(
             rows.iter().map(|r| r.label.confidence()),
         )),
-    ]
+    ]);
+    cols
 }
 
 /// The Hive partition of a window start: (`YYYY-MM-DD`, hour), UTC.
@@ -400,11 +454,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-impl Sink for ParquetSink {
-    fn write(&mut self, rows: &[Row]) -> Result<(), Error> {
+impl<T: Table> ParquetWriter<T> {
+    /// Buffers rows by partition; a partition that reaches [`ROWS_PER_FILE`] is written.
+    pub fn add(&mut self, rows: &[T::Row]) -> Result<(), Error> {
         let mut full = Vec::new();
         for r in rows {
-            let part = partition(r.window_start_us);
+            let part = partition(T::time_us(r));
             let buf = self.buffered.entry(part.clone()).or_default();
             buf.push(r.clone());
             if buf.len() == ROWS_PER_FILE {
@@ -419,11 +474,22 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), Error> {
+    /// Writes every buffered row.
+    pub fn flush(&mut self) -> Result<(), Error> {
         for (part, rows) in std::mem::take(&mut self.buffered) {
             self.write_partition(&part, &rows)?;
         }
         Ok(())
+    }
+}
+
+impl Sink for ParquetSink {
+    fn write(&mut self, rows: &[Row]) -> Result<(), Error> {
+        self.add(rows)
+    }
+
+    fn finish(&mut self) -> Result<(), Error> {
+        self.flush()
     }
 }
 

@@ -1,0 +1,87 @@
+//! What relay decoding remembers across connections (protocols.md §3.4): which pubsub topic a
+//! message id belongs to, learned from published messages and IHAVE gossip, so that IWANT and
+//! IDONTWANT, which carry only ids, get a shard; and the messages published on relay streams,
+//! handed to the analyzer, which counts duplicates per receiving host and fills `--messages`.
+
+use std::sync::Arc;
+
+use super::lru::Lru;
+use super::waku_message::WakuInfo;
+use super::{LabelId, Side};
+
+/// Message ids remembered with their topic. Waku's seen-TTL is 2 min; at 100 messages/s, both
+/// ids of each message stay known for about five minutes.
+pub const MESSAGE_IDS: usize = 1 << 16;
+
+/// One `RPC.publish` entry read completely on a relay stream.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// The side of the connection that sent it.
+    pub side: Side,
+    /// Its label (relay_chat / message, with its topic and shard).
+    pub label: LabelId,
+    /// SHA-256 of `Message.data`: the id nwaku and go-waku use, and the duplicate key.
+    pub id: [u8; 32],
+    /// Bytes of the entry (tag + length + body), as counted in payload_bytes.
+    pub entry_bytes: u64,
+    /// Bytes of `Message.data` (the serialized WakuMessage).
+    pub data_bytes: u64,
+    /// The WakuMessage's fields, when `data` is one.
+    pub waku: Option<WakuInfo>,
+}
+
+/// Counters of id attribution, for the summary.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RelayStats {
+    /// Ids learned (each published message gives two, each IHAVE id one).
+    pub ids_learned: u64,
+    /// Ids in IWANT / IDONTWANT entries, and how many of them had a known topic.
+    pub ids_looked_up: u64,
+    pub ids_resolved: u64,
+    /// Ids forgotten because the map was full.
+    pub ids_evicted: u64,
+    /// Relay entries too large to be read whole (labelled without topic).
+    pub entries_too_large: u64,
+    /// Relay entries whose protobuf did not decode (labelled without topic).
+    pub entries_malformed: u64,
+}
+
+/// The shared state of relay decoding.
+pub struct RelayBook {
+    topics: Lru<Box<[u8]>, Arc<str>>,
+    /// Published messages read since the analyzer last took them.
+    pub published: Vec<Published>,
+    pub stats: RelayStats,
+}
+
+impl Default for RelayBook {
+    fn default() -> RelayBook {
+        RelayBook::new(MESSAGE_IDS)
+    }
+}
+
+impl RelayBook {
+    /// A book remembering at most `ids` message ids.
+    pub fn new(ids: usize) -> RelayBook {
+        RelayBook {
+            topics: Lru::new(ids),
+            published: Vec::new(),
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// Remembers that message `id` belongs to `topic`.
+    pub fn learn(&mut self, id: &[u8], topic: &Arc<str>) {
+        self.stats.ids_learned += 1;
+        self.topics.insert(id.into(), Arc::clone(topic));
+        self.stats.ids_evicted = self.topics.evicted;
+    }
+
+    /// The topic of message `id`, if it was learned.
+    pub fn topic_of(&mut self, id: &[u8]) -> Option<Arc<str>> {
+        self.stats.ids_looked_up += 1;
+        let topic = self.topics.get(&Box::from(id)).cloned();
+        self.stats.ids_resolved += u64::from(topic.is_some());
+        topic
+    }
+}
