@@ -557,6 +557,60 @@ mod tests {
         }
     }
 
+    /// `tag ‖ len ‖ body`.
+    fn field(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        prost::encoding::encode_varint(body.len() as u64, &mut v);
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// An RPC holding one control entry, with its length prefix.
+    fn control_rpc(entry: Vec<u8>) -> Vec<u8> {
+        let control = field(0x1a, &entry);
+        let mut v = Vec::new();
+        prost::encoding::encode_varint(control.len() as u64, &mut v);
+        v.extend(control);
+        v
+    }
+
+    #[test]
+    fn iwant_ids_take_the_topics_ihave_taught() {
+        let (a, b) = (vec![1u8; 32], vec![2u8; 32]);
+        let ihave = ControlIHave {
+            topic_id: Some("/waku/2/rs/16/32".into()),
+            message_ids: vec![a.clone()],
+        };
+        let iwant = ControlIds {
+            message_ids: vec![a, b],
+        };
+        let mut t = TestCtx::default();
+        let mut w = RpcWalker::new(RelayLabels::new("/vac/waku/relay/2.0.0", &mut t.labels));
+        let mut ordered = Ordered::default();
+        for rpc in [
+            control_rpc(field(0x0a, &ihave.encode_to_vec())),
+            control_rpc(field(0x12, &iwant.encode_to_vec())),
+        ] {
+            for piece in rpc.chunks(5) {
+                w.feed(Side::Initiator, piece, &mut t.ctx(), &mut ordered);
+            }
+        }
+        ordered.flush(Side::Initiator, &mut t.ctx());
+        let iwant: Vec<(u64, Option<u16>, u32)> = t
+            .spans
+            .iter()
+            .map(|s| (s, t.labels.get(s.label)))
+            .filter(|(_, l)| l.kind.as_ref() == "iwant")
+            .map(|(s, l)| (s.len, l.shard, s.units))
+            .collect();
+        let on = |shard| iwant.iter().filter(move |x| x.1 == shard);
+        // The entry's tag and length (2 bytes) go with its first id (34 bytes), on shard 32.
+        assert_eq!(on(Some(32)).map(|x| x.0).sum::<u64>(), 2 + 34);
+        assert_eq!(on(Some(32)).map(|x| x.2).sum::<u32>(), 1);
+        assert_eq!(on(None).map(|x| x.0).sum::<u64>(), 34, "the unknown id");
+        assert_eq!(t.relay.stats.ids_resolved, 1);
+    }
+
     #[test]
     fn garbage_is_unparsed_not_lost() {
         let junk = [0xff; 40];

@@ -1,22 +1,23 @@
 //! libp2p over TCP (protocols.md §1): the multistream-select prelude, then Noise frames, TLS
 //! records or the `/plaintext/2.0.0` exchange. Encrypted channels stay `libp2p` / `encrypted`; on
-//! plaintext connections the muxer is negotiated and yamux streams are labelled with the protocol
-//! each one negotiated.
+//! plaintext connections the muxer is negotiated and yamux or mplex streams are labelled with the
+//! protocol each one negotiated.
 
 use super::framing::{Framer, Piece};
 use super::multistream::{self, Parsed};
 use super::ordered::{Ordered, Pending};
 use super::streams::Streams;
 use super::{DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
-use super::{noise, tls, uvarint, yamux};
+use super::{mplex, noise, tls, uvarint, yamux};
 use crate::account::record::Category;
 
 /// Security protocol ids a Waku stack offers (protocols.md §1.2, §1.5).
 const NOISE: &[u8] = b"/noise";
 const TLS: &[u8] = b"/tls/1.0.0";
 const PLAINTEXT: &[u8] = b"/plaintext/2.0.0";
-/// The muxer whose streams are followed.
+/// The muxers whose streams are followed.
 const YAMUX: &[u8] = b"/yamux/1.0.0";
+const MPLEX: &[u8] = b"/mplex/6.7.0";
 
 /// Noise XX: the initiator sends messages 1 and 3, the responder message 2.
 const NOISE_HANDSHAKE_FRAMES: [u32; 2] = [2, 1];
@@ -66,6 +67,8 @@ enum Phase {
     Yamux {
         framer: Framer<{ yamux::HEADER_LEN }>,
     },
+    /// mplex frames; bodies go to the stream they belong to.
+    Mplex { framer: mplex::Framer },
     /// Every further byte gets this label.
     Settled(LabelId),
 }
@@ -96,9 +99,9 @@ pub struct Libp2pDecoder {
     security: Option<Vec<u8>>,
     negotiation: LabelId,
     connection: LabelId,
-    /// The streams of a yamux session, once one was negotiated.
+    /// The streams of a yamux or mplex session, once one was negotiated.
     streams: Option<Streams>,
-    /// `libp2p` / `/yamux/1.0.0` / `framing`: headers of frames without a body.
+    /// `libp2p` / `<muxer>` / `framing`: muxer headers, and frames that carry no stream data.
     framing: LabelId,
     /// Per side, the spans of muxed streams waiting for their labels, in stream order.
     ordered: [Ordered; 2],
@@ -122,16 +125,26 @@ impl Libp2pDecoder {
         }
     }
 
-    /// Switches `side` to the muxer `id`: yamux streams are followed, other muxers are opaque.
+    /// Switches `side` to the muxer `id`: yamux and mplex streams are followed, other muxers
+    /// are opaque.
     fn enter_muxer(&mut self, side: Side, id: &[u8], labels: &mut LabelTable) {
-        self.phases[side.index()] = if id == YAMUX {
-            self.streams.get_or_insert_with(|| Streams::new(labels));
-            Phase::Yamux {
+        let name = String::from_utf8_lossy(id);
+        let phase = match id {
+            YAMUX => Phase::Yamux {
                 framer: Framer::default(),
+            },
+            MPLEX => Phase::Mplex {
+                framer: mplex::Framer::default(),
+            },
+            _ => {
+                let muxed = labels.decoded(Category::Libp2p, &name, "muxed");
+                self.phases[side.index()] = Phase::Settled(muxed);
+                return;
             }
-        } else {
-            Phase::Settled(labels.decoded(Category::Libp2p, &String::from_utf8_lossy(id), "muxed"))
         };
+        self.streams.get_or_insert_with(|| Streams::new(labels));
+        self.framing = labels.decoded(Category::Libp2p, &name, "framing");
+        self.phases[side.index()] = phase;
     }
 
     /// Switches `side` to the security protocol `id` and labels the connection with it.
@@ -333,6 +346,48 @@ impl StreamDecoder for Libp2pDecoder {
                 });
                 out.drain(side, ctx);
             }
+            Phase::Mplex { framer } => {
+                let framing = self.framing;
+                let out = &mut self.ordered[i];
+                let Some(streams) = self.streams.as_mut() else {
+                    return;
+                };
+                let fed = framer.feed(side, bytes, |p| {
+                    let h = p.header;
+                    let key = h.stream_key();
+                    let data = h.flag == mplex::Flag::Message;
+                    if p.starts {
+                        // A message's header belongs to the first unit its body carries; other
+                        // frames (their stream names too) are muxer framing.
+                        let header = (p.len - p.body.len()) as u64;
+                        if data && p.body_len > 0 {
+                            out.push(header, Pending::Next { fallback: framing }, 0);
+                        } else {
+                            out.push(header, Pending::Now(framing), 1);
+                        }
+                    }
+                    if data {
+                        streams.body(side, h.opener, key, p.body, ctx, out);
+                    } else {
+                        out.push(p.body.len() as u64, Pending::Now(framing), 0);
+                    }
+                    if p.starts {
+                        match h.flag {
+                            mplex::Flag::Reset => streams.reset(key),
+                            mplex::Flag::Close => streams.close(side, key),
+                            mplex::Flag::NewStream | mplex::Flag::Message => {}
+                        }
+                    }
+                });
+                if let Err(m) = fed {
+                    // Not mplex after all: the rest of this side is unparsed.
+                    out.push(m.unreported, Pending::Now(self.connection), 0);
+                    out.flush(side, ctx);
+                    self.phases[i] = Phase::Settled(self.connection);
+                } else {
+                    out.drain(side, ctx);
+                }
+            }
             Phase::Settled(label) => ctx.emit(side, bytes.len() as u64, *label, 0),
         }
     }
@@ -347,6 +402,7 @@ impl StreamDecoder for Libp2pDecoder {
             Phase::Noise { framer, .. } => framer.held(),
             Phase::Tls { framer, .. } => framer.held(),
             Phase::Yamux { framer } => framer.held(),
+            Phase::Mplex { framer } => framer.held(),
             Phase::Settled(_) => 0,
         };
         let label = match self.phases[side.index()] {

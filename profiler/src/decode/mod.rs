@@ -12,6 +12,7 @@ pub mod gossipsub_pb;
 pub mod labels;
 pub mod libp2p;
 pub mod lru;
+pub mod mplex;
 pub mod multistream;
 pub mod noise;
 pub mod ordered;

@@ -1,5 +1,5 @@
-//! The terminal answer: bytes and share by category → kind → shard, by direction, and the top
-//! flows, as a table or as JSON for scripts.
+//! The terminal answer: bytes and share by category → kind → shard, by direction, relay control
+//! against chat per shard in words, and the top flows, as a table or as JSON for scripts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::Sink;
-use crate::account::record::{Counters, Direction, Row};
+use crate::account::record::{Category, Counters, Direction, Row};
 use crate::analyze::Stats;
 
 /// Totals kept for the summary.
@@ -42,7 +42,116 @@ impl Sink for Summary {
     }
 }
 
+/// Relay traffic of one shard (or of entries without a shard): the support question answered.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ShardReport {
+    pub shard: Option<u16>,
+    /// Wire bytes of relay control and relay chat.
+    pub control_bytes: u64,
+    pub chat_bytes: u64,
+    /// The control kind with the most wire bytes, and those bytes.
+    pub top_control_kind: Option<String>,
+    pub top_control_bytes: u64,
+    /// Published-message entries received, and how many of them their host had seen before.
+    pub messages: u64,
+    pub duplicates: u64,
+}
+
+impl ShardReport {
+    /// Share of relay bytes that is control, in percent.
+    pub fn control_percent(&self) -> f64 {
+        let relay = self.control_bytes + self.chat_bytes;
+        100.0 * self.control_bytes as f64 / relay.max(1) as f64
+    }
+
+    /// Deliveries per distinct message and host: 1.0 without duplicates.
+    pub fn amplification(&self) -> Option<f64> {
+        let unique = self
+            .messages
+            .checked_sub(self.duplicates)
+            .filter(|&u| u > 0)?;
+        Some(self.messages as f64 / unique as f64)
+    }
+
+    /// The report in one sentence.
+    pub fn sentence(&self) -> String {
+        let shard = self
+            .shard
+            .map_or_else(|| "no shard".to_string(), |s| format!("shard {s}"));
+        let mut s = format!(
+            "{shard}: relay control is {:.0} % of relay bytes ({} of {})",
+            self.control_percent(),
+            self.control_bytes,
+            self.control_bytes + self.chat_bytes
+        );
+        if let Some(kind) = &self.top_control_kind {
+            let share = 100.0 * self.top_control_bytes as f64 / self.control_bytes.max(1) as f64;
+            let _ = write!(s, "; {} dominates control ({share:.0} %)", kind_name(kind));
+        }
+        if self.messages > 0 {
+            let _ = write!(
+                s,
+                "; {} messages, {} duplicates",
+                self.messages, self.duplicates
+            );
+            if let Some(a) = self.amplification() {
+                let _ = write!(s, " (amplification {a:.2}×)");
+            }
+        }
+        s
+    }
+}
+
+/// How a control kind reads in a sentence.
+fn kind_name(kind: &str) -> String {
+    match kind {
+        "ihave" => "IHAVE gossip".into(),
+        "iwant" => "IWANT".into(),
+        "idontwant" => "IDONTWANT".into(),
+        "graft" => "GRAFT".into(),
+        "prune" => "PRUNE".into(),
+        "subscribe" => "subscriptions".into(),
+        "framing" => "RPC framing".into(),
+        other => other.into(),
+    }
+}
+
 impl Summary {
+    /// Relay control and chat per shard, shards in order, no shard last.
+    pub fn relay_shards(&self) -> Vec<ShardReport> {
+        let mut by_shard: BTreeMap<(bool, Option<u16>), ShardReport> = BTreeMap::new();
+        let control = Category::RelayControl.as_str();
+        let chat = Category::RelayChat.as_str();
+        for ((cat, kind, shard), c) in &self.by_label {
+            if *cat != control && *cat != chat {
+                continue;
+            }
+            let r = by_shard
+                .entry((shard.is_none(), *shard))
+                .or_insert_with(|| ShardReport {
+                    shard: *shard,
+                    control_bytes: 0,
+                    chat_bytes: 0,
+                    top_control_kind: None,
+                    top_control_bytes: 0,
+                    messages: 0,
+                    duplicates: 0,
+                });
+            if *cat == chat {
+                r.chat_bytes += c.bytes;
+                r.messages += c.messages;
+                r.duplicates += c.duplicates;
+            } else {
+                r.control_bytes += c.bytes;
+                if c.bytes > r.top_control_bytes {
+                    r.top_control_bytes = c.bytes;
+                    r.top_control_kind = Some(kind.to_string());
+                }
+            }
+        }
+        by_shard.into_values().collect()
+    }
+
     /// Total counters over every row seen.
     pub fn total(&self) -> &Counters {
         &self.total
@@ -85,6 +194,13 @@ impl Summary {
                 c.messages
             );
         }
+        let shards = self.relay_shards();
+        if !shards.is_empty() {
+            let _ = writeln!(s, "\nrelay per shard:");
+            for r in &shards {
+                let _ = writeln!(s, "  {}", r.sentence());
+            }
+        }
         let _ = writeln!(s, "\ntop flows (local → remote):");
         for f in &stats.top_flows.0 {
             let _ = writeln!(
@@ -121,7 +237,8 @@ impl Summary {
             .map(|((cat, kind, shard), c)| {
                 json!({"category": cat, "kind": kind.as_ref(), "shard": shard, "bytes": c.bytes,
                        "payload_bytes": c.payload_bytes, "packets": c.packets,
-                       "messages": c.messages, "retrans_bytes": c.retrans_bytes})
+                       "messages": c.messages, "duplicates": c.duplicates,
+                       "retrans_bytes": c.retrans_bytes})
             })
             .collect();
         json!({
@@ -130,6 +247,11 @@ impl Summary {
                        "bytes_in": self.direction(Direction::In).bytes,
                        "bytes_out": self.direction(Direction::Out).bytes},
             "categories": categories,
+            "relay_shards": self.relay_shards().iter().map(|r| json!({
+                "shard": r.shard, "control_bytes": r.control_bytes, "chat_bytes": r.chat_bytes,
+                "control_percent": r.control_percent(), "top_control_kind": r.top_control_kind,
+                "messages": r.messages, "duplicates": r.duplicates,
+                "amplification": r.amplification(), "sentence": r.sentence()})).collect::<Vec<_>>(),
             "top_flows": stats.top_flows,
         })
     }
