@@ -218,3 +218,73 @@ fn schema_lists_every_column() {
         assert!(names.contains(&want), "{want} in {names:?}");
     }
 }
+
+#[test]
+fn messages_table_lists_every_published_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sample = common::repo().join("samples/libp2p-plaintext-yamux.pcap");
+    let truth: Value = serde_json::from_slice(
+        &std::fs::read(sample.with_extension("truth.json")).expect("truth file"),
+    )
+    .expect("truth is JSON");
+    let messages_dir = dir.path().join("messages");
+    let out = wakuprof(&[
+        "analyze",
+        sample.to_str().expect("utf-8 path"),
+        "--messages",
+        messages_dir.to_str().expect("utf-8 path"),
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = json_summary(&out);
+    let chat = |field: &str| -> u64 {
+        summary["categories"]
+            .as_array()
+            .expect("categories")
+            .iter()
+            .filter(|c| c["category"] == "relay_chat")
+            .map(|c| c[field].as_u64().expect("counter"))
+            .sum()
+    };
+    let glob = format!("{}/**/*.parquet", messages_dir.display());
+    let row = common::duckdb(&format!(
+        "SELECT count(*), sum(entry_bytes), sum(duplicate::INT), count(DISTINCT message_id), \
+         count(*) FILTER (WHERE shard IS NULL OR cluster_id <> 16 OR content_topic IS NULL), \
+         typeof(any_value(time)) FROM read_parquet('{glob}', hive_partitioning=true)"
+    ));
+    assert_eq!(row[0], chat("messages").to_string(), "one row per entry");
+    assert_eq!(row[1], chat("payload_bytes").to_string(), "entry bytes");
+    assert_eq!(row[2], chat("duplicates").to_string(), "duplicates");
+    let published = truth["messages"].as_array().expect("messages");
+    assert_eq!(row[3], published.len().to_string(), "distinct messages");
+    assert_eq!(row[4], "0", "every message has its shard and content topic");
+    assert_eq!(row[5], "TIMESTAMP WITH TIME ZONE");
+    for m in published {
+        let id = m["message_id"].as_str().expect("id");
+        let row = common::duckdb(&format!(
+            "SELECT DISTINCT pubsub_topic, content_topic, waku_message_bytes, payload_bytes \
+             FROM read_parquet('{glob}', hive_partitioning=true) WHERE message_id = '{id}'"
+        ));
+        let expected = [
+            m["pubsub_topic"].as_str().expect("topic").to_string(),
+            m["content_topic"]
+                .as_str()
+                .expect("content topic")
+                .to_string(),
+            m["waku_message_bytes"].to_string(),
+            m["payload_bytes"].to_string(),
+        ];
+        assert_eq!(row, expected, "message {id}");
+    }
+    let schema = wakuprof(&["schema", "--table", "messages"]);
+    let text = String::from_utf8_lossy(&schema.stdout);
+    assert!(
+        text.contains("message_id") && text.contains("duplicate"),
+        "{text}"
+    );
+}

@@ -60,12 +60,15 @@ impl PendingQueue {
     }
 
     /// Applies the next span, `len` bytes with `label` (`units` messages starting in it), to the
-    /// queued packets it covers; bytes no queued packet covers (gaps) contribute nothing.
+    /// queued packets it covers; bytes no queued packet covers (gaps) contribute nothing. With
+    /// `framing`, the span is framing carried by `label`'s unit: wire bytes and packets go to
+    /// `label`, payload bytes to `framing`.
     pub fn apply(
         &mut self,
         len: u64,
         label: LabelId,
         units: u32,
+        framing: Option<LabelId>,
         out: &mut impl FnMut(Contribution),
     ) {
         let to = self.cursor + len;
@@ -80,11 +83,22 @@ impl PendingQueue {
             let hi = to.min(e.seg.end);
             if hi > lo {
                 let part = hi - lo;
-                out((
-                    e.seg.window,
-                    label,
-                    take(e, part, std::mem::take(&mut units)),
-                ));
+                let c = take(e, part, std::mem::take(&mut units));
+                match framing {
+                    Some(f) => {
+                        let payload = Counters {
+                            payload_bytes: part,
+                            ..Counters::default()
+                        };
+                        out((e.seg.window, f, payload));
+                        let wire = Counters {
+                            payload_bytes: 0,
+                            ..c
+                        };
+                        out((e.seg.window, label, wire));
+                    }
+                    None => out((e.seg.window, label, c)),
+                }
                 self.bytes -= part;
             }
             if e.seg.end <= to {
@@ -146,7 +160,7 @@ mod tests {
         q.push(seg(3, 10, 59));
         let mut got = Vec::new();
         for (len, l) in [(2, 1), (2, 2), (6, 3)] {
-            q.apply(len, LabelId(l), 1, &mut |c| got.push(c));
+            q.apply(len, LabelId(l), 1, None, &mut |c| got.push(c));
         }
         let wire: u64 = got.iter().map(|c| c.2.bytes).sum();
         let payload: u64 = got.iter().map(|c| c.2.payload_bytes).sum();
@@ -160,7 +174,7 @@ mod tests {
         let mut q = PendingQueue::default();
         q.push(seg(0, 10, 60));
         let mut got = Vec::new();
-        q.apply(4, LabelId(1), 1, &mut |c| got.push(c));
+        q.apply(4, LabelId(1), 1, None, &mut |c| got.push(c));
         q.flush(LabelId(2), &mut |c| got.push(c));
         assert_eq!(got.iter().map(|c| c.2.bytes).sum::<u64>(), 60);
         assert_eq!(got[1].2.payload_bytes, 6);

@@ -48,13 +48,16 @@ impl Side {
 }
 
 /// A run of `len` stream bytes of one side with one label; `units` counts the messages that
-/// start in it.
+/// start in it. `framing` is set for muxer framing carried by the unit of `label` (rule 3): its
+/// wire bytes go to `label`, its stream bytes to the `framing` label's payload_bytes, so that
+/// payload_bytes of a unit is the unit alone (rule 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
     pub side: Side,
     pub len: u64,
     pub label: LabelId,
     pub units: u32,
+    pub framing: Option<LabelId>,
 }
 
 /// Where a decoder puts its spans, the label table it interns labels in, and what relay decoding
@@ -89,12 +92,26 @@ impl TestCtx {
 impl DecodeCtx<'_> {
     /// Emits a span of `side`; zero-length spans are dropped.
     pub fn emit(&mut self, side: Side, len: u64, label: LabelId, units: u32) {
+        self.emit_carried(side, len, label, units, None);
+    }
+
+    /// Emits a span of `side` whose bytes are `framing` carried by the unit of `label`.
+    pub fn emit_carried(
+        &mut self,
+        side: Side,
+        len: u64,
+        label: LabelId,
+        units: u32,
+        framing: Option<LabelId>,
+    ) {
         if len > 0 {
+            let framing = framing.filter(|&f| f != label);
             self.spans.push(Span {
                 side,
                 len,
                 label,
                 units,
+                framing,
             });
         }
     }

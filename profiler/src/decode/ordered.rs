@@ -15,10 +15,15 @@ pub enum Pending {
         token: u32,
         fallback: LabelId,
     },
-    /// The label of the next span (a muxer frame header counts with the body it carries);
-    /// `fallback` when no span follows.
+    /// The label of the next span: a muxer frame header, framing `fallback` carried by the
+    /// first unit of its body (rule 3); `fallback` alone when no span follows.
     Next {
         fallback: LabelId,
+    },
+    /// A resolved [`Pending::Next`]: framing carried by `label`.
+    Carried {
+        label: LabelId,
+        framing: LabelId,
     },
 }
 
@@ -112,17 +117,18 @@ impl Ordered {
             self.settle();
         }
         while let Some(&(len, label, units)) = self.slots.front() {
-            let label = match label {
-                Pending::Now(l) => l,
+            let (label, framing) = match label {
+                Pending::Now(l) => (l, None),
+                Pending::Carried { label, framing } => (label, Some(framing)),
                 Pending::Later { .. } => return,
-                Pending::Next { .. } => match self.slots.get(1) {
-                    Some((_, Pending::Now(l), _)) => *l,
+                Pending::Next { fallback } => match self.slots.get(1) {
+                    Some((_, Pending::Now(l), _)) => (*l, Some(fallback)),
                     _ => return,
                 },
             };
             self.slots.pop_front();
             self.bytes -= len;
-            ctx.emit(side, len, label, units);
+            ctx.emit_carried(side, len, label, units, framing);
         }
     }
 
@@ -137,12 +143,16 @@ impl Ordered {
         for slot in self.slots.iter_mut().rev() {
             slot.1 = match slot.1 {
                 Pending::Later { fallback, .. } => Pending::Now(fallback),
-                Pending::Next { fallback } => Pending::Now(next.unwrap_or(fallback)),
+                Pending::Next { fallback } => Pending::Carried {
+                    label: next.unwrap_or(fallback),
+                    framing: fallback,
+                },
                 now => now,
             };
-            if let Pending::Now(l) = slot.1 {
-                next = Some(l);
-            }
+            next = match slot.1 {
+                Pending::Now(l) => Some(l),
+                _ => next,
+            };
         }
     }
 }

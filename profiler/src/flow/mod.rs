@@ -376,7 +376,9 @@ impl TcpFlow {
     ) {
         for span in sh.ctx.spans.drain(..) {
             let q = &mut self.dirs[span.side.index()].pending;
-            q.apply(span.len, span.label, span.units, &mut |c| out(span.side, c));
+            q.apply(span.len, span.label, span.units, span.framing, &mut |c| {
+                out(span.side, c)
+            });
         }
         let conn = self.decoder.connection_label();
         for &(window, wire) in retrans {
