@@ -12,6 +12,7 @@ use crate::account::pending::Contribution;
 use crate::account::record::{Category, Direction, Endpoints, Row};
 use crate::account::table::{RowKey, UsageTable};
 use crate::decode::relay_book::{RelayBook, RelayStats};
+use crate::decode::udp::{self, Datagram, UdpState};
 use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span};
 use crate::flow::fragments::Fragments;
 use crate::flow::tcp::{Budget, Seg};
@@ -141,6 +142,7 @@ pub struct Analyzer {
     labels: LabelTable,
     spans: Vec<Span>,
     relay: RelayBook,
+    udp: UdpState,
     messages: MessageLog,
     budget: Budget,
     stats: Stats,
@@ -161,6 +163,7 @@ impl Analyzer {
             labels: LabelTable::default(),
             spans: Vec::new(),
             relay: RelayBook::default(),
+            udp: UdpState::default(),
             messages: MessageLog::new(cfg.messages),
             budget: Budget {
                 used: 0,
@@ -278,12 +281,13 @@ impl Analyzer {
             Transport::Udp {
                 src_port,
                 dst_port,
-                payload,
+                wire_payload_len,
+                ..
             } => {
                 let (k, lo) = FlowKey::of(17, (ip.src, *src_port), (ip.dst, *dst_port));
                 let o = flow::src_initiates(false, false, *src_port, *dst_port);
                 let l = self.fixed_label("udp");
-                (k, lo, "udp", Some(l), o, payload.len() as u32)
+                (k, lo, "udp", Some(l), o, *wire_payload_len)
             }
             Transport::Other => {
                 let later_fragment = ip.fragment.filter(|f| !f.1);
@@ -327,6 +331,7 @@ impl Analyzer {
             labels,
             spans,
             relay,
+            udp,
             messages,
             budget,
             stats,
@@ -374,6 +379,7 @@ impl Analyzer {
                         labels,
                         spans,
                         relay,
+                        udp,
                     },
                     budget,
                     stats: &mut stats.flow,
@@ -383,6 +389,34 @@ impl Analyzer {
                     let when = (ts, window);
                     messages.record(&mut relay.published, flow, when, labels, table);
                 }
+            }
+            Transport::Udp {
+                src_port,
+                dst_port,
+                payload,
+                ..
+            } => {
+                let d = Datagram {
+                    src: (ip.src, *src_port),
+                    dst: (ip.dst, *dst_port),
+                    payload,
+                    wire_payload: payload_len,
+                };
+                let mut ctx = DecodeCtx {
+                    labels,
+                    spans,
+                    relay,
+                    udp,
+                };
+                let (w, fixed_label, mut c) = flow.packet(side, window, ip.ip_len, payload_len);
+                let label = match udp::classify(&d, &mut ctx) {
+                    Some(l) => {
+                        c.messages = u64::from(l.units);
+                        l.label
+                    }
+                    None => fixed_label,
+                };
+                add(side, (w, label, c));
             }
             _ => add(side, flow.packet(side, window, ip.ip_len, payload_len)),
         }
@@ -397,6 +431,7 @@ impl Analyzer {
                 labels: &mut self.labels,
                 spans: &mut self.spans,
                 relay: &mut self.relay,
+                udp: &mut self.udp,
             },
             budget: &mut self.budget,
             stats: &mut self.stats.flow,

@@ -20,6 +20,7 @@ pub mod protocols;
 pub mod relay_book;
 pub mod streams;
 pub mod tls;
+pub mod udp;
 pub mod waku_message;
 pub mod yamux;
 
@@ -66,6 +67,7 @@ pub struct DecodeCtx<'a> {
     pub labels: &'a mut LabelTable,
     pub spans: &'a mut Vec<Span>,
     pub relay: &'a mut relay_book::RelayBook,
+    pub udp: &'a mut udp::UdpState,
 }
 
 /// Owns what a [`DecodeCtx`] borrows, for unit tests of single decoders.
@@ -75,6 +77,7 @@ pub struct TestCtx {
     pub labels: LabelTable,
     pub spans: Vec<Span>,
     pub relay: relay_book::RelayBook,
+    pub udp: udp::UdpState,
 }
 
 #[cfg(test)]
@@ -85,6 +88,7 @@ impl TestCtx {
             labels: &mut self.labels,
             spans: &mut self.spans,
             relay: &mut self.relay,
+            udp: &mut self.udp,
         }
     }
 }

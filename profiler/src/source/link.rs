@@ -45,6 +45,8 @@ pub enum Transport<'a> {
         src_port: u16,
         dst_port: u16,
         payload: &'a [u8],
+        /// Payload length on the wire (from the IP length; the capture may hold less).
+        wire_payload_len: u32,
     },
     /// ICMP, other protocols, non-first fragments and transport headers cut off by the snap length.
     Other,
@@ -213,6 +215,7 @@ fn from_sliced<'a>(s: LaxSlicedPacket<'a>, wire_len: u32) -> Frame<'a> {
                 src_port: u.source_port(),
                 dst_port: u.destination_port(),
                 payload: u.payload(),
+                wire_payload_len: wire_payload.saturating_sub(8),
             },
             _ => Transport::Other,
         }

@@ -1,0 +1,46 @@
+//! UDP: each datagram is offered to the [`DATAGRAM_DECODERS`] in turn; the first that knows it
+//! labels it whole. Datagrams no decoder knows are `other` / `udp`. A new UDP protocol is one file
+//! in `decode/` plus one line in [`DATAGRAM_DECODERS`]; what decoders learn across datagrams and
+//! flows (node ids, peers) lives in [`UdpState`].
+
+use std::net::IpAddr;
+
+use super::{DecodeCtx, LabelId};
+
+/// One UDP datagram as the decoders see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    pub src: (IpAddr, u16),
+    pub dst: (IpAddr, u16),
+    /// The UDP payload as captured (may be cut short by the snap length).
+    pub payload: &'a [u8],
+    /// The payload length the UDP header states.
+    pub wire_payload: u32,
+}
+
+/// A decoder's answer for a datagram it knows: its label and the messages it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Labelled {
+    pub label: LabelId,
+    pub units: u32,
+}
+
+/// Labels UDP datagrams of one protocol.
+pub trait DatagramDecoder: Sync {
+    /// The label of `d` if it is this protocol's; `None` otherwise.
+    fn datagram(&self, d: &Datagram<'_>, ctx: &mut DecodeCtx<'_>) -> Option<Labelled>;
+}
+
+/// The UDP decoders, in the order they are tried.
+pub static DATAGRAM_DECODERS: &[&dyn DatagramDecoder] = &[];
+
+/// What UDP decoders remember across datagrams and flows.
+#[derive(Debug, Default)]
+pub struct UdpState {}
+
+/// The label of a datagram: the first decoder's that knows it, else `None`.
+pub fn classify(d: &Datagram<'_>, ctx: &mut DecodeCtx<'_>) -> Option<Labelled> {
+    DATAGRAM_DECODERS
+        .iter()
+        .find_map(|dec| dec.datagram(d, ctx))
+}
