@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::account::messages::{MessageLog, MessageRow};
+use crate::account::owners::{OwnerId, OwnerTable};
 use crate::account::pending::Contribution;
 use crate::account::record::{Category, Direction, Endpoints, Row};
 use crate::account::table::{RowKey, UsageTable};
@@ -179,15 +180,26 @@ impl Analyzer {
         }
     }
 
-    /// Counts one captured frame.
+    /// Counts one captured frame whose owner is not known (offline captures).
     pub fn packet(&mut self, pkt: &RawPacket<'_>) {
+        self.packet_of(pkt, OwnerId::UNKNOWN);
+    }
+
+    /// The owners rows refer to: live sources intern the owners of their sockets here.
+    pub fn owners(&mut self) -> &mut OwnerTable {
+        &mut self.table.owners
+    }
+
+    /// Counts one captured frame sent or received by a socket of `owner`. A flow takes the first
+    /// known owner of its packets.
+    pub fn packet_of(&mut self, pkt: &RawPacket<'_>, owner: OwnerId) {
         self.stats.packets += 1;
         let ts = pkt.ts_ns;
         self.stats.first_ns = Some(self.stats.first_ns.map_or(ts, |f| f.min(ts)));
         self.stats.last_ns = Some(self.stats.last_ns.map_or(ts, |l| l.max(ts)));
         match link::parse(pkt) {
             Frame::NonIp { protocol, len } => self.non_ip(ts, protocol, len),
-            Frame::Ip(ip) => self.ip(ts, &ip),
+            Frame::Ip(ip) => self.ip(ts, &ip, owner),
         }
         if ts > self.max_ns {
             self.max_ns = ts;
@@ -251,6 +263,7 @@ impl Analyzer {
         self.stats.non_ip_bytes += u64::from(len);
         let label = self.fixed_label(protocol);
         let key = RowKey {
+            owner: OwnerId::UNKNOWN,
             endpoints: Endpoints {
                 transport: "non-ip",
                 local_addr: None,
@@ -270,7 +283,7 @@ impl Analyzer {
         self.table.add(window, key, &c);
     }
 
-    fn ip(&mut self, ts: i64, ip: &IpPacket<'_>) {
+    fn ip(&mut self, ts: i64, ip: &IpPacket<'_>, owner: OwnerId) {
         let window = self.table.window_of(ts);
         let (key, src_is_lo, transport_name, fixed, orient, payload_len) = match &ip.transport {
             Transport::Tcp(t) => {
@@ -351,6 +364,9 @@ impl Analyzer {
             )
         });
         flow.last_ns = flow.last_ns.max(ts);
+        if flow.owner == OwnerId::UNKNOWN {
+            flow.owner = owner;
+        }
         flow.bytes += u64::from(ip.ip_len);
         flow.packets += 1;
         let side = flow.side(src_is_lo);

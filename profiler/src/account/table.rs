@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::record::{Counters, Direction, Endpoints, Owner, Row};
+use super::owners::{OwnerId, OwnerTable};
+use super::record::{Counters, Direction, Endpoints, Row};
 use crate::decode::{LabelId, LabelTable};
 
 /// A row's key within its window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RowKey {
+    pub owner: OwnerId,
     pub endpoints: Endpoints,
     pub label: LabelId,
     pub direction: Direction,
@@ -24,7 +26,8 @@ pub struct UsageTable {
     windows: BTreeMap<i64, FxHashMap<RowKey, Counters>>,
     /// Rows held across all windows.
     rows: usize,
-    owner: Arc<Owner>,
+    /// The owners rows refer to.
+    pub owners: OwnerTable,
 }
 
 impl UsageTable {
@@ -35,7 +38,7 @@ impl UsageTable {
             window_secs,
             windows: BTreeMap::new(),
             rows: 0,
-            owner: Arc::new(Owner::default()),
+            owners: OwnerTable::default(),
         }
     }
 
@@ -91,7 +94,7 @@ impl UsageTable {
         out.extend(rows.into_iter().map(|(k, counters)| Row {
             window_start_us: start / 1000,
             window_secs: self.window_secs,
-            owner: Arc::clone(&self.owner),
+            owner: Arc::clone(self.owners.get(k.owner)),
             endpoints: k.endpoints,
             label: labels.get(k.label).clone(),
             direction: k.direction,

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
 
+use crate::account::owners::OwnerId;
 use crate::account::pending::Contribution;
 use crate::account::record::{Counters, Direction, Endpoints};
 use crate::account::table::RowKey;
@@ -73,6 +74,7 @@ pub fn src_initiates(syn: bool, ack: bool, src_port: u16, dst_port: u16) -> bool
 /// A flow's endpoints and the direction of each side: the parts of its rows' keys.
 #[derive(Clone, Copy)]
 pub struct RowKeys {
+    owner: OwnerId,
     endpoints: Endpoints,
     directions: [Direction; 2],
 }
@@ -81,6 +83,7 @@ impl RowKeys {
     /// The key of the row for bytes that `side` sent with `label`.
     pub fn key(&self, side: Side, label: LabelId) -> RowKey {
         RowKey {
+            owner: self.owner,
             endpoints: self.endpoints,
             label,
             direction: self.directions[side.index()],
@@ -96,6 +99,8 @@ pub struct Flow {
     initiator_local: bool,
     /// Endpoints oriented local → remote, as rows carry them.
     pub endpoints: Endpoints,
+    /// The process (host, cgroup) owning the local socket, when the source knows it.
+    pub owner: OwnerId,
     pub last_ns: i64,
     /// Wire bytes and packets of the whole flow, for the summary's top flows.
     pub bytes: u64,
@@ -204,6 +209,7 @@ impl Flow {
             lo_initiates,
             initiator_local,
             endpoints,
+            owner: OwnerId::UNKNOWN,
             last_ns: 0,
             bytes: 0,
             packets: 0,
@@ -234,6 +240,7 @@ impl Flow {
     /// the flow is being updated.
     pub fn row_keys(&self) -> RowKeys {
         RowKeys {
+            owner: self.owner,
             endpoints: self.endpoints,
             directions: Side::BOTH.map(|s| self.direction(s)),
         }
