@@ -277,7 +277,9 @@ reported (`<name>.truth.json`). Made by `cargo xtask samples` (as root): the `tr
 `/vac/waku/relay/2.0.0` as version 1.1, anonymous unsigned messages as with StrictNoSign, message
 id = sha256 of the WakuMessage bytes, Waku's mesh parameters, identify and ping) that publish real
 WakuMessage protobufs on `/waku/2/rs/16/32` and `/waku/2/rs/16/64`, and captures them live with
-libpcap. xtask then checks every capture with tshark: for each connection and direction, the TCP
+libpcap. The `relay-*` samples vary this: mplex instead of yamux, and gossipsub's own
+`/meshsub/1.3.0` (v1.2's IDONTWANT; rust-libp2p 0.57 cannot be held to 1.2.0) with a mesh of 2, no flood publishing, a node that joins after the messages
+(served by IHAVE/IWANT) and a node that leaves a topic (PRUNE), so that every control kind shows. xtask then checks every capture with tshark: for each connection and direction, the TCP
 payload bytes equal what the sending node wrote into its socket, with no retransmission and no cut
 frame. Ports, peer ids, message ids and timestamps change from run to run; message sizes and counts
 do not. Byte counts per connection do vary: which relay forwards a message first (and so which
@@ -304,6 +306,16 @@ const README_TAIL: &str = "
   statistics (`received`, `dropped`, `if_dropped`; on `lo` and `any` the kernel counts each
   loopback packet twice, as sent and as received, and libpcap keeps one) and `converted` when the
   file is not libpcap's own output.
+- `relay_parts[]`: per sending and receiving socket, relay stream protocol, kind and pubsub
+  topic, the `entries` and payload `bytes` the sending node wrote, split as design.md rule 4 says.
+  Every node's muxer is tapped: the bytes it wrote on each substream, above security and muxer
+  framing, are decoded (multistream-select, then each length-prefixed RPC with prost) into
+  `message`, `subscribe`, `ihave`, `iwant`, `graft`, `prune`, `idontwant` entries (tag + length +
+  body) and `framing` (RPC length prefixes, `RPC.control` tag + length, fields that are no entry);
+  IWANT and IDONTWANT ids go to the topic of the message they name. The parts of every RPC add up
+  to its size, and the parts of every stream to the bytes written on it.
+- `deliveries[]`: per receiving node and message, the `RPC.publish` entries that carried it to
+  the node (so duplicates are `publish_entries - 1`).
 - `nodes[]`, `relay`: names, peer ids, listen addresses and the gossipsub settings.
 ";
 

@@ -4,9 +4,13 @@
 //! network namespaces; `cargo xtask samples` drives it.
 
 mod capture;
+mod host_tcp;
 mod netns;
 mod node;
+mod relay_truth;
+mod rpc;
 mod scenario;
+mod tap;
 mod transport;
 mod waku;
 

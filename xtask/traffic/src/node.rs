@@ -1,6 +1,6 @@
-//! One rust-libp2p node set up as a Waku relay node: gossipsub on `/vac/waku/relay/2.0.0`,
-//! anonymous unsigned messages (StrictNoSign), message id = sha256(data), Waku's mesh
-//! parameters, plus identify and ping. Each node runs on its own thread (optionally inside a
+//! One rust-libp2p node set up as a Waku relay node: gossipsub on `/vac/waku/relay/2.0.0`
+//! (or on `/meshsub/1.3.0` with a small mesh, for gossip and IDONTWANT), anonymous unsigned
+//! messages (StrictNoSign), message id = sha256(data), plus identify and ping. Each node runs on its own thread (optionally inside a
 //! network namespace) and is driven by the scenario through commands and reports.
 
 use std::{
@@ -26,7 +26,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::{
     netns,
-    transport::{self, Registry, Security},
+    transport::{self, Registry, TransportSpec},
     waku::TOPICS,
 };
 
@@ -44,6 +44,8 @@ pub enum Command {
         /// WakuMessage bytes.
         data: Vec<u8>,
     },
+    /// Unsubscribe from a pubsub topic (gossipsub sends PRUNE to the mesh peers).
+    Leave(&'static str),
     /// Close every connection gracefully and stop once none is left.
     Close,
 }
@@ -100,8 +102,10 @@ pub struct NodeSpec {
     pub listen_ip: IpAddr,
     /// Network namespace to run in, if not the current one.
     pub netns: Option<String>,
-    /// Security protocol the node offers.
-    pub security: Security,
+    /// Security, muxer and dial source of the node's transport.
+    pub transport: TransportSpec,
+    /// How the node runs gossipsub.
+    pub relay: Relay,
     /// How many peers each topic mesh must hold before the node reports ready.
     pub mesh_peers: usize,
 }
@@ -119,6 +123,33 @@ impl NodeHandle {
         self.thread
             .join()
             .map_err(|_| anyhow!("node thread panicked"))?
+    }
+}
+
+/// How a node runs gossipsub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relay {
+    /// Waku Relay: `/vac/waku/relay/2.0.0` as gossipsub v1.1, Waku's mesh parameters, flood
+    /// publishing.
+    Waku,
+    /// Gossipsub's own ids, of which rust-libp2p 0.57 offers `/meshsub/1.3.0` first (v1.2 with
+    /// extensions; it has no setting to stop at 1.2.0): IDONTWANT is sent for messages over 1000
+    /// bytes. A mesh of 2 and no flood publishing, so that messages also travel as IHAVE gossip
+    /// and IWANT requests.
+    Meshsub,
+}
+
+impl Relay {
+    /// What the ground truth says of the relay set-up.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Relay::Waku => {
+                "gossipsub v1.1 on /vac/waku/relay/2.0.0 (no IDONTWANT), Waku's mesh (D = 6), flood publishing"
+            }
+            Relay::Meshsub => {
+                "gossipsub on /meshsub/1.3.0 (v1.2 with extensions: IDONTWANT for messages over 1000 bytes), mesh D = 2 (low 1, high 3), no flood publishing"
+            }
+        }
     }
 }
 
@@ -165,15 +196,26 @@ fn run_thread(
         .block_on(run(spec, registry, commands, reports))
 }
 
-fn relay_config() -> anyhow::Result<gossipsub::Config> {
-    gossipsub::ConfigBuilder::default()
-        .protocol_id(RELAY_PROTOCOL, gossipsub::Version::V1_1)
+fn relay_config(relay: Relay) -> anyhow::Result<gossipsub::Config> {
+    let mut builder = gossipsub::ConfigBuilder::default();
+    match relay {
+        Relay::Waku => builder
+            .protocol_id(RELAY_PROTOCOL, gossipsub::Version::V1_1)
+            .mesh_n(6)
+            .mesh_n_low(4)
+            .mesh_n_high(8)
+            .mesh_outbound_min(3)
+            .flood_publish(true),
+        Relay::Meshsub => builder
+            .mesh_n(2)
+            .mesh_n_low(1)
+            .mesh_n_high(3)
+            .mesh_outbound_min(1)
+            .flood_publish(false),
+    };
+    builder
         .validation_mode(gossipsub::ValidationMode::Anonymous)
         .message_id_fn(|m| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
-        .mesh_n(6)
-        .mesh_n_low(4)
-        .mesh_n_high(8)
-        .mesh_outbound_min(3)
         .gossip_lazy(6)
         .gossip_factor(0.25)
         .history_length(6)
@@ -182,16 +224,17 @@ fn relay_config() -> anyhow::Result<gossipsub::Config> {
         .heartbeat_interval(Duration::from_secs(1))
         .duplicate_cache_time(Duration::from_secs(120))
         .prune_backoff(Duration::from_secs(60))
-        .flood_publish(true)
         .max_transmit_size(150 * 1024)
         .build()
         .context("gossipsub config")
 }
 
-fn behaviour(key: &Keypair) -> anyhow::Result<Behaviour> {
-    let relay =
-        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, relay_config()?)
-            .map_err(|e| anyhow!("gossipsub: {e}"))?;
+fn behaviour(key: &Keypair, relay: Relay) -> anyhow::Result<Behaviour> {
+    let relay = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Anonymous,
+        relay_config(relay)?,
+    )
+    .map_err(|e| anyhow!("gossipsub: {e}"))?;
     let identify = identify::Behaviour::new(
         identify::Config::new("ipfs/0.1.0".into(), key.public())
             .with_agent_version("wakuprof-traffic (rust-libp2p 0.57)".into()),
@@ -306,6 +349,12 @@ impl Node {
                 entry.published += 1;
                 entry.published_bytes += len;
             }
+            Command::Leave(pubsub_topic) => {
+                self.swarm
+                    .behaviour_mut()
+                    .relay
+                    .unsubscribe(&gossipsub::IdentTopic::new(pubsub_topic));
+            }
             Command::Close => {
                 self.closing = true;
                 let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
@@ -342,8 +391,8 @@ async fn run(
     let index = spec.index;
     let mut swarm = SwarmBuilder::with_existing_identity(Keypair::generate_secp256k1())
         .with_tokio()
-        .with_other_transport(|key| transport::build(key, spec.security, index, registry))?
-        .with_behaviour(|key| behaviour(key).map_err(Into::into))?
+        .with_other_transport(|key| transport::build(key, spec.transport, index, registry))?
+        .with_behaviour(|key| behaviour(key, spec.relay).map_err(Into::into))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     let topics = TOPICS.map(gossipsub::IdentTopic::new);

@@ -2,6 +2,7 @@
 //! each capture.
 
 use std::{
+    collections::HashMap,
     fs,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
@@ -22,9 +23,11 @@ use crate::{
     capture::{self, CaptureSpec, CaptureStats},
     netns::{TunPair, VlanPair},
     node::{
-        self, Command as NodeCommand, NodeHandle, NodeSpec, RELAY_PROTOCOL, Report, TopicCounts,
+        self, Command as NodeCommand, NodeHandle, NodeSpec, RELAY_PROTOCOL, Relay, Report,
+        TopicCounts,
     },
-    transport::{ConnSide, Registry, Security},
+    relay_truth::{self, Delivery, RelayPart},
+    transport::{ConnSide, Muxer, Registry, Security, TransportSpec},
     waku::{self, Planned},
 };
 
@@ -37,6 +40,12 @@ pub enum Net {
         nodes: usize,
         /// Capture device.
         device: &'static str,
+    },
+    /// `nodes` nodes on 127.0.0.1, 127.0.0.2, …, each dialing from its own address, captured
+    /// on `lo`: every node is a host of its own.
+    Hosts {
+        /// Number of nodes.
+        nodes: usize,
     },
     /// Two nodes in two namespaces joined by a veth pair whose frames carry VLAN tag 100;
     /// captured on one veth end.
@@ -62,6 +71,17 @@ pub struct Sample {
     pub name: &'static str,
     /// Security protocol of every node.
     pub security: Security,
+    /// Stream muxer of every node.
+    pub muxer: Muxer,
+    /// How the nodes run gossipsub.
+    pub relay: Relay,
+    /// Whether the last node connects only after every message was published (it then gets
+    /// them through IHAVE gossip and IWANT).
+    pub late_joiner: bool,
+    /// A topic the first node leaves after the messages (gossipsub PRUNEs its mesh peers).
+    pub leave: Option<&'static str>,
+    /// Relay kinds the scenario must produce (checked against the truth when it is made).
+    pub must_show: &'static [&'static str],
     /// Messages to publish.
     pub plan: &'static [Planned],
     /// Where the nodes run.
@@ -71,6 +91,25 @@ pub struct Sample {
     /// What becomes of the capture.
     pub output: Output,
 }
+
+/// The set-up most samples share: Waku Relay over yamux on 3 nodes of 127.0.0.1, captured on
+/// `lo`, everyone connected from the start.
+const WAKU_YAMUX: Sample = Sample {
+    name: "",
+    security: Security::Plaintext,
+    muxer: Muxer::Yamux,
+    relay: Relay::Waku,
+    plan: waku::SMALL,
+    net: Net::Loopback {
+        nodes: 3,
+        device: "lo",
+    },
+    linktype: None,
+    output: Output::Pcap,
+    late_joiner: false,
+    leave: None,
+    must_show: &["message", "subscribe", "framing"],
+};
 
 /// Every sample `cargo xtask samples` makes.
 pub const SAMPLES: &[Sample] = &[
@@ -84,6 +123,7 @@ pub const SAMPLES: &[Sample] = &[
         },
         linktype: None,
         output: Output::Pcap,
+        ..WAKU_YAMUX
     },
     Sample {
         name: "libp2p-plaintext-yamux",
@@ -95,6 +135,7 @@ pub const SAMPLES: &[Sample] = &[
         },
         linktype: None,
         output: Output::Pcap,
+        ..WAKU_YAMUX
     },
     Sample {
         name: "libp2p-noise-sll",
@@ -106,6 +147,7 @@ pub const SAMPLES: &[Sample] = &[
         },
         linktype: Some(Linktype::LINUX_SLL),
         output: Output::Pcap,
+        ..WAKU_YAMUX
     },
     Sample {
         name: "libp2p-plaintext-sll2",
@@ -117,6 +159,7 @@ pub const SAMPLES: &[Sample] = &[
         },
         linktype: Some(Linktype::LINUX_SLL2),
         output: Output::Pcap,
+        ..WAKU_YAMUX
     },
     Sample {
         name: "libp2p-plaintext-vlan",
@@ -125,6 +168,7 @@ pub const SAMPLES: &[Sample] = &[
         net: Net::Vlan,
         linktype: None,
         output: Output::Pcap,
+        ..WAKU_YAMUX
     },
     Sample {
         name: "libp2p-noise-raw",
@@ -133,6 +177,7 @@ pub const SAMPLES: &[Sample] = &[
         net: Net::Tun,
         linktype: None,
         output: Output::Pcap,
+        ..WAKU_YAMUX
     },
     Sample {
         name: "libp2p-plaintext-null",
@@ -144,6 +189,7 @@ pub const SAMPLES: &[Sample] = &[
         },
         linktype: None,
         output: Output::Null,
+        ..WAKU_YAMUX
     },
     Sample {
         name: "libp2p-noise-pcapng",
@@ -155,6 +201,36 @@ pub const SAMPLES: &[Sample] = &[
         },
         linktype: None,
         output: Output::Pcapng,
+        ..WAKU_YAMUX
+    },
+    Sample {
+        name: "relay-plaintext-mplex",
+        security: Security::Plaintext,
+        muxer: Muxer::Mplex,
+        plan: waku::SMALL,
+        net: Net::Hosts { nodes: 3 },
+        must_show: &["message", "subscribe", "graft", "framing"],
+        ..WAKU_YAMUX
+    },
+    Sample {
+        name: "relay-meshsub-gossip",
+        security: Security::Plaintext,
+        relay: Relay::Meshsub,
+        plan: waku::MAIN,
+        net: Net::Hosts { nodes: 5 },
+        late_joiner: true,
+        leave: Some(waku::SHARD_64),
+        must_show: &[
+            "message",
+            "subscribe",
+            "ihave",
+            "iwant",
+            "graft",
+            "prune",
+            "idontwant",
+            "framing",
+        ],
+        ..WAKU_YAMUX
     },
 ];
 
@@ -177,6 +253,8 @@ struct Truth {
     description: String,
     capture: CaptureTruth,
     relay: RelayTruth,
+    relay_parts: Vec<RelayPart>,
+    deliveries: Vec<Delivery>,
     nodes: Vec<NodeTruth>,
     connections: Vec<ConnTruth>,
     topics: Vec<TopicTruth>,
@@ -200,7 +278,9 @@ struct CaptureTruth {
 #[derive(Serialize)]
 struct RelayTruth {
     protocol_id: &'static str,
-    gossipsub_version: &'static str,
+    gossipsub: &'static str,
+    late_joiner: Option<String>,
+    left: Option<String>,
     validation_mode: &'static str,
     message_id: &'static str,
 }
@@ -289,11 +369,17 @@ fn pair_layout(
 }
 
 fn setup(sample: &Sample) -> anyhow::Result<(Network, Layout)> {
+    let transport = |source| TransportSpec {
+        security: sample.security,
+        muxer: sample.muxer,
+        source,
+    };
     let spec = |index, listen_ip, netns: Option<&str>, mesh_peers| NodeSpec {
         index,
         listen_ip,
         netns: netns.map(str::to_owned),
-        security: sample.security,
+        transport: transport(None),
+        relay: sample.relay,
         mesh_peers,
     };
     Ok(match sample.net {
@@ -305,6 +391,29 @@ fn setup(sample: &Sample) -> anyhow::Result<(Network, Layout)> {
                 device: device.to_owned(),
                 netns: None,
                 how: format!("{nodes} nodes on 127.0.0.1"),
+            };
+            (Network::default(), layout)
+        }
+        Net::Hosts { nodes } => {
+            let mesh_peers = match sample.relay {
+                Relay::Waku => nodes - 1,
+                Relay::Meshsub => 1,
+            };
+            let layout = Layout {
+                nodes: (0..nodes)
+                    .map(|i| {
+                        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, host_octet(i)));
+                        NodeSpec {
+                            transport: transport(Some(ip)),
+                            ..spec(i, ip, None, mesh_peers)
+                        }
+                    })
+                    .collect(),
+                device: "lo".into(),
+                netns: None,
+                how: format!(
+                    "{nodes} nodes on 127.0.0.1 to 127.0.0.{nodes}, each dialing from its own address"
+                ),
             };
             (Network::default(), layout)
         }
@@ -339,6 +448,11 @@ fn setup(sample: &Sample) -> anyhow::Result<(Network, Layout)> {
             (network, pair_layout(spec, ns, addrs, ifnames[0], TUN_HOW))
         }
     })
+}
+
+/// The last octet of node `index`'s loopback address (127.0.0.1 for node 0).
+fn host_octet(index: usize) -> u8 {
+    u8::try_from(index + 1).unwrap_or(u8::MAX)
 }
 
 fn wait_for(
@@ -416,39 +530,44 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         out: capture_path.clone(),
     })?;
 
-    for (i, handle) in handles.iter().enumerate() {
-        let targets = listening[i + 1..]
-            .iter()
-            .map(|(peer, addr)| {
-                Multiaddr::from(addr.ip())
-                    .with(Protocol::Tcp(addr.port()))
-                    .with(Protocol::P2p(*peer))
-            })
-            .collect();
+    let early = if sample.late_joiner { count - 1 } else { count };
+    let dial_addr = |(peer, addr): &(PeerId, SocketAddr)| {
+        Multiaddr::from(addr.ip())
+            .with(Protocol::Tcp(addr.port()))
+            .with(Protocol::P2p(*peer))
+    };
+    for (i, handle) in handles.iter().enumerate().take(early) {
+        let targets = listening[i + 1..early].iter().map(dial_addr).collect();
         handle.commands.send(NodeCommand::Dial(targets))?;
     }
-    let mut ready = vec![false; count];
+    let mut ready = vec![false; early];
     wait_for(&reports, "the gossipsub meshes", |r| {
-        if let Report::MeshReady(node) = r {
+        if let Report::MeshReady(node) = r
+            && node < early
+        {
             ready[node] = true;
         }
         Ok(ready.iter().all(|r| *r))
     })?;
 
     let mut messages = Vec::new();
+    let mut topic_of = HashMap::new();
     for (index, planned) in sample.plan.iter().enumerate() {
-        let publisher = planned.publisher % count;
+        let publisher = planned.publisher % early;
         let data = planned.message(index).encode_to_vec();
         let id = Sha256::digest(&data).to_vec();
+        topic_of.insert(id.clone(), planned.pubsub_topic.to_owned());
         let waku_message_bytes = data.len();
         handles[publisher].commands.send(NodeCommand::Publish {
             pubsub_topic: planned.pubsub_topic,
             data,
         })?;
-        let mut received = vec![false; count];
+        let mut received = vec![false; early];
         received[publisher] = true;
         wait_for(&reports, "a message to reach every node", |r| {
-            if let Report::Received { node, id: got } = r {
+            if let Report::Received { node, id: got } = r
+                && node < early
+            {
                 ensure!(
                     got == id,
                     "{} received an unexpected message",
@@ -467,6 +586,23 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
             message_id: hex(&id),
             received_by: count - 1,
         });
+    }
+    if sample.late_joiner {
+        let late = count - 1;
+        let targets = listening[..late].iter().map(dial_addr).collect();
+        handles[late].commands.send(NodeCommand::Dial(targets))?;
+        let mut missing: Vec<Vec<u8>> = topic_of.keys().cloned().collect();
+        wait_for(&reports, "the late joiner to get every message", |r| {
+            if let Report::Received { node, id } = r
+                && node == late
+            {
+                missing.retain(|m| *m != id);
+            }
+            Ok(missing.is_empty())
+        })?;
+    }
+    if let Some(topic) = sample.leave {
+        handles[0].commands.send(NodeCommand::Leave(topic))?;
     }
     thread::sleep(LINGER);
 
@@ -498,6 +634,15 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         stats.if_dropped
     );
 
+    let sides = registry.sides();
+    let relay = relay_truth::decode(&sides, node_name, &topic_of)?;
+    let shown = relay.entries_by_kind();
+    for kind in sample.must_show {
+        ensure!(
+            shown.get(kind).copied().unwrap_or(0) > 0,
+            "the nodes sent no {kind} (relay entries by kind: {shown:?})"
+        );
+    }
     let (file, link_type, converted) = finish(sample, &capture_path, out_dir, &stats)?;
     let payload: usize = sample.plan.iter().map(|p| p.payload_len).sum();
     let captured_type = stats.linktype.get_name()?;
@@ -512,10 +657,12 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         ""
     };
     let description = format!(
-        "{}; {} + /yamux/1.0.0; {} WakuMessages ({payload} payload bytes) on {} and {}; \
+        "{}; {} + {}; {}; {} WakuMessages ({payload} payload bytes) on {} and {}; \
          captured live on `{}` by libpcap as {captured_type}{selected}{nano}{}",
         layout.how,
         security_id(sample.security),
+        sample.muxer.id(),
+        scenario_steps(sample, count),
         sample.plan.len(),
         waku::SHARD_32,
         waku::SHARD_64,
@@ -540,9 +687,10 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         file,
         link_type,
         made_by: format!(
-            "rust-libp2p 0.57 on tokio: {count} nodes, TCP + {} + /yamux/1.0.0, gossipsub on \
-             {RELAY_PROTOCOL}, identify, ping",
-            security_id(sample.security)
+            "rust-libp2p 0.57 on tokio: {count} nodes, TCP + {} + {}, {}, identify, ping",
+            security_id(sample.security),
+            sample.muxer.id(),
+            sample.relay.describe(),
         ),
         description,
         capture: CaptureTruth {
@@ -561,13 +709,20 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
             converted,
         },
         relay: RelayTruth {
-            protocol_id: RELAY_PROTOCOL,
-            gossipsub_version: "1.1 (rust-libp2p custom protocol id; no IDONTWANT)",
+            protocol_id: match sample.relay {
+                Relay::Waku => RELAY_PROTOCOL,
+                Relay::Meshsub => "/meshsub/1.3.0",
+            },
+            gossipsub: sample.relay.describe(),
+            late_joiner: sample.late_joiner.then(|| node_name(count - 1)),
+            left: sample.leave.map(|t| format!("{} left {t}", node_name(0))),
             validation_mode: "Anonymous (StrictNoSign: no from, seqno, signature, key)",
             message_id: "sha256(WakuMessage bytes)",
         },
+        relay_parts: relay.parts,
+        deliveries: relay.deliveries,
         nodes,
-        connections: connections(&registry.sides())?,
+        connections: connections(&sides)?,
         topics,
         messages,
     };
@@ -666,6 +821,22 @@ fn security_id(security: Security) -> &'static str {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// The scenario's steps beyond publishing, for the description.
+fn scenario_steps(sample: &Sample, count: usize) -> String {
+    let mut steps = vec![format!("{}", sample.relay.describe())];
+    if sample.late_joiner {
+        steps.push(format!(
+            "{} connects after the messages and gets them through IHAVE/IWANT",
+            node_name(count - 1)
+        ));
+    }
+    if let Some(topic) = sample.leave {
+        steps.push(format!("then {} leaves {topic}", node_name(0)));
+    }
+    steps.join("; ")
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

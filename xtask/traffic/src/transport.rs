@@ -1,11 +1,12 @@
-//! The libp2p TCP transport of a node, instrumented: every socket is wrapped in a byte counter
-//! and the security and muxer ids that multistream-select negotiated are recorded per
-//! connection. The counts are what the implementation wrote into and read from its sockets,
-//! i.e. the TCP payload bytes per direction.
+//! The libp2p TCP transport of a node, instrumented: every socket is wrapped in a byte counter,
+//! the security and muxer ids that multistream-select negotiated are recorded per connection,
+//! and the muxer is tapped so that every substream's bytes are recorded too. The counts are what
+//! the implementation wrote into and read from its sockets, i.e. the TCP payload bytes per
+//! direction.
 
 use std::{
     io,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -24,9 +25,14 @@ use libp2p::{
         upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade},
     },
     identity::Keypair,
-    noise, plaintext, tcp, yamux,
+    noise, plaintext, yamux,
 };
 use multistream_select::{Version, dialer_select_proto, listener_select_proto};
+
+use crate::{
+    host_tcp::HostTcp,
+    tap::{StreamRecord, Streams, Tap},
+};
 
 /// Which security protocol the node offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -36,6 +42,25 @@ pub enum Security {
     Noise,
     /// `/plaintext/2.0.0`, for test networks: everything above TCP stays readable.
     Plaintext,
+}
+
+/// Which stream muxer the node offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Muxer {
+    /// `/yamux/1.0.0`, as nwaku, go-waku and status-go.
+    Yamux,
+    /// `/mplex/6.7.0`, as js-waku.
+    Mplex,
+}
+
+impl Muxer {
+    /// The muxer's protocol id.
+    pub fn id(self) -> &'static str {
+        match self {
+            Muxer::Yamux => "/yamux/1.0.0",
+            Muxer::Mplex => "/mplex/6.7.0",
+        }
+    }
 }
 
 /// What one side of one TCP connection saw.
@@ -53,6 +78,7 @@ pub struct ConnSide {
     read: AtomicU64,
     security: Mutex<Option<String>>,
     muxer: Mutex<Option<String>>,
+    streams: Streams,
 }
 
 impl ConnSide {
@@ -81,6 +107,14 @@ impl ConnSide {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+
+    /// Every substream of the connection, in the order this side opened or accepted them.
+    pub fn streams(&self) -> Vec<Arc<StreamRecord>> {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Every connection side of every node of a scenario, shared by the node threads.
@@ -104,6 +138,7 @@ impl Registry {
             read: AtomicU64::new(0),
             security: Mutex::new(None),
             muxer: Mutex::new(None),
+            streams: Streams::default(),
         });
         self.0
             .lock()
@@ -191,10 +226,12 @@ where
     }
 }
 
-/// Security, then yamux, on one counted socket; records both negotiated ids on `side`.
+/// Security, then the muxer, on one counted socket; records both negotiated ids on `side` and
+/// taps the muxer's substreams into it.
 async fn secure_and_multiplex<C, U, D, E>(
     io: C,
     security: U,
+    muxer: Muxer,
     side: Arc<ConnSide>,
 ) -> io::Result<(PeerId, StreamMuxerBox)>
 where
@@ -206,20 +243,47 @@ where
 {
     let (security_id, (peer, secured)) = negotiate(io, security, side.dialer).await?;
     *side.security.lock().unwrap_or_else(PoisonError::into_inner) = Some(security_id);
-    let (muxer_id, muxer) = negotiate(secured, yamux::Config::default(), side.dialer).await?;
+    let (muxer_id, muxed) = match muxer {
+        Muxer::Yamux => {
+            let (id, m) = negotiate(secured, yamux::Config::default(), side.dialer).await?;
+            (id, StreamMuxerBox::new(m))
+        }
+        Muxer::Mplex => {
+            let (id, m) = negotiate(secured, libp2p_mplex::Config::new(), side.dialer).await?;
+            (id, StreamMuxerBox::new(m))
+        }
+    };
     *side.muxer.lock().unwrap_or_else(PoisonError::into_inner) = Some(muxer_id);
-    Ok((peer, StreamMuxerBox::new(muxer)))
+    let tapped = Tap::new(muxed, side.streams.clone());
+    Ok((peer, StreamMuxerBox::new(tapped)))
 }
 
-/// TCP (no port reuse, Nagle off) → counted socket → `security` → `/yamux/1.0.0`.
+/// How a node's transport is set up.
+#[derive(Clone, Copy, Debug)]
+pub struct TransportSpec {
+    /// Security protocol offered.
+    pub security: Security,
+    /// Muxer offered.
+    pub muxer: Muxer,
+    /// Source address of dials (`None`: libp2p-tcp's own choice, with port reuse).
+    pub source: Option<IpAddr>,
+}
+
+/// TCP (Nagle off; dials from `spec.source` when set) → counted socket → security → muxer,
+/// tapped.
 pub fn build(
     key: &Keypair,
-    security: Security,
+    spec: TransportSpec,
     node: usize,
     registry: Registry,
 ) -> Boxed<(PeerId, StreamMuxerBox)> {
     let key = key.clone();
-    tcp::tokio::Transport::new(tcp::Config::new().nodelay(true))
+    let TransportSpec {
+        security,
+        muxer,
+        source,
+    } = spec;
+    HostTcp::new(source)
         .and_then(move |stream, endpoint| {
             let key = key.clone();
             let registry = registry.clone();
@@ -234,10 +298,10 @@ pub fn build(
                 match security {
                     Security::Noise => {
                         let config = noise::Config::new(&key).map_err(io::Error::other)?;
-                        secure_and_multiplex(io, config, side).await
+                        secure_and_multiplex(io, config, muxer, side).await
                     }
                     Security::Plaintext => {
-                        secure_and_multiplex(io, plaintext::Config::new(&key), side).await
+                        secure_and_multiplex(io, plaintext::Config::new(&key), muxer, side).await
                     }
                 }
             }
