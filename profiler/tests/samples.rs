@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -128,17 +129,20 @@ fn every_sample_matches_its_ground_truth() {
 
 #[test]
 fn plaintext_streams_carry_their_protocol_ids() {
-    let relay = "/vac/waku/relay/2.0.0";
     for capture in common::samples() {
         let t = truth(&capture);
         if t["connections"][0]["security"] != "/plaintext/2.0.0" {
             continue;
         }
+        let relay = t["relay"]["protocol_id"]
+            .as_str()
+            .expect("relay protocol id");
         let name = capture.display();
         let (rows, _, _) = common::analyze(std::slice::from_ref(&capture), Config::default());
         for c in t["connections"].as_array().expect("connections") {
             let conn = connection(&rows, addr(&c["dialer"]), addr(&c["listener"]));
-            for id in [relay, "/ipfs/id/1.0.0", "/yamux/1.0.0"] {
+            let muxer = c["muxer"].as_str().expect("muxer");
+            for id in [relay, "/ipfs/id/1.0.0", muxer] {
                 assert!(
                     conn.iter().any(|r| r.label.protocol.as_ref() == id),
                     "{name}: {} → {}: no {id} bytes",
@@ -209,6 +213,134 @@ fn plaintext_streams_carry_their_protocol_ids() {
                 .any(|r| r.label.category == Category::RelayControl
                     && r.label.kind.as_ref() == "subscribe"),
             "{name}: subscriptions"
+        );
+    }
+}
+
+/// A relay part's key: sender, receiver, kind and pubsub topic.
+type PartKey = (SocketAddr, SocketAddr, String, Option<String>);
+
+/// Entries and payload bytes per part, as the nodes wrote them (`relay_parts` of the truth).
+fn truth_parts(t: &Value) -> BTreeMap<PartKey, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for p in t["relay_parts"].as_array().expect("relay_parts") {
+        let key = (
+            addr(&p["from"]),
+            addr(&p["to"]),
+            p["kind"].as_str().expect("kind").to_owned(),
+            p["pubsub_topic"].as_str().map(str::to_owned),
+        );
+        let sum: &mut (u64, u64) = out.entry(key).or_default();
+        sum.0 += p["entries"].as_u64().expect("entries");
+        sum.1 += p["bytes"].as_u64().expect("bytes");
+    }
+    out
+}
+
+/// Messages and payload bytes per part of the relay kinds the truth names, as wakuprof counted.
+fn counted_parts(rows: &[Row], kinds: &BTreeSet<String>) -> BTreeMap<PartKey, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let relay = matches!(
+            r.label.category,
+            Category::RelayChat | Category::RelayControl
+        );
+        if !relay || !kinds.contains(r.label.kind.as_ref()) {
+            continue;
+        }
+        let e = &r.endpoints;
+        let local = SocketAddr::new(e.local_addr.expect("local"), e.local_port.expect("port"));
+        let remote = SocketAddr::new(e.remote_addr.expect("remote"), e.remote_port.expect("port"));
+        let (from, to) = match r.direction {
+            Direction::Out => (local, remote),
+            Direction::In => (remote, local),
+        };
+        let topic = r.label.pubsub_topic.as_deref().map(str::to_owned);
+        let key = (from, to, r.label.kind.to_string(), topic);
+        let sum: &mut (u64, u64) = out.entry(key).or_default();
+        sum.0 += r.counters.messages;
+        sum.1 += r.counters.payload_bytes;
+    }
+    out.retain(|_, v| *v != (0, 0));
+    out
+}
+
+/// Sums parts per (kind, pubsub topic).
+fn per_kind(
+    parts: &BTreeMap<PartKey, (u64, u64)>,
+) -> BTreeMap<(String, Option<String>), (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for ((_, _, kind, topic), (n, b)) in parts {
+        let sum: &mut (u64, u64) = out.entry((kind.clone(), topic.clone())).or_default();
+        sum.0 += n;
+        sum.1 += b;
+    }
+    out
+}
+
+#[test]
+fn relay_kinds_per_shard_match_the_nodes_to_the_byte() {
+    let mut checked = BTreeSet::new();
+    for capture in common::samples() {
+        let t = truth(&capture);
+        if t["connections"][0]["security"] != "/plaintext/2.0.0" {
+            continue;
+        }
+        let name = capture.display();
+        let truth = truth_parts(&t);
+        let kinds: BTreeSet<String> = truth.keys().map(|k| k.2.clone()).collect();
+        let (rows, _, errors) = common::analyze(std::slice::from_ref(&capture), Config::default());
+        assert_eq!(errors, 0, "{name}");
+        let counted = counted_parts(&rows, &kinds);
+        assert_eq!(
+            per_kind(&counted),
+            per_kind(&truth),
+            "{name}: (messages, payload bytes) per (kind, pubsub topic)"
+        );
+        assert_eq!(
+            counted, truth,
+            "{name}: per sender, receiver, kind and topic"
+        );
+        checked.extend(kinds);
+
+        // Nodes on hosts of their own: a message sent to a host again is a duplicate.
+        let hosts: BTreeSet<&str> = t["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter_map(|n| n["listen"].as_str()?.rsplit_once(':').map(|(ip, _)| ip))
+            .collect();
+        if hosts.len() == t["nodes"].as_array().map_or(0, Vec::len) {
+            for topic in ["/waku/2/rs/16/32", "/waku/2/rs/16/64"] {
+                let want: u64 = t["deliveries"]
+                    .as_array()
+                    .expect("deliveries")
+                    .iter()
+                    .filter(|d| d["pubsub_topic"] == topic)
+                    .map(|d| d["publish_entries"].as_u64().expect("entries") - 1)
+                    .sum();
+                let got: u64 = rows
+                    .iter()
+                    .filter(|r| r.label.pubsub_topic.as_deref() == Some(topic))
+                    .map(|r| r.counters.duplicates)
+                    .sum();
+                assert_eq!(got, want, "{name}: duplicates on {topic}");
+            }
+        }
+    }
+    for kind in [
+        "message",
+        "subscribe",
+        "ihave",
+        "iwant",
+        "graft",
+        "prune",
+        "idontwant",
+        "framing",
+    ] {
+        assert!(
+            checked.contains(kind),
+            "no plaintext sample shows {kind}: {checked:?}"
         );
     }
 }

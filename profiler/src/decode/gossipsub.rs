@@ -329,7 +329,8 @@ impl RpcWalker {
         let now = Pending::Now;
         match self.state {
             State::Prefix => {
-                out.push(fresh, now(l.framing), 0);
+                // One RPC: it counts as one framing message.
+                out.push(fresh, now(l.framing), 1);
                 self.rpc_left = value;
                 self.control_left = 0;
                 if value > 0 {
@@ -513,7 +514,8 @@ mod tests {
         assert_eq!(sum("subscribe"), 5);
         assert_eq!(sum("message"), 6);
         assert_eq!(sum("ihave"), 6);
-        assert_eq!(got.iter().map(|x| x.2).sum::<u32>(), 3);
+        // The RPC itself (its framing) and its three entries.
+        assert_eq!(got.iter().map(|x| x.2).sum::<u32>(), 1 + 3);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::account::record::Category;
 /// Gossipsub ids a Waku relay speaks.
 pub const RELAY: &[&str] = &[
     "/vac/waku/relay/2.0.0",
+    "/meshsub/1.3.0",
     "/meshsub/1.2.0",
     "/meshsub/1.1.0",
     "/meshsub/1.0.0",
