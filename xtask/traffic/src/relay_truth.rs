@@ -226,6 +226,16 @@ fn id_pieces(
     }
 }
 
+/// One control entry that names its topic: tag + length + body, on that topic.
+fn topic_entry(
+    kind: &'static str,
+    tag: u32,
+    topic: &Option<String>,
+    e: &impl prost::Message,
+) -> Piece {
+    (kind, topic.clone(), 1, message::encoded_len(tag, e) as u64)
+}
+
 /// The parts of one RPC whose length prefix took `prefix` bytes and which took `wire` bytes in
 /// all; publish entries go to `published` as (message id, topic).
 fn rpc_pieces(
@@ -257,31 +267,16 @@ fn rpc_pieces(
             framing += message::encoded_len(6, e);
         }
         for e in &c.ihave {
-            out.push((
-                "ihave",
-                e.topic_id.clone(),
-                1,
-                message::encoded_len(1, e) as u64,
-            ));
+            out.push(topic_entry("ihave", 1, &e.topic_id, e));
         }
         for e in &c.iwant {
             id_pieces("iwant", 2, e, topic_of, &mut out);
         }
         for e in &c.graft {
-            out.push((
-                "graft",
-                e.topic_id.clone(),
-                1,
-                message::encoded_len(3, e) as u64,
-            ));
+            out.push(topic_entry("graft", 3, &e.topic_id, e));
         }
         for e in &c.prune {
-            out.push((
-                "prune",
-                e.topic_id.clone(),
-                1,
-                message::encoded_len(4, e) as u64,
-            ));
+            out.push(topic_entry("prune", 4, &e.topic_id, e));
         }
         for e in &c.idontwant {
             id_pieces("idontwant", 5, e, topic_of, &mut out);
