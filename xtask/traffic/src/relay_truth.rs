@@ -145,6 +145,16 @@ fn answers(bytes: &[u8]) -> Vec<(usize, &str)> {
     })
 }
 
+/// The protocol the responder's answers (from [`answers`]) accepted: their last one after the
+/// header, unless it is `na`.
+fn echo<'a>(answered: &[(usize, &'a str)]) -> Option<&'a str> {
+    answered
+        .get(1..)
+        .and_then(|a| a.last())
+        .map(|(_, t)| *t)
+        .filter(|t| *t != NA)
+}
+
 /// Reads one side's multistream-select exchange: the opener writes the header and proposals
 /// (one per answer of the responder, which it read), the responder the header and its answers.
 fn negotiation(record: &StreamRecord) -> anyhow::Result<Negotiation> {
@@ -152,11 +162,7 @@ fn negotiation(record: &StreamRecord) -> anyhow::Result<Negotiation> {
     if record.outbound {
         let read = record.read();
         let answered = answers(&read);
-        let echo = answered
-            .get(1..)
-            .and_then(|a| a.last())
-            .map(|(_, t)| *t)
-            .filter(|t| *t != NA);
+        let echo = echo(&answered);
         let mut first = true;
         let sent = ms_messages(&written, |text| {
             let ok = if first {
@@ -186,11 +192,7 @@ fn negotiation(record: &StreamRecord) -> anyhow::Result<Negotiation> {
         })
     } else {
         let answered = answers(&written);
-        let echo = answered
-            .get(1..)
-            .and_then(|a| a.last())
-            .map(|(_, t)| *t)
-            .filter(|t| *t != NA);
+        let echo = echo(&answered);
         Ok(Negotiation {
             protocol: echo.map(str::to_owned),
             len: answered.iter().map(|(n, _)| n).sum(),

@@ -823,7 +823,7 @@ fn security_id(security: Security) -> &'static str {
 
 /// The scenario's steps beyond publishing, for the description.
 fn scenario_steps(sample: &Sample, count: usize) -> String {
-    let mut steps = vec![format!("{}", sample.relay.describe())];
+    let mut steps = vec![sample.relay.describe().to_owned()];
     if sample.late_joiner {
         steps.push(format!(
             "{} connects after the messages and gets them through IHAVE/IWANT",
