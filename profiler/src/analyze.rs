@@ -18,6 +18,7 @@ use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span};
 use crate::flow::fragments::Fragments;
 use crate::flow::tcp::{Budget, Seg};
 use crate::flow::{self, Flow, FlowKey, FlowStats, FlowTable, LocalSpec, Shared, TcpPacket};
+use crate::rules::Rules;
 use crate::sink::Sink;
 use crate::source::RawPacket;
 use crate::source::link::{self, Frame, IpPacket, Transport};
@@ -36,6 +37,8 @@ pub struct Config {
     pub reassembly_budget: usize,
     /// Keep a row per published relay message (the `--messages` table).
     pub messages: bool,
+    /// The lists behind the discovery, RPC and other rules (node ids already validated).
+    pub rules: Rules,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             max_flows: 1_000_000,
             reassembly_budget: 256 * 1024 * 1024,
             messages: false,
+            rules: Rules::default(),
         }
     }
 }
@@ -164,7 +168,7 @@ impl Analyzer {
             labels: LabelTable::default(),
             spans: Vec::new(),
             relay: RelayBook::default(),
-            udp: UdpState::default(),
+            udp: UdpState::new(cfg.rules.node_ids().unwrap_or_default()),
             messages: MessageLog::new(cfg.messages),
             budget: Budget {
                 used: 0,
@@ -396,6 +400,7 @@ impl Analyzer {
                         spans,
                         relay,
                         udp,
+                        rules: &cfg.rules,
                     },
                     budget,
                     stats: &mut stats.flow,
@@ -423,6 +428,7 @@ impl Analyzer {
                     spans,
                     relay,
                     udp,
+                    rules: &cfg.rules,
                 };
                 let (w, fixed_label, mut c) = flow.packet(side, window, ip.ip_len, payload_len);
                 let label = match udp::classify(&d, &mut ctx) {
@@ -448,6 +454,7 @@ impl Analyzer {
                 spans: &mut self.spans,
                 relay: &mut self.relay,
                 udp: &mut self.udp,
+                rules: &self.cfg.rules,
             },
             budget: &mut self.budget,
             stats: &mut self.stats.flow,

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use wakuprof::analyze::{self, Config};
 use wakuprof::flow::LocalSpec;
+use wakuprof::rules::{self, Rules};
 use wakuprof::sink::Sink;
 use wakuprof::sink::messages::{MESSAGE_COLUMNS, MessageSink};
 use wakuprof::sink::parquet::{COLUMNS, Column, ParquetSink};
@@ -37,6 +38,12 @@ enum Command {
         after_help = "Examples:\n  wakuprof analyze capture.pcap --out results/\n  wakuprof analyze a.pcap b.pcapng --format json\n  wakuprof analyze capture.pcap --local 10.0.0.5 --window 60 --out results/\n  wakuprof analyze capture.pcap --messages messages/   # one row per relay message"
     )]
     Analyze(AnalyzeArgs),
+    /// Print the rule lists (discv5 ports, tree domains, RPC providers, DoH resolvers, …) as the
+    /// TOML that --config takes, filled with the built-in defaults.
+    #[command(
+        after_help = "Example:\n  wakuprof config > wakuprof.toml   # edit, then: wakuprof analyze capture.pcap --config wakuprof.toml"
+    )]
+    Config,
     /// Print the columns of a Parquet table (usage or messages), with their types and meaning.
     Schema {
         /// Which table.
@@ -74,6 +81,13 @@ struct AnalyzeArgs {
     /// in the summary, bytes are kept).
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     max_flows: u64,
+    /// Rule lists as TOML (see `wakuprof config`); lists the file names replace the defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A discv5 node id (64 hex digits, keccak256 of the node's public key): packets to it are
+    /// unmasked, and the peers they name are learned. Repeatable; adds to the config's node_ids.
+    #[arg(long = "node-id", value_name = "HEX", value_parser = parse_node_id)]
+    node_ids: Vec<String>,
     /// Print no summary and no progress (errors still go to stderr).
     #[arg(long, short)]
     quiet: bool,
@@ -93,6 +107,12 @@ enum Format {
     Table,
     /// One JSON document for scripts.
     Json,
+}
+
+fn parse_node_id(s: &str) -> Result<String, String> {
+    rules::parse_node_id(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_local(s: &str) -> Result<LocalSpec, String> {
@@ -121,6 +141,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => analyze_cmd(&args),
+        Command::Config => {
+            print!("{}", Rules::default().to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema { table, format } => {
             let columns = match table {
                 TableName::Usage => COLUMNS,
@@ -147,7 +171,16 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let mut rules = match &args.config {
+        Some(path) => Rules::load(path)?,
+        None => Rules::default(),
+    };
+    rules
+        .discovery
+        .node_ids
+        .extend(args.node_ids.iter().cloned());
     let cfg = Config {
+        rules,
         window_secs: args.window,
         locals: args.local.clone(),
         max_flows: usize::try_from(args.max_flows).unwrap_or(usize::MAX),

@@ -1,13 +1,15 @@
 //! The first decoder of every TCP connection: holds the first bytes each side sends, offers them
 //! to the probes in [`TCP_PROBES`] order, and hands the connection to the decoder that claims it.
 
-use super::{DecodeCtx, LabelId, LabelTable, PROBE_WINDOW, Probe, Side, StreamDecoder, TCP_PROBES};
+use super::{
+    Conn, DecodeCtx, LabelId, LabelTable, PROBE_WINDOW, Probe, Side, StreamDecoder, TCP_PROBES,
+};
 use crate::account::record::Category;
 
 /// A connection whose protocol is not known yet, or known.
 pub struct Classifier {
     held: [Vec<u8>; 2],
-    ports: (u16, u16),
+    conn: Conn,
     state: State,
     /// `other` / `tcp`: the label while probing and when no decoder claims the connection.
     unknown: LabelId,
@@ -21,11 +23,11 @@ enum State {
 }
 
 impl Classifier {
-    /// A classifier for a connection between `ports` (initiator, responder).
-    pub fn new(ports: (u16, u16), labels: &mut LabelTable) -> Classifier {
+    /// A classifier for connection `conn`.
+    pub fn new(conn: Conn, labels: &mut LabelTable) -> Classifier {
         Classifier {
             held: [Vec::new(), Vec::new()],
-            ports,
+            conn,
             state: State::Probing,
             unknown: unknown_tcp(labels),
         }
@@ -36,11 +38,11 @@ impl Classifier {
         !matches!(self.state, State::Probing)
     }
 
-    fn probe(&mut self, side: Side, labels: &mut LabelTable) -> Option<Box<dyn StreamDecoder>> {
+    fn probe(&mut self, side: Side, ctx: &mut DecodeCtx<'_>) -> Option<Box<dyn StreamDecoder>> {
         let first = &self.held[side.index()];
         let mut undecided = false;
         for p in TCP_PROBES {
-            match p.probe(side, first, self.ports, labels) {
+            match p.probe(side, first, &self.conn, ctx) {
                 Probe::Yes(d) => return Some(d),
                 Probe::NeedMore => undecided = true,
                 Probe::No => {}
@@ -76,7 +78,7 @@ impl StreamDecoder for Classifier {
             State::Unknown => ctx.emit(side, bytes.len() as u64, self.unknown, 0),
             State::Probing => {
                 self.held[side.index()].extend_from_slice(bytes);
-                if let Some(d) = self.probe(side, ctx.labels) {
+                if let Some(d) = self.probe(side, ctx) {
                     self.state = State::Decoding(d);
                 }
                 if self.decided() {

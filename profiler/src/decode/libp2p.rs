@@ -7,7 +7,7 @@ use super::framing::{Framer, Piece};
 use super::multistream::{self, Parsed};
 use super::ordered::{Ordered, Pending};
 use super::streams::Streams;
-use super::{DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
+use super::{Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
 use super::{mplex, noise, tls, uvarint, yamux};
 use crate::account::record::Category;
 
@@ -26,15 +26,9 @@ const NOISE_HANDSHAKE_FRAMES: [u32; 2] = [2, 1];
 pub struct Libp2pProbe;
 
 impl StreamProbe for Libp2pProbe {
-    fn probe(
-        &self,
-        _side: Side,
-        first: &[u8],
-        _ports: (u16, u16),
-        labels: &mut LabelTable,
-    ) -> Probe {
+    fn probe(&self, _side: Side, first: &[u8], _conn: &Conn, ctx: &mut DecodeCtx<'_>) -> Probe {
         match multistream::starts_with_header(first) {
-            Some(true) => Probe::Yes(Box::new(Libp2pDecoder::new(labels))),
+            Some(true) => Probe::Yes(Box::new(Libp2pDecoder::new(ctx.labels))),
             Some(false) => Probe::NeedMore,
             None => Probe::No,
         }

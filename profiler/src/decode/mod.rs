@@ -6,6 +6,8 @@
 //! bytes pending until then. A new protocol is one file here plus one line in [`TCP_PROBES`].
 
 pub mod classify;
+pub mod discv5;
+pub mod dns;
 pub mod framing;
 pub mod gossipsub;
 pub mod gossipsub_pb;
@@ -24,7 +26,11 @@ pub mod udp;
 pub mod waku_message;
 pub mod yamux;
 
+use std::net::IpAddr;
+
 pub use labels::{LabelId, LabelTable};
+
+use crate::rules::Rules;
 
 /// Which end of a connection sent the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,13 +67,14 @@ pub struct Span {
     pub framing: Option<LabelId>,
 }
 
-/// Where a decoder puts its spans, the label table it interns labels in, and what relay decoding
-/// shares across connections.
+/// Where a decoder puts its spans, the label table it interns labels in, what decoders share
+/// across connections, and the configured rules.
 pub struct DecodeCtx<'a> {
     pub labels: &'a mut LabelTable,
     pub spans: &'a mut Vec<Span>,
     pub relay: &'a mut relay_book::RelayBook,
     pub udp: &'a mut udp::UdpState,
+    pub rules: &'a Rules,
 }
 
 /// Owns what a [`DecodeCtx`] borrows, for unit tests of single decoders.
@@ -78,6 +85,7 @@ pub struct TestCtx {
     pub spans: Vec<Span>,
     pub relay: relay_book::RelayBook,
     pub udp: udp::UdpState,
+    pub rules: Rules,
 }
 
 #[cfg(test)]
@@ -89,6 +97,7 @@ impl TestCtx {
             spans: &mut self.spans,
             relay: &mut self.relay,
             udp: &mut self.udp,
+            rules: &self.rules,
         }
     }
 }
@@ -146,14 +155,22 @@ pub enum Probe {
     Yes(Box<dyn StreamDecoder>),
 }
 
+/// The endpoints of a TCP connection, as (address, port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conn {
+    /// The end that sent the SYN (or, without one, the end on the higher port).
+    pub initiator: (IpAddr, u16),
+    pub responder: (IpAddr, u16),
+}
+
 /// Recognises a TCP protocol from the first bytes a side sent.
 pub trait StreamProbe: Sync {
-    /// `first` holds the first bytes `side` sent; `ports` are (initiator, responder).
-    fn probe(&self, side: Side, first: &[u8], ports: (u16, u16), labels: &mut LabelTable) -> Probe;
+    /// `first` holds the first bytes `side` sent on connection `conn`.
+    fn probe(&self, side: Side, first: &[u8], conn: &Conn, ctx: &mut DecodeCtx<'_>) -> Probe;
 }
 
 /// The TCP decoders, in the order they are tried.
-pub static TCP_PROBES: &[&dyn StreamProbe] = &[&libp2p::Libp2pProbe];
+pub static TCP_PROBES: &[&dyn StreamProbe] = &[&libp2p::Libp2pProbe, &dns::DnsProbe];
 
 /// Bytes held per side while no probe has decided; past this, the connection is `other`.
 pub const PROBE_WINDOW: usize = 64;

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::{DecodeCtx, LabelId};
+use super::{DecodeCtx, LabelId, discv5, dns};
 
 /// One UDP datagram as the decoders see it.
 #[derive(Clone, Copy, Debug)]
@@ -32,11 +32,25 @@ pub trait DatagramDecoder: Sync {
 }
 
 /// The UDP decoders, in the order they are tried.
-pub static DATAGRAM_DECODERS: &[&dyn DatagramDecoder] = &[];
+pub static DATAGRAM_DECODERS: &[&dyn DatagramDecoder] =
+    &[&dns::DnsDatagrams, &discv5::Discv5Decoder];
 
 /// What UDP decoders remember across datagrams and flows.
-#[derive(Debug, Default)]
-pub struct UdpState {}
+#[derive(Default)]
+pub struct UdpState {
+    pub discv5: discv5::Discv5State,
+    pub dns: dns::DnsState,
+}
+
+impl UdpState {
+    /// State whose discv5 decoder knows the node ids `node_ids` from the start.
+    pub fn new(node_ids: Vec<[u8; 32]>) -> UdpState {
+        UdpState {
+            discv5: discv5::Discv5State::new(node_ids),
+            ..UdpState::default()
+        }
+    }
+}
 
 /// The label of a datagram: the first decoder's that knows it, else `None`.
 pub fn classify(d: &Datagram<'_>, ctx: &mut DecodeCtx<'_>) -> Option<Labelled> {

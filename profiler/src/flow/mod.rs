@@ -13,7 +13,7 @@ use crate::account::pending::Contribution;
 use crate::account::record::{Counters, Direction, Endpoints};
 use crate::account::table::RowKey;
 use crate::decode::classify::Classifier;
-use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, StreamDecoder};
+use crate::decode::{Conn, DecodeCtx, LabelId, LabelTable, Side, StreamDecoder};
 
 /// A connection's identity, the same for both directions: endpoints in canonical order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -201,7 +201,13 @@ impl Flow {
             },
             None => State::Decoding(Box::new(TcpFlow {
                 dirs: [tcp::Direction::default(), tcp::Direction::default()],
-                decoder: Classifier::new((init.1, resp.1), labels),
+                decoder: Classifier::new(
+                    Conn {
+                        initiator: init,
+                        responder: resp,
+                    },
+                    labels,
+                ),
                 early: Vec::new(),
             })),
         };
