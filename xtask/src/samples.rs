@@ -49,6 +49,16 @@ struct Truth {
     description: String,
     capture: CaptureTruth,
     connections: Vec<Connection>,
+    /// UDP endpoints with the payload bytes their implementation sent and received.
+    #[serde(default)]
+    udp_endpoints: Vec<UdpEndpoint>,
+}
+
+#[derive(Deserialize)]
+struct UdpEndpoint {
+    endpoint: String,
+    sent: u64,
+    received: u64,
 }
 
 #[derive(Deserialize)]
@@ -168,8 +178,8 @@ fn file_info(path: &Path) -> anyhow::Result<FileInfo> {
 
 /// Checks a capture against its truth: file format, link type and packet count (capinfos), and
 /// for every connection and direction, the TCP payload bytes tshark sees against the bytes the
-/// sender wrote into its socket. A retransmission, a cut frame or a flow the truth does not
-/// know fails the check.
+/// sender wrote into its socket; for every UDP endpoint of the truth, the payload it sent and
+/// received. A retransmission, a cut frame or a flow the truth does not know fails the check.
 fn check(dir: &Path, truth: &Truth) -> anyhow::Result<()> {
     let path = dir.join(&truth.file);
     let info = file_info(&path)?;
@@ -206,6 +216,9 @@ fn check(dir: &Path, truth: &Truth) -> anyhow::Result<()> {
         "tcp.analysis.retransmission",
         "frame.cap_len",
         "frame.len",
+        "udp.srcport",
+        "udp.dstport",
+        "udp.length",
     ];
     let mut tshark = Command::new("tshark");
     tshark.arg("-r").arg(&path).args(["-T", "fields"]);
@@ -213,6 +226,7 @@ fn check(dir: &Path, truth: &Truth) -> anyhow::Result<()> {
         tshark.args(["-e", field]);
     }
     let mut payload: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut udp: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (n, line) in output(&mut tshark)?.lines().enumerate() {
         let cols: Vec<&str> = line.split('\t').collect();
         let [
@@ -224,6 +238,9 @@ fn check(dir: &Path, truth: &Truth) -> anyhow::Result<()> {
             retransmission,
             cap_len,
             frame_len,
+            usport,
+            udport,
+            ulen,
         ] = cols[..]
         else {
             bail!("frame {}: unexpected tshark output {line:?}", n + 1);
@@ -238,6 +255,24 @@ fn check(dir: &Path, truth: &Truth) -> anyhow::Result<()> {
             "frame {} was cut to {cap_len} of {frame_len} bytes",
             n + 1
         );
+        if !ulen.is_empty() {
+            let bytes = ulen
+                .parse::<u64>()
+                .with_context(|| format!("frame {}: udp.length", n + 1))?
+                .saturating_sub(8);
+            let (from, to) = (format!("{src}:{usport}"), format!("{dst}:{udport}"));
+            ensure!(
+                truth
+                    .udp_endpoints
+                    .iter()
+                    .any(|e| e.endpoint == from || e.endpoint == to),
+                "frame {}: UDP {from} -> {to} touches no endpoint of the truth",
+                n + 1
+            );
+            udp.entry(from).or_default().0 += bytes;
+            udp.entry(to).or_default().1 += bytes;
+            continue;
+        }
         *payload
             .entry((format!("{src}:{sport}"), format!("{dst}:{dport}")))
             .or_default() += len
@@ -258,6 +293,16 @@ fn check(dir: &Path, truth: &Truth) -> anyhow::Result<()> {
     }
     if let Some(((from, to), _)) = payload.first_key_value() {
         bail!("flow {from} -> {to} is in the capture but not in the truth");
+    }
+    for e in &truth.udp_endpoints {
+        let seen = udp.get(&e.endpoint).copied().unwrap_or_default();
+        ensure!(
+            seen == (e.sent, e.received),
+            "{}: tshark sees (sent, received) UDP payload {seen:?}, the truth says ({}, {})",
+            e.endpoint,
+            e.sent,
+            e.received
+        );
     }
     eprintln!(
         "xtask: {} checked: {} packets, {} connections, payload bytes match per direction",

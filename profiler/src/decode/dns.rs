@@ -270,6 +270,7 @@ impl StreamProbe for DnsProbe {
         Probe::Yes(Box::new(DnsStream {
             held: [Vec::new(), Vec::new()],
             broken: [false; 2],
+            first: None,
             unparsed,
         }))
     }
@@ -280,6 +281,8 @@ struct DnsStream {
     held: [Vec<u8>; 2],
     /// A side that lost bytes: everything further is `unparsed`.
     broken: [bool; 2],
+    /// The label of the first message: the connection's, for its packets without payload.
+    first: Option<LabelId>,
     unparsed: LabelId,
 }
 
@@ -298,6 +301,7 @@ impl StreamDecoder for DnsStream {
                 break;
             }
             let label = ctx.udp.dns.label(&held[2..need], ctx.rules, ctx.labels);
+            self.first.get_or_insert(label);
             ctx.emit(side, need as u64, label, 1);
             held.drain(..need);
         }
@@ -311,7 +315,7 @@ impl StreamDecoder for DnsStream {
     }
 
     fn connection_label(&self) -> LabelId {
-        self.unparsed
+        self.first.unwrap_or(self.unparsed)
     }
 
     fn settled(&self, side: Side) -> Option<LabelId> {

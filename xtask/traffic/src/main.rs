@@ -4,6 +4,8 @@
 //! network namespaces; `cargo xtask samples` drives it.
 
 mod capture;
+mod discovery;
+mod discv5_node;
 mod host_tcp;
 mod netns;
 mod node;
@@ -39,6 +41,8 @@ enum Cmd {
         /// Samples to make (all when none is given).
         names: Vec<String>,
     },
+    /// Run one discv5 node (used by the discovery sample; prints its ENR, `done`, a report).
+    Discv5Node(discv5_node::NodeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,10 +51,12 @@ fn main() -> anyhow::Result<()> {
             for sample in scenario::SAMPLES {
                 println!("{}", sample.name);
             }
+            println!("{}", discovery::SAMPLE);
         }
+        Cmd::Discv5Node(args) => discv5_node::run(&args)?,
         Cmd::Make { out_dir, names } => {
             for name in &names {
-                if !scenario::SAMPLES.iter().any(|s| s.name == name) {
+                if !scenario::SAMPLES.iter().any(|s| s.name == name) && name != discovery::SAMPLE {
                     bail!("unknown sample {name} (see `traffic list`)");
                 }
             }
@@ -60,6 +66,11 @@ fn main() -> anyhow::Result<()> {
                     scenario::make(sample, &out_dir)
                         .with_context(|| format!("sample {}", sample.name))?;
                 }
+            }
+            if names.is_empty() || names.iter().any(|n| n == discovery::SAMPLE) {
+                eprintln!("traffic: making {}", discovery::SAMPLE);
+                discovery::make(&out_dir)
+                    .with_context(|| format!("sample {}", discovery::SAMPLE))?;
             }
         }
     }

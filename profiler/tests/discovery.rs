@@ -1,0 +1,191 @@
+//! The discovery sample against its truth: discv5 nodes of the `discv5` crate (Waku's `d5waku`
+//! id and the standard one) counted by the crate's own metrics and session events, and an
+//! EIP-1459 tree served by dnsmasq and walked by dig, with dig's own message sizes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use wakuprof::account::record::{Category, Method, Row};
+use wakuprof::analyze::Config;
+use wakuprof::rules::Rules;
+
+fn sample() -> (PathBuf, Value) {
+    let capture = common::repo().join("samples/discovery-discv5-dns.pcap");
+    let text = std::fs::read_to_string(capture.with_file_name("discovery-discv5-dns.truth.json"))
+        .expect("truth file");
+    (capture, serde_json::from_str(&text).expect("truth is JSON"))
+}
+
+/// The rules the operator of the tree would set: its domain, and node ids to unmask with.
+fn config(node_ids: Vec<String>) -> Config {
+    let mut rules = Rules::default();
+    rules.discovery.enrtree_domains = vec!["nodes.waku.test".into()];
+    rules.discovery.node_ids = node_ids;
+    Config {
+        rules,
+        ..Config::default()
+    }
+}
+
+fn rows_of(config: Config) -> Vec<Row> {
+    let (capture, _) = sample();
+    let (rows, _, errors) = common::analyze(&[capture], config);
+    assert_eq!(errors, 0);
+    rows
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().expect("a count")
+}
+
+/// Σ of `f` over rows of one protocol, per kind.
+fn per_kind(rows: &[Row], protocol: &str, f: impl Fn(&Row) -> u64) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.label.protocol.as_ref() == protocol)
+    {
+        *m.entry(r.label.kind.to_string()).or_default() += f(r);
+    }
+    m
+}
+
+fn uses_port(r: &Row, port: u16) -> bool {
+    r.endpoints.local_port == Some(port) || r.endpoints.remote_port == Some(port)
+}
+
+#[test]
+fn discv5_bytes_and_kinds_match_the_nodes() {
+    let (_, t) = sample();
+    let nodes = t["discv5_nodes"].as_array().expect("nodes");
+    let sent: u64 = nodes.iter().map(|n| u(&n["bytes_sent"])).sum();
+    let sessions: u64 = nodes.iter().map(|n| u(&n["sessions_established"])).sum();
+    assert!(sessions >= 4, "sessions were established: {sessions}");
+    let id_of = |i: usize| nodes[i]["node_id"].as_str().expect("id").to_string();
+    // One id per network: every other id is learned from the packets.
+    let known = vec![id_of(0), id_of(4)];
+    for (ids, method) in [(known, Method::Decoded), (Vec::new(), Method::Heuristic)] {
+        let rows = rows_of(config(ids));
+        let on_port: Vec<&Row> = rows.iter().filter(|r| uses_port(r, 9000)).collect();
+        let wrong: Vec<&&Row> = on_port
+            .iter()
+            .filter(|r| r.label.protocol.as_ref() != "discv5" || r.label.method != method)
+            .collect();
+        assert!(wrong.is_empty(), "{method:?}: not discv5: {wrong:?}");
+        assert!(
+            on_port
+                .iter()
+                .all(|r| r.label.category == Category::Discovery),
+            "{method:?}: discv5 is discovery"
+        );
+        let payload: u64 = on_port.iter().map(|r| r.counters.payload_bytes).sum();
+        assert_eq!(
+            payload, sent,
+            "{method:?}: UDP payload = the crate's bytes_sent"
+        );
+        let packets: u64 = on_port.iter().map(|r| r.counters.packets).sum();
+        assert_eq!(packets, u(&t["discv5_packets"]), "{method:?}: packets");
+        let kinds = per_kind(&rows, "discv5", |r| r.counters.messages);
+        let handshakes = sessions / 2;
+        assert_eq!(
+            kinds.get("whoareyou"),
+            Some(&handshakes),
+            "{method:?}: {kinds:?}"
+        );
+        assert_eq!(
+            kinds.get("handshake"),
+            Some(&handshakes),
+            "{method:?}: {kinds:?}"
+        );
+        assert_eq!(
+            kinds.get("ordinary"),
+            Some(&(packets - 2 * handshakes)),
+            "{method:?}: {kinds:?}"
+        );
+    }
+}
+
+/// (messages, payload bytes) the truth's dig runs give per (protocol, kind).
+fn dns_truth(t: &Value) -> BTreeMap<(String, String), (u64, u64)> {
+    let mut m: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for d in t["dns"].as_array().expect("dns") {
+        let prefix = if d["transport"] == "tcp" { 2 } else { 0 };
+        let (protocol, query, answer) = match d["record"].as_str() {
+            Some(record) => ("dns-enrtree", "query", record),
+            None => ("dns", "query", "response"),
+        };
+        for (kind, bytes) in [(query, &d["query_bytes"]), (answer, &d["response_bytes"])] {
+            let e = m.entry((protocol.into(), kind.into())).or_default();
+            e.0 += 1;
+            e.1 += u(bytes) + prefix;
+        }
+    }
+    m
+}
+
+fn dns_counted(rows: &[Row]) -> BTreeMap<(String, String), (u64, u64)> {
+    let mut m: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| uses_port(r, 53)) {
+        if r.label.kind.as_ref() == "transport" {
+            continue;
+        }
+        let e = m
+            .entry((r.label.protocol.to_string(), r.label.kind.to_string()))
+            .or_default();
+        e.0 += r.counters.messages;
+        e.1 += r.counters.payload_bytes;
+    }
+    m
+}
+
+#[test]
+fn the_tree_walk_is_discovery_message_by_message() {
+    let (_, t) = sample();
+    let rows = rows_of(config(Vec::new()));
+    assert_eq!(
+        dns_counted(&rows),
+        dns_truth(&t),
+        "(messages, payload) per kind"
+    );
+    for r in rows.iter().filter(|r| uses_port(r, 53)) {
+        let expected = match r.label.protocol.as_ref() {
+            "dns-enrtree" => Category::Discovery,
+            _ => Category::Other,
+        };
+        assert_eq!(r.label.category, expected, "{r:?}");
+    }
+    let tcp: Vec<&Row> = rows
+        .iter()
+        .filter(|r| uses_port(r, 53) && r.endpoints.transport == "tcp")
+        .collect();
+    assert!(
+        tcp.iter().all(|r| r.label.category == Category::Discovery),
+        "the TCP query's connection, handshake included, is discovery: {tcp:?}"
+    );
+}
+
+#[test]
+fn an_unconfigured_tree_is_learned_from_its_root_answer() {
+    let (_, t) = sample();
+    let rows = rows_of(Config::default());
+    let mut expected = dns_truth(&t);
+    let first_root_query = &t["dns"][0];
+    assert_eq!(first_root_query["record"], "root");
+    let query_bytes = u(&first_root_query["query_bytes"]);
+    let tree = expected
+        .get_mut(&("dns-enrtree".into(), "query".into()))
+        .expect("tree queries");
+    *tree = (tree.0 - 1, tree.1 - query_bytes);
+    let plain = expected
+        .get_mut(&("dns".into(), "query".into()))
+        .expect("plain queries");
+    *plain = (plain.0 + 1, plain.1 + query_bytes);
+    assert_eq!(
+        dns_counted(&rows),
+        expected,
+        "only the first root query, before any answer named the tree, is plain DNS"
+    );
+}
