@@ -127,13 +127,11 @@ impl Labels {
     fn new(labels: &mut LabelTable) -> Labels {
         let decoded = Kind::ALL.map(|k| labels.decoded(Category::Discovery, "discv5", k.as_str()));
         let heuristic = Kind::ALL.map(|k| {
-            let mut label = labels.get(decoded[k as usize]).clone();
-            label.method = Method::Heuristic;
-            label.confidence_permille = match k {
+            let permille = match k {
                 Kind::WhoAreYou => WHOAREYOU_CONFIDENCE,
                 Kind::Ordinary | Kind::Handshake => OTHER_CONFIDENCE,
             };
-            labels.intern(label)
+            labels.with_method(decoded[k as usize], Method::Heuristic, permille)
         });
         Labels { decoded, heuristic }
     }

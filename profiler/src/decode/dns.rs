@@ -5,6 +5,7 @@
 //! or `enr:` records. Every other DNS message is `other` / `dns`. Kinds: `query`, and for answers
 //! the tree record they hold (`root`, `branch`, `link`, `enr`) or `response`.
 
+use super::http::PORT_CONFIDENCE;
 use super::udp::{Datagram, DatagramDecoder, Labelled};
 use super::{Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
 use crate::account::record::{Category, Method};
@@ -176,8 +177,6 @@ impl Labels {
         let tree = |t: &mut LabelTable, kind| t.decoded(Category::Discovery, "dns-enrtree", kind);
         let dns = |t: &mut LabelTable, kind| t.decoded(Category::Other, "dns", kind);
         let unparsed = dns(t, "unparsed");
-        let mut port_only = t.get(unparsed).clone();
-        port_only.method = Method::Port;
         Labels {
             tree_query: tree(t, "query"),
             tree_response: tree(t, "response"),
@@ -187,7 +186,7 @@ impl Labels {
             enr: tree(t, "enr"),
             query: dns(t, "query"),
             response: dns(t, "response"),
-            unparsed: t.intern(port_only),
+            unparsed: t.with_method(unparsed, Method::Port, PORT_CONFIDENCE),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::account::record::{Category, Label};
+use crate::account::record::{Category, Label, Method};
 
 /// Index of a label in the [`LabelTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,6 +66,14 @@ impl LabelTable {
         let protocol = self.string(protocol);
         let kind = self.string(kind);
         self.intern(Label::decoded(category, &protocol, &kind))
+    }
+
+    /// The same label obtained by `method` with confidence `permille` (rules of thumb, ports).
+    pub fn with_method(&mut self, id: LabelId, method: Method, permille: u16) -> LabelId {
+        let mut label = self.labels[id.0 as usize].clone();
+        label.method = method;
+        label.confidence_permille = permille;
+        self.intern(label)
     }
 
     /// The same label with kind `transport` and no topic: for segments without payload.

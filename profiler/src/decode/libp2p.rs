@@ -261,15 +261,8 @@ impl StreamDecoder for Libp2pDecoder {
                 });
             }
             Phase::Tls { framer, labels } => {
-                let labels = *labels;
-                framer.feed(bytes, tls::body_len, |p| {
-                    let label = if tls::is_handshake_type(p.header[0]) {
-                        labels.handshake
-                    } else {
-                        labels.after
-                    };
-                    emit_piece(ctx, side, p, label);
-                });
+                let pair = (labels.handshake, labels.after);
+                tls::feed_records(framer, bytes, pair, side, ctx);
             }
             Phase::PlaintextExchange {
                 prefix,

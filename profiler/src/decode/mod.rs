@@ -11,6 +11,8 @@ pub mod dns;
 pub mod framing;
 pub mod gossipsub;
 pub mod gossipsub_pb;
+pub mod http;
+pub mod jsonrpc;
 pub mod labels;
 pub mod libp2p;
 pub mod lru;
@@ -22,8 +24,10 @@ pub mod protocols;
 pub mod relay_book;
 pub mod streams;
 pub mod tls;
+pub mod tls_sni;
 pub mod udp;
 pub mod waku_message;
+pub mod websocket;
 pub mod yamux;
 
 use std::net::IpAddr;
@@ -145,6 +149,27 @@ pub trait StreamDecoder {
     fn settled(&self, side: Side) -> Option<LabelId>;
 }
 
+/// A connection whose every byte has one label (e.g. decided by its port): nothing to reassemble.
+pub struct Settled(pub LabelId);
+
+impl StreamDecoder for Settled {
+    fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) {
+        ctx.emit(side, bytes.len() as u64, self.0, 0);
+    }
+
+    fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {
+        ctx.emit(side, len, self.0, 0);
+    }
+
+    fn connection_label(&self) -> LabelId {
+        self.0
+    }
+
+    fn settled(&self, _side: Side) -> Option<LabelId> {
+        Some(self.0)
+    }
+}
+
 /// The answer of a probe to the first bytes of a connection.
 pub enum Probe {
     /// Not this protocol.
@@ -170,7 +195,12 @@ pub trait StreamProbe: Sync {
 }
 
 /// The TCP decoders, in the order they are tried.
-pub static TCP_PROBES: &[&dyn StreamProbe] = &[&libp2p::Libp2pProbe, &dns::DnsProbe];
+pub static TCP_PROBES: &[&dyn StreamProbe] = &[
+    &libp2p::Libp2pProbe,
+    &dns::DnsProbe,
+    &http::HttpProbe,
+    &tls_sni::TlsProbe,
+];
 
 /// Bytes held per side while no probe has decided; past this, the connection is `other`.
 pub const PROBE_WINDOW: usize = 64;

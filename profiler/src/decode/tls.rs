@@ -1,4 +1,8 @@
-//! TLS record layer (RFC 8446 §5.1): `type(1) || version(2) || length(2) || fragment`.
+//! TLS record layer (RFC 8446 §5.1): `type(1) || version(2) || length(2) || fragment`, and the
+//! server name (SNI) of a ClientHello (RFC 8446 §4.1.2, RFC 6066 §3).
+
+use super::framing::Framer;
+use super::{DecodeCtx, LabelId, Side};
 
 /// Length of a record header.
 pub const RECORD_HEADER_LEN: usize = 5;
@@ -21,10 +25,155 @@ pub fn is_handshake_type(record_type: u8) -> bool {
     matches!(record_type, HANDSHAKE | CHANGE_CIPHER_SPEC | ALERT)
 }
 
+/// Labels the records in `bytes` as they pass: cleartext handshake signalling gets `handshake`,
+/// protected records `after`; each record is one unit.
+pub fn feed_records(
+    framer: &mut Framer<RECORD_HEADER_LEN>,
+    bytes: &[u8],
+    (handshake, after): (LabelId, LabelId),
+    side: Side,
+    ctx: &mut DecodeCtx<'_>,
+) {
+    framer.feed(bytes, body_len, |p| {
+        let label = if is_handshake_type(p.header[0]) {
+            handshake
+        } else {
+            after
+        };
+        ctx.emit(side, p.len as u64, label, u32::from(p.starts));
+    });
+}
+
+/// What the first record of a client says: not TLS, not complete yet, or a ClientHello with the
+/// server name it asks for (if any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hello {
+    NotTls,
+    Incomplete,
+    ClientHello(Option<String>),
+}
+
+/// Reads the ClientHello in the first record of `first` (a client's first bytes).
+pub fn client_hello(first: &[u8]) -> Hello {
+    let Some(header) = first.get(..RECORD_HEADER_LEN) else {
+        let prefix_ok =
+            first.first().is_none_or(|&t| t == HANDSHAKE) && first.get(1).is_none_or(|&v| v == 3);
+        return if prefix_ok {
+            Hello::Incomplete
+        } else {
+            Hello::NotTls
+        };
+    };
+    if header[0] != HANDSHAKE || header[1] != 3 || header[2] > 4 {
+        return Hello::NotTls;
+    }
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    let Some(body) = first.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + len) else {
+        return Hello::Incomplete;
+    };
+    if body.first() != Some(&1) {
+        return Hello::NotTls;
+    }
+    Hello::ClientHello(server_name(body))
+}
+
+/// The host_name of the server_name extension of a ClientHello handshake message.
+fn server_name(msg: &[u8]) -> Option<String> {
+    let mut r = Reader(msg.get(4..)?);
+    r.take(2 + 32)?;
+    let session = r.u8()?;
+    r.take(usize::from(session))?;
+    let suites = r.u16()?;
+    r.take(usize::from(suites))?;
+    let compression = r.u8()?;
+    r.take(usize::from(compression))?;
+    let ext_len = r.u16()?;
+    let mut exts = Reader(r.take(usize::from(ext_len))?);
+    while let (Some(kind), Some(len)) = (exts.u16(), exts.u16()) {
+        let data = exts.take(usize::from(len))?;
+        if kind != 0 {
+            continue;
+        }
+        let mut names = Reader(data);
+        let list = names.u16()?;
+        let mut list = Reader(names.take(usize::from(list))?);
+        while let (Some(name_type), Some(n)) = (list.u8(), list.u16()) {
+            let name = list.take(usize::from(n))?;
+            if name_type == 0 {
+                return std::str::from_utf8(name)
+                    .ok()
+                    .map(|s| s.to_ascii_lowercase());
+            }
+        }
+    }
+    None
+}
+
+/// A cursor over bytes that fails softly when they run out.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::framing::Framer;
+
+    /// A ClientHello record naming `sni`, laid out as RFC 8446 §4.1.2 says.
+    fn hello(sni: &str) -> Vec<u8> {
+        let name = sni.as_bytes();
+        let n = u16::try_from(name.len()).expect("name");
+        let mut sni_ext = Vec::new();
+        sni_ext.extend_from_slice(&(n + 3).to_be_bytes());
+        sni_ext.push(0);
+        sni_ext.extend_from_slice(&n.to_be_bytes());
+        sni_ext.extend_from_slice(name);
+        let mut exts = vec![0, 10, 0, 2, 0, 29];
+        exts.extend_from_slice(&[0, 0]);
+        exts.extend_from_slice(&u16::try_from(sni_ext.len()).expect("ext").to_be_bytes());
+        exts.extend_from_slice(&sni_ext);
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[0; 32]);
+        body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&u16::try_from(exts.len()).expect("exts").to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut msg = vec![1, 0];
+        msg.extend_from_slice(&u16::try_from(body.len()).expect("body").to_be_bytes());
+        msg.extend_from_slice(&body);
+        let mut rec = vec![HANDSHAKE, 3, 1];
+        rec.extend_from_slice(&u16::try_from(msg.len()).expect("msg").to_be_bytes());
+        rec.extend_from_slice(&msg);
+        rec
+    }
+
+    #[test]
+    fn the_server_name_is_read_from_any_complete_hello() {
+        let rec = hello("Mainnet.Infura.io");
+        assert_eq!(
+            client_hello(&rec),
+            Hello::ClientHello(Some("mainnet.infura.io".into()))
+        );
+        for cut in 0..rec.len() {
+            assert_eq!(client_hello(&rec[..cut]), Hello::Incomplete, "cut {cut}");
+        }
+        assert_eq!(client_hello(b"GET / HTTP/1.1"), Hello::NotTls);
+        let mut broken = rec.clone();
+        broken[60] = 0xff;
+        assert!(matches!(client_hello(&broken), Hello::ClientHello(_)));
+    }
 
     #[test]
     fn records_split_anywhere() {
