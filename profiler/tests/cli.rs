@@ -78,7 +78,7 @@ fn parquet_opens_in_duckdb_with_the_summary_totals() {
     let glob = format!("{}/**/*.parquet", out_dir.display());
     let row = common::duckdb(&format!(
         "SELECT sum(bytes), sum(packets), count(DISTINCT date), min(CAST(hour AS INTEGER)) BETWEEN 0 AND 23, \
-         sum(bytes) FILTER (WHERE direction = 'in'), count(*) FILTER (WHERE confidence <> 1.0) \
+         sum(bytes) FILTER (WHERE direction = 'in'), count(*) FILTER (WHERE confidence <> 1.0 AND method = 'decoded') \
          FROM read_parquet('{glob}', hive_partitioning=true)"
     ));
     let totals = &summary["totals"];

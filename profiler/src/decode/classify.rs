@@ -38,6 +38,15 @@ impl Classifier {
         !matches!(self.state, State::Probing)
     }
 
+    /// Whether the connection's label is final (decided, and the decoder knows it).
+    pub fn label_known(&self) -> bool {
+        match &self.state {
+            State::Decoding(d) => d.connection_known(),
+            State::Unknown => true,
+            State::Probing => false,
+        }
+    }
+
     fn probe(&mut self, side: Side, ctx: &mut DecodeCtx<'_>) -> Option<Box<dyn StreamDecoder>> {
         let first = &self.held[side.index()];
         let mut undecided = false;

@@ -116,6 +116,10 @@ pub struct Http {
     kind: Kind,
     asked: VecDeque<Asked>,
     upgrade_asked: bool,
+    /// Upgrade heads held back until the first WebSocket message says what the connection is.
+    deferred: Vec<(Side, u64)>,
+    /// Whether a message has shown what the connection carries.
+    known: bool,
     calls: Calls,
     plain: LabelId,
     rpc: LabelId,
@@ -135,6 +139,8 @@ impl Http {
             kind: Kind::Plain,
             asked: VecDeque::new(),
             upgrade_asked: false,
+            deferred: Vec::new(),
+            known: false,
             calls: Calls::default(),
             plain: ctx.labels.decoded(Category::Other, "http", "message"),
             rpc: ctx.labels.decoded(Category::Rpc, "jsonrpc", "http"),
@@ -175,6 +181,8 @@ impl Http {
         if !elements.is_empty() {
             self.kind = Kind::JsonRpc;
         }
+        self.known = true;
+        self.flush_deferred(ctx);
         let protocol = if ws { "jsonrpc-ws" } else { "jsonrpc" };
         let inside: usize = elements.iter().map(|e| e.len).sum();
         let framing = self.framing(ws, ctx);
@@ -183,6 +191,14 @@ impl Http {
         for Element { len, method, .. } in elements {
             let l = ctx.labels.decoded(Category::Rpc, protocol, &method);
             ctx.emit(side, len as u64, l, 1);
+        }
+    }
+
+    /// Emits the held-back upgrade heads with the label the connection now has.
+    fn flush_deferred(&mut self, ctx: &mut DecodeCtx<'_>) {
+        let framing = self.framing(false, ctx);
+        for (side, len) in std::mem::take(&mut self.deferred) {
+            ctx.emit(side, len, framing, 1);
         }
     }
 
@@ -267,10 +283,8 @@ impl Http {
                 };
                 st.tracker = asked.and_then(|a| a.tracker);
                 if status == 101 && self.upgrade_asked {
-                    let framing = self.framing(false, ctx);
-                    let st = &mut self.sides[i];
-                    st.held.drain(..head_len);
-                    ctx.emit(side, head_len as u64, framing, 1);
+                    self.sides[i].held.drain(..head_len);
+                    self.deferred.push((side, head_len as u64));
                     self.sides[0].phase = Phase::WebSocket;
                     self.sides[1].phase = Phase::WebSocket;
                     return true;
@@ -313,6 +327,11 @@ impl Http {
             let rest = std::mem::take(&mut st.held);
             self.data(side, &rest, ctx);
             return false;
+        }
+        if upgrade && side == Side::Initiator && left == 0 && !chunked {
+            self.sides[i].held.drain(..head_len);
+            self.deferred.push((side, head_len as u64));
+            return true;
         }
         self.sides[i].phase = Phase::Body { left, chunked };
         true
@@ -382,6 +401,7 @@ impl Http {
         if h.is_whole_message() {
             self.message(side, total, &payload, true, ctx);
         } else {
+            self.flush_deferred(ctx);
             let kind = if h.is_control() {
                 "control"
             } else {
@@ -400,6 +420,8 @@ impl Http {
 
     /// Ends decoding of `side`: what is held and all that follows get the connection's label.
     fn settle(&mut self, side: Side, ctx: &mut DecodeCtx<'_>) {
+        self.known = true;
+        self.flush_deferred(ctx);
         let label = self.connection_label();
         let st = &mut self.sides[side.index()];
         let held = std::mem::take(&mut st.held);
@@ -485,5 +507,9 @@ impl StreamDecoder for Http {
             Phase::Settled(l) => Some(l),
             _ => None,
         }
+    }
+
+    fn connection_known(&self) -> bool {
+        self.known
     }
 }

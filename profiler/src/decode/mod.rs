@@ -147,6 +147,11 @@ pub trait StreamDecoder {
     /// `Some(label)` once every further byte of `side` has that label: reassembly of that
     /// direction stops and its packets are counted directly.
     fn settled(&self, side: Side) -> Option<LabelId>;
+    /// Whether [`StreamDecoder::connection_label`] is final: until it is, packets without
+    /// payload wait (bounded) rather than take a label that may change.
+    fn connection_known(&self) -> bool {
+        true
+    }
 }
 
 /// A connection whose every byte has one label (e.g. decided by its port): nothing to reassemble.

@@ -338,7 +338,7 @@ impl TcpFlow {
         labels: &mut LabelTable,
         out: &mut impl FnMut(Side, Contribution),
     ) {
-        if !self.decoder.decided() && self.early.len() < EARLY_LIMIT {
+        if !self.decoder.label_known() && self.early.len() < EARLY_LIMIT {
             self.early.push((side, window, wire));
             return;
         }
@@ -406,7 +406,7 @@ impl TcpFlow {
                 q.flush(conn, &mut |c| out(s, c));
             }
         }
-        if self.decoder.decided() && !self.early.is_empty() {
+        if self.decoder.label_known() && !self.early.is_empty() {
             let t = sh.ctx.labels.transport_of(conn);
             for (s, window, wire) in self.early.drain(..) {
                 out(s, (window, t, counters(wire, 0, 0)));

@@ -12,7 +12,7 @@ use std::{
     path::Path,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, anyhow, bail, ensure};
@@ -25,7 +25,7 @@ use sha3::{Digest, Keccak256};
 use crate::{
     capture::{self, CaptureSpec},
     discv5_node::NodeReport,
-    netns::Namespaces,
+    netns::{self, Namespaces},
 };
 
 /// The sample this module makes.
@@ -350,20 +350,8 @@ fn start_dnsmasq(records: &[(String, String)], dir: &Path) -> anyhow::Result<Chi
         .stdout(Stdio::null())
         .spawn()
         .context("start dnsmasq (Debian package dnsmasq-base)")?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !listening_on_53()? {
-        ensure!(Instant::now() < deadline, "dnsmasq did not start listening");
-        thread::sleep(Duration::from_millis(50));
-    }
+    netns::wait_for_listener(NETNS, "udp", 53)?;
     Ok(child)
-}
-
-fn listening_on_53() -> anyhow::Result<bool> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", NETNS, "ss", "-Hlun", "sport", "= :53"])
-        .output()
-        .context("run ss")?;
-    Ok(!out.stdout.is_empty())
 }
 
 /// What dig printed of one query.

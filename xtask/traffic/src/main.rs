@@ -12,6 +12,7 @@ mod node;
 mod relay_truth;
 mod rpc;
 mod scenario;
+mod services;
 mod tap;
 mod transport;
 mod waku;
@@ -52,11 +53,15 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", sample.name);
             }
             println!("{}", discovery::SAMPLE);
+            println!("{}", services::SAMPLE);
         }
         Cmd::Discv5Node(args) => discv5_node::run(&args)?,
         Cmd::Make { out_dir, names } => {
             for name in &names {
-                if !scenario::SAMPLES.iter().any(|s| s.name == name) && name != discovery::SAMPLE {
+                if !scenario::SAMPLES.iter().any(|s| s.name == name)
+                    && name != discovery::SAMPLE
+                    && name != services::SAMPLE
+                {
                     bail!("unknown sample {name} (see `traffic list`)");
                 }
             }
@@ -71,6 +76,10 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("traffic: making {}", discovery::SAMPLE);
                 discovery::make(&out_dir)
                     .with_context(|| format!("sample {}", discovery::SAMPLE))?;
+            }
+            if names.is_empty() || names.iter().any(|n| n == services::SAMPLE) {
+                eprintln!("traffic: making {}", services::SAMPLE);
+                services::make(&out_dir).with_context(|| format!("sample {}", services::SAMPLE))?;
             }
         }
     }

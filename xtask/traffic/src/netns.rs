@@ -56,6 +56,35 @@ pub fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until something in namespace `ns` listens on `port` (`udp` or `tcp`), for servers
+/// started as other processes.
+pub fn wait_for_listener(ns: &str, proto: &str, port: u16) -> anyhow::Result<()> {
+    let flags = if proto == "udp" { "-Hlun" } else { "-Hltn" };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "ss",
+                flags,
+                "sport",
+                &format!("= :{port}"),
+            ])
+            .output()
+            .context("run ss (iproute2)")?;
+        if !out.stdout.is_empty() {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {proto} port {port} in {ns}"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Network namespaces that are deleted (with everything in them) when this is dropped.
 pub struct Namespaces(Vec<String>);
 
