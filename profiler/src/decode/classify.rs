@@ -1,13 +1,18 @@
 //! The first decoder of every TCP connection: holds the first bytes each side sends, offers them
 //! to the probes in [`TCP_PROBES`] order, and hands the connection to the decoder that claims it.
 
-use super::{DecodeCtx, LabelId, LabelTable, PROBE_WINDOW, Probe, Side, StreamDecoder, TCP_PROBES};
+use std::net::IpAddr;
+
+use super::udp::UdpState;
+use super::{
+    DecodeCtx, LabelId, LabelTable, PROBE_WINDOW, Probe, ProbeInfo, Side, StreamDecoder, TCP_PROBES,
+};
 use crate::account::record::Category;
 
 /// A connection whose protocol is not known yet, or known.
 pub struct Classifier {
     held: [Vec<u8>; 2],
-    ports: (u16, u16),
+    endpoints: [(IpAddr, u16); 2],
     state: State,
     /// `other` / `tcp`: the label while probing and when no decoder claims the connection.
     unknown: LabelId,
@@ -21,11 +26,11 @@ enum State {
 }
 
 impl Classifier {
-    /// A classifier for a connection between `ports` (initiator, responder).
-    pub fn new(ports: (u16, u16), labels: &mut LabelTable) -> Classifier {
+    /// A classifier for a connection between `endpoints` (initiator, responder).
+    pub fn new(endpoints: [(IpAddr, u16); 2], labels: &mut LabelTable) -> Classifier {
         Classifier {
             held: [Vec::new(), Vec::new()],
-            ports,
+            endpoints,
             state: State::Probing,
             unknown: unknown_tcp(labels),
         }
@@ -36,11 +41,20 @@ impl Classifier {
         !matches!(self.state, State::Probing)
     }
 
-    fn probe(&mut self, side: Side, labels: &mut LabelTable) -> Option<Box<dyn StreamDecoder>> {
+    fn probe(
+        &mut self,
+        side: Side,
+        labels: &mut LabelTable,
+        udp: &UdpState,
+    ) -> Option<Box<dyn StreamDecoder>> {
         let first = &self.held[side.index()];
+        let info = ProbeInfo {
+            endpoints: self.endpoints,
+            udp,
+        };
         let mut undecided = false;
         for p in TCP_PROBES {
-            match p.probe(side, first, self.ports, labels) {
+            match p.probe(side, first, &info, labels) {
                 Probe::Yes(d) => return Some(d),
                 Probe::NeedMore => undecided = true,
                 Probe::No => {}
@@ -76,7 +90,7 @@ impl StreamDecoder for Classifier {
             State::Unknown => ctx.emit(side, bytes.len() as u64, self.unknown, 0),
             State::Probing => {
                 self.held[side.index()].extend_from_slice(bytes);
-                if let Some(d) = self.probe(side, ctx.labels) {
+                if let Some(d) = self.probe(side, ctx.labels, ctx.udp) {
                     self.state = State::Decoding(d);
                 }
                 if self.decided() {

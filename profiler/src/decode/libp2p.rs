@@ -7,7 +7,7 @@ use super::framing::{Framer, Piece};
 use super::multistream::{self, Parsed};
 use super::ordered::{Ordered, Pending};
 use super::streams::Streams;
-use super::{DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
+use super::{DecodeCtx, LabelId, LabelTable, Probe, ProbeInfo, Side, StreamDecoder, StreamProbe};
 use super::{mplex, noise, tls, uvarint, yamux};
 use crate::account::record::Category;
 
@@ -30,7 +30,7 @@ impl StreamProbe for Libp2pProbe {
         &self,
         _side: Side,
         first: &[u8],
-        _ports: (u16, u16),
+        _info: &ProbeInfo<'_>,
         labels: &mut LabelTable,
     ) -> Probe {
         match multistream::starts_with_header(first) {

@@ -51,6 +51,11 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         Some(&entry.0)
     }
 
+    /// Whether `key` is held, without marking it used.
+    pub fn contains(&self, key: &K) -> bool {
+        self.map.contains_key(key)
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
         self.map.len()

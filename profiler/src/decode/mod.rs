@@ -5,6 +5,7 @@
 //! It may lag (hold bytes until it knows what they are); accounting keeps the packets of unlabelled
 //! bytes pending until then. A new protocol is one file here plus one line in [`TCP_PROBES`].
 
+pub mod bittorrent;
 pub mod classify;
 pub mod framing;
 pub mod gossipsub;
@@ -25,6 +26,8 @@ pub mod waku_message;
 pub mod yamux;
 
 pub use labels::{LabelId, LabelTable};
+
+use std::net::IpAddr;
 
 /// Which end of a connection sent the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,14 +149,28 @@ pub enum Probe {
     Yes(Box<dyn StreamDecoder>),
 }
 
+/// What a probe may know of a connection besides its first bytes.
+pub struct ProbeInfo<'a> {
+    /// (address, port) of the initiator and of the responder.
+    pub endpoints: [(IpAddr, u16); 2],
+    /// What the UDP decoders learned so far (e.g. BitTorrent peers).
+    pub udp: &'a udp::UdpState,
+}
+
 /// Recognises a TCP protocol from the first bytes a side sent.
 pub trait StreamProbe: Sync {
-    /// `first` holds the first bytes `side` sent; `ports` are (initiator, responder).
-    fn probe(&self, side: Side, first: &[u8], ports: (u16, u16), labels: &mut LabelTable) -> Probe;
+    /// `first` holds the first bytes `side` sent.
+    fn probe(
+        &self,
+        side: Side,
+        first: &[u8],
+        info: &ProbeInfo<'_>,
+        labels: &mut LabelTable,
+    ) -> Probe;
 }
 
 /// The TCP decoders, in the order they are tried.
-pub static TCP_PROBES: &[&dyn StreamProbe] = &[&libp2p::Libp2pProbe];
+pub static TCP_PROBES: &[&dyn StreamProbe] = &[&libp2p::Libp2pProbe, &bittorrent::BittorrentProbe];
 
 /// Bytes held per side while no probe has decided; past this, the connection is `other`.
 pub const PROBE_WINDOW: usize = 64;

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::{DecodeCtx, LabelId};
+use super::{DecodeCtx, LabelId, bittorrent};
 
 /// One UDP datagram as the decoders see it.
 #[derive(Clone, Copy, Debug)]
@@ -32,11 +32,18 @@ pub trait DatagramDecoder: Sync {
 }
 
 /// The UDP decoders, in the order they are tried.
-pub static DATAGRAM_DECODERS: &[&dyn DatagramDecoder] = &[];
+pub static DATAGRAM_DECODERS: &[&dyn DatagramDecoder] = &[
+    &bittorrent::udp_tracker::UdpTracker,
+    &bittorrent::krpc::Dht,
+    &bittorrent::utp::Utp,
+];
 
 /// What UDP decoders remember across datagrams and flows.
 #[derive(Debug, Default)]
-pub struct UdpState {}
+pub struct UdpState {
+    /// BitTorrent peers, DHT transactions, tracker sessions and uTP flows.
+    pub bittorrent: bittorrent::Book,
+}
 
 /// The label of a datagram: the first decoder's that knows it, else `None`.
 pub fn classify(d: &Datagram<'_>, ctx: &mut DecodeCtx<'_>) -> Option<Labelled> {

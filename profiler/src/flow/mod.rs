@@ -201,7 +201,7 @@ impl Flow {
             },
             None => State::Decoding(Box::new(TcpFlow {
                 dirs: [tcp::Direction::default(), tcp::Direction::default()],
-                decoder: Classifier::new((init.1, resp.1), labels),
+                decoder: Classifier::new([init, resp], labels),
                 early: Vec::new(),
             })),
         };
