@@ -3,6 +3,7 @@
 //! direction, negotiated protocols, gossipsub message counts). Needs root for capture and
 //! network namespaces; `cargo xtask samples` drives it.
 
+mod bittorrent;
 mod capture;
 mod host_tcp;
 mod netns;
@@ -44,13 +45,16 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::List => {
-            for sample in scenario::SAMPLES {
-                println!("{}", sample.name);
+            let names = scenario::SAMPLES.iter().map(|s| s.name);
+            for name in names.chain(bittorrent::SAMPLES.iter().map(|s| s.name)) {
+                println!("{name}");
             }
         }
         Cmd::Make { out_dir, names } => {
             for name in &names {
-                if !scenario::SAMPLES.iter().any(|s| s.name == name) {
+                let known = scenario::SAMPLES.iter().any(|s| s.name == name)
+                    || bittorrent::SAMPLES.iter().any(|s| s.name == name);
+                if !known {
                     bail!("unknown sample {name} (see `traffic list`)");
                 }
             }
@@ -58,6 +62,13 @@ fn main() -> anyhow::Result<()> {
                 if names.is_empty() || names.iter().any(|n| n == sample.name) {
                     eprintln!("traffic: making {}", sample.name);
                     scenario::make(sample, &out_dir)
+                        .with_context(|| format!("sample {}", sample.name))?;
+                }
+            }
+            for sample in bittorrent::SAMPLES {
+                if names.is_empty() || names.iter().any(|n| n == sample.name) {
+                    eprintln!("traffic: making {}", sample.name);
+                    bittorrent::make(sample, &out_dir)
                         .with_context(|| format!("sample {}", sample.name))?;
                 }
             }
