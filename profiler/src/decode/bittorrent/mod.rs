@@ -122,38 +122,169 @@ impl StreamProbe for BittorrentProbe {
     }
 }
 
-/// An obfuscated (MSE/PE) peer connection: every byte is `bittorrent` / `mse`, heuristic.
+/// Bytes of a side within which an MSE handshake that selected plaintext must reach the
+/// peer-wire handshake: Ya/Yb (96) + pad (≤ 512) + two hashes (40) + VC (8) + crypto field (4)
+/// + pad length (2) + pad (≤ 512) + initial payload length (2) = 1176, rounded up.
+pub const MSE_SCAN_LIMIT: u64 = 1200;
+
+/// Where one side of an obfuscated connection is.
+enum MseSide {
+    /// Looking for the peer-wire handshake: `seen` bytes so far, `tail` the last ones (too few
+    /// to hold the protocol string) not yet labelled.
+    Scanning { seen: u64, tail: Vec<u8> },
+    /// The handshake selected plaintext: the peer wire follows.
+    Wire(wire::WireStream),
+    /// RC4 (or anything else): every further byte is `encrypted`.
+    Opaque,
+}
+
+/// An obfuscated (MSE/PE) peer connection, heuristic: the key exchange and padding are
+/// `mse` / `handshake`; if the peer wire's handshake then shows in clear (crypto_select
+/// plaintext) the peer wire is decoded from there, else the rest is `mse` / `encrypted`.
 pub struct Mse {
-    label: LabelId,
+    sides: [MseSide; 2],
+    handshake: LabelId,
+    encrypted: LabelId,
+    wire: wire::WireLabels,
 }
 
 impl Mse {
     fn new(labels: &mut LabelTable) -> Mse {
-        let protocol = labels.string("mse");
-        let kind = labels.string("encrypted");
-        let mut l = Label::decoded(Category::Bittorrent, &protocol, &kind);
-        l.method = Method::Heuristic;
-        l.confidence_permille = MSE_CONFIDENCE_PERMILLE;
+        let mut heuristic = |kind: &str| {
+            let protocol = labels.string("mse");
+            let kind = labels.string(kind);
+            let mut l = Label::decoded(Category::Bittorrent, &protocol, &kind);
+            l.method = Method::Heuristic;
+            l.confidence_permille = MSE_CONFIDENCE_PERMILLE;
+            labels.intern(l)
+        };
+        let (handshake, encrypted) = (heuristic("handshake"), heuristic("encrypted"));
         Mse {
-            label: labels.intern(l),
+            sides: [0, 1].map(|_| MseSide::Scanning {
+                seen: 0,
+                tail: Vec::new(),
+            }),
+            handshake,
+            encrypted,
+            wire: wire::WireLabels::new(labels, PEER_WIRE),
         }
     }
 }
 
+/// Where `needle` starts in `hay`, if it does.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 impl StreamDecoder for Mse {
     fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) {
-        ctx.emit(side, bytes.len() as u64, self.label, 0);
+        let state = &mut self.sides[side.index()];
+        let mut emit = |len: u64, label: LabelId, units: u32| ctx.emit(side, len, label, units);
+        match state {
+            MseSide::Scanning { seen, tail } => {
+                let first = u32::from(*seen == 0);
+                tail.extend_from_slice(bytes);
+                let buf = std::mem::take(tail);
+                if let Some(at) = find(&buf, wire::PROTOCOL) {
+                    emit(at as u64, self.handshake, first);
+                    let mut stream = wire::WireStream::default();
+                    stream.feed(&buf[at..], &self.wire, &mut emit);
+                    *state = MseSide::Wire(stream);
+                } else if *seen + buf.len() as u64 >= MSE_SCAN_LIMIT {
+                    let n = (MSE_SCAN_LIMIT.saturating_sub(*seen) as usize).min(buf.len());
+                    emit(n as u64, self.handshake, first);
+                    emit((buf.len() - n) as u64, self.encrypted, 0);
+                    *state = MseSide::Opaque;
+                } else {
+                    let keep = buf.len().min(wire::PROTOCOL.len() - 1);
+                    let done = buf.len() - keep;
+                    emit(done as u64, self.handshake, first);
+                    *seen += done as u64;
+                    *tail = buf[done..].to_vec();
+                }
+            }
+            MseSide::Wire(stream) => stream.feed(bytes, &self.wire, &mut emit),
+            MseSide::Opaque => emit(bytes.len() as u64, self.encrypted, 0),
+        }
     }
 
     fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {
-        ctx.emit(side, len, self.label, 0);
+        let state = &mut self.sides[side.index()];
+        let held = match state {
+            MseSide::Scanning { tail, .. } => tail.len() as u64,
+            MseSide::Wire(stream) => stream.held(),
+            MseSide::Opaque => 0,
+        };
+        ctx.emit(side, held + len, self.encrypted, 0);
+        *state = MseSide::Opaque;
     }
 
     fn connection_label(&self) -> LabelId {
-        self.label
+        self.encrypted
     }
 
-    fn settled(&self, _side: Side) -> Option<LabelId> {
-        Some(self.label)
+    fn settled(&self, side: Side) -> Option<LabelId> {
+        matches!(self.sides[side.index()], MseSide::Opaque).then_some(self.encrypted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TestCtx;
+
+    fn kinds(t: &TestCtx) -> Vec<(String, String, u64)> {
+        let mut out: Vec<(String, String, u64)> = Vec::new();
+        for s in &t.spans {
+            let l = t.labels.get(s.label);
+            let key = (l.protocol.to_string(), l.kind.to_string());
+            match out.last_mut() {
+                Some(last) if (last.0.as_str(), last.1.as_str()) == (&key.0, &key.1) => {
+                    last.2 += s.len
+                }
+                _ => out.push((key.0, key.1, s.len)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn plaintext_after_the_key_exchange_is_decoded() {
+        let mut s = vec![0x5a; 150];
+        s.extend_from_slice(wire::PROTOCOL);
+        s.extend_from_slice(&[0; 48]);
+        s.extend_from_slice(&[0, 0, 0, 1, 1]);
+        for cut in 0..s.len() {
+            let mut t = TestCtx::default();
+            let mut d = Mse::new(&mut t.labels);
+            for chunk in [&s[..cut], &s[cut..]] {
+                d.data(Side::Initiator, chunk, &mut t.ctx());
+            }
+            let want = vec![
+                ("mse".to_owned(), "handshake".to_owned(), 150),
+                ("bittorrent".to_owned(), "handshake".to_owned(), 68),
+                ("bittorrent".to_owned(), "unchoke".to_owned(), 5),
+            ];
+            assert_eq!(kinds(&t), want, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn without_the_signature_the_rest_is_encrypted() {
+        let mut t = TestCtx::default();
+        let mut d = Mse::new(&mut t.labels);
+        for _ in 0..10 {
+            d.data(Side::Responder, &[0x33; 200], &mut t.ctx());
+        }
+        let want = vec![
+            ("mse".to_owned(), "handshake".to_owned(), MSE_SCAN_LIMIT),
+            (
+                "mse".to_owned(),
+                "encrypted".to_owned(),
+                2000 - MSE_SCAN_LIMIT,
+            ),
+        ];
+        assert_eq!(kinds(&t), want);
+        assert!(d.settled(Side::Responder).is_some());
     }
 }

@@ -97,10 +97,8 @@ impl DatagramDecoder for UdpTracker {
         let s = &mut book.trackers;
         let action = if let Some(action) = Self::request(p, (d.src, d.dst), s) {
             s.txns.insert(((d.src, d.dst), be32(p, 12)?), action);
-            if action == 1 {
-                if let Some(port) = p.get(ANNOUNCE_PORT) {
-                    book.learn_peer((d.src.0, u16::from_be_bytes([port[0], port[1]])));
-                }
+            if let Some(port) = p.get(ANNOUNCE_PORT).filter(|_| action == 1) {
+                book.learn_peer((d.src.0, u16::from_be_bytes([port[0], port[1]])));
             }
             action
         } else {
