@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     capture::{self, CaptureSpec},
-    netns::Namespaces,
+    netns::{self, Namespaces},
     scenario::{CaptureTruth, hex},
 };
 
@@ -29,27 +29,44 @@ use crate::{
 pub struct Sample {
     /// Base name of the files in samples/.
     pub name: &'static str,
-    /// Whether both clients require MSE/PE with RC4 (no plaintext peer connection).
-    pub encrypted: bool,
+    /// The clients that seed and leech.
+    pub clients: Clients,
+}
+
+/// Which BitTorrent implementation runs both ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Clients {
+    /// aria2 on the loopback of one namespace; `encrypted` requires MSE/PE with RC4.
+    Aria2 { encrypted: bool },
+    /// transmission-daemon in two namespaces joined by a veth pair (transmission never
+    /// connects to loopback peers), peers over uTP.
+    Transmission,
 }
 
 /// The BitTorrent samples.
 pub static SAMPLES: &[Sample] = &[
     Sample {
         name: "bt-aria2-plain",
-        encrypted: false,
+        clients: Clients::Aria2 { encrypted: false },
     },
     Sample {
         name: "bt-aria2-mse",
-        encrypted: true,
+        clients: Clients::Aria2 { encrypted: true },
+    },
+    Sample {
+        name: "bt-transmission-utp",
+        clients: Clients::Transmission,
     },
 ];
 
-/// The namespace every process of a sample runs in.
+/// The namespace every process of an aria2 sample runs in.
 const NETNS: &str = "wkp-bt";
-/// The tracker's address and port (UDP and TCP).
-const TRACKER: (&str, u16) = ("127.0.0.1", 6969);
-/// Seeder and leecher: address, TCP and DHT port.
+/// The namespaces of the transmission seeder (with the tracker) and leecher, their veth ends.
+const NETNS_PAIR: [&str; 2] = ["wkp-bt-a", "wkp-bt-b"];
+const VETH: [&str; 2] = ["wkp-bta", "wkp-btb"];
+/// The tracker's port (UDP and TCP).
+const TRACKER_PORT: u16 = 6969;
+/// Seeder and leecher on loopback: address, TCP and DHT port.
 const SEEDER: Client = Client {
     role: "seeder",
     addr: "127.0.0.2",
@@ -60,6 +77,17 @@ const LEECHER: Client = Client {
     addr: "127.0.0.3",
     port: 6882,
 };
+/// Seeder and leecher on the veth pair (test-net addresses, only inside the namespaces).
+const VETH_SEEDER: Client = Client {
+    role: "seeder",
+    addr: "198.18.7.1",
+    port: 6881,
+};
+const VETH_LEECHER: Client = Client {
+    role: "leecher",
+    addr: "198.18.7.2",
+    port: 6882,
+};
 /// Size of the shared file, and the seed of its bytes.
 const FILE_SIZE: usize = 400 * 1024;
 const FILE_SEED: u64 = 0x5eed_b17e;
@@ -67,6 +95,10 @@ const FILE_SEED: u64 = 0x5eed_b17e;
 const PIECE_LENGTH_LOG2: &str = "16";
 /// How long the leecher may take.
 const LEECH_LIMIT: Duration = Duration::from_secs(60);
+/// How long a client or the tracker may take to stop.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+/// What is captured: the scenario's own traffic.
+const FILTER: &str = "tcp or udp";
 /// Pause for the last packets (stop announces, FINs) before the capture ends.
 const SETTLE: Duration = Duration::from_secs(1);
 
@@ -92,8 +124,10 @@ struct Truth {
     peer_wire_sent: BTreeMap<String, u64>,
     /// DHT messages sent, by `query`/`response` and method, over all clients.
     dht_sent: BTreeMap<String, u64>,
-    /// UDP tracker requests sent and replies received, by action, over all clients.
+    /// UDP tracker requests sent and replies received, by action, over all clients (aria2).
     tracker_udp: BTreeMap<String, u64>,
+    /// transmission's own counters (`stats.json`) per client.
+    transmission_stats: BTreeMap<&'static str, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -135,11 +169,76 @@ fn file_bytes() -> Vec<u8> {
     out
 }
 
-/// A command run inside the sample's namespace.
-fn in_ns(program: &str) -> Command {
+/// A command run inside a namespace.
+fn in_ns(ns: &str, program: &str) -> Command {
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", NETNS, program]);
+    c.args(["netns", "exec", ns, program]);
     c
+}
+
+/// transmission-daemon's settings: uTP and DHT on, LPD, PEX, port mapping, blocklists and RPC
+/// off, plaintext preferred, bound to the client's address.
+fn transmission(client: Client, work: &Path) -> anyhow::Result<Command> {
+    let home = work.join(client.role);
+    let (config, download, watch) = (home.join("config"), home.join("data"), home.join("watch"));
+    for dir in [&config, &download, &watch] {
+        fs::create_dir_all(dir)?;
+    }
+    let settings = serde_json::json!({
+        "bind-address-ipv4": client.addr,
+        "blocklist-enabled": false,
+        "dht-enabled": true,
+        "download-dir": download,
+        "encryption": 0,
+        "idle-seeding-limit-enabled": false,
+        "incomplete-dir-enabled": false,
+        "lpd-enabled": false,
+        "message-level": 3,
+        "peer-port": client.port,
+        "peer-port-random-on-start": false,
+        "pex-enabled": false,
+        "port-forwarding-enabled": false,
+        "ratio-limit-enabled": false,
+        "rpc-enabled": false,
+        "start-added-torrents": true,
+        "utp-enabled": true,
+        "watch-dir": watch,
+        "watch-dir-enabled": true,
+    });
+    fs::write(config.join("settings.json"), settings.to_string())?;
+    let ns = if client.role == "seeder" {
+        NETNS_PAIR[0]
+    } else {
+        NETNS_PAIR[1]
+    };
+    let mut c = in_ns(ns, "transmission-daemon");
+    c.arg("-f")
+        .arg("-g")
+        .arg(&config)
+        .arg("--logfile")
+        .arg(home.join("transmission.log"));
+    Ok(c)
+}
+
+/// Two namespaces joined by a veth pair with the veth seeder and leecher addresses, IPv6 off
+/// (no router or multicast chatter).
+fn veth_pair() -> anyhow::Result<Namespaces> {
+    let namespaces = Namespaces::create(&NETNS_PAIR)?;
+    netns::ip(&[
+        "link", "add", VETH[0], "type", "veth", "peer", "name", VETH[1],
+    ])?;
+    for (i, client) in [VETH_SEEDER, VETH_LEECHER].iter().enumerate() {
+        run(in_ns(NETNS_PAIR[i], "sysctl").args([
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]))?;
+        netns::ip(&["link", "set", VETH[i], "netns", NETNS_PAIR[i]])?;
+        let addr = format!("{}/24", client.addr);
+        netns::ip(&["-n", NETNS_PAIR[i], "addr", "add", &addr, "dev", VETH[i]])?;
+        netns::ip(&["-n", NETNS_PAIR[i], "link", "set", VETH[i], "up"])?;
+    }
+    Ok(namespaces)
 }
 
 /// A child process that is ended (by its pid) when dropped.
@@ -212,7 +311,7 @@ fn field<'a>(listing: &'a str, key: &str) -> anyhow::Result<&'a str> {
 /// aria2's options shared by both clients: no LPD, no PEX, no bootstrap nodes but the peer,
 /// debug log (which names every message sent and received).
 fn aria2(client: Client, dir: &Path, encrypted: bool) -> Command {
-    let mut c = in_ns("aria2c");
+    let mut c = in_ns(NETNS, "aria2c");
     let port = client.port.to_string();
     c.arg(format!("--interface={}", client.addr))
         .arg(format!("--listen-port={port}"))
@@ -296,6 +395,101 @@ fn count_log(log: &str, truth: &mut Truth) {
     }
 }
 
+/// What a run of the clients left behind.
+struct Ran {
+    stats: capture::CaptureStats,
+    device: &'static str,
+    netns: &'static str,
+    exits: [Option<i32>; 2],
+    downloaded: PathBuf,
+}
+
+/// Starts the tracker, the capture, the seeder and the leecher; stops them once the leecher has
+/// the file.
+fn run_clients(sample: &Sample, work: &Path, torrent: &Path, out: &Path) -> anyhow::Result<Ran> {
+    let (tracker_ns, tracker_addr, device, capture_ns) = match sample.clients {
+        Clients::Aria2 { .. } => (NETNS, "127.0.0.1", "lo", NETNS),
+        Clients::Transmission => (NETNS_PAIR[0], VETH_SEEDER.addr, VETH[1], NETNS_PAIR[1]),
+    };
+    let mut tracker_cmd = in_ns(tracker_ns, "opentracker");
+    let port = TRACKER_PORT.to_string();
+    tracker_cmd
+        .args(["-i", tracker_addr, "-p", &port, "-P", &port, "-w"])
+        .arg(work.join("whitelist"))
+        .current_dir(work);
+    let tracker = Process::spawn(tracker_cmd, "opentracker", &work.join("opentracker.out"))?;
+    thread::sleep(Duration::from_millis(300));
+    let running = capture::start(CaptureSpec {
+        device: device.into(),
+        netns: Some(capture_ns.into()),
+        linktype: None,
+        precision: Precision::Micro,
+        filter: FILTER.into(),
+        out: out.to_path_buf(),
+    })?;
+    let file = work.join("file.bin");
+    let (seeder, mut leecher, downloaded) = match sample.clients {
+        Clients::Aria2 { encrypted } => {
+            let mut seed_cmd = aria2(SEEDER, work, encrypted);
+            seed_cmd
+                .args(["--seed-ratio=0.0", "--check-integrity=true", "-d"])
+                .arg(work)
+                .arg(torrent);
+            let seeder = Process::spawn(seed_cmd, "aria2c seeder", &work.join("seeder.out"))?;
+            thread::sleep(Duration::from_secs(1));
+            let leech_dir = work.join("leech");
+            let mut leech_cmd = aria2(LEECHER, work, encrypted);
+            leech_cmd
+                .arg(format!("--dht-entry-point={}:{}", SEEDER.addr, SEEDER.port))
+                .args(["--seed-time=0", "-d"])
+                .arg(&leech_dir)
+                .arg(torrent);
+            let mut leecher =
+                Process::spawn(leech_cmd, "aria2c leecher", &work.join("leecher.out"))?;
+            leecher.wait(LEECH_LIMIT)?;
+            (seeder, leecher, leech_dir.join("file.bin"))
+        }
+        Clients::Transmission => {
+            let seed_cmd = transmission(VETH_SEEDER, work)?;
+            fs::copy(&file, work.join("seeder/data/file.bin"))?;
+            fs::copy(torrent, work.join("seeder/watch/file.torrent"))?;
+            let seeder = Process::spawn(seed_cmd, "transmission seeder", &work.join("seeder.out"))?;
+            thread::sleep(Duration::from_secs(2));
+            let leech_cmd = transmission(VETH_LEECHER, work)?;
+            fs::copy(torrent, work.join("leecher/watch/file.torrent"))?;
+            let leecher =
+                Process::spawn(leech_cmd, "transmission leecher", &work.join("leecher.out"))?;
+            let downloaded = work.join("leecher/data/file.bin");
+            let want = fs::read(&file)?;
+            let start = Instant::now();
+            while fs::read(&downloaded).ok().as_ref() != Some(&want) {
+                ensure!(
+                    start.elapsed() < LEECH_LIMIT,
+                    "the leecher did not finish in time"
+                );
+                thread::sleep(Duration::from_millis(200));
+            }
+            (seeder, leecher, downloaded)
+        }
+    };
+    thread::sleep(SETTLE);
+    let leecher_exit = match sample.clients {
+        Clients::Aria2 { .. } => leecher.wait(Duration::ZERO)?,
+        Clients::Transmission => leecher.stop(STOP_LIMIT)?,
+    };
+    let seeder_exit = seeder.stop(STOP_LIMIT)?;
+    thread::sleep(SETTLE);
+    let stats = running.stop()?;
+    tracker.stop(STOP_LIMIT)?;
+    Ok(Ran {
+        stats,
+        device,
+        netns: capture_ns,
+        exits: [seeder_exit, leecher_exit],
+        downloaded,
+    })
+}
+
 /// Makes one sample: `<name>.pcap` and `<name>.truth.json` in `out_dir`.
 pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(out_dir)?;
@@ -303,14 +497,16 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
     if work.exists() {
         fs::remove_dir_all(&work)?;
     }
-    let (seed_dir, leech_dir) = (work.join("seed"), work.join("leech"));
-    fs::create_dir_all(&seed_dir)?;
-    fs::create_dir_all(&leech_dir)?;
+    fs::create_dir_all(&work)?;
     let data = file_bytes();
-    let file = seed_dir.join("file.bin");
+    let file = work.join("file.bin");
     fs::write(&file, &data)?;
+    let (seeder, leecher, tracker_addr) = match sample.clients {
+        Clients::Aria2 { .. } => (SEEDER, LEECHER, "127.0.0.1"),
+        Clients::Transmission => (VETH_SEEDER, VETH_LEECHER, VETH_SEEDER.addr),
+    };
     let torrent = work.join("file.torrent");
-    let announce = format!("udp://{}:{}/announce", TRACKER.0, TRACKER.1);
+    let announce = format!("udp://{tracker_addr}:{TRACKER_PORT}/announce");
     run(Command::new("mktorrent")
         .args(["-a", &announce, "-l", PIECE_LENGTH_LOG2, "-o"])
         .arg(&torrent)
@@ -319,89 +515,64 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
     let listing = run(Command::new("aria2c").arg("-S").arg(&torrent))?;
     let info_hash = field(&listing, "Info Hash")?.to_owned();
     let pieces: u64 = field(&listing, "The Number of Pieces")?.parse()?;
-    let whitelist = work.join("whitelist");
-    fs::write(&whitelist, format!("{info_hash}\n"))?;
+    fs::write(work.join("whitelist"), format!("{info_hash}\n"))?;
 
-    let _ns = Namespaces::create(&[NETNS])?;
-    let mut tracker_cmd = in_ns("opentracker");
-    let port = TRACKER.1.to_string();
-    tracker_cmd
-        .args(["-i", TRACKER.0, "-p", &port, "-P", &port, "-w"])
-        .arg(&whitelist)
-        .current_dir(&work);
-    let tracker = Process::spawn(tracker_cmd, "opentracker", &work.join("opentracker.out"))?;
-    thread::sleep(Duration::from_millis(300));
-
+    let _namespaces = match sample.clients {
+        Clients::Aria2 { .. } => Namespaces::create(&[NETNS])?,
+        Clients::Transmission => veth_pair()?,
+    };
     let out = out_dir.join(format!("{}.pcap", sample.name));
-    let filter = "tcp or udp".to_owned();
-    let running = capture::start(CaptureSpec {
-        device: "lo".into(),
-        netns: Some(NETNS.into()),
-        linktype: None,
-        precision: Precision::Micro,
-        filter: filter.clone(),
-        out: out.clone(),
-    })?;
-
-    let mut seed_cmd = aria2(SEEDER, &work, sample.encrypted);
-    seed_cmd
-        .args(["--seed-ratio=0.0", "--check-integrity=true", "-d"])
-        .arg(&seed_dir)
-        .arg(&torrent);
-    let seeder = Process::spawn(seed_cmd, "aria2c seeder", &work.join("seeder.out"))?;
-    thread::sleep(Duration::from_secs(1));
-    let mut leech_cmd = aria2(LEECHER, &work, sample.encrypted);
-    leech_cmd
-        .arg(format!("--dht-entry-point={}:{}", SEEDER.addr, SEEDER.port))
-        .args(["--seed-time=0", "-d"])
-        .arg(&leech_dir)
-        .arg(&torrent);
-    let mut leecher = Process::spawn(leech_cmd, "aria2c leecher", &work.join("leecher.out"))?;
-    let leecher_exit = leecher.wait(LEECH_LIMIT)?;
-    thread::sleep(SETTLE);
-    let seeder_exit = seeder.stop(Duration::from_secs(10))?;
-    thread::sleep(SETTLE);
-    let stats = running.stop()?;
-    tracker.stop(Duration::from_secs(5))?;
-
-    let downloaded = fs::read(leech_dir.join("file.bin")).context("the leecher's download")?;
+    let ran = run_clients(sample, &work, &torrent, &out)?;
+    let downloaded = fs::read(&ran.downloaded).context("the leecher's download")?;
     ensure!(
         downloaded == data,
         "the leecher's file differs from the seeder's"
     );
-    ensure!(
-        leecher_exit == Some(0),
-        "the leecher exited with {leecher_exit:?}"
-    );
-    let digest = hex(&Sha256::digest(&data));
+    let stats = ran.stats;
     let file_size = data.len() as u64;
-    let encryption = if sample.encrypted {
-        "MSE/PE required, RC4 (aria2 --bt-require-crypto --bt-min-crypto-level=arc4)"
-    } else {
-        "none (aria2 accepts MSE but opens plaintext connections)"
+    let (made_by, peers) = match sample.clients {
+        Clients::Aria2 { encrypted: false } => (
+            "aria2 1.36 (seeder and leecher) and opentracker (UDP tracker), Debian",
+            "TCP, each opened with an MSE/PE handshake that selects plaintext (aria2's default)",
+        ),
+        Clients::Aria2 { encrypted: true } => (
+            "aria2 1.36 (seeder and leecher) and opentracker (UDP tracker), Debian",
+            "TCP, MSE/PE with RC4 required (aria2 --bt-require-crypto --bt-min-crypto-level=arc4)",
+        ),
+        Clients::Transmission => (
+            "transmission-daemon 3.00 (seeder and leecher) and opentracker (UDP tracker), Debian",
+            "uTP, plaintext preferred (transmission encryption 0)",
+        ),
+    };
+    let place = match sample.clients {
+        Clients::Aria2 { .. } => format!(
+            "on the loopback of a namespace, opentracker on {tracker_addr}:{TRACKER_PORT} (UDP)"
+        ),
+        Clients::Transmission => format!(
+            "in two namespaces joined by a veth pair, opentracker on {tracker_addr}:{TRACKER_PORT} \
+             (UDP) in the seeder's namespace (its own announces stay on that loopback, uncaptured)"
+        ),
     };
     let mut truth = Truth {
         sample: sample.name.to_owned(),
         file: format!("{}.pcap", sample.name),
         link_type: stats.linktype.get_name()?,
-        made_by: "aria2 1.36 (seeder and leecher) and opentracker (UDP tracker), Debian".into(),
+        made_by: made_by.into(),
         description: format!(
-            "aria2 seeder {}:{} and leecher {}:{} on the loopback of a namespace, opentracker \
-             on {}:{} (UDP), Mainline DHT between the clients, {} KiB file in {pieces} pieces \
-             of 64 KiB; peer connections: {encryption}; captured live on `lo` by libpcap",
-            SEEDER.addr,
-            SEEDER.port,
-            LEECHER.addr,
-            LEECHER.port,
-            TRACKER.0,
-            TRACKER.1,
+            "seeder {}:{} and leecher {}:{} {place}, Mainline DHT between the clients, {} KiB \
+             file in {pieces} pieces of 64 KiB; peers: {peers}; captured live on `{}` by libpcap",
+            seeder.addr,
+            seeder.port,
+            leecher.addr,
+            leecher.port,
             FILE_SIZE / 1024,
+            ran.device,
         ),
         capture: CaptureTruth {
             tool: "libpcap via the pcap crate".into(),
-            device: "lo".into(),
-            netns: Some(NETNS.into()),
-            filter,
+            device: ran.device.into(),
+            netns: Some(ran.netns.into()),
+            filter: FILTER.into(),
             timestamp_precision: "micro",
             packets: stats.packets,
             received: stats.received,
@@ -415,22 +586,33 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
             piece_length: 1 << 16,
             pieces,
             blocks: file_size.div_ceil(BLOCK),
-            sha256: digest.clone(),
+            sha256: hex(&Sha256::digest(&data)),
             downloaded_sha256: hex(&Sha256::digest(&downloaded)),
-            encryption,
+            encryption: peers,
         },
         clients: vec![
-            client_truth(SEEDER, seeder_exit),
-            client_truth(LEECHER, leecher_exit),
+            client_truth(seeder, ran.exits[0]),
+            client_truth(leecher, ran.exits[1]),
         ],
         peer_wire_sent: BTreeMap::new(),
         dht_sent: BTreeMap::new(),
         tracker_udp: BTreeMap::new(),
+        transmission_stats: BTreeMap::new(),
     };
-    for client in [SEEDER, LEECHER] {
-        let log: PathBuf = work.join(format!("{}.log", client.role));
-        let text = fs::read_to_string(&log).with_context(|| format!("read {}", log.display()))?;
-        count_log(&text, &mut truth);
+    for client in [seeder, leecher] {
+        if let Clients::Aria2 { .. } = sample.clients {
+            let log: PathBuf = work.join(format!("{}.log", client.role));
+            let text =
+                fs::read_to_string(&log).with_context(|| format!("read {}", log.display()))?;
+            count_log(&text, &mut truth);
+        } else {
+            let path = work.join(client.role).join("config/stats.json");
+            let text =
+                fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+            truth
+                .transmission_stats
+                .insert(client.role, serde_json::from_str(&text)?);
+        }
     }
     let truth_path = out_dir.join(format!("{}.truth.json", sample.name));
     fs::write(&truth_path, serde_json::to_string_pretty(&truth)? + "\n")
