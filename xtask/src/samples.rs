@@ -241,6 +241,9 @@ fn check(dir: &Path, truth: &Truth) -> anyhow::Result<()> {
             "frame {} was cut to {cap_len} of {frame_len} bytes",
             n + 1
         );
+        if len.is_empty() {
+            continue;
+        }
         *payload
             .entry((format!("{src}:{sport}"), format!("{dst}:{dport}")))
             .or_default() += len
@@ -292,6 +295,11 @@ do not. Byte counts per connection do vary: which relay forwards a message first
 duplicates are sent) depends on timing, pings and heartbeats follow the clock, and the secp256k1
 signatures in the handshakes vary in length. Each truth file holds the counts of its own run.
 
+The `bt-*` samples are BitTorrent clients from Debian (aria2 1.36, transmission-daemon 3.00) and
+opentracker as UDP tracker, transferring one 400 KiB file of fixed pseudo-random bytes in network
+namespaces of their own, with the Mainline DHT between the clients; their truth is what the
+clients report (see below), and tshark checks them for retransmissions and cut frames.
+
 | file | link type | packets | bytes | how it was made |
 |---|---|---|---|---|
 ";
@@ -323,6 +331,13 @@ const README_TAIL: &str = "
 - `deliveries[]`: per receiving node and message, the `RPC.publish` entries that carried it to
   the node (so duplicates are `publish_entries - 1`).
 - `nodes[]`, `relay`: names, peer ids, listen addresses and the gossipsub settings.
+- BitTorrent samples: `torrent` (info-hash, file size, piece length and count as aria2 `-S`
+  reads the .torrent, 16 KiB blocks, SHA-256 of the file and of the leecher's download),
+  `clients[]` (role, address, port, exit status); for aria2, `peer_wire_sent` (peer-wire
+  messages by kind), `dht_sent` (KRPC queries and responses by method) and `tracker_udp` (UDP
+  tracker requests sent and replies received by action), counted from both clients' debug logs;
+  for transmission, `transmission_stats`: each daemon's own `stats.json` (downloaded and
+  uploaded payload bytes).
 ";
 
 /// Writes samples/README.md: one line per sample in the directory, from its truth file.

@@ -268,14 +268,16 @@ impl Process {
     /// Waits up to `limit` for the process to exit by itself; kills it after that.
     fn wait(&mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
         let start = Instant::now();
-        while start.elapsed() < limit {
+        loop {
             if let Some(status) = self.0.try_wait()? {
                 return Ok(status.code());
             }
+            if start.elapsed() >= limit {
+                self.0.kill()?;
+                bail!("{} did not finish within {limit:?}", self.1);
+            }
             thread::sleep(Duration::from_millis(50));
         }
-        self.0.kill()?;
-        bail!("{} did not finish within {limit:?}", self.1)
     }
 }
 
