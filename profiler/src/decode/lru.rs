@@ -51,6 +51,18 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         Some(&entry.0)
     }
 
+    /// The value of `key` for changing, marking it most recently used.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        if !self.map.contains_key(key) {
+            return None;
+        }
+        let stamp = self.touch(key);
+        self.compact();
+        let entry = self.map.get_mut(key)?;
+        entry.1 = stamp;
+        Some(&mut entry.0)
+    }
+
     /// Whether `key` is held, without marking it used.
     pub fn contains(&self, key: &K) -> bool {
         self.map.contains_key(key)

@@ -1,5 +1,6 @@
 //! UDP: each datagram is offered to the [`DATAGRAM_DECODERS`] in turn; the first that knows it
-//! labels it whole. Datagrams no decoder knows are `other` / `udp`. A new UDP protocol is one file
+//! labels it whole, or splits its payload into spans (in `ctx.spans`, from its first payload
+//! byte; bytes they leave take the datagram's label). Datagrams no decoder knows are `other` / `udp`. A new UDP protocol is one file
 //! in `decode/` plus one line in [`DATAGRAM_DECODERS`]; what decoders learn across datagrams and
 //! flows (node ids, peers) lives in [`UdpState`].
 

@@ -37,6 +37,10 @@ pub struct Book {
     peers: Lru<Endpoint, ()>,
     /// uTP flows (lower endpoint first) seen opening with a SYN.
     utp_flows: Lru<(Endpoint, Endpoint), ()>,
+    /// The peer wire of each uTP direction (sender, receiver).
+    pub(crate) utp_streams: Lru<(Endpoint, Endpoint), utp::UtpStream>,
+    /// Labels of the peer wire inside uTP, once interned.
+    pub(crate) utp_wire: Option<wire::WireLabels>,
     /// DHT queries waiting for their response.
     pub(crate) dht: krpc::Transactions,
     /// UDP tracker transactions and connection ids.
@@ -48,6 +52,8 @@ impl Default for Book {
         Book {
             peers: Lru::new(PEERS_KEPT),
             utp_flows: Lru::new(UTP_FLOWS_KEPT),
+            utp_streams: Lru::new(UTP_FLOWS_KEPT),
+            utp_wire: None,
             dht: krpc::Transactions::default(),
             trackers: udp_tracker::Sessions::default(),
         }
