@@ -41,14 +41,7 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
 
     /// The value of `key`, marking it most recently used.
     pub fn get(&mut self, key: &K) -> Option<&V> {
-        if !self.map.contains_key(key) {
-            return None;
-        }
-        let stamp = self.touch(key);
-        self.compact();
-        let entry = self.map.get_mut(key)?;
-        entry.1 = stamp;
-        Some(&entry.0)
+        self.get_mut(key).map(|v| &*v)
     }
 
     /// The value of `key` for changing, marking it most recently used.

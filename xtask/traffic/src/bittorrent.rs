@@ -1,13 +1,16 @@
 //! BitTorrent samples: real clients from Debian (aria2 as seeder and leecher) and opentracker on
 //! the loopback of a network namespace of their own, transferring a known file, with the UDP
 //! tracker, the Mainline DHT between the two clients, and plaintext or MSE-encrypted peer
-//! connections. The truth is what the implementations report: the torrent's metadata (aria2's
-//! `-S`), the downloaded file compared with the original, and every peer-wire, DHT and UDP
-//! tracker message the clients logged as sent or received.
+//! connections, or transmission over uTP. The truth is what the implementations report: the
+//! torrent's metadata (aria2's `-S`), the downloaded file compared with the original,
+//! opentracker's counters, aria2's log of every peer-wire, DHT and UDP tracker message sent or
+//! received, and transmission's own byte counters.
 
 use std::{
     collections::BTreeMap,
     fs,
+    io::{Read as _, Write as _},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -39,7 +42,8 @@ pub enum Clients {
     /// aria2 on the loopback of one namespace; `encrypted` requires MSE/PE with RC4.
     Aria2 { encrypted: bool },
     /// transmission-daemon in two namespaces joined by a veth pair (transmission never
-    /// connects to loopback peers), peers over uTP.
+    /// connects to loopback peers), peers over uTP; captured on `any` in the seeder's namespace,
+    /// where the tracker runs.
     Transmission,
 }
 
@@ -126,6 +130,8 @@ struct Truth {
     dht_sent: BTreeMap<String, u64>,
     /// UDP tracker requests sent and replies received, by action, over all clients (aria2).
     tracker_udp: BTreeMap<String, u64>,
+    /// opentracker's own counters of UDP requests received, by action.
+    tracker_stats: BTreeMap<String, u64>,
     /// transmission's own counters (`stats.json`) per client.
     transmission_stats: BTreeMap<&'static str, serde_json::Value>,
 }
@@ -400,10 +406,45 @@ fn count_log(log: &str, truth: &mut Truth) {
 /// What a run of the clients left behind.
 struct Ran {
     stats: capture::CaptureStats,
+    tracker_stats: BTreeMap<String, u64>,
     device: &'static str,
     netns: &'static str,
     exits: [Option<i32>; 2],
     downloaded: PathBuf,
+}
+
+/// opentracker's own UDP counters (`/stats?mode=everything`, asked from the tracker's address,
+/// which is blessed as admin, after the capture): requests received by action.
+fn tracker_udp_stats(
+    ns: &'static str,
+    addr: &'static str,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let page = thread::spawn(move || -> anyhow::Result<String> {
+        netns::enter(ns)?;
+        let mut conn = TcpStream::connect((addr, TRACKER_PORT))?;
+        conn.write_all(b"GET /stats?mode=everything HTTP/1.0\r\n\r\n")?;
+        let mut page = String::new();
+        conn.read_to_string(&mut page)?;
+        Ok(page)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("tracker stats thread panicked"))??;
+    let udp = page
+        .split_once("<udp>")
+        .and_then(|(_, rest)| rest.split_once("</udp>"))
+        .map(|(udp, _)| udp)
+        .with_context(|| format!("no <udp> in opentracker's stats: {page:?}"))?;
+    let mut out = BTreeMap::new();
+    for action in ["connect", "announce", "scrape"] {
+        let open = format!("<{action}>");
+        let value = udp
+            .split_once(&open)
+            .and_then(|(_, rest)| rest.split_once('<'))
+            .with_context(|| format!("no {open} in opentracker's UDP stats"))?
+            .0;
+        out.insert(action.to_owned(), value.trim().parse()?);
+    }
+    Ok(out)
 }
 
 /// Starts the tracker, the capture, the seeder and the leecher; stops them once the leecher has
@@ -411,12 +452,22 @@ struct Ran {
 fn run_clients(sample: &Sample, work: &Path, torrent: &Path, out: &Path) -> anyhow::Result<Ran> {
     let (tracker_ns, tracker_addr, device, capture_ns) = match sample.clients {
         Clients::Aria2 { .. } => (NETNS, "127.0.0.1", "lo", NETNS),
-        Clients::Transmission => (NETNS_PAIR[0], VETH_SEEDER.addr, VETH[1], NETNS_PAIR[1]),
+        Clients::Transmission => (NETNS_PAIR[0], VETH_SEEDER.addr, "any", NETNS_PAIR[0]),
     };
     let mut tracker_cmd = in_ns(tracker_ns, "opentracker");
     let port = TRACKER_PORT.to_string();
     tracker_cmd
-        .args(["-i", tracker_addr, "-p", &port, "-P", &port, "-w"])
+        .args([
+            "-i",
+            tracker_addr,
+            "-p",
+            &port,
+            "-P",
+            &port,
+            "-A",
+            tracker_addr,
+            "-w",
+        ])
         .arg(work.join("whitelist"))
         .current_dir(work);
     let tracker = Process::spawn(tracker_cmd, "opentracker", &work.join("opentracker.out"))?;
@@ -482,9 +533,11 @@ fn run_clients(sample: &Sample, work: &Path, torrent: &Path, out: &Path) -> anyh
     let seeder_exit = seeder.stop(STOP_LIMIT)?;
     thread::sleep(SETTLE);
     let stats = running.stop()?;
+    let tracker_stats = tracker_udp_stats(tracker_ns, tracker_addr)?;
     tracker.stop(STOP_LIMIT)?;
     Ok(Ran {
         stats,
+        tracker_stats,
         device,
         netns: capture_ns,
         exits: [seeder_exit, leecher_exit],
@@ -552,7 +605,7 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         ),
         Clients::Transmission => format!(
             "in two namespaces joined by a veth pair, opentracker on {tracker_addr}:{TRACKER_PORT} \
-             (UDP) in the seeder's namespace (its own announces stay on that loopback, uncaptured)"
+             (UDP) in the seeder's namespace"
         ),
     };
     let mut truth = Truth {
@@ -596,6 +649,7 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
             client_truth(seeder, ran.exits[0]),
             client_truth(leecher, ran.exits[1]),
         ],
+        tracker_stats: ran.tracker_stats,
         peer_wire_sent: BTreeMap::new(),
         dht_sent: BTreeMap::new(),
         tracker_udp: BTreeMap::new(),
