@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::Error;
 use crate::account::messages::{MessageLog, MessageRow};
 use crate::account::owners::{OwnerId, OwnerTable};
-use crate::account::pending::Contribution;
+use crate::account::pending::{Contribution, Segment, split_datagram};
 use crate::account::record::{Category, Direction, Endpoints, Row};
 use crate::account::table::{RowKey, UsageTable};
 use crate::decode::relay_book::{RelayBook, RelayStats};
@@ -431,14 +431,24 @@ impl Analyzer {
                     rules: &cfg.rules,
                 };
                 let (w, fixed_label, mut c) = flow.packet(side, window, ip.ip_len, payload_len);
-                let label = match udp::classify(&d, &mut ctx) {
+                match udp::classify(&d, &mut ctx) {
+                    Some(l) if !ctx.spans.is_empty() => {
+                        let seg = Segment {
+                            start: 0,
+                            end: u64::from(payload_len),
+                            wire: ip.ip_len,
+                            window: w,
+                            retrans: false,
+                        };
+                        let out = &mut |c| add(side, c);
+                        split_datagram(seg, ctx.spans.drain(..), l.label, out);
+                    }
                     Some(l) => {
                         c.messages = u64::from(l.units);
-                        l.label
+                        add(side, (w, l.label, c));
                     }
-                    None => fixed_label,
-                };
-                add(side, (w, label, c));
+                    None => add(side, (w, fixed_label, c)),
+                }
             }
             _ => add(side, flow.packet(side, window, ip.ip_len, payload_len)),
         }

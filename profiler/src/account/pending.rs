@@ -119,6 +119,22 @@ impl PendingQueue {
     }
 }
 
+/// Splits one datagram of `payload` bytes costing `wire` over `spans` (in order, from its first
+/// payload byte) as [`PendingQueue::apply`] does; bytes the spans leave go to `rest`.
+pub fn split_datagram(
+    seg: Segment,
+    spans: impl IntoIterator<Item = crate::decode::Span>,
+    rest: LabelId,
+    out: &mut impl FnMut(Contribution),
+) {
+    let mut q = PendingQueue::default();
+    q.push(seg);
+    for s in spans {
+        q.apply(s.len, s.label, s.units, s.framing, out);
+    }
+    q.flush(rest, out);
+}
+
 /// Takes `part` more payload bytes of an entry, with their share of its wire bytes. The packet is
 /// counted once, with its first labelled bytes.
 fn take(e: &mut Entry, part: u64, units: u64) -> Counters {

@@ -41,6 +41,11 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
 
     /// The value of `key`, marking it most recently used.
     pub fn get(&mut self, key: &K) -> Option<&V> {
+        self.get_mut(key).map(|v| &*v)
+    }
+
+    /// The value of `key` for changing, marking it most recently used.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         if !self.map.contains_key(key) {
             return None;
         }
@@ -48,7 +53,12 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         self.compact();
         let entry = self.map.get_mut(key)?;
         entry.1 = stamp;
-        Some(&entry.0)
+        Some(&mut entry.0)
+    }
+
+    /// Whether `key` is held, without marking it used.
+    pub fn contains(&self, key: &K) -> bool {
+        self.map.contains_key(key)
     }
 
     /// Entries held.

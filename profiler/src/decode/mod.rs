@@ -5,6 +5,7 @@
 //! It may lag (hold bytes until it knows what they are); accounting keeps the packets of unlabelled
 //! bytes pending until then. A new protocol is one file here plus one line in [`TCP_PROBES`].
 
+pub mod bittorrent;
 pub mod classify;
 pub mod discv5;
 pub mod dns;
@@ -205,6 +206,7 @@ pub static TCP_PROBES: &[&dyn StreamProbe] = &[
     &dns::DnsProbe,
     &http::HttpProbe,
     &tls_sni::TlsProbe,
+    &bittorrent::BittorrentProbe,
 ];
 
 /// Bytes held per side while no probe has decided; past this, the connection is `other`.

@@ -1,11 +1,13 @@
 //! UDP: each datagram is offered to the [`DATAGRAM_DECODERS`] in turn; the first that knows it
-//! labels it whole. Datagrams no decoder knows are `other` / `udp`. A new UDP protocol is one file
+//! labels it whole, or splits its payload into spans (in `ctx.spans`, from its first payload
+//! byte; bytes they leave take the datagram's label). Datagrams no decoder knows are `other` /
+//! `udp`. A new UDP protocol is one file
 //! in `decode/` plus one line in [`DATAGRAM_DECODERS`]; what decoders learn across datagrams and
 //! flows (node ids, peers) lives in [`UdpState`].
 
 use std::net::IpAddr;
 
-use super::{DecodeCtx, LabelId, discv5, dns};
+use super::{DecodeCtx, LabelId, bittorrent, discv5, dns};
 
 /// One UDP datagram as the decoders see it.
 #[derive(Clone, Copy, Debug)]
@@ -32,14 +34,23 @@ pub trait DatagramDecoder: Sync {
 }
 
 /// The UDP decoders, in the order they are tried.
-pub static DATAGRAM_DECODERS: &[&dyn DatagramDecoder] =
-    &[&dns::DnsDatagrams, &discv5::Discv5Decoder];
+/// discv5 comes before uTP: a random masking IV can look like a uTP header, a uTP packet
+/// cannot unmask to a discv5 header.
+pub static DATAGRAM_DECODERS: &[&dyn DatagramDecoder] = &[
+    &dns::DnsDatagrams,
+    &bittorrent::udp_tracker::UdpTracker,
+    &bittorrent::krpc::Dht,
+    &discv5::Discv5Decoder,
+    &bittorrent::utp::Utp,
+];
 
 /// What UDP decoders remember across datagrams and flows.
 #[derive(Default)]
 pub struct UdpState {
     pub discv5: discv5::Discv5State,
     pub dns: dns::DnsState,
+    /// BitTorrent peers, DHT transactions, tracker sessions and uTP flows.
+    pub bittorrent: bittorrent::Book,
 }
 
 impl UdpState {

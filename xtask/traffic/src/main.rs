@@ -3,6 +3,7 @@
 //! direction, negotiated protocols, gossipsub message counts). Needs root for capture and
 //! network namespaces; `cargo xtask samples` drives it.
 
+mod bittorrent;
 mod capture;
 mod discovery;
 mod discv5_node;
@@ -17,7 +18,7 @@ mod tap;
 mod transport;
 mod waku;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -46,40 +47,43 @@ enum Cmd {
     Discv5Node(discv5_node::NodeArgs),
 }
 
+/// Makes one sample into a directory.
+type Maker = Box<dyn Fn(&Path) -> anyhow::Result<()>>;
+
+/// Every sample, in the order they are made: its name and its maker.
+fn samples() -> Vec<(&'static str, Maker)> {
+    let mut all: Vec<(&'static str, Maker)> = Vec::new();
+    for s in scenario::SAMPLES {
+        all.push((s.name, Box::new(move |dir: &Path| scenario::make(s, dir))));
+    }
+    for s in bittorrent::SAMPLES {
+        all.push((s.name, Box::new(move |dir: &Path| bittorrent::make(s, dir))));
+    }
+    all.push((discovery::SAMPLE, Box::new(discovery::make)));
+    all.push((services::SAMPLE, Box::new(services::make)));
+    all
+}
+
 fn main() -> anyhow::Result<()> {
+    let samples = samples();
     match Cli::parse().command {
         Cmd::List => {
-            for sample in scenario::SAMPLES {
-                println!("{}", sample.name);
+            for (name, _) in &samples {
+                println!("{name}");
             }
-            println!("{}", discovery::SAMPLE);
-            println!("{}", services::SAMPLE);
         }
         Cmd::Discv5Node(args) => discv5_node::run(&args)?,
         Cmd::Make { out_dir, names } => {
             for name in &names {
-                if !scenario::SAMPLES.iter().any(|s| s.name == name)
-                    && name != discovery::SAMPLE
-                    && name != services::SAMPLE
-                {
+                if !samples.iter().any(|(n, _)| n == name) {
                     bail!("unknown sample {name} (see `traffic list`)");
                 }
             }
-            for sample in scenario::SAMPLES {
-                if names.is_empty() || names.iter().any(|n| n == sample.name) {
-                    eprintln!("traffic: making {}", sample.name);
-                    scenario::make(sample, &out_dir)
-                        .with_context(|| format!("sample {}", sample.name))?;
+            for (name, make) in &samples {
+                if names.is_empty() || names.iter().any(|n| n == name) {
+                    eprintln!("traffic: making {name}");
+                    make(&out_dir).with_context(|| format!("sample {name}"))?;
                 }
-            }
-            if names.is_empty() || names.iter().any(|n| n == discovery::SAMPLE) {
-                eprintln!("traffic: making {}", discovery::SAMPLE);
-                discovery::make(&out_dir)
-                    .with_context(|| format!("sample {}", discovery::SAMPLE))?;
-            }
-            if names.is_empty() || names.iter().any(|n| n == services::SAMPLE) {
-                eprintln!("traffic: making {}", services::SAMPLE);
-                services::make(&out_dir).with_context(|| format!("sample {}", services::SAMPLE))?;
             }
         }
     }

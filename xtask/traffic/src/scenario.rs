@@ -261,18 +261,19 @@ struct Truth {
     messages: Vec<MessageTruth>,
 }
 
+/// How a capture was made and what libpcap reported.
 #[derive(Serialize)]
-struct CaptureTruth {
-    tool: String,
-    device: String,
-    netns: Option<String>,
-    filter: String,
-    timestamp_precision: &'static str,
-    packets: u64,
-    received: u32,
-    dropped: u32,
-    if_dropped: u32,
-    converted: Option<String>,
+pub struct CaptureTruth {
+    pub tool: String,
+    pub device: String,
+    pub netns: Option<String>,
+    pub filter: String,
+    pub timestamp_precision: &'static str,
+    pub packets: u64,
+    pub received: u32,
+    pub dropped: u32,
+    pub if_dropped: u32,
+    pub converted: Option<String>,
 }
 
 #[derive(Serialize)]

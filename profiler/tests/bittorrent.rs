@@ -1,0 +1,199 @@
+//! The BitTorrent samples against what aria2, transmission and opentracker reported: the
+//! scenario's bytes are `bittorrent`, the peer-wire messages by kind equal those the clients
+//! logged, the file's blocks travel as piece messages (or uTP data), the UDP tracker and DHT
+//! exchanges are there, and RC4-encrypted MSE connections are attributed by correlation.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use wakuprof::account::record::{Category, Method, Row};
+use wakuprof::analyze::Config;
+
+fn bt_samples() -> Vec<(PathBuf, Value)> {
+    let samples: Vec<(PathBuf, Value)> = common::samples()
+        .into_iter()
+        .filter_map(|p| {
+            let t = truth(&p);
+            t.get("torrent").is_some().then_some((p, t))
+        })
+        .collect();
+    assert!(samples.len() >= 3, "BitTorrent samples in samples/");
+    samples
+}
+
+fn truth(capture: &Path) -> Value {
+    let path = capture.with_extension("truth.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("truth is JSON")
+}
+
+fn count(t: &Value, map: &str, key: &str) -> u64 {
+    t[map][key].as_u64().unwrap_or(0)
+}
+
+/// Σ of `f` over the rows of `protocol` / `kind`.
+fn total(rows: &[Row], protocol: &str, kind: &str, f: impl Fn(&Row) -> u64) -> u64 {
+    rows.iter()
+        .filter(|r| r.label.protocol.as_ref() == protocol && r.label.kind.as_ref() == kind)
+        .map(f)
+        .sum()
+}
+
+fn messages(rows: &[Row], protocol: &str, kind: &str) -> u64 {
+    total(rows, protocol, kind, |r| r.counters.messages)
+}
+
+/// Wire bytes per `category/protocol/kind`, for failure messages.
+fn by_label(rows: &[Row]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let l = &r.label;
+        let key = format!("{}/{}/{}", l.category.as_str(), l.protocol, l.kind);
+        *out.entry(key).or_default() += r.counters.bytes;
+    }
+    out
+}
+
+#[test]
+fn bittorrent_samples_match_the_clients() {
+    for (capture, t) in bt_samples() {
+        let name = capture.display().to_string();
+        let (rows, stats, errors) =
+            common::analyze(std::slice::from_ref(&capture), Config::default());
+        assert_eq!(errors, 0, "{name}");
+        let packets = t["capture"]["packets"].as_u64();
+        assert_eq!(Some(stats.packets), packets, "{name}");
+
+        let all: u64 = rows.iter().map(|r| r.counters.bytes).sum();
+        let bt: u64 = rows
+            .iter()
+            .filter(|r| r.label.category == Category::Bittorrent)
+            .map(|r| r.counters.bytes)
+            .sum();
+        assert!(
+            bt * 1000 >= all * 999,
+            "{name}: {bt} of {all} bytes are bittorrent: {:?}",
+            by_label(&rows)
+        );
+
+        // opentracker's own counters: each request it received was answered once.
+        for (action, n) in t["tracker_stats"].as_object().expect("tracker_stats") {
+            let want = 2 * n.as_u64().expect("count");
+            let got = messages(&rows, "bt-tracker-udp", action);
+            assert_eq!(got, want, "{name}: UDP tracker {action} requests + replies");
+        }
+        if t["tracker_udp"].as_object().is_some_and(|m| !m.is_empty()) {
+            aria2_udp_exchanges(&name, &rows, &t);
+        } else {
+            for (protocol, kind) in [("bt-dht", "ping"), ("utp", "syn")] {
+                let n = messages(&rows, protocol, kind);
+                assert!(n > 0, "{name}: {protocol} {kind}");
+            }
+        }
+
+        let blocks = t["torrent"]["blocks"].as_u64().expect("blocks");
+        let file_size = t["torrent"]["file_size"].as_u64().expect("file size");
+        let encryption = t["torrent"]["encryption"].as_str().expect("encryption");
+        if encryption.starts_with("uTP") {
+            let stats = &t["transmission_stats"];
+            let downloaded = stats["leecher"]["downloaded-bytes"].as_u64();
+            assert_eq!(downloaded, Some(file_size), "{name}");
+            let uploaded = stats["seeder"]["uploaded-bytes"]
+                .as_u64()
+                .expect("uploaded");
+            assert!(uploaded >= file_size, "{name}: the seeder sent the file");
+            let packets = messages(&rows, "utp", "data");
+            assert!(packets >= blocks, "{name}: {packets} uTP data packets");
+            let pieces = messages(&rows, "bittorrent", "piece");
+            assert_eq!(
+                pieces, blocks,
+                "{name}: one piece message per block inside uTP"
+            );
+            let requests = messages(&rows, "bittorrent", "request");
+            assert_eq!(requests, blocks, "{name}: one request per block inside uTP");
+            assert_eq!(messages(&rows, "bittorrent", "handshake"), 2, "{name}");
+            piece_bytes_match(&name, &rows, file_size, blocks);
+        } else if encryption.contains("selects plaintext") {
+            peer_wire_matches(&name, &rows, &t);
+            piece_bytes_match(&name, &rows, file_size, blocks);
+        } else {
+            let tcp: Vec<&Row> = rows
+                .iter()
+                .filter(|r| r.endpoints.transport == "tcp")
+                .collect();
+            assert!(
+                tcp.iter()
+                    .all(|r| r.label.protocol.as_ref() == "mse"
+                        && r.label.method == Method::Heuristic),
+                "{name}: TCP connections are MSE, heuristic: {:?}",
+                by_label(&rows)
+            );
+            let payload: u64 = tcp.iter().map(|r| r.counters.payload_bytes).sum();
+            assert!(
+                payload >= file_size,
+                "{name}: {payload} MSE bytes carry the file"
+            );
+        }
+    }
+}
+
+/// Each piece message: length (4) + id (1) + index (4) + begin (4) + its block.
+fn piece_bytes_match(name: &str, rows: &[Row], file_size: u64, blocks: u64) {
+    let piece_bytes = total(rows, "bittorrent", "piece", |r| r.counters.payload_bytes);
+    assert_eq!(
+        piece_bytes,
+        file_size + 13 * blocks,
+        "{name}: piece payload bytes"
+    );
+}
+
+/// aria2's UDP tracker and DHT messages: every one it logged, one message each; DHT responses
+/// under the method of their query.
+fn aria2_udp_exchanges(name: &str, rows: &[Row], t: &Value) {
+    for action in ["connect", "announce"] {
+        let want = count(t, "tracker_udp", &format!("{action} request"))
+            + count(t, "tracker_udp", &format!("{action} reply"));
+        assert!(want > 0, "{name}: the truth has {action}s");
+        let got = messages(rows, "bt-tracker-udp", action);
+        assert_eq!(got, want, "{name}: UDP tracker {action} requests + replies");
+    }
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for (key, n) in t["dht_sent"].as_object().expect("dht_sent") {
+        let method = key.split(' ').nth(1).expect("`query method`").to_owned();
+        *want.entry(method).or_default() += n.as_u64().expect("count");
+    }
+    let both = want.contains_key("ping") && want.contains_key("find_node");
+    assert!(both, "{name}: {want:?}");
+    for (method, n) in &want {
+        assert_eq!(messages(rows, "bt-dht", method), *n, "{name}: DHT {method}");
+    }
+}
+
+/// Peer-wire messages by kind equal those aria2 logged as sent, with one piece per block.
+fn peer_wire_matches(name: &str, rows: &[Row], t: &Value) {
+    let want: BTreeMap<String, u64> = t["peer_wire_sent"]
+        .as_object()
+        .expect("peer_wire_sent")
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().expect("count")))
+        .collect();
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.label.protocol.as_ref() == "bittorrent")
+    {
+        if r.counters.messages > 0 {
+            *got.entry(r.label.kind.to_string()).or_default() += r.counters.messages;
+        }
+    }
+    assert_eq!(got, want, "{name}: peer-wire messages by kind");
+    let blocks = t["torrent"]["blocks"].as_u64();
+    let pieces = want.get("piece").copied();
+    assert_eq!(
+        pieces, blocks,
+        "{name}: one piece message per block, no duplicate"
+    );
+}

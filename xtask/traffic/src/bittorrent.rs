@@ -1,0 +1,688 @@
+//! BitTorrent samples: real clients from Debian (aria2 as seeder and leecher) and opentracker on
+//! the loopback of a network namespace of their own, transferring a known file, with the UDP
+//! tracker, the Mainline DHT between the two clients, and plaintext or MSE-encrypted peer
+//! connections, or transmission over uTP. The truth is what the implementations report: the
+//! torrent's metadata (aria2's `-S`), the downloaded file compared with the original,
+//! opentracker's counters, aria2's log of every peer-wire, DHT and UDP tracker message sent or
+//! received, and transmission's own byte counters.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use pcap::Precision;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    capture::{self, CaptureSpec},
+    netns::{self, Namespaces},
+    scenario::{CaptureTruth, hex},
+};
+
+/// One BitTorrent sample.
+pub struct Sample {
+    /// Base name of the files in samples/.
+    pub name: &'static str,
+    /// The clients that seed and leech.
+    pub clients: Clients,
+}
+
+/// Which BitTorrent implementation runs both ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Clients {
+    /// aria2 on the loopback of one namespace; `encrypted` requires MSE/PE with RC4.
+    Aria2 { encrypted: bool },
+    /// transmission-daemon in two namespaces joined by a veth pair (transmission never
+    /// connects to loopback peers), peers over uTP; captured on `any` in the seeder's namespace,
+    /// where the tracker runs.
+    Transmission,
+}
+
+/// The BitTorrent samples.
+pub static SAMPLES: &[Sample] = &[
+    Sample {
+        name: "bt-aria2-plain",
+        clients: Clients::Aria2 { encrypted: false },
+    },
+    Sample {
+        name: "bt-aria2-mse",
+        clients: Clients::Aria2 { encrypted: true },
+    },
+    Sample {
+        name: "bt-transmission-utp",
+        clients: Clients::Transmission,
+    },
+];
+
+/// The namespace every process of an aria2 sample runs in.
+const NETNS: &str = "wkp-bt";
+/// The namespaces of the transmission seeder (with the tracker) and leecher, their veth ends.
+const NETNS_PAIR: [&str; 2] = ["wkp-bt-a", "wkp-bt-b"];
+const VETH: [&str; 2] = ["wkp-bta", "wkp-btb"];
+/// The tracker's port (UDP and TCP).
+const TRACKER_PORT: u16 = 6969;
+/// Seeder and leecher on loopback: address, TCP and DHT port.
+const SEEDER: Client = Client {
+    role: "seeder",
+    addr: "127.0.0.2",
+    port: 6881,
+};
+const LEECHER: Client = Client {
+    role: "leecher",
+    addr: "127.0.0.3",
+    port: 6882,
+};
+/// Seeder and leecher on the veth pair (test-net addresses, only inside the namespaces).
+const VETH_SEEDER: Client = Client {
+    role: "seeder",
+    addr: "198.18.7.1",
+    port: 6881,
+};
+const VETH_LEECHER: Client = Client {
+    role: "leecher",
+    addr: "198.18.7.2",
+    port: 6882,
+};
+/// Size of the shared file, and the seed of its bytes.
+const FILE_SIZE: usize = 400 * 1024;
+const FILE_SEED: u64 = 0x5eed_b17e;
+/// log2 of the piece length mktorrent is asked for (64 KiB).
+const PIECE_LENGTH_LOG2: &str = "16";
+/// How long the leecher may take.
+const LEECH_LIMIT: Duration = Duration::from_secs(60);
+/// How long a client or the tracker may take to stop.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+/// What is captured: the scenario's own traffic.
+const FILTER: &str = "tcp or udp";
+/// Pause for the last packets (stop announces, FINs) before the capture ends.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// One aria2 client.
+#[derive(Clone, Copy)]
+struct Client {
+    role: &'static str,
+    addr: &'static str,
+    port: u16,
+}
+
+#[derive(Serialize)]
+struct Truth {
+    sample: String,
+    file: String,
+    link_type: String,
+    made_by: String,
+    description: String,
+    capture: CaptureTruth,
+    torrent: TorrentTruth,
+    clients: Vec<ClientTruth>,
+    /// Peer-wire messages sent, by kind, over all clients.
+    peer_wire_sent: BTreeMap<String, u64>,
+    /// DHT messages sent, by `query`/`response` and method, over all clients.
+    dht_sent: BTreeMap<String, u64>,
+    /// UDP tracker requests sent and replies received, by action, over all clients (aria2).
+    tracker_udp: BTreeMap<String, u64>,
+    /// opentracker's own counters of UDP requests received, by action.
+    tracker_stats: BTreeMap<String, u64>,
+    /// transmission's own counters (`stats.json`) per client.
+    transmission_stats: BTreeMap<&'static str, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct TorrentTruth {
+    info_hash: String,
+    file_size: u64,
+    piece_length: u64,
+    pieces: u64,
+    /// 16 KiB blocks of the file: the piece messages of one complete download.
+    blocks: u64,
+    sha256: String,
+    downloaded_sha256: String,
+    encryption: &'static str,
+}
+
+#[derive(Serialize)]
+struct ClientTruth {
+    role: &'static str,
+    address: &'static str,
+    tcp_port: u16,
+    dht_port: u16,
+    exit: Option<i32>,
+}
+
+/// Size of the blocks aria2 requests.
+const BLOCK: u64 = 16 * 1024;
+
+/// The file's bytes: xorshift64* from a fixed seed.
+fn file_bytes() -> Vec<u8> {
+    let mut x = FILE_SEED;
+    let mut out = Vec::with_capacity(FILE_SIZE + 8);
+    while out.len() < FILE_SIZE {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(FILE_SIZE);
+    out
+}
+
+/// A command run inside a namespace.
+fn in_ns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+/// transmission-daemon's settings: uTP and DHT on, LPD, PEX, port mapping, blocklists and RPC
+/// off, plaintext preferred, bound to the client's address.
+fn transmission(client: Client, work: &Path) -> anyhow::Result<Command> {
+    let home = work.join(client.role);
+    let (config, download, watch) = (home.join("config"), home.join("data"), home.join("watch"));
+    for dir in [&config, &download, &watch] {
+        fs::create_dir_all(dir)?;
+    }
+    let settings = serde_json::json!({
+        "bind-address-ipv4": client.addr,
+        "blocklist-enabled": false,
+        "dht-enabled": true,
+        "download-dir": download,
+        "encryption": 0,
+        "idle-seeding-limit-enabled": false,
+        "incomplete-dir-enabled": false,
+        "lpd-enabled": false,
+        "message-level": 3,
+        "peer-port": client.port,
+        "peer-port-random-on-start": false,
+        "pex-enabled": false,
+        "port-forwarding-enabled": false,
+        "ratio-limit-enabled": false,
+        "rpc-enabled": false,
+        "start-added-torrents": true,
+        "utp-enabled": true,
+        "watch-dir": watch,
+        "watch-dir-enabled": true,
+    });
+    fs::write(config.join("settings.json"), settings.to_string())?;
+    let ns = if client.role == "seeder" {
+        NETNS_PAIR[0]
+    } else {
+        NETNS_PAIR[1]
+    };
+    let mut c = in_ns(ns, "transmission-daemon");
+    c.arg("-f")
+        .arg("-g")
+        .arg(&config)
+        .arg("--logfile")
+        .arg(home.join("transmission.log"));
+    Ok(c)
+}
+
+/// Two namespaces joined by a veth pair with the veth seeder and leecher addresses, IPv6 off
+/// (no router or multicast chatter).
+fn veth_pair() -> anyhow::Result<Namespaces> {
+    let namespaces = Namespaces::create(&NETNS_PAIR)?;
+    netns::ip(&[
+        "link", "add", VETH[0], "type", "veth", "peer", "name", VETH[1],
+    ])?;
+    for (i, client) in [VETH_SEEDER, VETH_LEECHER].iter().enumerate() {
+        run(in_ns(NETNS_PAIR[i], "sysctl").args([
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]))?;
+        netns::ip(&["link", "set", VETH[i], "netns", NETNS_PAIR[i]])?;
+        let addr = format!("{}/24", client.addr);
+        netns::ip(&["-n", NETNS_PAIR[i], "addr", "add", &addr, "dev", VETH[i]])?;
+        netns::ip(&["-n", NETNS_PAIR[i], "link", "set", VETH[i], "up"])?;
+    }
+    Ok(namespaces)
+}
+
+/// A child process that is ended (by its pid) when dropped.
+struct Process(Child, &'static str);
+
+impl Process {
+    fn spawn(mut cmd: Command, name: &'static str, log: &Path) -> anyhow::Result<Process> {
+        let out = fs::File::create(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("start {name}"))?;
+        Ok(Process(child, name))
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits up to `limit`, then kills it.
+    fn stop(mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill only sends a signal to the process this struct started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        self.wait(limit)
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; kills it after that.
+    fn wait(&mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(status.code());
+            }
+            if start.elapsed() >= limit {
+                self.0.kill()?;
+                bail!("{} did not finish within {limit:?}", self.1);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let name = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("run {name}"))?;
+    ensure!(
+        out.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The value of `key: value` in aria2's `-S` listing.
+fn field<'a>(listing: &'a str, key: &str) -> anyhow::Result<&'a str> {
+    listing
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+        .map(str::trim)
+        .with_context(|| format!("aria2c -S printed no {key:?}"))
+}
+
+/// aria2's options shared by both clients: no LPD, no PEX, no bootstrap nodes but the peer,
+/// debug log (which names every message sent and received).
+fn aria2(client: Client, dir: &Path, encrypted: bool) -> Command {
+    let mut c = in_ns(NETNS, "aria2c");
+    let port = client.port.to_string();
+    c.arg(format!("--interface={}", client.addr))
+        .arg(format!("--listen-port={port}"))
+        .arg(format!("--dht-listen-port={port}"))
+        .arg(format!("--dht-listen-addr={}", client.addr))
+        .arg(format!(
+            "--dht-file-path={}/dht-{}.dat",
+            dir.display(),
+            client.role
+        ))
+        .args([
+            "--enable-dht=true",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--disable-ipv6=true",
+            "--bt-stop-timeout=0",
+            "--log-level=debug",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+            "--follow-torrent=false",
+        ])
+        .arg(format!("--log={}/{}.log", dir.display(), client.role));
+    if encrypted {
+        c.args(["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"]);
+    }
+    c
+}
+
+/// aria2's name of a peer-wire message (as its log writes it) and the profiler's kind.
+const ARIA2_MESSAGES: &[(&str, &str)] = &[
+    ("extended handshake", "extended"),
+    ("allowed fast", "allowed_fast"),
+    ("have all", "have_all"),
+    ("have none", "have_none"),
+    ("not interested", "not_interested"),
+    ("keep alive", "keepalive"),
+    ("handshake", "handshake"),
+    ("bitfield", "bitfield"),
+    ("piece", "piece"),
+    ("request", "request"),
+    ("have", "have"),
+    ("unchoke", "unchoke"),
+    ("choke", "choke"),
+    ("interested", "interested"),
+    ("cancel", "cancel"),
+    ("reject", "reject"),
+    ("suggest", "suggest"),
+    ("port", "port"),
+];
+
+/// Counts from one aria2 debug log into the truth's maps.
+fn count_log(log: &str, truth: &mut Truth) {
+    for line in log.lines() {
+        if let Some((_, rest)) = line.split_once(" - To: ") {
+            let text = rest.split_once(' ').map_or("", |(_, t)| t);
+            let kind = ARIA2_MESSAGES.iter().find(|(name, _)| {
+                text.strip_prefix(name)
+                    .is_some_and(|r| r.is_empty() || r.starts_with(' '))
+            });
+            let kind = kind.map_or("unknown", |(_, k)| k);
+            *truth.peer_wire_sent.entry(kind.to_owned()).or_default() += 1;
+        } else if let Some((_, rest)) = line.split_once("Message sent: dht ") {
+            let mut words = rest.split(' ');
+            if let (Some(y), Some(method)) = (words.next(), words.next()) {
+                *truth.dht_sent.entry(format!("{y} {method}")).or_default() += 1;
+            }
+        } else if let Some((_, rest)) = line.split_once("UDPT sent ") {
+            let action = rest.split(' ').next().unwrap_or_default().to_lowercase();
+            *truth
+                .tracker_udp
+                .entry(format!("{action} request"))
+                .or_default() += 1;
+        } else if let Some((_, rest)) = line.split_once("UDPT received ") {
+            let action = rest.split(' ').next().unwrap_or_default().to_lowercase();
+            *truth
+                .tracker_udp
+                .entry(format!("{action} reply"))
+                .or_default() += 1;
+        }
+    }
+}
+
+/// What a run of the clients left behind.
+struct Ran {
+    stats: capture::CaptureStats,
+    tracker_stats: BTreeMap<String, u64>,
+    device: &'static str,
+    netns: &'static str,
+    exits: [Option<i32>; 2],
+    downloaded: PathBuf,
+}
+
+/// opentracker's own UDP counters (`/stats?mode=everything`, asked from the tracker's address,
+/// which is blessed as admin, after the capture): requests received by action.
+fn tracker_udp_stats(
+    ns: &'static str,
+    addr: &'static str,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let page = thread::spawn(move || -> anyhow::Result<String> {
+        netns::enter(ns)?;
+        let mut conn = TcpStream::connect((addr, TRACKER_PORT))?;
+        conn.write_all(b"GET /stats?mode=everything HTTP/1.0\r\n\r\n")?;
+        let mut page = String::new();
+        conn.read_to_string(&mut page)?;
+        Ok(page)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("tracker stats thread panicked"))??;
+    let udp = page
+        .split_once("<udp>")
+        .and_then(|(_, rest)| rest.split_once("</udp>"))
+        .map(|(udp, _)| udp)
+        .with_context(|| format!("no <udp> in opentracker's stats: {page:?}"))?;
+    let mut out = BTreeMap::new();
+    for action in ["connect", "announce", "scrape"] {
+        let open = format!("<{action}>");
+        let value = udp
+            .split_once(&open)
+            .and_then(|(_, rest)| rest.split_once('<'))
+            .with_context(|| format!("no {open} in opentracker's UDP stats"))?
+            .0;
+        out.insert(action.to_owned(), value.trim().parse()?);
+    }
+    Ok(out)
+}
+
+/// Starts the tracker, the capture, the seeder and the leecher; stops them once the leecher has
+/// the file.
+fn run_clients(sample: &Sample, work: &Path, torrent: &Path, out: &Path) -> anyhow::Result<Ran> {
+    let (tracker_ns, tracker_addr, device, capture_ns) = match sample.clients {
+        Clients::Aria2 { .. } => (NETNS, "127.0.0.1", "lo", NETNS),
+        Clients::Transmission => (NETNS_PAIR[0], VETH_SEEDER.addr, "any", NETNS_PAIR[0]),
+    };
+    let mut tracker_cmd = in_ns(tracker_ns, "opentracker");
+    let port = TRACKER_PORT.to_string();
+    tracker_cmd
+        .args([
+            "-i",
+            tracker_addr,
+            "-p",
+            &port,
+            "-P",
+            &port,
+            "-A",
+            tracker_addr,
+            "-w",
+        ])
+        .arg(work.join("whitelist"))
+        .current_dir(work);
+    let tracker = Process::spawn(tracker_cmd, "opentracker", &work.join("opentracker.out"))?;
+    thread::sleep(Duration::from_millis(300));
+    let running = capture::start(CaptureSpec {
+        device: device.into(),
+        netns: Some(capture_ns.into()),
+        linktype: None,
+        precision: Precision::Micro,
+        filter: FILTER.into(),
+        out: out.to_path_buf(),
+    })?;
+    let file = work.join("file.bin");
+    let (seeder, mut leecher, downloaded) = match sample.clients {
+        Clients::Aria2 { encrypted } => {
+            let mut seed_cmd = aria2(SEEDER, work, encrypted);
+            seed_cmd
+                .args(["--seed-ratio=0.0", "--check-integrity=true", "-d"])
+                .arg(work)
+                .arg(torrent);
+            let seeder = Process::spawn(seed_cmd, "aria2c seeder", &work.join("seeder.out"))?;
+            thread::sleep(Duration::from_secs(1));
+            let leech_dir = work.join("leech");
+            let mut leech_cmd = aria2(LEECHER, work, encrypted);
+            leech_cmd
+                .arg(format!("--dht-entry-point={}:{}", SEEDER.addr, SEEDER.port))
+                .args(["--seed-time=0", "-d"])
+                .arg(&leech_dir)
+                .arg(torrent);
+            let mut leecher =
+                Process::spawn(leech_cmd, "aria2c leecher", &work.join("leecher.out"))?;
+            leecher.wait(LEECH_LIMIT)?;
+            (seeder, leecher, leech_dir.join("file.bin"))
+        }
+        Clients::Transmission => {
+            let seed_cmd = transmission(VETH_SEEDER, work)?;
+            fs::copy(&file, work.join("seeder/data/file.bin"))?;
+            fs::copy(torrent, work.join("seeder/watch/file.torrent"))?;
+            let seeder = Process::spawn(seed_cmd, "transmission seeder", &work.join("seeder.out"))?;
+            thread::sleep(Duration::from_secs(2));
+            let leech_cmd = transmission(VETH_LEECHER, work)?;
+            fs::copy(torrent, work.join("leecher/watch/file.torrent"))?;
+            let leecher =
+                Process::spawn(leech_cmd, "transmission leecher", &work.join("leecher.out"))?;
+            let downloaded = work.join("leecher/data/file.bin");
+            let want = fs::read(&file)?;
+            let start = Instant::now();
+            while fs::read(&downloaded).ok().as_ref() != Some(&want) {
+                ensure!(
+                    start.elapsed() < LEECH_LIMIT,
+                    "the leecher did not finish in time"
+                );
+                thread::sleep(Duration::from_millis(200));
+            }
+            (seeder, leecher, downloaded)
+        }
+    };
+    thread::sleep(SETTLE);
+    let leecher_exit = match sample.clients {
+        Clients::Aria2 { .. } => leecher.wait(Duration::ZERO)?,
+        Clients::Transmission => leecher.stop(STOP_LIMIT)?,
+    };
+    let seeder_exit = seeder.stop(STOP_LIMIT)?;
+    thread::sleep(SETTLE);
+    let stats = running.stop()?;
+    let tracker_stats = tracker_udp_stats(tracker_ns, tracker_addr)?;
+    tracker.stop(STOP_LIMIT)?;
+    Ok(Ran {
+        stats,
+        tracker_stats,
+        device,
+        netns: capture_ns,
+        exits: [seeder_exit, leecher_exit],
+        downloaded,
+    })
+}
+
+/// Makes one sample: `<name>.pcap` and `<name>.truth.json` in `out_dir`.
+pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(out_dir)?;
+    let work = std::env::temp_dir().join(format!("wkp-{}", sample.name));
+    if work.exists() {
+        fs::remove_dir_all(&work)?;
+    }
+    fs::create_dir_all(&work)?;
+    let data = file_bytes();
+    let file = work.join("file.bin");
+    fs::write(&file, &data)?;
+    let (seeder, leecher, tracker_addr) = match sample.clients {
+        Clients::Aria2 { .. } => (SEEDER, LEECHER, "127.0.0.1"),
+        Clients::Transmission => (VETH_SEEDER, VETH_LEECHER, VETH_SEEDER.addr),
+    };
+    let torrent = work.join("file.torrent");
+    let announce = format!("udp://{tracker_addr}:{TRACKER_PORT}/announce");
+    run(Command::new("mktorrent")
+        .args(["-a", &announce, "-l", PIECE_LENGTH_LOG2, "-o"])
+        .arg(&torrent)
+        .arg(&file))
+    .context("mktorrent (Debian package mktorrent)")?;
+    let listing = run(Command::new("aria2c").arg("-S").arg(&torrent))?;
+    let info_hash = field(&listing, "Info Hash")?.to_owned();
+    let pieces: u64 = field(&listing, "The Number of Pieces")?.parse()?;
+    fs::write(work.join("whitelist"), format!("{info_hash}\n"))?;
+
+    let _namespaces = match sample.clients {
+        Clients::Aria2 { .. } => Namespaces::create(&[NETNS])?,
+        Clients::Transmission => veth_pair()?,
+    };
+    let out = out_dir.join(format!("{}.pcap", sample.name));
+    let ran = run_clients(sample, &work, &torrent, &out)?;
+    let downloaded = fs::read(&ran.downloaded).context("the leecher's download")?;
+    ensure!(
+        downloaded == data,
+        "the leecher's file differs from the seeder's"
+    );
+    let stats = ran.stats;
+    let file_size = data.len() as u64;
+    let (made_by, peers) = match sample.clients {
+        Clients::Aria2 { encrypted: false } => (
+            "aria2 1.36 (seeder and leecher) and opentracker (UDP tracker), Debian",
+            "TCP, each opened with an MSE/PE handshake that selects plaintext (aria2's default)",
+        ),
+        Clients::Aria2 { encrypted: true } => (
+            "aria2 1.36 (seeder and leecher) and opentracker (UDP tracker), Debian",
+            "TCP, MSE/PE with RC4 required (aria2 --bt-require-crypto --bt-min-crypto-level=arc4)",
+        ),
+        Clients::Transmission => (
+            "transmission-daemon 3.00 (seeder and leecher) and opentracker (UDP tracker), Debian",
+            "uTP, plaintext preferred (transmission encryption 0)",
+        ),
+    };
+    let place = match sample.clients {
+        Clients::Aria2 { .. } => format!(
+            "on the loopback of a namespace, opentracker on {tracker_addr}:{TRACKER_PORT} (UDP)"
+        ),
+        Clients::Transmission => format!(
+            "in two namespaces joined by a veth pair, opentracker on {tracker_addr}:{TRACKER_PORT} \
+             (UDP) in the seeder's namespace"
+        ),
+    };
+    let mut truth = Truth {
+        sample: sample.name.to_owned(),
+        file: format!("{}.pcap", sample.name),
+        link_type: stats.linktype.get_name()?,
+        made_by: made_by.into(),
+        description: format!(
+            "seeder {}:{} and leecher {}:{} {place}, Mainline DHT between the clients, {} KiB \
+             file in {pieces} pieces of 64 KiB; peers: {peers}; captured live on `{}` by libpcap",
+            seeder.addr,
+            seeder.port,
+            leecher.addr,
+            leecher.port,
+            FILE_SIZE / 1024,
+            ran.device,
+        ),
+        capture: CaptureTruth {
+            tool: "libpcap via the pcap crate".into(),
+            device: ran.device.into(),
+            netns: Some(ran.netns.into()),
+            filter: FILTER.into(),
+            timestamp_precision: "micro",
+            packets: stats.packets,
+            received: stats.received,
+            dropped: stats.dropped,
+            if_dropped: stats.if_dropped,
+            converted: None,
+        },
+        torrent: TorrentTruth {
+            info_hash,
+            file_size,
+            piece_length: 1 << 16,
+            pieces,
+            blocks: file_size.div_ceil(BLOCK),
+            sha256: hex(&Sha256::digest(&data)),
+            downloaded_sha256: hex(&Sha256::digest(&downloaded)),
+            encryption: peers,
+        },
+        clients: vec![
+            client_truth(seeder, ran.exits[0]),
+            client_truth(leecher, ran.exits[1]),
+        ],
+        tracker_stats: ran.tracker_stats,
+        peer_wire_sent: BTreeMap::new(),
+        dht_sent: BTreeMap::new(),
+        tracker_udp: BTreeMap::new(),
+        transmission_stats: BTreeMap::new(),
+    };
+    for client in [seeder, leecher] {
+        if let Clients::Aria2 { .. } = sample.clients {
+            let log: PathBuf = work.join(format!("{}.log", client.role));
+            let text =
+                fs::read_to_string(&log).with_context(|| format!("read {}", log.display()))?;
+            count_log(&text, &mut truth);
+        } else {
+            let path = work.join(client.role).join("config/stats.json");
+            let text =
+                fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+            truth
+                .transmission_stats
+                .insert(client.role, serde_json::from_str(&text)?);
+        }
+    }
+    let truth_path = out_dir.join(format!("{}.truth.json", sample.name));
+    fs::write(&truth_path, serde_json::to_string_pretty(&truth)? + "\n")
+        .with_context(|| format!("write {}", truth_path.display()))?;
+    fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+fn client_truth(c: Client, exit: Option<i32>) -> ClientTruth {
+    ClientTruth {
+        role: c.role,
+        address: c.addr,
+        tcp_port: c.port,
+        dht_port: c.port,
+        exit,
+    }
+}
