@@ -24,7 +24,8 @@ pub struct SamplesArgs {
 }
 
 /// What making and checking the samples needs besides the build: `ip` for the network
-/// namespaces, editcap and capinfos, and tshark as the independent reader of the captures.
+/// namespaces, editcap and capinfos, tshark as the independent reader of the captures, and the
+/// real implementations the discovery, services and BitTorrent samples run.
 const PACKAGES: &[Package] = &[
     Package {
         name: "iproute2",
@@ -37,6 +38,34 @@ const PACKAGES: &[Package] = &[
     Package {
         name: "tshark",
         marker: "/usr/bin/tshark",
+    },
+    Package {
+        name: "dnsmasq-base",
+        marker: "/usr/sbin/dnsmasq",
+    },
+    Package {
+        name: "bind9-dnsutils",
+        marker: "/usr/bin/dig",
+    },
+    Package {
+        name: "curl",
+        marker: "/usr/bin/curl",
+    },
+    Package {
+        name: "aria2",
+        marker: "/usr/bin/aria2c",
+    },
+    Package {
+        name: "mktorrent",
+        marker: "/usr/bin/mktorrent",
+    },
+    Package {
+        name: "opentracker",
+        marker: "/usr/bin/opentracker",
+    },
+    Package {
+        name: "transmission-daemon",
+        marker: "/usr/bin/transmission-daemon",
     },
 ];
 

@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 use crate::{
     capture::{self, CaptureSpec},
     netns::{self, Namespaces},
-    scenario::{CaptureTruth, hex},
+    scenario::hex,
+    truth::{CaptureTruth, Head},
 };
 
 /// One BitTorrent sample.
@@ -116,12 +117,8 @@ struct Client {
 
 #[derive(Serialize)]
 struct Truth {
-    sample: String,
-    file: String,
-    link_type: String,
-    made_by: String,
-    description: String,
-    capture: CaptureTruth,
+    #[serde(flatten)]
+    head: Head,
     torrent: TorrentTruth,
     clients: Vec<ClientTruth>,
     /// Peer-wire messages sent, by kind, over all clients.
@@ -609,31 +606,28 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         ),
     };
     let mut truth = Truth {
-        sample: sample.name.to_owned(),
-        file: format!("{}.pcap", sample.name),
-        link_type: stats.linktype.get_name()?,
-        made_by: made_by.into(),
-        description: format!(
-            "seeder {}:{} and leecher {}:{} {place}, Mainline DHT between the clients, {} KiB \
+        head: Head {
+            sample: sample.name.to_owned(),
+            file: format!("{}.pcap", sample.name),
+            link_type: stats.linktype.get_name()?,
+            made_by: made_by.into(),
+            description: format!(
+                "seeder {}:{} and leecher {}:{} {place}, Mainline DHT between the clients, {} KiB \
              file in {pieces} pieces of 64 KiB; peers: {peers}; captured live on `{}` by libpcap",
-            seeder.addr,
-            seeder.port,
-            leecher.addr,
-            leecher.port,
-            FILE_SIZE / 1024,
-            ran.device,
-        ),
-        capture: CaptureTruth {
-            tool: "libpcap via the pcap crate".into(),
-            device: ran.device.into(),
-            netns: Some(ran.netns.into()),
-            filter: FILTER.into(),
-            timestamp_precision: "micro",
-            packets: stats.packets,
-            received: stats.received,
-            dropped: stats.dropped,
-            if_dropped: stats.if_dropped,
-            converted: None,
+                seeder.addr,
+                seeder.port,
+                leecher.addr,
+                leecher.port,
+                FILE_SIZE / 1024,
+                ran.device,
+            ),
+            capture: CaptureTruth::new(
+                ran.device,
+                Some(ran.netns),
+                FILTER,
+                Precision::Micro,
+                &stats,
+            ),
         },
         torrent: TorrentTruth {
             info_hash,

@@ -35,6 +35,20 @@ pub struct CaptureSpec {
     pub out: PathBuf,
 }
 
+impl CaptureSpec {
+    /// The loopback of namespace `netns`, microsecond timestamps, the device's link type.
+    pub fn loopback(netns: &str, filter: &str, out: PathBuf) -> CaptureSpec {
+        CaptureSpec {
+            device: "lo".into(),
+            netns: Some(netns.into()),
+            linktype: None,
+            precision: Precision::Micro,
+            filter: filter.into(),
+            out,
+        }
+    }
+}
+
 /// What libpcap reported at the end of a capture.
 pub struct CaptureStats {
     /// Packets written to the file.

@@ -26,6 +26,7 @@ use crate::{
     capture::{self, CaptureSpec},
     discv5_node::NodeReport,
     netns::{self, Namespaces},
+    truth::{CaptureTruth, Head},
 };
 
 /// The sample this module makes.
@@ -54,30 +55,14 @@ const NODES: [(&str, &str); 6] = [
 
 #[derive(Serialize)]
 struct Truth {
-    sample: String,
-    file: String,
-    link_type: String,
-    made_by: String,
-    description: String,
-    capture: CaptureTruth,
+    #[serde(flatten)]
+    head: Head,
     connections: Vec<ConnTruth>,
     udp_endpoints: Vec<UdpEndpoint>,
     discv5_nodes: Vec<NodeReport>,
     discv5_packets: u64,
     dns: Vec<DnsExchange>,
     enrtree_domains: Vec<&'static str>,
-}
-
-#[derive(Serialize)]
-struct CaptureTruth {
-    tool: &'static str,
-    device: &'static str,
-    netns: &'static str,
-    filter: &'static str,
-    timestamp_precision: &'static str,
-    packets: u64,
-    received: u32,
-    dropped: u32,
 }
 
 #[derive(Serialize)]
@@ -164,14 +149,7 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
     let _ns = Namespaces::create(&[NETNS])?;
     let file = format!("{SAMPLE}.pcap");
     let filter = "udp or tcp";
-    let running = capture::start(CaptureSpec {
-        device: "lo".into(),
-        netns: Some(NETNS.into()),
-        linktype: None,
-        precision: Precision::Micro,
-        filter: filter.into(),
-        out: out_dir.join(&file),
-    })?;
+    let running = capture::start(CaptureSpec::loopback(NETNS, filter, out_dir.join(&file)))?;
 
     let mut nodes = Vec::new();
     let mut boots: BTreeMap<&str, String> = BTreeMap::new();
@@ -226,22 +204,15 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
         counted_by: "discv5 crate (Discv5::metrics bytes_sent / bytes_recv)",
     }));
     let truth = Truth {
-        sample: SAMPLE.into(),
-        file: file.clone(),
-        link_type: stats.linktype.get_name()?,
-        made_by: "discv5 crate 0.11 (one process per node), dnsmasq 2.90, dig 9.18".into(),
-        description: "discv5 with ids d5waku (4 nodes) and discv5 (2 nodes); an EIP-1459 tree \
+        head: Head {
+            sample: SAMPLE.into(),
+            file: file.clone(),
+            link_type: stats.linktype.get_name()?,
+            made_by: "discv5 crate 0.11 (one process per node), dnsmasq 2.90, dig 9.18".into(),
+            description: "discv5 with ids d5waku (4 nodes) and discv5 (2 nodes); an EIP-1459 tree \
                       (with a link) walked by dig over UDP and TCP; one A lookup"
-            .into(),
-        capture: CaptureTruth {
-            tool: "libpcap via the pcap crate",
-            device: "lo",
-            netns: NETNS,
-            filter,
-            timestamp_precision: "micro",
-            packets: stats.packets,
-            received: stats.received,
-            dropped: stats.dropped,
+                .into(),
+            capture: CaptureTruth::new("lo", Some(NETNS), filter, Precision::Micro, &stats),
         },
         connections: vec![tcp],
         udp_endpoints,

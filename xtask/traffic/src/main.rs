@@ -16,6 +16,7 @@ mod scenario;
 mod services;
 mod tap;
 mod transport;
+mod truth;
 mod waku;
 
 use std::path::{Path, PathBuf};

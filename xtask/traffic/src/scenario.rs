@@ -28,6 +28,7 @@ use crate::{
     },
     relay_truth::{self, Delivery, RelayPart},
     transport::{ConnSide, Muxer, Registry, Security, TransportSpec},
+    truth::{CaptureTruth, Head},
     waku::{self, Planned},
 };
 
@@ -246,12 +247,8 @@ const VLAN_ID: u16 = 100;
 /// The ground truth written as `<name>.truth.json`.
 #[derive(Serialize)]
 struct Truth {
-    sample: String,
-    file: String,
-    link_type: String,
-    made_by: String,
-    description: String,
-    capture: CaptureTruth,
+    #[serde(flatten)]
+    head: Head,
     relay: RelayTruth,
     relay_parts: Vec<RelayPart>,
     deliveries: Vec<Delivery>,
@@ -259,21 +256,6 @@ struct Truth {
     connections: Vec<ConnTruth>,
     topics: Vec<TopicTruth>,
     messages: Vec<MessageTruth>,
-}
-
-/// How a capture was made and what libpcap reported.
-#[derive(Serialize)]
-pub struct CaptureTruth {
-    pub tool: String,
-    pub device: String,
-    pub netns: Option<String>,
-    pub filter: String,
-    pub timestamp_precision: &'static str,
-    pub packets: u64,
-    pub received: u32,
-    pub dropped: u32,
-    pub if_dropped: u32,
-    pub converted: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -683,31 +665,27 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
             netns: netns_of[i].clone(),
         })
         .collect();
+    let mut capture = CaptureTruth::new(
+        &layout.device,
+        layout.netns.as_deref(),
+        &filter,
+        precision,
+        &stats,
+    );
+    capture.converted = converted;
     let truth = Truth {
-        sample: sample.name.to_owned(),
-        file,
-        link_type,
-        made_by: format!(
-            "rust-libp2p 0.57 on tokio: {count} nodes, TCP + {} + {}, {}, identify, ping",
-            security_id(sample.security),
-            sample.muxer.id(),
-            sample.relay.describe(),
-        ),
-        description,
-        capture: CaptureTruth {
-            tool: "libpcap via the pcap crate".into(),
-            device: layout.device,
-            netns: layout.netns,
-            filter,
-            timestamp_precision: match precision {
-                Precision::Micro => "micro",
-                Precision::Nano => "nano",
-            },
-            packets: stats.packets,
-            received: stats.received,
-            dropped: stats.dropped,
-            if_dropped: stats.if_dropped,
-            converted,
+        head: Head {
+            sample: sample.name.to_owned(),
+            file,
+            link_type,
+            made_by: format!(
+                "rust-libp2p 0.57 on tokio: {count} nodes, TCP + {} + {}, {}, identify, ping",
+                security_id(sample.security),
+                sample.muxer.id(),
+                sample.relay.describe(),
+            ),
+            description,
+            capture,
         },
         relay: RelayTruth {
             protocol_id: match sample.relay {

@@ -39,6 +39,7 @@ use tokio::{
 use crate::{
     capture::{self, CaptureSpec},
     netns::{self, Namespaces},
+    truth::{CaptureTruth, Head},
 };
 
 /// The sample this module makes.
@@ -60,28 +61,13 @@ const TLS_PAYLOAD: usize = 5_000;
 
 #[derive(Serialize)]
 struct Truth {
-    sample: String,
-    file: String,
-    link_type: String,
-    made_by: String,
-    description: String,
-    capture: CaptureTruth,
+    #[serde(flatten)]
+    head: Head,
     connections: Vec<ConnTruth>,
     /// Calls per method as the server's handlers counted them.
     calls_served: BTreeMap<String, u64>,
     /// Calls per (transport, method) as the clients made them; batches count each call.
     calls_made: Vec<CallTruth>,
-}
-
-#[derive(Serialize)]
-struct CaptureTruth {
-    tool: &'static str,
-    device: &'static str,
-    netns: &'static str,
-    filter: &'static str,
-    packets: u64,
-    received: u32,
-    dropped: u32,
 }
 
 /// One TCP connection: bytes each side wrote, as the server socket counted them (or curl said).
@@ -200,14 +186,7 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
     let _ns = Namespaces::create(&[NETNS])?;
     let file = format!("{SAMPLE}.pcap");
     let filter = "tcp";
-    let running = capture::start(CaptureSpec {
-        device: "lo".into(),
-        netns: Some(NETNS.into()),
-        linktype: None,
-        precision: Precision::Micro,
-        filter: filter.into(),
-        out: out_dir.join(&file),
-    })?;
+    let running = capture::start(CaptureSpec::loopback(NETNS, filter, out_dir.join(&file)))?;
     let result = thread::spawn(|| -> anyhow::Result<_> {
         netns::enter(NETNS)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -228,6 +207,7 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
         stats.dropped
     );
     let truth = Truth {
+        head: Head {
         sample: SAMPLE.into(),
         file,
         link_type: stats.linktype.get_name()?,
@@ -239,14 +219,7 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
                       a DoH resolver, the telemetry host and an unlisted host; the node's REST and \
                       metrics ports"
             .into(),
-        capture: CaptureTruth {
-            tool: "libpcap via the pcap crate",
-            device: "lo",
-            netns: NETNS,
-            filter,
-            packets: stats.packets,
-            received: stats.received,
-            dropped: stats.dropped,
+        capture: CaptureTruth::new("lo", Some(NETNS), filter, Precision::Micro, &stats),
         },
         connections,
         calls_served,
