@@ -5,10 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use wakuprof::account::record::{Category, Method, Row};
+use wakuprof::account::record::{Category, Direction, Method, Row};
 use wakuprof::analyze::Config;
 use wakuprof::rules::Rules;
 
@@ -41,71 +42,120 @@ fn u(v: &Value) -> u64 {
     v.as_u64().expect("a count")
 }
 
-/// Σ of `f` over rows of one protocol, per kind.
-fn per_kind(rows: &[Row], protocol: &str, f: impl Fn(&Row) -> u64) -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    for r in rows
-        .iter()
-        .filter(|r| r.label.protocol.as_ref() == protocol)
-    {
-        *m.entry(r.label.kind.to_string()).or_default() += f(r);
-    }
-    m
-}
-
 fn uses_port(r: &Row, port: u16) -> bool {
     r.endpoints.local_port == Some(port) || r.endpoints.remote_port == Some(port)
+}
+
+/// The nodes of one discv5 network (one protocol id) in the truth.
+fn network<'a>(t: &'a Value, protocol_id: &str) -> Vec<&'a Value> {
+    t["discv5_nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["protocol_id"] == protocol_id)
+        .collect()
+}
+
+fn node_addr(n: &Value) -> SocketAddr {
+    n["addr"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("node address")
+}
+
+/// Checks the discv5 rows sent by the nodes of one network against what the crate counted.
+fn check_network(rows: &[Row], nodes: &[&Value], method: Method, what: &str) {
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| node_addr(n)).collect();
+    let sent_by_them = |r: &&Row| {
+        let e = &r.endpoints;
+        let (local, remote) = (
+            e.local_addr.zip(e.local_port).map(SocketAddr::from),
+            e.remote_addr.zip(e.remote_port).map(SocketAddr::from),
+        );
+        let from = if r.direction == Direction::Out {
+            local
+        } else {
+            remote
+        };
+        from.is_some_and(|f| addrs.contains(&f))
+    };
+    let theirs: Vec<&Row> = rows
+        .iter()
+        .filter(|r| uses_port(r, 9000))
+        .filter(sent_by_them)
+        .collect();
+    let wrong: Vec<&&Row> = theirs
+        .iter()
+        .filter(|r| {
+            r.label.protocol.as_ref() != "discv5"
+                || r.label.method != method
+                || r.label.category != Category::Discovery
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{what}: not discv5 by {method:?}: {wrong:?}"
+    );
+    let sent: u64 = nodes.iter().map(|n| u(&n["bytes_sent"])).sum();
+    let payload: u64 = theirs.iter().map(|r| r.counters.payload_bytes).sum();
+    assert_eq!(
+        payload, sent,
+        "{what}: UDP payload = the crate's bytes_sent"
+    );
+    let sessions: u64 = nodes.iter().map(|n| u(&n["sessions_established"])).sum();
+    assert!(sessions >= 2, "{what}: sessions were established");
+    let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in &theirs {
+        *kinds.entry(r.label.kind.as_ref()).or_default() += r.counters.messages;
+    }
+    let packets: u64 = theirs.iter().map(|r| r.counters.packets).sum();
+    let handshakes = sessions / 2;
+    assert_eq!(
+        kinds.get("whoareyou"),
+        Some(&handshakes),
+        "{what}: {kinds:?}"
+    );
+    assert_eq!(
+        kinds.get("handshake"),
+        Some(&handshakes),
+        "{what}: {kinds:?}"
+    );
+    assert_eq!(
+        kinds.get("ordinary"),
+        Some(&(packets - 2 * handshakes)),
+        "{what}: {kinds:?}"
+    );
 }
 
 #[test]
 fn discv5_bytes_and_kinds_match_the_nodes() {
     let (_, t) = sample();
-    let nodes = t["discv5_nodes"].as_array().expect("nodes");
-    let sent: u64 = nodes.iter().map(|n| u(&n["bytes_sent"])).sum();
-    let sessions: u64 = nodes.iter().map(|n| u(&n["sessions_established"])).sum();
-    assert!(sessions >= 4, "sessions were established: {sessions}");
-    let id_of = |i: usize| nodes[i]["node_id"].as_str().expect("id").to_string();
+    let (waku, standard) = (network(&t, "d5waku"), network(&t, "discv5"));
+    let id = |n: &Value| n["node_id"].as_str().expect("id").to_string();
     // One id per network: every other id is learned from the packets.
-    let known = vec![id_of(0), id_of(4)];
-    for (ids, method) in [(known, Method::Decoded), (Vec::new(), Method::Heuristic)] {
-        let rows = rows_of(config(ids));
-        let on_port: Vec<&Row> = rows.iter().filter(|r| uses_port(r, 9000)).collect();
-        let wrong: Vec<&&Row> = on_port
-            .iter()
-            .filter(|r| r.label.protocol.as_ref() != "discv5" || r.label.method != method)
-            .collect();
-        assert!(wrong.is_empty(), "{method:?}: not discv5: {wrong:?}");
-        assert!(
-            on_port
-                .iter()
-                .all(|r| r.label.category == Category::Discovery),
-            "{method:?}: discv5 is discovery"
-        );
-        let payload: u64 = on_port.iter().map(|r| r.counters.payload_bytes).sum();
-        assert_eq!(
-            payload, sent,
-            "{method:?}: UDP payload = the crate's bytes_sent"
-        );
-        let packets: u64 = on_port.iter().map(|r| r.counters.packets).sum();
-        assert_eq!(packets, u(&t["discv5_packets"]), "{method:?}: packets");
-        let kinds = per_kind(&rows, "discv5", |r| r.counters.messages);
-        let handshakes = sessions / 2;
-        assert_eq!(
-            kinds.get("whoareyou"),
-            Some(&handshakes),
-            "{method:?}: {kinds:?}"
-        );
-        assert_eq!(
-            kinds.get("handshake"),
-            Some(&handshakes),
-            "{method:?}: {kinds:?}"
-        );
-        assert_eq!(
-            kinds.get("ordinary"),
-            Some(&(packets - 2 * handshakes)),
-            "{method:?}: {kinds:?}"
-        );
-    }
+    let rows = rows_of(config(vec![id(waku[1]), id(standard[0])]));
+    check_network(&rows, &waku, Method::Decoded, "d5waku, one id given");
+    check_network(&rows, &standard, Method::Decoded, "discv5, one id given");
+    // No id: the Waku nodes' ids come from the ENRs of the DNS tree walked before their
+    // lookups; the standard nodes are in no tree and go by the heuristic.
+    let rows = rows_of(Config::default());
+    check_network(
+        &rows,
+        &waku,
+        Method::Decoded,
+        "d5waku, ids from the tree's ENRs",
+    );
+    check_network(&rows, &standard, Method::Heuristic, "discv5, no id");
+    let on_port: u64 = rows
+        .iter()
+        .filter(|r| uses_port(r, 9000))
+        .map(|r| r.counters.packets)
+        .sum();
+    assert_eq!(
+        on_port,
+        u(&t["discv5_packets"]),
+        "every packet on port 9000 counted"
+    );
 }
 
 /// (messages, payload bytes) the truth's dig runs give per (protocol, kind).

@@ -377,10 +377,11 @@ namespaces of their own, with the Mainline DHT between the clients; their truth 
 clients and the tracker report (see below), and tshark checks them for retransmissions and cut
 frames.
 
-`discovery-discv5-dns` runs six nodes of the `discv5` crate 0.11, each in its own process (four
-with Waku's protocol id `d5waku`, two with the standard `discv5`) doing lookups on 127.0.0.2-7:9000,
-then dnsmasq serving an EIP-1459 tree of the Waku nodes' ENRs (root, branches, leaves and a link to
-a second tree) that dig walks as a client would, once more over TCP, plus one A lookup.
+`discovery-discv5-dns` starts six nodes of the `discv5` crate 0.11, each in its own process (four
+with Waku's protocol id `d5waku`, two with the standard `discv5`) on 127.0.0.2-7:9000; dnsmasq
+serves an EIP-1459 tree of the Waku nodes' ENRs (root, branches, leaves and a link to a second
+tree) that dig walks as a client would, once more over TCP, plus one A lookup; then the nodes run
+their lookups.
 `services-rpc-tls` runs a jsonrpsee 0.26 server with HTTP and WebSocket clients making a known set
 of calls and batches, rustls clients asking for four server names (an RPC provider, a DoH
 resolver, the telemetry host, an unlisted host), and curl fetching from Python's http.server on

@@ -1,7 +1,8 @@
 //! discv5 v5.1 packets (protocols.md §6.1), with the standard protocol id `discv5` and Waku's
 //! `d5waku`. The static header is masked with AES-128-CTR under the first 16 bytes of the
-//! *destination* node id: a packet to a node whose id is known (configured, or learned from the
-//! src-id of earlier packets from that endpoint) is unmasked and its flag read. Other datagrams on
+//! *destination* node id: a packet to a node whose id is known (configured, learned from the
+//! src-id of earlier packets from that endpoint, or from a node record seen, e.g. in a DNS
+//! tree) is unmasked and its flag read. Other datagrams on
 //! discv5 ports or endpoints are labelled by a rule of thumb (method `heuristic`): 63 bytes is a
 //! WHOAREYOU, the next packet back after one is the handshake, the rest are ordinary messages.
 
@@ -10,6 +11,7 @@ use std::net::IpAddr;
 use aes::Aes128;
 use ctr::cipher::{KeyIvInit, StreamCipher};
 
+use super::enr::Record;
 use super::lru::Lru;
 use super::udp::{Datagram, DatagramDecoder, Labelled};
 use super::{DecodeCtx, LabelId, LabelTable};
@@ -114,6 +116,8 @@ pub struct Discv5State {
     /// Packets unmasked, and packets labelled by the heuristic.
     pub unmasked: u64,
     pub heuristic: u64,
+    /// Endpoints whose node id came from a node record.
+    pub from_records: u64,
 }
 
 /// The interned labels: decoded and heuristic, per [`Kind`].
@@ -148,6 +152,7 @@ impl Discv5State {
             labels: None,
             unmasked: 0,
             heuristic: 0,
+            from_records: 0,
         }
     }
 
@@ -166,6 +171,14 @@ impl Discv5State {
                 self.ids.insert(dst, id);
                 h
             })
+    }
+
+    /// Learns the node id of every endpoint a node record announces.
+    pub fn learn_record(&mut self, record: &Record) {
+        for &e in &record.endpoints {
+            self.ids.insert(e, record.node_id);
+            self.from_records += 1;
+        }
     }
 
     fn speaks(&mut self, e: Endpoint) -> bool {

@@ -5,6 +5,8 @@
 //! or `enr:` records. Every other DNS message is `other` / `dns`. Kinds: `query`, and for answers
 //! the tree record they hold (`root`, `branch`, `link`, `enr`) or `response`.
 
+use super::discv5::Discv5State;
+use super::enr;
 use super::http::PORT_CONFIDENCE;
 use super::udp::{Datagram, DatagramDecoder, Labelled};
 use super::{Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
@@ -25,7 +27,8 @@ const HASH_LABEL_LEN: usize = 26;
 pub enum TreeRecord {
     Root,
     Branch,
-    Enr,
+    /// A node record, as text (`enr:…`).
+    Enr(String),
     /// A link to another tree, with that tree's domain.
     Link(String),
 }
@@ -129,7 +132,7 @@ fn tree_record(text: &str) -> Option<TreeRecord> {
         let domain = link.split_once('@').map(|(_, d)| d)?;
         Some(TreeRecord::Link(domain.trim().to_ascii_lowercase()))
     } else if text.starts_with("enr:") {
-        Some(TreeRecord::Enr)
+        Some(TreeRecord::Enr(text.to_string()))
     } else {
         None
     }
@@ -207,7 +210,14 @@ impl DnsState {
     }
 
     /// The label of one DNS message (the bytes of its body, without any TCP length prefix).
-    pub fn label(&mut self, body: &[u8], rules: &Rules, table: &mut LabelTable) -> LabelId {
+    /// Node records in tree answers teach `discv5` their nodes' ids and endpoints.
+    pub fn label(
+        &mut self,
+        body: &[u8],
+        rules: &Rules,
+        table: &mut LabelTable,
+        discv5: &mut Discv5State,
+    ) -> LabelId {
         let l = self.labels(table);
         self.messages += 1;
         let Some(m) = parse(body) else {
@@ -226,8 +236,11 @@ impl DnsState {
                 self.learn(parent(&m.qname));
                 l.branch
             }
-            Some(TreeRecord::Enr) => {
+            Some(TreeRecord::Enr(text)) => {
                 self.learn(parent(&m.qname));
+                if let Some(record) = enr::parse_text(text) {
+                    discv5.learn_record(&record);
+                }
                 l.enr
             }
             Some(TreeRecord::Link(domain)) => {
@@ -252,7 +265,10 @@ impl DatagramDecoder for DnsDatagrams {
         if d.src.1 != PORT && d.dst.1 != PORT {
             return None;
         }
-        let label = ctx.udp.dns.label(d.payload, ctx.rules, ctx.labels);
+        let udp = &mut *ctx.udp;
+        let label = udp
+            .dns
+            .label(d.payload, ctx.rules, ctx.labels, &mut udp.discv5);
         Some(Labelled { label, units: 1 })
     }
 }
@@ -299,7 +315,10 @@ impl StreamDecoder for DnsStream {
             if held.len() < need {
                 break;
             }
-            let label = ctx.udp.dns.label(&held[2..need], ctx.rules, ctx.labels);
+            let udp = &mut *ctx.udp;
+            let label = udp
+                .dns
+                .label(&held[2..need], ctx.rules, ctx.labels, &mut udp.discv5);
             self.first.get_or_insert(label);
             ctx.emit(side, need as u64, label, 1);
             held.drain(..need);
@@ -351,7 +370,7 @@ mod tests {
     }
 
     fn kind(st: &mut DnsState, t: &mut LabelTable, msg: &[u8]) -> String {
-        let id = st.label(msg, &Rules::default(), t);
+        let id = st.label(msg, &Rules::default(), t, &mut Discv5State::default());
         let l = t.get(id);
         format!("{}/{}", l.protocol, l.kind)
     }
@@ -392,7 +411,12 @@ mod tests {
         let (mut st, mut t) = (DnsState::default(), LabelTable::default());
         let good = message(true, "a.test", TXT, &["enr:-x"]);
         for cut in 0..good.len() {
-            let _ = st.label(&good[..cut], &Rules::default(), &mut t);
+            let _ = st.label(
+                &good[..cut],
+                &Rules::default(),
+                &mut t,
+                &mut Discv5State::default(),
+            );
         }
         assert_eq!(kind(&mut st, &mut t, &[0xC0; 40]), "dns/unparsed");
     }

@@ -9,6 +9,7 @@ pub mod bittorrent;
 pub mod classify;
 pub mod discv5;
 pub mod dns;
+pub mod enr;
 pub mod framing;
 pub mod gossipsub;
 pub mod gossipsub_pb;

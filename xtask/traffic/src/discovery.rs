@@ -1,13 +1,14 @@
-//! The discovery sample: discv5 nodes of the `discv5` crate (four with Waku's `d5waku` protocol
-//! id, two with the standard `discv5`), each in a process of its own, and an EIP-1459 tree of the
-//! Waku nodes' ENRs (with a link to a second tree) served by dnsmasq and walked with dig, over UDP
-//! and once over TCP, plus one ordinary A lookup. Everything runs in a network namespace of its
-//! own and is captured on its loopback.
+//! The discovery sample: an EIP-1459 tree of Waku nodes' ENRs (with a link to a second tree)
+//! served by dnsmasq and walked with dig, over UDP and once over TCP, plus one ordinary A lookup;
+//! then the discv5 nodes of the `discv5` crate behind those ENRs (four with Waku's `d5waku`
+//! protocol id, two with the standard `discv5` that are in no tree), each in a process of its
+//! own, run their lookups. Everything runs in a network namespace of its own and is captured on
+//! its loopback.
 
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write as _},
     net::SocketAddr,
     path::Path,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
@@ -128,6 +129,13 @@ impl NodeProc {
         Ok((node, enr))
     }
 
+    /// Tells the node to start its lookups.
+    fn go(&mut self) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("node stdin")?;
+        stdin.write_all(b"go\n")?;
+        Ok(stdin.flush()?)
+    }
+
     fn line(&mut self) -> anyhow::Result<String> {
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;
@@ -152,12 +160,29 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
     let running = capture::start(CaptureSpec::loopback(NETNS, filter, out_dir.join(&file)))?;
 
     let mut nodes = Vec::new();
+    let mut waku_enrs = Vec::new();
     let mut boots: BTreeMap<&str, String> = BTreeMap::new();
     for (addr, protocol) in NODES {
         let boot = boots.get(protocol).cloned();
         let (node, enr) = NodeProc::start(addr, protocol, boot.as_deref())?;
-        boots.entry(protocol).or_insert(enr);
+        boots.entry(protocol).or_insert_with(|| enr.clone());
+        if protocol == "d5waku" {
+            waku_enrs.push(enr);
+        }
         nodes.push(node);
+    }
+
+    let records = tree_records(&waku_enrs)?;
+    let conf_dir = tempfile_dir()?;
+    let mut dnsmasq = start_dnsmasq(&records, &conf_dir)?;
+    let walked = walk();
+    dnsmasq.kill().ok();
+    dnsmasq.wait().ok();
+    fs::remove_dir_all(&conf_dir).ok();
+    let (dns, tcp) = walked?;
+
+    for node in &mut nodes {
+        node.go()?;
     }
     for node in &mut nodes {
         let line = node.line()?;
@@ -167,20 +192,6 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
         .into_iter()
         .map(NodeProc::finish)
         .collect::<anyhow::Result<_>>()?;
-
-    let waku_enrs: Vec<&str> = reports
-        .iter()
-        .filter(|r| r.protocol_id == "d5waku")
-        .map(|r| r.enr.as_str())
-        .collect();
-    let records = tree_records(&waku_enrs)?;
-    let conf_dir = tempfile_dir()?;
-    let mut dnsmasq = start_dnsmasq(&records, &conf_dir)?;
-    let walked = walk();
-    dnsmasq.kill().ok();
-    dnsmasq.wait().ok();
-    fs::remove_dir_all(&conf_dir).ok();
-    let (dns, tcp) = walked?;
     thread::sleep(Duration::from_millis(300));
     let stats = running.stop()?;
     ensure!(
@@ -209,8 +220,9 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
             file: file.clone(),
             link_type: stats.linktype.get_name()?,
             made_by: "discv5 crate 0.11 (one process per node), dnsmasq 2.90, dig 9.18".into(),
-            description: "discv5 with ids d5waku (4 nodes) and discv5 (2 nodes); an EIP-1459 tree \
-                      (with a link) walked by dig over UDP and TCP; one A lookup"
+            description: "an EIP-1459 tree (with a link) of the d5waku nodes' ENRs walked by dig \
+                          over UDP and TCP, one A lookup; then discv5 lookups with ids d5waku \
+                          (4 nodes) and discv5 (2 nodes)"
                 .into(),
             capture: CaptureTruth::new("lo", Some(NETNS), filter, Precision::Micro, &stats),
         },
@@ -276,9 +288,9 @@ fn signing_key() -> anyhow::Result<SigningKey> {
     }
 }
 
-/// (name, TXT text) of both trees: the main one lists `enrs` and links to the second, which
-/// lists the first ENR again.
-fn tree_records(enrs: &[&str]) -> anyhow::Result<Vec<(String, String)>> {
+/// (name, TXT text) of both trees: the main one lists `enrs` (`enr:…` text) and links to the
+/// second, which lists the first ENR again.
+fn tree_records(enrs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     let first = enrs.first().context("no Waku node ENR")?;
     let (main_key, linked_key) = (signing_key()?, signing_key()?);
     let mut records = Vec::new();
@@ -287,12 +299,12 @@ fn tree_records(enrs: &[&str]) -> anyhow::Result<Vec<(String, String)>> {
         records.push((format!("{hash}.{domain}"), text));
         hash
     };
-    let leaves: Vec<String> = enrs.iter().map(|e| add(TREE, format!("enr:{e}"))).collect();
+    let leaves: Vec<String> = enrs.iter().map(|e| add(TREE, e.clone())).collect();
     let branch = add(TREE, format!("enrtree-branch:{}", leaves.join(",")));
     let linked_pub = base32(&linked_key.verifying_key().to_sec1_bytes());
     let link = add(TREE, format!("enrtree://{linked_pub}@{LINKED_TREE}"));
     let links = add(TREE, format!("enrtree-branch:{link}"));
-    let linked_leaf = add(LINKED_TREE, format!("enr:{first}"));
+    let linked_leaf = add(LINKED_TREE, first.clone());
     let linked_links = add(LINKED_TREE, "enrtree-branch:".to_string());
     records.push((TREE.into(), root(&main_key, &branch, &links)?));
     records.push((

@@ -1,6 +1,7 @@
 //! One discv5 node of the `discv5` crate, run as its own process so that the crate's
 //! process-wide metrics (UDP bytes sent and received) are this node's alone. It prints its ENR
-//! on the first line of stdout, runs lookups for random targets, and ends with a JSON report.
+//! on the first line of stdout, waits for a line on stdin, runs lookups for random targets,
+//! prints `done`, and when its stdin gives another line (or ends) prints a JSON report and exits.
 
 use std::{net::SocketAddrV4, time::Duration};
 
@@ -21,10 +22,10 @@ pub struct NodeArgs {
     /// Protocol id of the static header: `discv5` (Ethereum) or `d5waku` (Waku).
     #[arg(long)]
     pub protocol: String,
-    /// ENR of a node to start from.
+    /// ENR of a node to start from (added when stdin says go, so nothing is sent before).
     #[arg(long)]
     pub boot: Option<String>,
-    /// Lookups to run, one every 400 ms after a pause for the others to start.
+    /// Lookups to run, one every 400 ms once stdin says go.
     #[arg(long, default_value_t = 6)]
     pub lookups: u32,
 }
@@ -82,12 +83,6 @@ async fn node(args: &NodeArgs, protocol_id: [u8; 6]) -> anyhow::Result<NodeRepor
         .await
         .map_err(|e| anyhow!("start discv5: {e:?}"))?;
     println!("{}", enr.to_base64());
-    if let Some(boot) = &args.boot {
-        let boot: Enr = boot.parse().map_err(|e| anyhow!("boot ENR: {e}"))?;
-        discv5
-            .add_enr(boot)
-            .map_err(|e| anyhow!("add boot ENR: {e}"))?;
-    }
     let mut events = discv5
         .event_stream()
         .await
@@ -99,7 +94,13 @@ async fn node(args: &NodeArgs, protocol_id: [u8; 6]) -> anyhow::Result<NodeRepor
             sessions += u32::from(matches!(e, Event::SessionEstablished(..)));
         }
     };
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_line().await?;
+    if let Some(boot) = &args.boot {
+        let boot: Enr = boot.parse().map_err(|e| anyhow!("boot ENR: {e}"))?;
+        discv5
+            .add_enr(boot)
+            .map_err(|e| anyhow!("add boot ENR: {e}"))?;
+    }
     for _ in 0..args.lookups {
         found += discv5
             .find_node(NodeId::random())
@@ -110,9 +111,7 @@ async fn node(args: &NodeArgs, protocol_id: [u8; 6]) -> anyhow::Result<NodeRepor
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     println!("done");
-    tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
-        .await?
-        .context("wait for the end of the run on stdin")?;
+    wait_for_line().await?;
     count(&mut events);
     let metrics = Discv5::metrics();
     discv5.shutdown();
@@ -126,6 +125,14 @@ async fn node(args: &NodeArgs, protocol_id: [u8; 6]) -> anyhow::Result<NodeRepor
         sessions_established: sessions,
         nodes_found: found,
     })
+}
+
+/// Waits for a line on stdin (or its end): the harness's signal to go on.
+async fn wait_for_line() -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
+        .await?
+        .context("wait for a line on stdin")?;
+    Ok(())
 }
 
 /// Lower-case hex.
