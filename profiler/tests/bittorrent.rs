@@ -85,8 +85,23 @@ fn bittorrent_samples_match_the_clients() {
             let got = messages(&rows, "bt-tracker-udp", action);
             assert_eq!(got, want, "{name}: UDP tracker {action} requests + replies");
         }
-        if t["tracker_udp"].as_object().is_some_and(|m| !m.is_empty()) {
-            aria2_udp_exchanges(&name, &rows, &t);
+        for (action, n) in t["tracker_http_stats"]
+            .as_object()
+            .expect("tracker_http_stats")
+        {
+            let want = 2 * n.as_u64().expect("count");
+            let got = messages(&rows, "bt-tracker-http", action);
+            assert_eq!(
+                got, want,
+                "{name}: HTTP tracker {action} requests + responses"
+            );
+        }
+        let non_empty = |key: &str| t[key].as_object().is_some_and(|m| !m.is_empty());
+        if non_empty("tracker_udp") {
+            aria2_udp_tracker(&name, &rows, &t);
+        }
+        if non_empty("dht_sent") {
+            aria2_dht(&name, &rows, &t);
         } else {
             for (protocol, kind) in [("bt-dht", "ping"), ("utp", "syn")] {
                 let n = messages(&rows, protocol, kind);
@@ -150,9 +165,8 @@ fn piece_bytes_match(name: &str, rows: &[Row], file_size: u64, blocks: u64) {
     );
 }
 
-/// aria2's UDP tracker and DHT messages: every one it logged, one message each; DHT responses
-/// under the method of their query.
-fn aria2_udp_exchanges(name: &str, rows: &[Row], t: &Value) {
+/// aria2's UDP tracker messages: every request it logged and every reply, one message each.
+fn aria2_udp_tracker(name: &str, rows: &[Row], t: &Value) {
     for action in ["connect", "announce"] {
         let want = count(t, "tracker_udp", &format!("{action} request"))
             + count(t, "tracker_udp", &format!("{action} reply"));
@@ -160,6 +174,11 @@ fn aria2_udp_exchanges(name: &str, rows: &[Row], t: &Value) {
         let got = messages(rows, "bt-tracker-udp", action);
         assert_eq!(got, want, "{name}: UDP tracker {action} requests + replies");
     }
+}
+
+/// DHT messages by method equal those aria2 logged (queries and responses; a response under the
+/// method of its query).
+fn aria2_dht(name: &str, rows: &[Row], t: &Value) {
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
     for (key, n) in t["dht_sent"].as_object().expect("dht_sent") {
         let method = key.split(' ').nth(1).expect("`query method`").to_owned();

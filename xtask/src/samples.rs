@@ -372,7 +372,7 @@ duplicates are sent) depends on timing, pings and heartbeats follow the clock, a
 signatures in the handshakes vary in length. Each truth file holds the counts of its own run.
 
 The `bt-*` samples are BitTorrent clients from Debian (aria2 1.36, transmission-daemon 3.00) and
-opentracker as UDP tracker, transferring one 400 KiB file of fixed pseudo-random bytes in network
+opentracker as UDP (and, once, HTTP) tracker, transferring one 400 KiB file of fixed pseudo-random bytes in network
 namespaces of their own, with the Mainline DHT between the clients; their truth is what the
 clients and the tracker report (see below), and tshark checks them for retransmissions and cut
 frames.
@@ -422,7 +422,7 @@ const README_TAIL: &str = "
 - BitTorrent samples: `torrent` (info-hash, file size, piece length and count as aria2 `-S`
   reads the .torrent, 16 KiB blocks, SHA-256 of the file and of the leecher's download),
   `clients[]` (role, address, port, exit status), `tracker_stats` (UDP connect, announce and
-  scrape requests opentracker counted, read from its `/stats` after the capture); for aria2, `peer_wire_sent` (peer-wire
+  scrape requests opentracker counted, read from its `/stats` after the capture); `tracker_http_stats` (HTTP announce and scrape requests, its `<tcp>` counters); for aria2, `peer_wire_sent` (peer-wire
   messages by kind), `dht_sent` (KRPC queries and responses by method) and `tracker_udp` (UDP
   tracker requests sent and replies received by action), counted from both clients' debug logs;
   for transmission, `transmission_stats`: each daemon's own `stats.json` (downloaded and

@@ -35,6 +35,8 @@ pub struct Sample {
     pub name: &'static str,
     /// The clients that seed and leech.
     pub clients: Clients,
+    /// Whether the torrent names opentracker's HTTP announce URL rather than its UDP one.
+    pub http_tracker: bool,
 }
 
 /// Which BitTorrent implementation runs both ends.
@@ -53,14 +55,22 @@ pub static SAMPLES: &[Sample] = &[
     Sample {
         name: "bt-aria2-plain",
         clients: Clients::Aria2 { encrypted: false },
+        http_tracker: false,
+    },
+    Sample {
+        name: "bt-aria2-http-tracker",
+        clients: Clients::Aria2 { encrypted: false },
+        http_tracker: true,
     },
     Sample {
         name: "bt-aria2-mse",
         clients: Clients::Aria2 { encrypted: true },
+        http_tracker: false,
     },
     Sample {
         name: "bt-transmission-utp",
         clients: Clients::Transmission,
+        http_tracker: false,
     },
 ];
 
@@ -129,6 +139,8 @@ struct Truth {
     tracker_udp: BTreeMap<String, u64>,
     /// opentracker's own counters of UDP requests received, by action.
     tracker_stats: BTreeMap<String, u64>,
+    /// HTTP announce and scrape requests opentracker counted (its `<tcp>` stats).
+    tracker_http_stats: BTreeMap<String, u64>,
     /// transmission's own counters (`stats.json`) per client.
     transmission_stats: BTreeMap<&'static str, serde_json::Value>,
 }
@@ -404,18 +416,20 @@ fn count_log(log: &str, truth: &mut Truth) {
 struct Ran {
     stats: capture::CaptureStats,
     tracker_stats: BTreeMap<String, u64>,
+    tracker_http_stats: BTreeMap<String, u64>,
     device: &'static str,
     netns: &'static str,
     exits: [Option<i32>; 2],
     downloaded: PathBuf,
 }
 
-/// opentracker's own UDP counters (`/stats?mode=everything`, asked from the tracker's address,
-/// which is blessed as admin, after the capture): requests received by action.
-fn tracker_udp_stats(
+/// opentracker's own counters (`/stats?mode=everything`, asked from the tracker's address,
+/// which is blessed as admin, after the capture): UDP requests received by action, and HTTP
+/// announce and scrape requests.
+fn tracker_stats(
     ns: &'static str,
     addr: &'static str,
-) -> anyhow::Result<BTreeMap<String, u64>> {
+) -> anyhow::Result<(BTreeMap<String, u64>, BTreeMap<String, u64>)> {
     let page = thread::spawn(move || -> anyhow::Result<String> {
         netns::enter(ns)?;
         let mut conn = TcpStream::connect((addr, TRACKER_PORT))?;
@@ -426,20 +440,31 @@ fn tracker_udp_stats(
     })
     .join()
     .map_err(|_| anyhow::anyhow!("tracker stats thread panicked"))??;
-    let udp = page
-        .split_once("<udp>")
-        .and_then(|(_, rest)| rest.split_once("</udp>"))
-        .map(|(udp, _)| udp)
-        .with_context(|| format!("no <udp> in opentracker's stats: {page:?}"))?;
+    let udp = stats_section(&page, "udp", &["connect", "announce", "scrape"])?;
+    let tcp = stats_section(&page, "tcp", &["announce", "scrape"])?;
+    Ok((udp, tcp))
+}
+
+/// The counters `actions` of section `<name>` of opentracker's stats page.
+fn stats_section(
+    page: &str,
+    name: &str,
+    actions: &[&str],
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let section = page
+        .split_once(&format!("<{name}>"))
+        .and_then(|(_, rest)| rest.split_once(&format!("</{name}>")))
+        .map(|(s, _)| s)
+        .with_context(|| format!("no <{name}> in opentracker's stats: {page:?}"))?;
     let mut out = BTreeMap::new();
-    for action in ["connect", "announce", "scrape"] {
+    for action in actions {
         let open = format!("<{action}>");
-        let value = udp
+        let value = section
             .split_once(&open)
             .and_then(|(_, rest)| rest.split_once('<'))
-            .with_context(|| format!("no {open} in opentracker's UDP stats"))?
+            .with_context(|| format!("no {open} in opentracker's {name} stats"))?
             .0;
-        out.insert(action.to_owned(), value.trim().parse()?);
+        out.insert((*action).to_owned(), value.trim().parse()?);
     }
     Ok(out)
 }
@@ -530,11 +555,12 @@ fn run_clients(sample: &Sample, work: &Path, torrent: &Path, out: &Path) -> anyh
     let seeder_exit = seeder.stop(STOP_LIMIT)?;
     thread::sleep(SETTLE);
     let stats = running.stop()?;
-    let tracker_stats = tracker_udp_stats(tracker_ns, tracker_addr)?;
+    let (tracker_stats, tracker_http_stats) = tracker_stats(tracker_ns, tracker_addr)?;
     tracker.stop(STOP_LIMIT)?;
     Ok(Ran {
         stats,
         tracker_stats,
+        tracker_http_stats,
         device,
         netns: capture_ns,
         exits: [seeder_exit, leecher_exit],
@@ -558,7 +584,8 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         Clients::Transmission => (VETH_SEEDER, VETH_LEECHER, VETH_SEEDER.addr),
     };
     let torrent = work.join("file.torrent");
-    let announce = format!("udp://{tracker_addr}:{TRACKER_PORT}/announce");
+    let scheme = if sample.http_tracker { "http" } else { "udp" };
+    let announce = format!("{scheme}://{tracker_addr}:{TRACKER_PORT}/announce");
     run(Command::new("mktorrent")
         .args(["-a", &announce, "-l", PIECE_LENGTH_LOG2, "-o"])
         .arg(&torrent)
@@ -582,27 +609,29 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
     );
     let stats = ran.stats;
     let file_size = data.len() as u64;
-    let (made_by, peers) = match sample.clients {
+    let tracker = if sample.http_tracker { "HTTP" } else { "UDP" };
+    let (clients, peers) = match sample.clients {
         Clients::Aria2 { encrypted: false } => (
-            "aria2 1.36 (seeder and leecher) and opentracker (UDP tracker), Debian",
+            "aria2 1.36 (seeder and leecher)",
             "TCP, each opened with an MSE/PE handshake that selects plaintext (aria2's default)",
         ),
         Clients::Aria2 { encrypted: true } => (
-            "aria2 1.36 (seeder and leecher) and opentracker (UDP tracker), Debian",
+            "aria2 1.36 (seeder and leecher)",
             "TCP, MSE/PE with RC4 required (aria2 --bt-require-crypto --bt-min-crypto-level=arc4)",
         ),
         Clients::Transmission => (
-            "transmission-daemon 3.00 (seeder and leecher) and opentracker (UDP tracker), Debian",
+            "transmission-daemon 3.00 (seeder and leecher)",
             "uTP, plaintext preferred (transmission encryption 0)",
         ),
     };
+    let made_by = format!("{clients} and opentracker ({tracker} tracker), Debian");
     let place = match sample.clients {
         Clients::Aria2 { .. } => format!(
-            "on the loopback of a namespace, opentracker on {tracker_addr}:{TRACKER_PORT} (UDP)"
+            "on the loopback of a namespace, opentracker on {tracker_addr}:{TRACKER_PORT} ({tracker})"
         ),
         Clients::Transmission => format!(
             "in two namespaces joined by a veth pair, opentracker on {tracker_addr}:{TRACKER_PORT} \
-             (UDP) in the seeder's namespace"
+             ({tracker}) in the seeder's namespace"
         ),
     };
     let mut truth = Truth {
@@ -610,7 +639,7 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
             sample: sample.name.to_owned(),
             file: format!("{}.pcap", sample.name),
             link_type: stats.linktype.get_name()?,
-            made_by: made_by.into(),
+            made_by,
             description: format!(
                 "seeder {}:{} and leecher {}:{} {place}, Mainline DHT between the clients, {} KiB \
              file in {pieces} pieces of 64 KiB; peers: {peers}; captured live on `{}` by libpcap",
@@ -644,6 +673,7 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
             client_truth(leecher, ran.exits[1]),
         ],
         tracker_stats: ran.tracker_stats,
+        tracker_http_stats: ran.tracker_http_stats,
         peer_wire_sent: BTreeMap::new(),
         dht_sent: BTreeMap::new(),
         tracker_udp: BTreeMap::new(),
