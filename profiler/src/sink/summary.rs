@@ -1,4 +1,4 @@
-//! The terminal answer: bytes and share by category → kind → shard, by direction, relay control
+//! The terminal answer: bytes and share by category → protocol → kind → shard, by direction, relay control
 //! against chat per shard in words, and the top flows, as a table or as JSON for scripts.
 
 use std::collections::BTreeMap;
@@ -11,10 +11,13 @@ use super::Sink;
 use crate::account::record::{Category, Counters, Direction, Row};
 use crate::analyze::Stats;
 
+/// A summary line's key: category, protocol, kind, shard.
+type LineKey = (&'static str, Arc<str>, Arc<str>, Option<u16>);
+
 /// Totals kept for the summary.
 #[derive(Default)]
 pub struct Summary {
-    by_label: BTreeMap<(&'static str, Arc<str>, Option<u16>), Counters>,
+    by_label: BTreeMap<LineKey, Counters>,
     by_direction: BTreeMap<Direction, Counters>,
     total: Counters,
 }
@@ -24,6 +27,7 @@ impl Sink for Summary {
         for r in rows {
             let key = (
                 r.label.category.as_str(),
+                Arc::clone(&r.label.protocol),
                 Arc::clone(&r.label.kind),
                 r.label.shard,
             );
@@ -122,7 +126,7 @@ impl Summary {
         let mut by_shard: BTreeMap<(bool, Option<u16>), ShardReport> = BTreeMap::new();
         let control = Category::RelayControl.as_str();
         let chat = Category::RelayChat.as_str();
-        for ((cat, kind, shard), c) in &self.by_label {
+        for ((cat, _, kind, shard), c) in &self.by_label {
             if *cat != control && *cat != chat {
                 continue;
             }
@@ -177,15 +181,16 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "\n{:<14} {:<14} {:>6} {:>14} {:>7} {:>10} {:>9}",
-            "category", "kind", "shard", "bytes", "share", "packets", "messages"
+            "\n{:<14} {:<22} {:<16} {:>6} {:>14} {:>7} {:>10} {:>9}",
+            "category", "protocol", "kind", "shard", "bytes", "share", "packets", "messages"
         );
-        for ((cat, kind, shard), c) in &self.by_label {
+        for ((cat, protocol, kind, shard), c) in &self.by_label {
             let shard = shard.map_or_else(|| "-".to_string(), |s| s.to_string());
             let _ = writeln!(
                 s,
-                "{:<14} {:<14} {:>6} {:>14} {:>6.2}% {:>10} {:>9}",
+                "{:<14} {:<22} {:<16} {:>6} {:>14} {:>6.2}% {:>10} {:>9}",
                 cat,
+                protocol,
                 kind,
                 shard,
                 c.bytes,
@@ -229,13 +234,15 @@ impl Summary {
         s
     }
 
-    /// The summary as JSON: `stats`, `totals`, `categories` (category → kind → shard) and `top_flows`.
+    /// The summary as JSON: `stats`, `totals`, `categories` (category → protocol → kind → shard)
+    /// and `top_flows`.
     pub fn json(&self, stats: &Stats) -> Value {
         let categories: Vec<Value> = self
             .by_label
             .iter()
-            .map(|((cat, kind, shard), c)| {
-                json!({"category": cat, "kind": kind.as_ref(), "shard": shard, "bytes": c.bytes,
+            .map(|((cat, protocol, kind, shard), c)| {
+                json!({"category": cat, "protocol": protocol.as_ref(), "kind": kind.as_ref(),
+                       "shard": shard, "bytes": c.bytes,
                        "payload_bytes": c.payload_bytes, "packets": c.packets,
                        "messages": c.messages, "duplicates": c.duplicates,
                        "retrans_bytes": c.retrans_bytes})
