@@ -187,7 +187,7 @@ impl Http {
         let inside: usize = elements.iter().map(|e| e.len).sum();
         let framing = self.framing(ws, ctx);
         let units = u32::from(elements.is_empty());
-        ctx.emit(side, (total - inside.min(total)) as u64, framing, units);
+        ctx.emit(side, total.saturating_sub(inside) as u64, framing, units);
         for Element { len, method, .. } in elements {
             let l = ctx.labels.decoded(Category::Rpc, protocol, &method);
             ctx.emit(side, len as u64, l, 1);

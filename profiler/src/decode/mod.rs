@@ -96,6 +96,25 @@ pub struct TestCtx {
 
 #[cfg(test)]
 impl TestCtx {
+    /// The kind `decoder` gives a datagram from `src` to `dst` carrying `payload` whole, or
+    /// `None` if it does not know it.
+    pub fn datagram_kind(
+        &mut self,
+        decoder: &dyn udp::DatagramDecoder,
+        payload: &[u8],
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+    ) -> Option<String> {
+        let d = udp::Datagram {
+            src,
+            dst,
+            payload,
+            wire_payload: payload.len() as u32,
+        };
+        let l = decoder.datagram(&d, &mut self.ctx())?;
+        Some(self.labels.get(l.label).kind.to_string())
+    }
+
     /// A context borrowing this one's parts.
     pub fn ctx(&mut self) -> DecodeCtx<'_> {
         DecodeCtx {

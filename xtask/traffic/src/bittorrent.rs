@@ -493,7 +493,8 @@ fn run_clients(sample: &Sample, work: &Path, torrent: &Path, out: &Path) -> anyh
         .arg(work.join("whitelist"))
         .current_dir(work);
     let tracker = Process::spawn(tracker_cmd, "opentracker", &work.join("opentracker.out"))?;
-    thread::sleep(Duration::from_millis(300));
+    netns::wait_for_listener(tracker_ns, "udp", TRACKER_PORT)?;
+    netns::wait_for_listener(tracker_ns, "tcp", TRACKER_PORT)?;
     let running = capture::start(CaptureSpec {
         device: device.into(),
         netns: Some(capture_ns.into()),

@@ -27,7 +27,7 @@ use crate::{
     capture::{self, CaptureSpec},
     discv5_node::NodeReport,
     netns::{self, Namespaces},
-    truth::{CaptureTruth, Head},
+    truth::{CaptureTruth, Conn, Head},
 };
 
 /// The sample this module makes.
@@ -58,20 +58,12 @@ const NODES: [(&str, &str); 6] = [
 struct Truth {
     #[serde(flatten)]
     head: Head,
-    connections: Vec<ConnTruth>,
+    connections: Vec<Conn>,
     udp_endpoints: Vec<UdpEndpoint>,
     discv5_nodes: Vec<NodeReport>,
     discv5_packets: u64,
     dns: Vec<DnsExchange>,
     enrtree_domains: Vec<&'static str>,
-}
-
-#[derive(Serialize)]
-struct ConnTruth {
-    dialer: SocketAddr,
-    listener: SocketAddr,
-    bytes_dialer_to_listener: u64,
-    bytes_listener_to_dialer: u64,
 }
 
 /// UDP payload bytes an endpoint sent and received, as its implementation counted them.
@@ -405,7 +397,7 @@ fn record_kind(text: &str) -> Option<&'static str> {
 
 /// Walks both trees as an EIP-1459 client does (root, then every branch down to the leaves,
 /// following links), then the root again over TCP, then an A lookup.
-fn walk() -> anyhow::Result<(Vec<DnsExchange>, ConnTruth)> {
+fn walk() -> anyhow::Result<(Vec<DnsExchange>, Conn)> {
     let mut done = Vec::new();
     let mut todo = vec![TREE.to_owned()];
     while let Some(name) = todo.pop() {
@@ -452,7 +444,7 @@ fn walk() -> anyhow::Result<(Vec<DnsExchange>, ConnTruth)> {
         });
     }
     let over_tcp = dig(TREE, "TXT", true)?;
-    let tcp = ConnTruth {
+    let tcp = Conn {
         dialer: format!("127.0.0.1:{TCP_QUERY_PORT}").parse()?,
         listener: format!("{DNS_SERVER}:53").parse()?,
         bytes_dialer_to_listener: over_tcp.query_bytes + 2,

@@ -13,6 +13,8 @@ use discv5::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::scenario::hex;
+
 /// Options of `traffic discv5-node`.
 #[derive(Args)]
 pub struct NodeArgs {
@@ -133,9 +135,4 @@ async fn wait_for_line() -> anyhow::Result<()> {
         .await?
         .context("wait for a line on stdin")?;
     Ok(())
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

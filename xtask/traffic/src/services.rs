@@ -39,7 +39,7 @@ use tokio::{
 use crate::{
     capture::{self, CaptureSpec},
     netns::{self, Namespaces},
-    truth::{CaptureTruth, Head},
+    truth::{CaptureTruth, Conn, Head},
 };
 
 /// The sample this module makes.
@@ -73,10 +73,8 @@ struct Truth {
 /// One TCP connection: bytes each side wrote, as the server socket counted them (or curl said).
 #[derive(Serialize)]
 struct ConnTruth {
-    dialer: SocketAddr,
-    listener: SocketAddr,
-    bytes_dialer_to_listener: u64,
-    bytes_listener_to_dialer: u64,
+    #[serde(flatten)]
+    conn: Conn,
     service: String,
     counted_by: &'static str,
 }
@@ -170,10 +168,12 @@ impl Accepted {
         Ok(list
             .iter()
             .map(|a| ConnTruth {
-                dialer: a.peer,
-                listener: a.local,
-                bytes_dialer_to_listener: a.read.load(Ordering::SeqCst),
-                bytes_listener_to_dialer: a.written.load(Ordering::SeqCst),
+                conn: Conn {
+                    dialer: a.peer,
+                    listener: a.local,
+                    bytes_dialer_to_listener: a.read.load(Ordering::SeqCst),
+                    bytes_listener_to_dialer: a.written.load(Ordering::SeqCst),
+                },
                 service: a.service.clone(),
                 counted_by: "the server's socket (bytes read and written)",
             })
@@ -432,10 +432,12 @@ fn curl(port: u16, service: &str) -> anyhow::Result<ConnTruth> {
         bail!("curl printed {text:?}");
     };
     Ok(ConnTruth {
-        dialer: format!("127.0.0.1:{local_port}").parse()?,
-        listener: format!("127.0.0.1:{port}").parse()?,
-        bytes_dialer_to_listener: request + upload,
-        bytes_listener_to_dialer: header + download,
+        conn: Conn {
+            dialer: format!("127.0.0.1:{local_port}").parse()?,
+            listener: format!("127.0.0.1:{port}").parse()?,
+            bytes_dialer_to_listener: request + upload,
+            bytes_listener_to_dialer: header + download,
+        },
         service: service.to_owned(),
         counted_by: "curl (size_request + size_upload, size_header + size_download)",
     })

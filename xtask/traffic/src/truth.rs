@@ -1,6 +1,8 @@
 //! What every `<name>.truth.json` starts with: the sample, its file, how it was made, and how
 //! it was captured with what libpcap reported.
 
+use std::net::SocketAddr;
+
 use pcap::Precision;
 use serde::Serialize;
 
@@ -15,6 +17,15 @@ pub struct Head {
     pub made_by: String,
     pub description: String,
     pub capture: CaptureTruth,
+}
+
+/// One TCP connection and the payload bytes each side wrote, as the implementation counted them.
+#[derive(Serialize)]
+pub struct Conn {
+    pub dialer: SocketAddr,
+    pub listener: SocketAddr,
+    pub bytes_dialer_to_listener: u64,
+    pub bytes_listener_to_dialer: u64,
 }
 
 /// How a capture was made and what libpcap reported.

@@ -265,14 +265,7 @@ mod tests {
     }
 
     fn kind(t: &mut TestCtx, payload: &[u8], src: Endpoint, dst: Endpoint) -> Option<String> {
-        let d = Datagram {
-            src,
-            dst,
-            payload,
-            wire_payload: payload.len() as u32,
-        };
-        let l = Dht.datagram(&d, &mut t.ctx())?;
-        Some(t.labels.get(l.label).kind.to_string())
+        t.datagram_kind(&Dht, payload, src, dst)
     }
 
     #[test]

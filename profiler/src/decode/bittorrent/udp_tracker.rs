@@ -135,14 +135,7 @@ mod tests {
     use crate::decode::TestCtx;
 
     fn send(t: &mut TestCtx, payload: &[u8], src: Endpoint, dst: Endpoint) -> Option<String> {
-        let d = Datagram {
-            src,
-            dst,
-            payload,
-            wire_payload: payload.len() as u32,
-        };
-        let l = UdpTracker.datagram(&d, &mut t.ctx())?;
-        Some(t.labels.get(l.label).kind.to_string())
+        t.datagram_kind(&UdpTracker, payload, src, dst)
     }
 
     #[test]
