@@ -10,19 +10,61 @@ use crate::Error;
 use crate::account::messages::{MessageLog, MessageRow};
 use crate::account::owners::{OwnerId, OwnerTable};
 use crate::account::pending::{Contribution, Segment, split_datagram};
-use crate::account::record::{Category, Direction, Endpoints, Row};
+use crate::account::record::{Category, Direction, Endpoints, Method, Row};
 use crate::account::table::{RowKey, UsageTable};
 use crate::decode::relay_book::{RelayBook, RelayStats};
 use crate::decode::udp::{self, Datagram, UdpState};
 use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span};
 use crate::flow::fragments::Fragments;
 use crate::flow::tcp::{Budget, Seg};
-use crate::flow::{self, Flow, FlowKey, FlowStats, FlowTable, LocalSpec, Shared, TcpPacket};
+use crate::flow::{
+    self, Flow, FlowKey, FlowStats, FlowTable, LocalEnd, LocalSpec, Shared, TcpPacket,
+};
 use crate::rules::Rules;
 use crate::sink::Sink;
 use crate::source::RawPacket;
 use crate::source::link::{self, Frame, IpPacket, Transport};
 use crate::source::pcap_file::CaptureSet;
+
+/// Who saw a packet, when the source knows: the socket's owner, whether the packet's source is
+/// the local end, and whether a socket of that end saw it (the eBPF probe: each end of a
+/// loopback connection is then its own flow).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Vantage {
+    pub owner: OwnerId,
+    pub src_local: Option<bool>,
+    pub at_socket: bool,
+}
+
+impl Vantage {
+    /// Which end of a key is local, for a packet whose source is the key's `lo` (`src_is_lo`).
+    fn local_end(&self, src_is_lo: bool) -> LocalEnd {
+        match self.src_local {
+            Some(src_local) if self.at_socket => {
+                if src_local == src_is_lo {
+                    LocalEnd::Lo
+                } else {
+                    LocalEnd::Hi
+                }
+            }
+            _ => LocalEnd::Unknown,
+        }
+    }
+}
+
+/// A socket's IP protocol, its end and its peer's, as (address, port).
+pub type SocketTuple = (u8, (std::net::IpAddr, u16), (std::net::IpAddr, u16));
+
+/// Bytes and packets a socket sent or received that the source counted without sampling them.
+#[derive(Clone, Copy, Debug)]
+pub struct Unsampled {
+    pub vantage: Vantage,
+    /// IP protocol number, the socket's end and the peer's, when a packet of it was seen.
+    pub tuple: Option<SocketTuple>,
+    pub direction: Direction,
+    pub bytes: u64,
+    pub packets: u64,
+}
 
 /// Settings of one analysis.
 #[derive(Clone, Debug)]
@@ -186,7 +228,7 @@ impl Analyzer {
 
     /// Counts one captured frame whose owner is not known (offline captures).
     pub fn packet(&mut self, pkt: &RawPacket<'_>) {
-        self.packet_of(pkt, OwnerId::UNKNOWN);
+        self.packet_of(pkt, Vantage::default());
     }
 
     /// The owners rows refer to: live sources intern the owners of their sockets here.
@@ -194,16 +236,16 @@ impl Analyzer {
         &mut self.table.owners
     }
 
-    /// Counts one captured frame sent or received by a socket of `owner`. A flow takes the first
-    /// known owner of its packets.
-    pub fn packet_of(&mut self, pkt: &RawPacket<'_>, owner: OwnerId) {
+    /// Counts one captured frame as seen from `vantage`. A flow takes the first known owner of
+    /// its packets.
+    pub fn packet_of(&mut self, pkt: &RawPacket<'_>, vantage: Vantage) {
         self.stats.packets += 1;
         let ts = pkt.ts_ns;
         self.stats.first_ns = Some(self.stats.first_ns.map_or(ts, |f| f.min(ts)));
         self.stats.last_ns = Some(self.stats.last_ns.map_or(ts, |l| l.max(ts)));
         match link::parse(pkt) {
             Frame::NonIp { protocol, len } => self.non_ip(ts, protocol, len),
-            Frame::Ip(ip) => self.ip(ts, &ip, owner),
+            Frame::Ip(ip) => self.ip(ts, &ip, vantage),
         }
         if ts > self.max_ns {
             self.max_ns = ts;
@@ -216,6 +258,11 @@ impl Analyzer {
                 && self.table.drain_oldest(&self.labels, &mut self.rows)
             {}
         }
+    }
+
+    /// What was read so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Rows of windows that have closed since the last call.
@@ -287,9 +334,9 @@ impl Analyzer {
         self.table.add(window, key, &c);
     }
 
-    fn ip(&mut self, ts: i64, ip: &IpPacket<'_>, owner: OwnerId) {
+    fn ip(&mut self, ts: i64, ip: &IpPacket<'_>, vantage: Vantage) {
         let window = self.table.window_of(ts);
-        let (key, src_is_lo, transport_name, fixed, orient, payload_len) = match &ip.transport {
+        let (mut key, src_is_lo, transport_name, fixed, orient, payload_len) = match &ip.transport {
             Transport::Tcp(t) => {
                 let (k, lo) = FlowKey::of(6, (ip.src, t.src_port), (ip.dst, t.dst_port));
                 let o = flow::src_initiates(t.syn, t.ack, t.src_port, t.dst_port);
@@ -334,6 +381,7 @@ impl Analyzer {
                 (k, lo, transport, Some(l), o, 0)
             }
         };
+        key.seen_from = vantage.local_end(src_is_lo);
         if let Some((id, true)) = ip.fragment {
             self.stats.fragments += 1;
             self.fragments
@@ -361,6 +409,7 @@ impl Analyzer {
                 &key,
                 src_is_lo,
                 orient,
+                vantage.src_local,
                 &cfg.locals,
                 transport_name,
                 fixed,
@@ -369,7 +418,7 @@ impl Analyzer {
         });
         flow.last_ns = flow.last_ns.max(ts);
         if flow.owner == OwnerId::UNKNOWN {
-            flow.owner = owner;
+            flow.owner = vantage.owner;
         }
         flow.bytes += u64::from(ip.ip_len);
         flow.packets += 1;
@@ -452,6 +501,67 @@ impl Analyzer {
             }
             _ => add(side, flow.packet(side, window, ip.ip_len, payload_len)),
         }
+    }
+
+    /// Counts bytes a live source counted but did not sample, with the label their connection
+    /// has (method `unsampled`), or as `other`/`unsampled` when no packet of it was seen.
+    pub fn unsampled(&mut self, ts: i64, u: &Unsampled) {
+        let window = self.table.window_of(ts);
+        let c = crate::account::record::Counters {
+            bytes: u.bytes,
+            packets: u.packets,
+            ..Default::default()
+        };
+        let mut endpoints = Endpoints {
+            transport: "ip",
+            local_addr: None,
+            local_port: None,
+            remote_addr: None,
+            remote_port: None,
+        };
+        if let Some((proto, local, remote)) = u.tuple {
+            let (src, dst) = match u.direction {
+                Direction::Out => (local, remote),
+                Direction::In => (remote, local),
+            };
+            let (mut key, src_is_lo) = FlowKey::of(proto, src, dst);
+            key.seen_from = u.vantage.local_end(src_is_lo);
+            if let Some(flow) = self.flows.flows.get_mut(&key) {
+                let side = flow.side(src_is_lo);
+                let (w, label, _) = flow.packet(side, window, 0, 0);
+                let permille = self.labels.get(label).confidence_permille;
+                let label = self.labels.with_method(label, Method::Unsampled, permille);
+                self.table.add(w, flow.row_keys().key(side, label), &c);
+                return;
+            }
+            endpoints = Endpoints {
+                transport: match proto {
+                    6 => "tcp",
+                    17 => "udp",
+                    _ => "ip",
+                },
+                local_addr: Some(local.0),
+                local_port: Some(local.1),
+                remote_addr: Some(remote.0),
+                remote_port: Some(remote.1),
+            };
+        }
+        let label = self.fixed_label("unsampled");
+        let label = self.labels.with_method(label, Method::Unsampled, 0);
+        let key = RowKey {
+            owner: u.vantage.owner,
+            endpoints,
+            label,
+            direction: u.direction,
+        };
+        self.table.add(window, key, &c);
+    }
+
+    /// Advances a live run's clock to `now_ns`: idle flows are retired and the rows of windows
+    /// that ended before the previous one are handed out (see [`Analyzer::take_rows`]).
+    pub fn tick(&mut self, now_ns: i64) {
+        self.max_ns = self.max_ns.max(now_ns);
+        self.sweep();
     }
 
     fn finish_flow(&mut self, mut f: Flow) {

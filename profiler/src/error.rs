@@ -38,6 +38,15 @@ pub enum Error {
     /// A command-line value or option is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The eBPF probe is not in this binary, or cannot be loaded or attached here.
+    #[error("eBPF probe: {0}")]
+    Probe(String),
+    /// The process lacks a capability a live source needs.
+    #[error("missing capability {missing} ({hint})")]
+    Permission { missing: String, hint: &'static str },
+    /// A live capture could not be opened or read.
+    #[error("live capture on {device}: {message}")]
+    LiveCapture { device: String, message: String },
 }
 
 impl Error {

@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod decode;
 pub mod error;
 pub mod flow;
+pub mod live;
 pub mod rules;
 pub mod sink;
 pub mod source;

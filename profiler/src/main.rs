@@ -4,11 +4,18 @@ use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use wakuprof::analyze::{self, Config};
 use wakuprof::flow::LocalSpec;
+use wakuprof::live::{self, Filter, LiveConfig, LiveSource};
+use wakuprof::source::caps;
+use wakuprof::source::live_pcap::LiveCapture;
+use wakuprof::source::probe::Probe;
 use wakuprof::rules::{self, Rules};
 use wakuprof::sink::Sink;
 use wakuprof::sink::messages::{MESSAGE_COLUMNS, MessageSink};
@@ -38,6 +45,19 @@ enum Command {
         after_help = "Examples:\n  wakuprof analyze capture.pcap --out results/\n  wakuprof analyze a.pcap b.pcapng --format json\n  wakuprof analyze capture.pcap --local 10.0.0.5 --window 60 --out results/\n  wakuprof analyze capture.pcap --messages messages/   # one row per relay message"
     )]
     Analyze(AnalyzeArgs),
+    /// Attribute this host's traffic as it happens, to processes and containers; write Parquet.
+    ///
+    /// With the eBPF probe (the default source), every packet is counted in the kernel per
+    /// socket and credited to the process that owns the socket, ingress and ACKs included; the
+    /// first 64 KiB of each TCP connection direction (and every UDP datagram) are sampled for
+    /// the decoders, the rest keeps its connection's label (method `unsampled`). When the probe
+    /// cannot load, wakuprof warns in one line and captures with libpcap instead, owners then
+    /// read from /proc (approximate). Runs until SIGINT/SIGTERM or --duration, then writes
+    /// everything. Needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (CAP_NET_RAW for pcap).
+    #[command(
+        after_help = "Examples:\n  sudo wakuprof live --out /var/lib/wakuprof\n  sudo wakuprof live --comm wakunode2 --window 60 --out results/\n  sudo wakuprof live --duration 300 --cgroup /system.slice/nwaku.service --out results/\n  sudo wakuprof live --source pcap --interface eth0 --out results/"
+    )]
+    Live(LiveArgs),
     /// Print the rule lists (discv5 ports, tree domains, RPC providers, DoH resolvers, …) as the
     /// TOML that --config takes, filled with the built-in defaults.
     #[command(
@@ -81,6 +101,16 @@ struct AnalyzeArgs {
     /// in the summary, bytes are kept).
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     max_flows: u64,
+    #[command(flatten)]
+    rules: RuleArgs,
+    /// Print no summary and no progress (errors still go to stderr).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// The rule-list options every analysing command takes.
+#[derive(clap::Args)]
+struct RuleArgs {
     /// Rule lists as TOML (see `wakuprof config`); lists the file names replace the defaults.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -88,9 +118,72 @@ struct AnalyzeArgs {
     /// unmasked, and the peers they name are learned. Repeatable; adds to the config's node_ids.
     #[arg(long = "node-id", value_name = "HEX", value_parser = parse_node_id)]
     node_ids: Vec<String>,
+}
+
+impl RuleArgs {
+    fn rules(&self) -> anyhow::Result<Rules> {
+        let mut rules = match &self.config {
+            Some(path) => Rules::load(path)?,
+            None => Rules::default(),
+        };
+        rules
+            .discovery
+            .node_ids
+            .extend(self.node_ids.iter().cloned());
+        Ok(rules)
+    }
+}
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("filter").multiple(false))]
+struct LiveArgs {
+    /// Write the usage table as Parquet under DIR (Hive partitions date=YYYY-MM-DD/hour=HH).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Where packets come from: the eBPF probe (exact owners), libpcap (owners from /proc,
+    /// approximate), or the probe with libpcap as fallback.
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
+    source: SourceArg,
+    /// Interfaces libpcap captures on (pcap source). Repeatable.
+    #[arg(long, value_name = "IFACE", default_values_t = ["any".to_string()])]
+    interface: Vec<String>,
+    /// Stop after SECS seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    duration: Option<u64>,
+    /// Keep only rows of this process id.
+    #[arg(long, value_name = "N", group = "filter")]
+    pid: Option<u32>,
+    /// Keep only rows of processes with this command name (as in /proc/PID/comm).
+    #[arg(long, value_name = "NAME", group = "filter")]
+    comm: Option<String>,
+    /// Keep only rows of processes in this cgroup v2 (path under the hierarchy, or the full
+    /// /sys/fs/cgroup/… path) and the cgroups below it.
+    #[arg(long, value_name = "PATH", group = "filter")]
+    cgroup: Option<String>,
+    /// Aggregation window in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    window: u32,
+    /// Close the current Parquet files every SECS seconds, so they can be read while running.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    roll: u64,
+    #[command(flatten)]
+    rules: RuleArgs,
+    /// How to print the summary on stdout at the end.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
     /// Print no summary and no progress (errors still go to stderr).
     #[arg(long, short)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SourceArg {
+    /// The eBPF probe, else libpcap with a warning.
+    Auto,
+    /// The eBPF probe only.
+    Ebpf,
+    /// libpcap only.
+    Pcap,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,6 +234,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Analyze(args) => analyze_cmd(&args),
+        Command::Live(args) => live_cmd(&args),
         Command::Config => {
             print!("{}", Rules::default().to_toml());
             Ok(ExitCode::SUCCESS)
@@ -171,16 +265,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let mut rules = match &args.config {
-        Some(path) => Rules::load(path)?,
-        None => Rules::default(),
-    };
-    rules
-        .discovery
-        .node_ids
-        .extend(args.node_ids.iter().cloned());
     let cfg = Config {
-        rules,
+        rules: args.rules.rules()?,
         window_secs: args.window,
         locals: args.local.clone(),
         max_flows: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
@@ -219,13 +305,7 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.quiet {
         let mut out = std::io::stdout().lock();
-        match args.format {
-            Format::Table => out.write_all(summary.table(&report.stats).as_bytes())?,
-            Format::Json => {
-                serde_json::to_writer_pretty(&mut out, &summary.json(&report.stats))?;
-                writeln!(out)?;
-            }
-        }
+        print_summary(&mut out, &summary, &report.stats, args.format, None)?;
         if let (Some(p), Some(dir), Format::Table) = (&parquet, &args.out, args.format) {
             writeln!(
                 out,
@@ -249,6 +329,155 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     } else {
         Ok(ExitCode::from(EXIT_INPUT_ERRORS))
     }
+}
+
+/// Prints the summary as a table or as JSON (with `extra` merged into the JSON document).
+fn print_summary(
+    out: &mut impl Write,
+    summary: &Summary,
+    stats: &analyze::Stats,
+    format: Format,
+    extra: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Table => out.write_all(summary.table(stats).as_bytes())?,
+        Format::Json => {
+            let mut doc = summary.json(stats);
+            if let (Some(serde_json::Value::Object(m)), serde_json::Value::Object(d)) =
+                (extra, &mut doc)
+            {
+                d.extend(m);
+            }
+            serde_json::to_writer_pretty(&mut *out, &doc)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    let source = open_live_source(args)?;
+    let name = match source {
+        LiveSource::Ebpf(_) => "eBPF probe",
+        LiveSource::Pcap(_) => "libpcap",
+    };
+    if !args.quiet {
+        eprintln!(
+            "wakuprof: live from the {name}; writing under {} (stop with Ctrl-C)",
+            args.out.display()
+        );
+    }
+    let cfg = LiveConfig {
+        analysis: Config {
+            rules: args.rules.rules()?,
+            window_secs: args.window,
+            ..Config::default()
+        },
+        duration: args.duration.map(Duration::from_secs),
+        filter: live_filter(args)?,
+        roll_secs: args.roll,
+    };
+    let mut summary = Summary::default();
+    let mut parquet = ParquetSink::new(&args.out)?;
+    let quiet = args.quiet;
+    let mut last_status = Duration::ZERO;
+    let report = {
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut summary, &mut parquet];
+        live::run(source, cfg, &mut sinks, &stop, |s| {
+            if !quiet && s.elapsed >= last_status + LIVE_STATUS_EVERY {
+                last_status = s.elapsed;
+                eprintln!(
+                    "wakuprof: {:>5} s  {} packets  {} bytes  {} processes",
+                    s.elapsed.as_secs(),
+                    s.packets,
+                    s.bytes,
+                    s.owners.saturating_sub(1)
+                );
+            }
+        })?
+    };
+    if let Some(p) = &report.probe
+        && p.ring_drops > 0
+    {
+        eprintln!(
+            "wakuprof: {} packet samples dropped (ring buffer full); their bytes are counted with method `unsampled`",
+            p.ring_drops
+        );
+    }
+    if report.pcap_dropped > 0 {
+        eprintln!(
+            "wakuprof: the kernel dropped {} packets before libpcap read them; they are not counted",
+            report.pcap_dropped
+        );
+    }
+    if !args.quiet {
+        let mut out = std::io::stdout().lock();
+        let extra = serde_json::json!({ "live": &report });
+        print_summary(&mut out, &summary, &report.stats, args.format, Some(extra))?;
+        if args.format == Format::Table {
+            writeln!(
+                out,
+                "\n{} Parquet file(s) under {}",
+                parquet.files.len(),
+                args.out.display()
+            )?;
+        }
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Time between two status lines of a live run.
+const LIVE_STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// The probe, libpcap, or the probe falling back to libpcap with a one-line warning.
+fn open_live_source(args: &LiveArgs) -> anyhow::Result<LiveSource> {
+    let pcap = || -> anyhow::Result<LiveSource> {
+        caps::require(caps::PCAP)?;
+        Ok(LiveSource::Pcap(LiveCapture::open(&args.interface)?))
+    };
+    match args.source {
+        SourceArg::Pcap => pcap(),
+        SourceArg::Ebpf => Ok(LiveSource::Ebpf(Probe::load()?)),
+        SourceArg::Auto => match Probe::load() {
+            Ok(p) => Ok(LiveSource::Ebpf(p)),
+            Err(e) => {
+                eprintln!(
+                    "wakuprof: warning: {e}; capturing with libpcap instead (process attribution from /proc, approximate)"
+                );
+                pcap()
+            }
+        },
+    }
+}
+
+fn live_filter(args: &LiveArgs) -> anyhow::Result<Filter> {
+    if let Some(p) = args.pid {
+        return Ok(Filter::Pid(p));
+    }
+    if let Some(c) = &args.comm {
+        return Ok(Filter::Comm(c.clone()));
+    }
+    let Some(path) = &args.cgroup else {
+        return Ok(Filter::All);
+    };
+    let root = wakuprof::source::probe::cgroup2_root()?;
+    let rel = std::path::Path::new(path)
+        .strip_prefix(&root)
+        .map(|r| format!("/{}", r.display()))
+        .unwrap_or_else(|_| path.clone());
+    if !root.join(rel.trim_start_matches('/')).is_dir() {
+        anyhow::bail!(
+            "--cgroup {path}: no such cgroup under {} (see /proc/PID/cgroup for a process's)",
+            root.display()
+        );
+    }
+    Ok(Filter::Cgroup(rel))
 }
 
 /// A progress bar over the input bytes, only when stderr is a terminal and the input is large.

@@ -58,6 +58,16 @@ impl OwnerTable {
         id
     }
 
+    /// Number of owners, the unknown one included.
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Whether only the unknown owner is held (never: it is always there).
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
     /// The owner behind an id.
     pub fn get(&self, id: OwnerId) -> &Arc<Owner> {
         self.owners.get(id.0 as usize).unwrap_or(&self.owners[0])

@@ -72,6 +72,8 @@ pub enum Method {
     Heuristic,
     /// Only the port number said so.
     Port,
+    /// Counted by the kernel probe but not sampled: the connection's label, payload unseen.
+    Unsampled,
 }
 
 impl Method {
@@ -82,6 +84,7 @@ impl Method {
             Method::Inferred => "inferred",
             Method::Heuristic => "heuristic",
             Method::Port => "port",
+            Method::Unsampled => "unsampled",
         }
     }
 }
@@ -133,6 +136,8 @@ pub struct Owner {
     pub comm: Option<Arc<str>>,
     pub exe: Option<Arc<str>>,
     pub cgroup: Option<Arc<str>>,
+    /// Container or pod the cgroup belongs to (see [`crate::source::procfs::container_of`]).
+    pub container: Option<Arc<str>>,
 }
 
 /// Counters summed into one row.

@@ -15,12 +15,15 @@ use crate::account::table::RowKey;
 use crate::decode::classify::Classifier;
 use crate::decode::{Conn, DecodeCtx, LabelId, LabelTable, Side, StreamDecoder};
 
-/// A connection's identity, the same for both directions: endpoints in canonical order.
+/// A connection's identity, the same for both directions: endpoints in canonical order, and
+/// which end it is seen from when the source saw it at a socket ([`LocalEnd`]): live, the two
+/// ends of a loopback connection are two flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub proto: u8,
     pub lo: (IpAddr, u16),
     pub hi: (IpAddr, u16),
+    pub seen_from: LocalEnd,
 }
 
 impl FlowKey {
@@ -32,6 +35,7 @@ impl FlowKey {
                     proto,
                     lo: src,
                     hi: dst,
+                    seen_from: LocalEnd::Unknown,
                 },
                 true,
             )
@@ -41,11 +45,22 @@ impl FlowKey {
                     proto,
                     lo: dst,
                     hi: src,
+                    seen_from: LocalEnd::Unknown,
                 },
                 false,
             )
         }
     }
+}
+
+/// The end of a [`FlowKey`] whose socket saw the packets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LocalEnd {
+    /// A capture: packets seen on the wire, by no socket in particular.
+    #[default]
+    Unknown,
+    Lo,
+    Hi,
 }
 
 /// An address (and optionally port) that `--local` says is ours.
@@ -161,11 +176,13 @@ pub struct TcpPacket<'a> {
 }
 
 impl Flow {
-    /// A new flow; `src_is_lo` and `src_initiates` orient it, `locals` decide which end is ours.
+    /// A new flow; `src_is_lo` and `src_initiates` orient it; `src_local` (when the source
+    /// knows which socket saw the packet), else `locals`, decide which end is ours.
     pub fn new(
         key: &FlowKey,
         src_is_lo: bool,
         src_initiates: bool,
+        src_local: Option<bool>,
         locals: &[LocalSpec],
         transport: &'static str,
         state_label: Option<LabelId>,
@@ -178,8 +195,12 @@ impl Flow {
             (key.hi, key.lo)
         };
         // The responder is local only when it alone matches `--local`.
-        let initiator_local =
-            locals.iter().any(|l| l.matches(init)) || !locals.iter().any(|l| l.matches(resp));
+        let initiator_local = match src_local {
+            Some(local) => local == src_initiates,
+            None => {
+                locals.iter().any(|l| l.matches(init)) || !locals.iter().any(|l| l.matches(resp))
+            }
+        };
         let (local, remote) = if initiator_local {
             (init, resp)
         } else {

@@ -17,4 +17,9 @@ pub trait Sink {
     }
     /// Flushes everything buffered; called once at the end of a run, also after input errors.
     fn finish(&mut self) -> Result<(), crate::Error>;
+    /// Closes the current output files so that what was written so far can be read (live runs
+    /// call this every `--roll` seconds).
+    fn roll(&mut self) -> Result<(), crate::Error> {
+        Ok(())
+    }
 }

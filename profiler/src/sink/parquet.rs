@@ -124,7 +124,13 @@ pub const COLUMNS: &[Column] = &[
         "cgroup",
         ColumnType::Utf8,
         true,
-        "owning cgroup / container; null offline",
+        "owning cgroup v2 path; null offline",
+    ),
+    col(
+        "container",
+        ColumnType::Utf8,
+        true,
+        "container of the cgroup: docker://ID, containerd://ID, cri-o://ID or k8s-pod://UID; null otherwise",
     ),
     col(
         "transport",
@@ -404,6 +410,7 @@ fn columns(rows: &[Row]) -> Vec<ArrayRef> {
         strings(rows.iter().map(|r| r.owner.comm.as_deref())),
         strings(rows.iter().map(|r| r.owner.exe.as_deref())),
         strings(rows.iter().map(|r| r.owner.cgroup.as_deref())),
+        strings(rows.iter().map(|r| r.owner.container.as_deref())),
     ];
     cols.extend(endpoint_columns(rows.iter().map(|r| &r.endpoints)));
     cols.extend([
@@ -489,6 +496,10 @@ impl Sink for ParquetSink {
     }
 
     fn finish(&mut self) -> Result<(), Error> {
+        self.flush()
+    }
+
+    fn roll(&mut self) -> Result<(), Error> {
         self.flush()
     }
 }

@@ -1,8 +1,13 @@
-//! Packet sources: everything that does capture I/O. A source yields raw frames with their link
-//! type; `link` turns a frame into the L3/L4 view the flow table needs.
+//! Packet sources: everything that does capture I/O. Capture files and live libpcap yield raw
+//! frames with their link type; the eBPF probe yields per-socket counters and packet heads;
+//! `procfs` says who owns a socket. `link` turns a frame into the L3/L4 view the flow table needs.
 
+pub mod caps;
 pub mod link;
+pub mod live_pcap;
 pub mod pcap_file;
+pub mod probe;
+pub mod procfs;
 
 /// Link-layer framing of a capture, as libpcap's DLT/LINKTYPE numbers name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

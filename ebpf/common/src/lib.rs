@@ -1,0 +1,112 @@
+//! Records shared by the eBPF probe and userspace, `#[repr(C)]` so both read the same bytes.
+//!
+//! The probe counts every packet per (socket cookie, direction) in [`Counts`], records each
+//! socket's owner once in [`Owner`], and sends the first [`SNAP`] bytes of some packets (see
+//! [`HEAD_BYTES`]) as [`PacketEvent`]s; sockets reaching TCP_CLOSE are announced by
+//! [`CloseEvent`]s on the same ring buffer.
+#![no_std]
+
+/// Packet bytes (from the IP header) copied into one [`PacketEvent`].
+pub const SNAP: usize = 2048;
+/// A TCP socket's packets are sampled, per direction, until this many bytes have been copied;
+/// later packets are only counted. UDP and other packets are always sampled.
+pub const HEAD_BYTES: u32 = 64 * 1024;
+/// Most sockets counted at once; packets of further sockets go to the overflow counters.
+pub const MAX_SOCKETS: u32 = 65_536;
+/// Size of the ring buffer that carries events, bytes (a power of two).
+pub const RING_BYTES: u32 = 16 * 1024 * 1024;
+
+/// `Key::direction` of packets a socket received.
+pub const INGRESS: u32 = 0;
+/// `Key::direction` of packets a socket sent.
+pub const EGRESS: u32 = 1;
+
+/// `EventHeader::kind` of a [`PacketEvent`].
+pub const EVENT_PACKET: u32 = 1;
+/// `EventHeader::kind` of a [`CloseEvent`].
+pub const EVENT_CLOSE: u32 = 2;
+
+/// Index in the `STATS` array: events the ring buffer had no room for.
+pub const STAT_RING_DROPS: u32 = 0;
+/// Index in the `STATS` array: packets of sockets the `COUNTS` map had no room for.
+pub const STAT_MAP_FULL: u32 = 1;
+/// Length of the `STATS` array.
+pub const STATS_LEN: u32 = 2;
+
+/// Key of the `COUNTS` map: one socket, one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The kernel's socket cookie (`bpf_get_socket_cookie`), unique for the boot.
+    pub cookie: u64,
+    /// [`INGRESS`] or [`EGRESS`].
+    pub direction: u32,
+    pub _pad: u32,
+}
+
+/// Value of the `COUNTS` map, updated atomically by the probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Σ IP lengths (`skb->len` at the cgroup hook) of every packet.
+    pub bytes: u64,
+    pub packets: u64,
+    /// Σ IP lengths and number of the packets whose event reached the ring buffer.
+    pub sampled_bytes: u64,
+    pub sampled_packets: u64,
+    /// Packet bytes copied into events so far (compared with [`HEAD_BYTES`]).
+    pub copied: u64,
+}
+
+/// Value of the `OWNERS` map: who owns a socket, recorded once in process context.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    pub _pad: u32,
+    /// cgroup v2 id of the process (the inode number of its cgroup directory).
+    pub cgroup_id: u64,
+    /// The thread's command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// First bytes of every ring buffer event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// [`EVENT_PACKET`] or [`EVENT_CLOSE`].
+    pub kind: u32,
+    /// [`INGRESS`] or [`EGRESS`] (packets only).
+    pub direction: u32,
+    pub cookie: u64,
+    /// CLOCK_MONOTONIC time, ns.
+    pub ts_ns: u64,
+}
+
+/// A packet: its IP length and its first bytes, from the IP header on.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PacketEvent {
+    pub header: EventHeader,
+    /// IP length of the packet.
+    pub len: u32,
+    /// Bytes of `data` filled.
+    pub copied: u32,
+    pub data: [u8; SNAP],
+}
+
+/// A socket reached TCP_CLOSE: its counters are final.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CloseEvent {
+    pub header: EventHeader,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` integers, every bit pattern valid, padding named.
+    unsafe impl aya::Pod for super::Key {}
+    unsafe impl aya::Pod for super::Counts {}
+    unsafe impl aya::Pod for super::Owner {}
+}
