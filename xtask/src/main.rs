@@ -17,9 +17,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what the build needs, build wakuprof and analyze the bundled libp2p sample.
+    /// Install what the build needs (libpcap, and for the eBPF probe the nightly rust-src and
+    /// bpf-linker), build wakuprof and analyze the bundled libp2p sample.
     Demo,
-    /// Install what the tests need (libpcap, tshark, DuckDB) and run the whole test suite.
+    /// Install what the build needs, the eBPF probe's toolchain included; nothing else.
+    Setup,
+    /// Install what the tests need (libpcap, the probe's toolchain, tshark, DuckDB) and run the
+    /// whole test suite (as root: the live tests attach the probe and make network namespaces).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -37,14 +41,21 @@ const DEMO_SAMPLE: &str = "samples/libp2p-plaintext-yamux.pcap";
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo => demo(),
+        Command::Setup => setup(),
         Command::Test { args } => test(&args),
         Command::Samples(args) => samples::run(&args),
         Command::Bench(args) => bench::run(&args),
     }
 }
 
-fn demo() -> anyhow::Result<()> {
+fn setup() -> anyhow::Result<()> {
     setup::ensure_packages(setup::BUILD)?;
+    setup::ensure_probe_toolchain();
+    Ok(())
+}
+
+fn demo() -> anyhow::Result<()> {
+    setup()?;
     let root = workspace_root();
     setup::run(
         setup::cargo()
@@ -68,7 +79,7 @@ fn demo() -> anyhow::Result<()> {
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
-    setup::ensure_packages(setup::BUILD)?;
+    setup()?;
     setup::ensure_packages(setup::TEST)?;
     setup::ensure_duckdb()?;
     setup::run(

@@ -17,11 +17,22 @@ pub const BUILD: &[Package] = &[Package {
     marker: "/usr/include/pcap/pcap.h",
 }];
 
-/// What the test suite needs besides the build: tshark as the reference dissector.
-pub const TEST: &[Package] = &[Package {
-    name: "tshark",
-    marker: "/usr/bin/tshark",
-}];
+/// What the test suite needs besides the build: tshark as the reference dissector, bpftool to
+/// check that no probe program stays loaded, iproute2 for the network namespaces.
+pub const TEST: &[Package] = &[
+    Package {
+        name: "tshark",
+        marker: "/usr/bin/tshark",
+    },
+    Package {
+        name: "bpftool",
+        marker: "/usr/sbin/bpftool",
+    },
+    Package {
+        name: "iproute2",
+        marker: "/usr/sbin/ip",
+    },
+];
 
 /// Installs the missing packages with apt-get (as root), or says exactly what to run.
 pub fn ensure_packages(pkgs: &[Package]) -> anyhow::Result<()> {
@@ -88,4 +99,59 @@ pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
     cmd
+}
+
+/// The bpf-linker release the probe is built with.
+const BPF_LINKER: &str = "bpf-linker@0.13.0";
+
+/// Installs what building the eBPF probe needs: the nightly toolchain's `rust-src` and
+/// bpf-linker linked against that nightly's own libLLVM (see ebpf/probe). Skipped when
+/// bpf-linker is on PATH. Failure is reported, not fatal: wakuprof then builds without the probe.
+pub fn ensure_probe_toolchain() {
+    if let Err(e) = probe_toolchain() {
+        eprintln!(
+            "xtask: the eBPF probe toolchain could not be installed ({e:#}); wakuprof builds without the probe (live --source pcap still works)"
+        );
+    }
+}
+
+fn probe_toolchain() -> anyhow::Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+        .unwrap_or_default();
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("bpf-linker").is_file()));
+    if on_path || home.join("bin/bpf-linker").is_file() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the nightly rust-src component");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    let sysroot = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()
+        .context("cannot ask the nightly toolchain for its sysroot")?;
+    let lib = std::path::Path::new(String::from_utf8_lossy(&sysroot.stdout).trim()).join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("cannot list {}", lib.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n.starts_with("libLLVM-") && n.ends_with(".so"))
+        .with_context(|| format!("no libLLVM-*.so in {}", lib.display()))?;
+    let name = llvm.trim_start_matches("lib").trim_end_matches(".so");
+    let major = name
+        .trim_start_matches("LLVM-")
+        .split(['-', '.'])
+        .next()
+        .unwrap_or_default();
+    eprintln!("xtask: building {BPF_LINKER} against the nightly's {llvm} (about 80 s)");
+    let flags = format!(
+        "-L {lib} -l dylib={name} -C link-arg=-Wl,-rpath,{lib}",
+        lib = lib.display()
+    );
+    let target = tempfile::tempdir().context("cannot make a build directory")?;
+    run(Command::new("cargo")
+        .args(["install", BPF_LINKER, "--locked", "--no-default-features"])
+        .args(["--features", &format!("llvm-{major},no-llvm-linking")])
+        .env("RUSTFLAGS", flags)
+        .env("CARGO_TARGET_DIR", target.path()))
 }

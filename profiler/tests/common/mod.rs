@@ -118,8 +118,13 @@ pub fn tshark_wire_bytes(path: &Path) -> (u64, u64) {
 /// Runs a DuckDB query through Python (cargo xtask test installs the `duckdb` module) and
 /// returns its first row as strings.
 pub fn duckdb(sql: &str) -> Vec<String> {
+    duckdb_rows(sql).into_iter().next().unwrap_or_default()
+}
+
+/// Runs a DuckDB query (as [`duckdb`]) and returns every row, each as strings.
+pub fn duckdb_rows(sql: &str) -> Vec<Vec<String>> {
     let script = format!(
-        "import duckdb\nrow = duckdb.connect().execute({sql:?}).fetchone()\nprint('\\t'.join(str(x) for x in row))"
+        "import duckdb\nfor row in duckdb.connect().execute({sql:?}).fetchall():\n    print('\\t'.join(str(x) for x in row))"
     );
     let out = Command::new("python3")
         .args(["-c", &script])
@@ -131,8 +136,7 @@ pub fn duckdb(sql: &str) -> Vec<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)
-        .trim_end()
-        .split('\t')
-        .map(str::to_string)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
 }
