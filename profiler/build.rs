@@ -10,7 +10,12 @@ fn main() {
     println!("cargo::rerun-if-env-changed=WAKUPROF_NO_PROBE");
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let ebpf = manifest.join("../ebpf");
-    for p in ["probe/src", "probe/Cargo.toml", "probe/Cargo.lock", "common/src"] {
+    for p in [
+        "probe/src",
+        "probe/Cargo.toml",
+        "probe/Cargo.lock",
+        "common/src",
+    ] {
         println!("cargo::rerun-if-changed={}", ebpf.join(p).display());
     }
     if std::env::var_os("WAKUPROF_NO_PROBE").is_some() {
@@ -55,7 +60,10 @@ fn main() {
         return;
     }
     println!("cargo::rustc-cfg=probe_embedded");
-    println!("cargo::rustc-env=WAKUPROF_PROBE_OBJECT={}", object.display());
+    println!(
+        "cargo::rustc-env=WAKUPROF_PROBE_OBJECT={}",
+        object.display()
+    );
 }
 
 fn on_path(program: &str) -> bool {

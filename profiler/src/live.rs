@@ -101,6 +101,8 @@ const MAX_TUPLES: usize = 1 << 18;
 /// How long events wait before they are handled: a server's accepted socket gets its owner at
 /// its first recvmsg/sendmsg, usually after its first packets arrived.
 pub const OWNER_DELAY: Duration = Duration::from_millis(250);
+/// Most spare packet buffers kept.
+const MAX_BUFFERS: usize = 1024;
 /// Most events waiting; past it the oldest are handled at once.
 const MAX_QUEUED: usize = 1 << 16;
 /// Least time between two reads of /proc's socket tables (pcap source).
@@ -129,12 +131,12 @@ pub fn run(
     let mut pcap_state = PcapState::default();
     let mut source = source;
     loop {
-        let done = stop.load(Ordering::Relaxed)
-            || cfg.duration.is_some_and(|d| started.elapsed() >= d);
+        let done =
+            stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| started.elapsed() >= d);
         match &mut source {
             LiveSource::Ebpf(probe) => {
                 if !done {
-                    probe.wait(100);
+                    probe.wait(50);
                 }
                 while probe.drain(BATCH, |e| ebpf_state.event(e)) == BATCH {}
                 let now = clock_ns(libc::CLOCK_MONOTONIC) as u64;
@@ -312,8 +314,10 @@ struct EbpfState {
     closed: Vec<u64>,
     /// Events waiting for [`OWNER_DELAY`] to pass.
     queue: std::collections::VecDeque<Queued>,
-    /// The sockets recent packets of each (tuple, egress) came from.
-    cookies_of: FxHashMap<(SocketTuple, bool), Vec<u64>>,
+    /// Packet buffers of handled events, reused for new ones.
+    buffers: Vec<Vec<u8>>,
+    /// The sockets the first packets of each tuple (local end first) came from.
+    cookies_of: FxHashMap<SocketTuple, Vec<u64>>,
     ticks: u64,
 }
 
@@ -324,6 +328,7 @@ enum Queued {
         cookie: u64,
         egress: bool,
         len: u32,
+        tuple: Option<SocketTuple>,
         data: Vec<u8>,
     },
     Close(u64),
@@ -375,18 +380,26 @@ impl EbpfState {
                     data,
                     wire_len: len,
                 };
-                if let Some(t) = tuple_of(&pkt, egress) {
-                    let cookies = self.cookies_of.entry((t, egress)).or_default();
+                // Sockets already owned need no index entry: parsing once per packet (in the
+                // analyzer) is the hot path's cost.
+                let known = self.owners.contains_key(&header.cookie);
+                let tuple = if known { None } else { tuple_of(&pkt, egress) };
+                if let Some(t) = tuple {
+                    let cookies = self.cookies_of.entry(t).or_default();
                     if !cookies.contains(&header.cookie) && cookies.len() < 4 {
                         cookies.push(header.cookie);
                     }
                 }
+                let mut buf = self.buffers.pop().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(data);
                 Queued::Packet {
                     ts_ns: header.ts_ns,
                     cookie: header.cookie,
                     egress,
                     len,
-                    data: data.to_vec(),
+                    tuple,
+                    data: buf,
                 }
             }
         };
@@ -412,8 +425,20 @@ impl EbpfState {
                     cookie,
                     egress,
                     len,
+                    tuple,
                     data,
-                }) => self.packet(ts_ns, cookie, egress, len, &data, owners, run),
+                }) => {
+                    let pkt = RawPacket {
+                        ts_ns: run.clock.unix_ns(ts_ns),
+                        link: LinkType::RawIp,
+                        data: &data,
+                        wire_len: len,
+                    };
+                    self.packet(&pkt, cookie, egress, tuple, owners, run);
+                    if self.buffers.len() < MAX_BUFFERS {
+                        self.buffers.push(data);
+                    }
+                }
                 None => break,
             }
         }
@@ -422,44 +447,37 @@ impl EbpfState {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn packet(
         &mut self,
-        ts_ns: u64,
+        pkt: &RawPacket<'_>,
         cookie: u64,
         egress: bool,
-        len: u32,
-        data: &[u8],
+        tuple: Option<SocketTuple>,
         owners: &Owners<'_>,
         run: &mut Run,
     ) {
-        let pkt = RawPacket {
-            ts_ns: run.clock.unix_ns(ts_ns),
-            link: LinkType::RawIp,
-            data,
-            wire_len: len,
-        };
-        let tuple = tuple_of(&pkt, egress);
         let mut owner = self.owner(cookie, owners, run);
-        if let Some(t) = tuple {
-            if owner.is_some() {
+        if owner.is_some() {
+            if !self.tuples.contains_key(&cookie)
+                && let Some(t) = tuple.or_else(|| tuple_of(pkt, egress))
+            {
                 self.tuples.insert(cookie, t);
-            } else {
-                // A listener, a connection request or the kernel's own socket answering for a
-                // connection: the owner of another socket with the same ends.
-                let others = self.cookies_of.get(&(t, egress)).cloned().unwrap_or_default();
-                owner = others
-                    .into_iter()
-                    .filter(|&c| c != cookie)
-                    .find_map(|c| self.owner(c, owners, run));
             }
+        } else if let Some(t) = tuple.or_else(|| tuple_of(pkt, egress)) {
+            // A listener, a connection request or the kernel's own socket answering for a
+            // connection: the owner of another socket with the same ends.
+            let others = self.cookies_of.get(&t).cloned().unwrap_or_default();
+            owner = others
+                .into_iter()
+                .filter(|&c| c != cookie)
+                .find_map(|c| self.owner(c, owners, run));
         }
         let vantage = Vantage {
             owner: owner.unwrap_or_default(),
             src_local: Some(egress),
             at_socket: true,
         };
-        run.analyzer.packet_of(&pkt, vantage);
+        run.analyzer.packet_of(pkt, vantage);
     }
 
     /// Reads every socket's counters: what was counted but not sampled since the last tick is
@@ -486,7 +504,11 @@ impl EbpfState {
                             at_socket: true,
                         },
                         tuple: self.tuples.get(&key.cookie).copied(),
-                        direction: if egress { Direction::Out } else { Direction::In },
+                        direction: if egress {
+                            Direction::Out
+                        } else {
+                            Direction::In
+                        },
                         bytes,
                         packets,
                     },

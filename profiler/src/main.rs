@@ -13,14 +13,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wakuprof::analyze::{self, Config};
 use wakuprof::flow::LocalSpec;
 use wakuprof::live::{self, Filter, LiveConfig, LiveSource};
-use wakuprof::source::caps;
-use wakuprof::source::live_pcap::LiveCapture;
-use wakuprof::source::probe::Probe;
 use wakuprof::rules::{self, Rules};
 use wakuprof::sink::Sink;
 use wakuprof::sink::messages::{MESSAGE_COLUMNS, MessageSink};
 use wakuprof::sink::parquet::{COLUMNS, Column, ParquetSink};
 use wakuprof::sink::summary::Summary;
+use wakuprof::source::caps;
+use wakuprof::source::live_pcap::LiveCapture;
+use wakuprof::source::probe::Probe;
 
 /// Exit status when the run completed but some input was corrupt or truncated.
 const EXIT_INPUT_ERRORS: u8 = 3;

@@ -102,7 +102,10 @@ impl Live {
         }
         let status = self.child.wait().expect("wakuprof exits");
         let rest: Vec<String> = self.lines.try_iter().collect();
-        assert!(status.success(), "wakuprof live failed: {status}; stderr: {rest:?}");
+        assert!(
+            status.success(),
+            "wakuprof live failed: {status}; stderr: {rest:?}"
+        );
         stdout
     }
 
@@ -227,11 +230,21 @@ impl Netns {
             name: name.to_string(),
             host_if: host_if.clone(),
         };
-        ip(&["link", "add", &host_if, "mtu", "1500", "type", "veth", "peer", "name", &ns_if]);
+        ip(&[
+            "link", "add", &host_if, "mtu", "1500", "type", "veth", "peer", "name", &ns_if,
+        ]);
         ip(&["link", "set", &ns_if, "netns", name]);
         ip(&["addr", "add", &format!("{host_addr}/24"), "dev", &host_if]);
         ip(&["link", "set", &host_if, "up"]);
-        ip(&["-n", name, "addr", "add", &format!("{ns_addr}/24"), "dev", &ns_if]);
+        ip(&[
+            "-n",
+            name,
+            "addr",
+            "add",
+            &format!("{ns_addr}/24"),
+            "dev",
+            &ns_if,
+        ]);
         ip(&["-n", name, "link", "set", &ns_if, "up"]);
         ip(&["-n", name, "link", "set", "lo", "up"]);
         ns
@@ -240,8 +253,12 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -285,8 +302,14 @@ fn exchange(
     assert_eq!(ready.trim(), "ready", "the {kind} server did not start");
     let (mut client, mut go) = role(None, &format!("{kind}-client"), host, port, count);
     writeln!(go, "go").expect("client told to go");
-    assert!(client.wait().expect("client runs").success(), "{kind} client failed");
-    assert!(server.wait().expect("server runs").success(), "{kind} server failed");
+    assert!(
+        client.wait().expect("client runs").success(),
+        "{kind} client failed"
+    );
+    assert!(
+        server.wait().expect("server runs").success(),
+        "{kind} server failed"
+    );
     (server.id(), client.id())
 }
 
@@ -295,8 +318,24 @@ fn capture_bytes(capture: &Path, port: u16) -> (u64, u64) {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(capture)
-        .args(["-T", "fields", "-e", "ip.len", "-e", "ipv6.plen", "-e", "tcp.srcport"])
-        .args(["-e", "udp.srcport", "-e", "tcp.dstport", "-e", "udp.dstport"])
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "ip.len",
+            "-e",
+            "ipv6.plen",
+            "-e",
+            "tcp.srcport",
+        ])
+        .args([
+            "-e",
+            "udp.srcport",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "udp.dstport",
+        ])
         .output()
         .expect("tshark runs");
     assert!(out.status.success(), "tshark failed");
@@ -331,7 +370,12 @@ fn bytes_by_owner(live: &Live, port: u16) -> BTreeMap<(String, String, String), 
     );
     common::duckdb_rows(&sql)
         .into_iter()
-        .map(|r| ((r[0].clone(), r[1].clone(), r[2].clone()), r[3].parse().expect("a sum")))
+        .map(|r| {
+            (
+                (r[0].clone(), r[1].clone(), r[2].clone()),
+                r[3].parse().expect("a sum"),
+            )
+        })
         .collect()
 }
 
@@ -408,7 +452,10 @@ fn probe_attributes_loopback_tcp_and_udp_to_their_processes() {
     let filter = format!("port {tcp} or port {udp}");
     let capture = Capture::start("lo", &filter, &tmp.path().join("lo.pcap"));
     let mut ebpf = Live::start(&["--source", "ebpf"], &tmp.path().join("ebpf"));
-    let mut pcap = Live::start(&["--source", "pcap", "--interface", "lo"], &tmp.path().join("pcap"));
+    let mut pcap = Live::start(
+        &["--source", "pcap", "--interface", "lo"],
+        &tmp.path().join("pcap"),
+    );
     let cg = Cgroup::new(&format!("wakuprof-test-{}", std::process::id()));
     let (http_server, http_client) = exchange(None, "http", "127.0.0.1", tcp, 40, &cg);
     let (udp_server, udp_client) = exchange(None, "udp", "::1", udp, 200, &cg);
@@ -434,7 +481,11 @@ fn probe_attributes_loopback_tcp_and_udp_to_their_processes() {
     for port in [tcp, udp] {
         let want = bytes_by_category(&offline, port);
         assert!(want.contains_key("rpc/jsonrpc") || port == udp, "{want:?}");
-        assert_eq!(bytes_by_category(&pcap.parquet(), port), want, "pcap source, port {port}");
+        assert_eq!(
+            bytes_by_category(&pcap.parquet(), port),
+            want,
+            "pcap source, port {port}"
+        );
         // The probe sees each loopback packet twice: leaving one socket, reaching the other.
         let ebpf_bytes = bytes_by_category(&ebpf.parquet(), port);
         assert_eq!(
@@ -457,7 +508,11 @@ fn probe_attributes_traffic_across_a_namespace_pair() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let ns = Netns::new("wpt", "10.231.0.1", "10.231.0.2");
     let port = 18547;
-    let capture = Capture::start(&ns.host_if, &format!("port {port}"), &tmp.path().join("veth.pcap"));
+    let capture = Capture::start(
+        &ns.host_if,
+        &format!("port {port}"),
+        &tmp.path().join("veth.pcap"),
+    );
     let mut ebpf = Live::start(&["--source", "ebpf"], &tmp.path().join("ebpf"));
     let cg = Cgroup::new(&format!("wakuprof-test-ns-{}", std::process::id()));
     let (server, client) = exchange(Some(&ns.name), "http", "10.231.0.2", port, 200, &cg);
@@ -474,19 +529,33 @@ fn without_the_capabilities_the_probe_names_them_and_auto_falls_back_to_pcap() {
     require_root();
     let _one = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().expect("temp dir");
-    let drop_caps = ["--bounding-set=-bpf,-perfmon,-sys_admin,-net_admin", "--inh-caps=-all"];
+    let drop_caps = [
+        "--bounding-set=-bpf,-perfmon,-sys_admin,-net_admin",
+        "--inh-caps=-all",
+    ];
     let run = |source: &str| {
         Command::new("setpriv")
             .args(drop_caps)
             .arg(env!("CARGO_BIN_EXE_wakuprof"))
-            .args(["live", "--source", source, "--duration", "1", "--quiet", "--out"])
+            .args([
+                "live",
+                "--source",
+                source,
+                "--duration",
+                "1",
+                "--quiet",
+                "--out",
+            ])
             .arg(tmp.path().join(source))
             .output()
             .expect("setpriv runs")
     };
     let ebpf = run("ebpf");
     let err = String::from_utf8_lossy(&ebpf.stderr);
-    assert!(!ebpf.status.success(), "--source ebpf must fail without CAP_BPF");
+    assert!(
+        !ebpf.status.success(),
+        "--source ebpf must fail without CAP_BPF"
+    );
     assert!(err.contains("missing capability CAP_BPF"), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     let auto = run("auto");

@@ -219,14 +219,14 @@ impl Tool {
 
 /// The workspace's root and build output directory, as `cargo metadata` reports them (so
 /// CARGO_TARGET_DIR and `build.target-dir` count).
-struct Workspace {
-    root: PathBuf,
-    target: PathBuf,
+pub struct Workspace {
+    pub root: PathBuf,
+    pub target: PathBuf,
 }
 
 impl Workspace {
     /// Asks cargo where the workspace that holds xtask lives.
-    fn locate() -> Result<Self> {
+    pub fn locate() -> Result<Self> {
         #[derive(Deserialize)]
         struct Metadata {
             workspace_root: PathBuf,
@@ -251,7 +251,7 @@ impl Workspace {
     }
 
     /// Builds wakuprof in release mode and returns the binary's path.
-    fn build_wakuprof(&self) -> Result<PathBuf> {
+    pub fn build_wakuprof(&self) -> Result<PathBuf> {
         eprintln!("bench: cargo build --release -p wakuprof");
         let status = setup::cargo()
             .current_dir(&self.root)
@@ -344,7 +344,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// CPU model and the number of cores this process may use.
-fn environment() -> (String, usize) {
+pub fn environment() -> (String, usize) {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

@@ -2,6 +2,7 @@
 //! sample captures and benchmarks. Each installs what it needs first.
 
 mod bench;
+mod bench_live;
 mod samples;
 mod setup;
 
@@ -33,6 +34,9 @@ enum Command {
     Samples(samples::SamplesArgs),
     /// Compare `wakuprof analyze` with ndpiReader, tshark and tcpdump on one capture.
     Bench(bench::BenchArgs),
+    /// Measure what `wakuprof live` costs: iperf3 throughput with and without it, and its CPU at
+    /// fixed packet rates (as root).
+    BenchLive(bench_live::BenchLiveArgs),
 }
 
 /// The sample the demo analyzes.
@@ -45,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test(&args),
         Command::Samples(args) => samples::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::BenchLive(args) => bench_live::run(&args),
     }
 }
 

@@ -15,6 +15,9 @@ pub const HEAD_BYTES: u32 = 64 * 1024;
 pub const MAX_SOCKETS: u32 = 65_536;
 /// Size of the ring buffer that carries events, bytes (a power of two).
 pub const RING_BYTES: u32 = 16 * 1024 * 1024;
+/// Userspace is woken once this many bytes of events wait (it also polls every 50 ms), so a
+/// busy socket does not cost a wakeup per packet.
+pub const WAKEUP_BYTES: u64 = 256 * 1024;
 
 /// `Key::direction` of packets a socket received.
 pub const INGRESS: u32 = 0;
@@ -56,6 +59,10 @@ pub struct Counts {
     pub sampled_packets: u64,
     /// Packet bytes copied into events so far (compared with [`HEAD_BYTES`]).
     pub copied: u64,
+    /// IP protocol of the socket's first packet.
+    pub protocol: u32,
+    /// 1 once the socket's owner is known (then only the head budget decides sampling).
+    pub owned: u32,
 }
 
 /// Value of the `OWNERS` map: who owns a socket, recorded once in process context.
@@ -84,7 +91,8 @@ pub struct EventHeader {
     pub ts_ns: u64,
 }
 
-/// A packet: its IP length and its first bytes, from the IP header on.
+/// A packet: its IP length and its first bytes, from the IP header on. Only the header and the
+/// `copied` bytes of `data` are sent: records are as long as the packet head they carry.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PacketEvent {

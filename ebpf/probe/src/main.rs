@@ -10,17 +10,18 @@
 use core::ffi::c_void;
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes,
 };
 use aya_ebpf::macros::{btf_tracepoint, cgroup_skb, cgroup_sock, map};
-use aya_ebpf::maps::{Array, HashMap, RingBuf};
+use aya_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{BtfTracePointContext, SkBuffContext, SockContext};
 use wakuprof_probe_common::{
     CloseEvent, Counts, EGRESS, EVENT_CLOSE, EVENT_PACKET, EventHeader, HEAD_BYTES, INGRESS, Key,
     MAX_SOCKETS, Owner, PacketEvent, RING_BYTES, SNAP, STAT_MAP_FULL, STAT_RING_DROPS, STATS_LEN,
+    WAKEUP_BYTES,
 };
 
 #[map]
@@ -38,6 +39,10 @@ static STATS: Array<u64> = Array::with_max_entries(STATS_LEN, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// Where a packet event is assembled before the used part of it is copied into `EVENTS`.
+#[map]
+static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// IP protocol numbers sampled past the head budget (everything but TCP).
 const TCP: u8 = 6;
@@ -196,10 +201,22 @@ fn count(ctx: &SkBuffContext, direction: u32) {
     }
     // SAFETY: as above; a racing reader may see a slightly old value, which only moves the
     // head budget by a packet.
-    let copied_so_far = unsafe { (*counts).copied };
-    let is_tcp = ip_protocol(ctx) == Some(TCP);
-    if is_tcp && copied_so_far >= u64::from(HEAD_BYTES) && OWNERS.get_ptr(&cookie).is_some() {
-        return;
+    let (copied_so_far, protocol, owned) =
+        unsafe { ((*counts).copied, (*counts).protocol, (*counts).owned) };
+    if protocol == 0 {
+        // SAFETY: as above (plain stores: any packet of the socket may write the same values).
+        unsafe { (*counts).protocol = u32::from(ip_protocol(ctx).unwrap_or(255)) };
+    }
+    let past_head = protocol == u32::from(TCP) && copied_so_far >= u64::from(HEAD_BYTES);
+    if past_head {
+        if owned != 0 {
+            return;
+        }
+        if OWNERS.get_ptr(&cookie).is_some() {
+            // SAFETY: as above.
+            unsafe { (*counts).owned = 1 };
+            return;
+        }
     }
     if let Some(copied) = sample(ctx, direction, cookie) {
         // SAFETY: as above.
@@ -214,33 +231,37 @@ fn count(ctx: &SkBuffContext, direction: u32) {
 /// Sends the packet's first bytes to userspace; returns the number copied, `None` if the ring
 /// buffer had no room (counted) or the packet could not be read.
 fn sample(ctx: &SkBuffContext, direction: u32, cookie: u64) -> Option<u64> {
-    let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
-        bump(STAT_RING_DROPS);
-        return None;
-    };
+    let ev = SCRATCH.get_ptr_mut(0)?;
     let len = ctx.len();
     let n = if (len as usize) < SNAP { len } else { SNAP as u32 };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` is a reserved, writable PacketEvent; `n` is at most SNAP.
-    let ok = unsafe {
+    if n == 0 || n as usize > SNAP {
+        return None;
+    }
+    // SAFETY: `ev` is this CPU's scratch event; `n` is at most SNAP.
+    let loaded = unsafe {
         (*ev).header = header(EVENT_PACKET, direction, cookie);
         (*ev).len = len;
         (*ev).copied = n;
-        n > 0
-            && n as usize <= SNAP
-            && bpf_skb_load_bytes(
-                ctx.skb.skb.cast(),
-                0,
-                (&raw mut (*ev).data).cast(),
-                n,
-            ) == 0
+        bpf_skb_load_bytes(ctx.skb.skb.cast(), 0, (&raw mut (*ev).data).cast(), n)
     };
-    if ok {
-        entry.submit(0);
-        Some(u64::from(n))
+    if loaded != 0 {
+        return None;
+    }
+    let size = core::mem::offset_of!(PacketEvent, data) + n as usize;
+    let size = size.min(core::mem::size_of::<PacketEvent>());
+    let flags = if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
     } else {
-        entry.discard(0);
-        None
+        BPF_RB_NO_WAKEUP
+    };
+    // SAFETY: the first `size` bytes of the scratch event, all initialised above.
+    let bytes = unsafe { core::slice::from_raw_parts(ev.cast::<u8>(), size) };
+    match EVENTS.output::<[u8]>(bytes, u64::from(flags)) {
+        Ok(()) => Some(u64::from(n)),
+        Err(_) => {
+            bump(STAT_RING_DROPS);
+            None
+        }
     }
 }
 

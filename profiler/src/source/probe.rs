@@ -20,9 +20,7 @@ use crate::Error;
 
 /// The probe object, when this binary was built with the eBPF toolchain.
 #[cfg(probe_embedded)]
-static OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(env!(
-    "WAKUPROF_PROBE_OBJECT"
-)));
+static OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(env!("WAKUPROF_PROBE_OBJECT")));
 #[cfg(not(probe_embedded))]
 static OBJECT: Option<&[u8]> = None;
 
@@ -110,8 +108,7 @@ impl Probe {
                 .map_err(|e| load_error(name, &e))?;
         }
         let prog: &mut CgroupSock = program(&mut ebpf, "owner_at_create")?;
-        prog.load()
-            .map_err(|e| load_error("owner_at_create", &e))?;
+        prog.load().map_err(|e| load_error("owner_at_create", &e))?;
         prog.attach(&cgroup, CgroupAttachMode::Single)
             .map_err(|e| load_error("owner_at_create", &e))?;
         let btf = Btf::from_sys_fs()
@@ -169,7 +166,10 @@ impl Probe {
 
     /// Forgets a socket whose counters have been read for the last time.
     pub fn forget(&mut self, cookie: u64) {
-        for direction in [wakuprof_probe_common::INGRESS, wakuprof_probe_common::EGRESS] {
+        for direction in [
+            wakuprof_probe_common::INGRESS,
+            wakuprof_probe_common::EGRESS,
+        ] {
             let _ = self.counts.remove(&Key {
                 cookie,
                 direction,
@@ -270,7 +270,8 @@ fn raise_memlock() {
 
 /// Where cgroup v2 is mounted, from /proc/mounts.
 pub fn cgroup2_root() -> Result<PathBuf, Error> {
-    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| Error::io("/proc/mounts", e))?;
+    let mounts =
+        std::fs::read_to_string("/proc/mounts").map_err(|e| Error::io("/proc/mounts", e))?;
     mounts
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())

@@ -121,7 +121,11 @@ impl SocketOwners {
     pub fn read() -> SocketOwners {
         let mut pids: FxHashMap<u64, u32> = FxHashMap::default();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             for fd in std::fs::read_dir(entry.path().join("fd"))
@@ -180,7 +184,11 @@ impl SocketOwners {
 /// (local, remote, inode) of one line of /proc/net/{tcp,udp}{,6}.
 fn parse_socket_line(line: &str) -> Option<((IpAddr, u16), (IpAddr, u16), u64)> {
     let f: Vec<&str> = line.split_whitespace().collect();
-    Some((parse_end(f.get(1)?)?, parse_end(f.get(2)?)?, f.get(9)?.parse().ok()?))
+    Some((
+        parse_end(f.get(1)?)?,
+        parse_end(f.get(2)?)?,
+        f.get(9)?.parse().ok()?,
+    ))
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6): 32-bit words in host byte order, then the port.
@@ -213,23 +221,41 @@ mod tests {
     fn containers_are_named_from_cgroup_paths() {
         let id = "4f1c0a7e2b9d8c6a5e3f1b0d9c8a7e6f5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a";
         let cases = [
-            (format!("/system.slice/docker-{id}.scope"), format!("docker://{id}")),
+            (
+                format!("/system.slice/docker-{id}.scope"),
+                format!("docker://{id}"),
+            ),
             (format!("/docker/{id}"), format!("docker://{id}")),
             (
-                format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1b2c3d4e_0000_4a5b_8c9d_0123456789ab.slice/cri-containerd-{id}.scope"),
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1b2c3d4e_0000_4a5b_8c9d_0123456789ab.slice/cri-containerd-{id}.scope"
+                ),
                 format!("containerd://{id}"),
             ),
             (
                 "/kubepods/burstable/pod1b2c3d4e-0000-4a5b-8c9d-0123456789ab".to_string(),
                 "k8s-pod://1b2c3d4e-0000-4a5b-8c9d-0123456789ab".to_string(),
             ),
-            (format!("/machine.slice/libpod-{id}.scope"), format!("podman://{id}")),
-            (format!("/system.slice/crio-{id}.scope"), format!("cri-o://{id}")),
+            (
+                format!("/machine.slice/libpod-{id}.scope"),
+                format!("podman://{id}"),
+            ),
+            (
+                format!("/system.slice/crio-{id}.scope"),
+                format!("cri-o://{id}"),
+            ),
         ];
         for (path, want) in cases {
-            assert_eq!(container_of(&path).as_deref(), Some(want.as_str()), "{path}");
+            assert_eq!(
+                container_of(&path).as_deref(),
+                Some(want.as_str()),
+                "{path}"
+            );
         }
-        assert_eq!(container_of("/user.slice/user-0.slice/session-1.scope"), None);
+        assert_eq!(
+            container_of("/user.slice/user-0.slice/session-1.scope"),
+            None
+        );
         assert_eq!(container_of("/"), None);
     }
 
@@ -249,6 +275,9 @@ mod tests {
     #[test]
     fn the_v2_line_of_proc_cgroup_is_the_path() {
         let text = "12:pids:/user.slice\n0::/system.slice/waku.service\n";
-        assert_eq!(cgroup_v2_path(text).as_deref(), Some("/system.slice/waku.service"));
+        assert_eq!(
+            cgroup_v2_path(text).as_deref(),
+            Some("/system.slice/waku.service")
+        );
     }
 }
