@@ -18,7 +18,7 @@ use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span};
 use crate::flow::fragments::Fragments;
 use crate::flow::tcp::{Budget, Seg};
 use crate::flow::{
-    self, Flow, FlowKey, FlowStats, FlowTable, LocalEnd, LocalSpec, Shared, TcpPacket,
+    self, Flow, FlowKey, FlowStats, FlowTable, LocalEnd, LocalSpec, Ours, Shared, TcpPacket,
 };
 use crate::rules::Rules;
 use crate::sink::Sink;
@@ -409,8 +409,10 @@ impl Analyzer {
                 &key,
                 src_is_lo,
                 orient,
-                vantage.src_local,
-                &cfg.locals,
+                match vantage.src_local {
+                    Some(src_local) => Ours::Source(src_local),
+                    None => Ours::Matching(&cfg.locals),
+                },
                 transport_name,
                 fixed,
                 labels,

@@ -24,7 +24,7 @@ use crate::source::{LinkType, RawPacket, link};
 /// Where packets come from.
 pub enum LiveSource {
     /// The eBPF probe: exact per-socket counts and owners.
-    Ebpf(Probe),
+    Ebpf(Box<Probe>),
     /// libpcap on some interfaces, owners from /proc (approximate).
     Pcap(LiveCapture),
 }

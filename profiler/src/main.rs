@@ -443,9 +443,9 @@ fn open_live_source(args: &LiveArgs) -> anyhow::Result<LiveSource> {
     };
     match args.source {
         SourceArg::Pcap => pcap(),
-        SourceArg::Ebpf => Ok(LiveSource::Ebpf(Probe::load()?)),
+        SourceArg::Ebpf => Ok(LiveSource::Ebpf(Box::new(Probe::load()?))),
         SourceArg::Auto => match Probe::load() {
-            Ok(p) => Ok(LiveSource::Ebpf(p)),
+            Ok(p) => Ok(LiveSource::Ebpf(Box::new(p))),
             Err(e) => {
                 eprintln!(
                     "wakuprof: warning: {e}; capturing with libpcap instead (process attribution from /proc, approximate)"

@@ -63,6 +63,15 @@ pub enum LocalEnd {
     Hi,
 }
 
+/// How a new flow's local end is decided.
+#[derive(Clone, Copy, Debug)]
+pub enum Ours<'a> {
+    /// The source knows: whether the first packet's source is ours.
+    Source(bool),
+    /// The end matching `--local` (the responder only when it alone matches), else the initiator.
+    Matching(&'a [LocalSpec]),
+}
+
 /// An address (and optionally port) that `--local` says is ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LocalSpec {
@@ -176,14 +185,12 @@ pub struct TcpPacket<'a> {
 }
 
 impl Flow {
-    /// A new flow; `src_is_lo` and `src_initiates` orient it; `src_local` (when the source
-    /// knows which socket saw the packet), else `locals`, decide which end is ours.
+    /// A new flow; `src_is_lo` and `src_initiates` orient it, `ours` decides which end is ours.
     pub fn new(
         key: &FlowKey,
         src_is_lo: bool,
         src_initiates: bool,
-        src_local: Option<bool>,
-        locals: &[LocalSpec],
+        ours: Ours<'_>,
         transport: &'static str,
         state_label: Option<LabelId>,
         labels: &mut LabelTable,
@@ -195,9 +202,9 @@ impl Flow {
             (key.hi, key.lo)
         };
         // The responder is local only when it alone matches `--local`.
-        let initiator_local = match src_local {
-            Some(local) => local == src_initiates,
-            None => {
+        let initiator_local = match ours {
+            Ours::Source(local) => local == src_initiates,
+            Ours::Matching(locals) => {
                 locals.iter().any(|l| l.matches(init)) || !locals.iter().any(|l| l.matches(resp))
             }
         };

@@ -104,8 +104,10 @@ pub fn cgroup_path_of_id(root: &Path, id: u64) -> Option<String> {
     None
 }
 
+/// An address and port.
+type End = (IpAddr, u16);
 /// A socket as /proc/net lists it: protocol, local and remote end.
-type SocketKey = (u8, (IpAddr, u16), (IpAddr, u16));
+type SocketKey = (u8, End, End);
 
 /// Which process owns which socket, from /proc/net/{tcp,udp}{,6} and /proc/*/fd, read at one
 /// moment: sockets opened and closed between two reads are missed.
@@ -182,7 +184,7 @@ impl SocketOwners {
 }
 
 /// (local, remote, inode) of one line of /proc/net/{tcp,udp}{,6}.
-fn parse_socket_line(line: &str) -> Option<((IpAddr, u16), (IpAddr, u16), u64)> {
+fn parse_socket_line(line: &str) -> Option<(End, End, u64)> {
     let f: Vec<&str> = line.split_whitespace().collect();
     Some((
         parse_end(f.get(1)?)?,
