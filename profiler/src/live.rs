@@ -312,6 +312,9 @@ struct EbpfState {
     last: FxHashMap<Key, Seen>,
     /// Sockets announced closed since the last tick.
     closed: Vec<u64>,
+    /// The overflow counters (bytes, packets) by direction at the last tick: packets of
+    /// sockets the probe's map had no room for, counted as `other`/`unsampled` with no owner.
+    overflow: [(u64, u64); 2],
     /// Events waiting for [`OWNER_DELAY`] to pass.
     queue: std::collections::VecDeque<Queued>,
     /// Packet buffers of handled events, reused for new ones.
@@ -528,6 +531,27 @@ impl EbpfState {
                     changed,
                 },
             );
+        }
+        let stats = probe.stats();
+        for (i, &(bytes, packets)) in stats.overflow.iter().enumerate() {
+            let (seen_bytes, seen_packets) = self.overflow[i];
+            if bytes > seen_bytes {
+                run.analyzer.unsampled(
+                    now,
+                    &Unsampled {
+                        vantage: Vantage::default(),
+                        tuple: None,
+                        direction: if i == EGRESS as usize {
+                            Direction::Out
+                        } else {
+                            Direction::In
+                        },
+                        bytes: bytes - seen_bytes,
+                        packets: packets.saturating_sub(seen_packets),
+                    },
+                );
+            }
+            self.overflow[i] = (bytes, packets);
         }
         let ticks = self.ticks;
         let idle = self

@@ -409,6 +409,14 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
             p.ring_drops
         );
     }
+    if let Some(p) = &report.probe
+        && p.map_full > 0
+    {
+        eprintln!(
+            "wakuprof: {} packets of sockets past the probe's 65,536 counted as other/unsampled, without an owner",
+            p.map_full
+        );
+    }
     if report.pcap_dropped > 0 {
         eprintln!(
             "wakuprof: the kernel dropped {} packets before libpcap read them; they are not counted",
