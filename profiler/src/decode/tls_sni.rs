@@ -22,6 +22,8 @@ impl StreamProbe for TlsProbe {
         }
         match tls::client_hello(first) {
             Hello::NotTls => Probe::No,
+            // One byte of 0x16 is no evidence yet: wait for the whole record header.
+            Hello::Incomplete if first.len() < RECORD_HEADER_LEN => Probe::NeedMore,
             Hello::Incomplete | Hello::ClientHello(_) => {
                 let unnamed = labels_for(None, ctx);
                 Probe::Yes(Box::new(TlsConn {
@@ -106,5 +108,33 @@ impl StreamDecoder for TlsConn {
 
     fn settled(&self, _side: Side) -> Option<LabelId> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TestCtx;
+
+    fn probe(first: &[u8]) -> &'static str {
+        let mut t = TestCtx::default();
+        let conn = Conn {
+            initiator: ("10.0.0.1".parse().unwrap(), 40000),
+            responder: ("10.0.0.2".parse().unwrap(), 443),
+        };
+        match TlsProbe.probe(Side::Initiator, first, &conn, &mut t.ctx()) {
+            Probe::No => "no",
+            Probe::NeedMore => "more",
+            Probe::Yes(_) => "yes",
+        }
+    }
+
+    #[test]
+    fn a_connection_is_tls_only_once_a_record_header_says_so() {
+        assert_eq!(probe(&[0x16]), "more");
+        assert_eq!(probe(&[0x16, 3, 1, 0]), "more");
+        assert_eq!(probe(&[0x16, 3, 1, 0, 200]), "yes");
+        assert_eq!(probe(&[0x16, 9]), "no");
+        assert_eq!(probe(b"GET / HTTP/1.1"), "no");
     }
 }
