@@ -86,7 +86,15 @@ pub struct Status {
     pub elapsed: Duration,
     pub packets: u64,
     pub bytes: u64,
+    /// Owners interned, the unknown one included.
     pub owners: usize,
+    /// The probe's drop counters (zero for the pcap source).
+    pub probe: ProbeStats,
+    /// Packets the kernel dropped before libpcap read them (pcap source).
+    pub pcap_dropped: u64,
+    /// Flows retired while idle, and to stay under the flow limit.
+    pub evicted_idle: u64,
+    pub evicted_limit: u64,
 }
 
 /// Time between reads of the probe's counters, window checks and status calls.
@@ -164,12 +172,21 @@ pub fn run(
                     s.roll()?;
                 }
             }
+            let (probe, pcap_dropped) = match &mut source {
+                LiveSource::Ebpf(p) => (p.stats(), 0),
+                LiveSource::Pcap(c) => (ProbeStats::default(), c.dropped()),
+            };
+            let owners = run.analyzer.owners().len();
             let stats = run.analyzer.stats();
             status(&Status {
                 elapsed: started.elapsed(),
                 packets: stats.packets,
                 bytes: stats.ip_bytes_in + stats.ip_bytes_out,
-                owners: run.analyzer.owners().len(),
+                owners,
+                probe,
+                pcap_dropped,
+                evicted_idle: stats.flow.evicted_idle,
+                evicted_limit: stats.flow.evicted_limit,
             });
         }
         if done {

@@ -16,6 +16,7 @@ use wakuprof::live::{self, Filter, LiveConfig, LiveSource};
 use wakuprof::rules::{self, Rules};
 use wakuprof::sink::Sink;
 use wakuprof::sink::messages::{MESSAGE_COLUMNS, MessageSink};
+use wakuprof::sink::metrics::{self, Health, MetricsSink};
 use wakuprof::sink::parquet::{COLUMNS, Column, ParquetSink};
 use wakuprof::sink::summary::Summary;
 use wakuprof::source::caps;
@@ -163,6 +164,9 @@ struct LiveArgs {
     /// Aggregation window in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     window: u32,
+    /// Serve Prometheus metrics on ADDR (GET /metrics); `none` turns the exporter off.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9610", value_parser = parse_metrics_addr)]
+    metrics: MetricsAddr,
     /// Close the current Parquet files every SECS seconds, so they can be read while running.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     roll: u64,
@@ -206,6 +210,19 @@ fn parse_node_id(s: &str) -> Result<String, String> {
     rules::parse_node_id(s)
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// Where the exporter listens, if anywhere.
+#[derive(Clone, Copy)]
+struct MetricsAddr(Option<SocketAddr>);
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s == "none" {
+        return Ok(MetricsAddr(None));
+    }
+    s.parse()
+        .map(|a| MetricsAddr(Some(a)))
+        .map_err(|_| format!("'{s}' is not address:port (e.g. 127.0.0.1:9610) or none"))
 }
 
 fn parse_local(s: &str) -> Result<LocalSpec, String> {
@@ -384,11 +401,32 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
     };
     let mut summary = Summary::default();
     let mut parquet = ParquetSink::new(&args.out)?;
+    let registry = metrics::Shared::default();
+    let mut exporter = MetricsSink {
+        registry: Arc::clone(&registry),
+    };
+    if let MetricsAddr(Some(addr)) = args.metrics {
+        let bound = metrics::serve(addr, Arc::clone(&registry))?;
+        if !args.quiet {
+            eprintln!("wakuprof: metrics on http://{bound}/metrics");
+        }
+    }
     let quiet = args.quiet;
     let mut last_status = Duration::ZERO;
     let report = {
-        let mut sinks: Vec<&mut dyn Sink> = vec![&mut summary, &mut parquet];
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut summary, &mut parquet, &mut exporter];
         live::run(source, cfg, &mut sinks, &stop, |s| {
+            registry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .set_health(Health {
+                    ring_drops: s.probe.ring_drops,
+                    map_full: s.probe.map_full,
+                    flows_evicted_idle: s.evicted_idle,
+                    flows_evicted_limit: s.evicted_limit,
+                    pcap_dropped: s.pcap_dropped,
+                    processes: s.owners.saturating_sub(1) as u64,
+                });
             if !quiet && s.elapsed >= last_status + LIVE_STATUS_EVERY {
                 last_status = s.elapsed;
                 eprintln!(

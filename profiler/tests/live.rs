@@ -58,7 +58,7 @@ impl Live {
             .args(args)
             .arg("--out")
             .arg(out)
-            .args(["--window", "1", "--format", "json"])
+            .args(["--window", "1", "--format", "json", "--metrics", "none"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -544,6 +544,8 @@ fn without_the_capabilities_the_probe_names_them_and_auto_falls_back_to_pcap() {
                 "--duration",
                 "1",
                 "--quiet",
+                "--metrics",
+                "none",
                 "--out",
             ])
             .arg(tmp.path().join(source))

@@ -228,7 +228,15 @@ struct Live {
 impl Live {
     fn start(wakuprof: &Path, source: &str, out: &Path) -> Result<Live> {
         let child = Command::new(wakuprof)
-            .args(["live", "--quiet", "--source", source, "--out"])
+            .args([
+                "live",
+                "--quiet",
+                "--metrics",
+                "none",
+                "--source",
+                source,
+                "--out",
+            ])
             .arg(out)
             .spawn()
             .context("cannot start wakuprof live")?;

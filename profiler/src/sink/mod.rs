@@ -1,6 +1,7 @@
 //! Where finished rows go: Parquet files, the terminal summary, and later telemetry and metrics.
 
 pub mod messages;
+pub mod metrics;
 pub mod parquet;
 pub mod summary;
 
