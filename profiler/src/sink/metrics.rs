@@ -19,6 +19,9 @@ use crate::account::record::{Counters, Row};
 /// Most (category, kind, shard, direction, comm) series.
 pub const MAX_SERIES: usize = 4096;
 
+/// Reads one counter of a series.
+type CounterOf = fn(&Counters) -> u64;
+
 /// The labels of one series.
 type SeriesKey = (&'static str, Arc<str>, Option<u16>, &'static str, Arc<str>);
 
@@ -147,7 +150,7 @@ impl Registry {
     /// The exposition, Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let per_series: [(&str, fn(&Counters) -> u64); 6] = [
+        let per_series: [(&str, CounterOf); 6] = [
             ("wakuprof_bytes_total", |c| c.bytes),
             ("wakuprof_payload_bytes_total", |c| c.payload_bytes),
             ("wakuprof_packets_total", |c| c.packets),
