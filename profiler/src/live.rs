@@ -3,13 +3,14 @@
 //! windows go to the sinks as time passes; sinks roll their files every `roll` seconds; a stop
 //! request (signal) or the duration ends the run with everything flushed.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use wakuprof_probe_common::{EGRESS, Key};
+use wakuprof_probe_common::{EGRESS, INGRESS, Key};
 
 use crate::Error;
 use crate::account::owners::OwnerId;
@@ -104,7 +105,7 @@ const BATCH: usize = 4096;
 /// Ticks a socket's counters may stay unchanged before they are read a last time and dropped
 /// (UDP sockets announce no close).
 const IDLE_TICKS: u64 = 300;
-/// Most tuples whose owner the pcap source remembers.
+/// Most tuples whose owner the pcap source remembers (and most processes remembered).
 const MAX_TUPLES: usize = 1 << 18;
 /// How long events wait before they are handled: a server's accepted socket gets its owner at
 /// its first recvmsg/sendmsg, usually after its first packets arrived.
@@ -128,6 +129,8 @@ pub fn run(
     let mut run = Run {
         analyzer: Analyzer::new(cfg.analysis.clone()),
         host: Arc::from(hostname().as_str()),
+        cgroup_root: crate::source::probe::cgroup2_root().ok(),
+        pids: FxHashMap::default(),
         filter: cfg.filter.clone(),
         rows_filtered: 0,
         clock: Clock::now(),
@@ -219,10 +222,17 @@ pub fn run(
     Ok(report)
 }
 
+/// A process as the sources name it: pid, command name (probe) and cgroup id (probe).
+type ProcessKey = (u32, Option<Box<str>>, Option<u64>);
+
 /// The state every live source shares.
 struct Run {
     analyzer: Analyzer,
     host: Arc<str>,
+    /// Where cgroup v2 is mounted, for owners whose process is gone.
+    cgroup_root: Option<PathBuf>,
+    /// Owners already read from /proc, by (pid, comm, cgroup id).
+    pids: FxHashMap<ProcessKey, OwnerId>,
     filter: Filter,
     rows_filtered: u64,
     clock: Clock,
@@ -242,17 +252,27 @@ impl Run {
         Ok(())
     }
 
+    /// The owner id of process `pid`, read from /proc once per (pid, comm, cgroup id): every
+    /// socket of a process shares it.
     fn intern_pid(&mut self, pid: u32, comm: Option<&str>, cgroup_id: Option<u64>) -> OwnerId {
+        let key = (pid, comm.map(Box::from), cgroup_id);
+        if let Some(&id) = self.pids.get(&key) {
+            return id;
+        }
         let mut owner = procfs::process(pid, comm, &self.host);
         if owner.cgroup.is_none()
-            && let Some(id) = cgroup_id
-            && let Ok(root) = crate::source::probe::cgroup2_root()
-            && let Some(path) = procfs::cgroup_path_of_id(&root, id)
+            && let (Some(id), Some(root)) = (cgroup_id, &self.cgroup_root)
+            && let Some(path) = procfs::cgroup_path_of_id(root, id)
         {
             owner.container = procfs::container_of(&path).map(Arc::from);
             owner.cgroup = Some(Arc::from(path));
         }
-        self.analyzer.owners().intern(owner)
+        let id = self.analyzer.owners().intern(owner);
+        if self.pids.len() >= MAX_TUPLES {
+            self.pids.clear();
+        }
+        self.pids.insert(key, id);
+        id
     }
 }
 
@@ -581,7 +601,13 @@ impl EbpfState {
         gone.dedup();
         for cookie in gone {
             probe.forget(cookie);
-            self.last.retain(|k, _| k.cookie != cookie);
+            for direction in [INGRESS, EGRESS] {
+                self.last.remove(&Key {
+                    cookie,
+                    direction,
+                    _pad: 0,
+                });
+            }
             self.owners.remove(&cookie);
             self.unowned.remove(&cookie);
             self.tuples.remove(&cookie);

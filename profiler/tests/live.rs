@@ -182,13 +182,7 @@ struct Cgroup {
 
 impl Cgroup {
     fn new(name: &str) -> Cgroup {
-        let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
-        let root = mounts
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f[2] == "cgroup2")
-            .map(|f| PathBuf::from(f[1]))
-            .expect("cgroup v2 is mounted");
+        let root = wakuprof::source::probe::cgroup2_root().expect("cgroup v2 is mounted");
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("cgroup created");
         Cgroup {
