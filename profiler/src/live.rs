@@ -17,7 +17,7 @@ use crate::account::owners::OwnerId;
 use crate::account::record::{Direction, Owner, Row};
 use crate::analyze::{Analyzer, Config, SocketTuple, Stats, Unsampled, Vantage};
 use crate::sink::Sink;
-use crate::source::live_pcap::LiveCapture;
+use crate::source::live_pcap::{self, LiveCapture};
 use crate::source::probe::{Event, Owners, Probe, ProbeStats};
 use crate::source::procfs::{self, SocketOwners};
 use crate::source::{LinkType, RawPacket, link};
@@ -155,7 +155,10 @@ pub fn run(
                 ebpf_state.process(&probe.owners(), &mut run, cutoff);
             }
             LiveSource::Pcap(cap) => {
-                if !done {
+                if done {
+                    // The block being filled is handed over within the block timeout.
+                    std::thread::sleep(live_pcap::BLOCK_TIMEOUT * 2);
+                } else {
                     cap.wait(100);
                 }
                 while cap.drain(BATCH, |p| pcap_state.packet(p, &mut run))? == BATCH {}

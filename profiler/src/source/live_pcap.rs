@@ -12,6 +12,10 @@ use crate::Error;
 const SNAPLEN: i32 = 262_144;
 /// Kernel buffer per interface.
 const BUFFER_BYTES: i32 = 32 << 20;
+/// libpcap hands packets over in blocks at least this often. Not immediate mode: that forces
+/// fixed frames of the snap length (TPACKET_V2), so 32 MiB would hold only ~128 packets and a
+/// burst would overflow it; packed blocks hold tens of thousands.
+pub const BLOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Open live captures.
 pub struct LiveCapture {
@@ -31,7 +35,7 @@ impl LiveCapture {
                 .map_err(err)?
                 .snaplen(SNAPLEN)
                 .buffer_size(BUFFER_BYTES)
-                .immediate_mode(true)
+                .timeout(BLOCK_TIMEOUT.as_millis() as i32)
                 .precision(Precision::Nano)
                 .open()
                 .map_err(err)?
