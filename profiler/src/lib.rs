@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod decode;
 pub mod error;
 pub mod flow;
+pub mod forward;
 pub mod live;
 pub mod rules;
 pub mod sink;

@@ -12,6 +12,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use wakuprof::analyze::{self, Config};
 use wakuprof::flow::LocalSpec;
+use wakuprof::forward::records::Include;
+use wakuprof::forward::{self, ForwardConfig, ForwardReport, Forwarder, Mode, replay, state};
 use wakuprof::live::{self, Filter, LiveConfig, LiveSource};
 use wakuprof::rules::{self, Rules};
 use wakuprof::sink::Sink;
@@ -59,6 +61,19 @@ enum Command {
         after_help = "Examples:\n  sudo wakuprof live --out /var/lib/wakuprof\n  sudo wakuprof live --comm wakunode2 --window 60 --out results/\n  sudo wakuprof live --duration 300 --cgroup /system.slice/nwaku.service --out results/\n  sudo wakuprof live --source pcap --interface eth0 --out results/"
     )]
     Live(LiveArgs),
+    /// Send the usage Parquet under DIR to the Status telemetry service, one window at a time
+    /// (backfills, or a host that forwards later).
+    ///
+    /// Each window becomes a `POST /protocol-stats` (the five protocols the service knows) and a
+    /// `BandwidthUsage` item of `POST /record-metrics` (the fine breakdown); see README
+    /// "Telemetry". Records go through the same on-disk spool as `live --telemetry`: a replay cut
+    /// short (Ctrl-C, a crash, an outage past --wait) goes on where it stopped when run again.
+    /// Exit status 0: everything delivered; 2: records left in the spool; 3: the service
+    /// refused some.
+    #[command(
+        after_help = "Examples:\n  wakuprof forward results/ --telemetry http://127.0.0.1:8080\n  wakuprof forward results/ --telemetry https://telemetry.status.im --telemetry-include processes --wait 600"
+    )]
+    Forward(ForwardArgs),
     /// Print the rule lists (discv5 ports, tree domains, RPC providers, DoH resolvers, …) as the
     /// TOML that --config takes, filled with the built-in defaults.
     #[command(
@@ -88,9 +103,6 @@ struct AnalyzeArgs {
     /// duplicate flag; never payloads) as Parquet under DIR, partitioned like --out.
     #[arg(long, value_name = "DIR")]
     messages: Option<PathBuf>,
-    /// How to print the summary on stdout.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
     /// Our side of the capture: an address, or address:port ([v6]:port). Repeatable. Without it,
     /// the side that opened each flow counts as local.
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_local)]
@@ -104,9 +116,8 @@ struct AnalyzeArgs {
     max_flows: u64,
     #[command(flatten)]
     rules: RuleArgs,
-    /// Print no summary and no progress (errors still go to stderr).
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 /// The rule-list options every analysing command takes.
@@ -172,12 +183,102 @@ struct LiveArgs {
     roll: u64,
     #[command(flatten)]
     rules: RuleArgs,
-    /// How to print the summary on stdout at the end.
+    /// Forward each window to the Status telemetry service at URL (opt-in), e.g.
+    /// https://telemetry.status.im; see README "Telemetry" for what is sent.
+    #[arg(long, value_name = "URL")]
+    telemetry: Option<String>,
+    /// At the end of the run, how long to keep sending what is spooled before leaving it for
+    /// the next run.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    telemetry_drain: u64,
+    #[command(flatten)]
+    telemetry_opts: TelemetryOpts,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(clap::Args)]
+struct ForwardArgs {
+    /// The --out directory of `analyze` or `live` (usage Parquet, any depth).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// The telemetry service's base URL, e.g. https://telemetry.status.im.
+    #[arg(long, value_name = "URL")]
+    telemetry: String,
+    /// Stop waiting for delivery after SECS (what is unsent stays spooled for the next run).
+    /// Default: wait until everything is delivered.
+    #[arg(long, value_name = "SECS")]
+    wait: Option<u64>,
+    #[command(flatten)]
+    telemetry_opts: TelemetryOpts,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// How a command reports on stdout.
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// How to print the summary (or report) on stdout at the end.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
     /// Print no summary and no progress (errors still go to stderr).
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// The forwarding options `live` and `forward` share.
+#[derive(clap::Args)]
+struct TelemetryOpts {
+    /// Private fields forwarded rows may carry, comma-separated: addresses, ports,
+    /// pubsub-topics, content-topics, processes. By default none leaves the host.
+    #[arg(long, value_name = "LIST", default_value = "", value_parser = parse_include)]
+    telemetry_include: Include,
+    /// Where the random host id and the telemetry spool are kept [default: $STATE_DIRECTORY,
+    /// else $XDG_STATE_HOME/wakuprof, else ~/.local/state/wakuprof].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Bound of the spool on disk (K, M, G suffixes). Live runs drop the oldest records past
+    /// it, with a warning; a replay waits for room.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    telemetry_spool_max: u64,
+}
+
+impl TelemetryOpts {
+    fn config(&self, url: &str) -> anyhow::Result<ForwardConfig> {
+        let state_dir = match &self.state_dir {
+            Some(d) => d.clone(),
+            None => state::default_state_dir().context(
+                "no state directory: set --state-dir (or $STATE_DIRECTORY / $XDG_STATE_HOME / $HOME)",
+            )?,
+        };
+        Ok(ForwardConfig {
+            url: url.to_string(),
+            state_dir,
+            include: self.telemetry_include,
+            spool_bytes: self.telemetry_spool_max,
+            client: forward::client::ClientConfig::default(),
+        })
+    }
+}
+
+fn parse_include(s: &str) -> Result<Include, String> {
+    Include::parse(s)
+}
+
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n >= 4096)
+        .ok_or_else(|| format!("'{s}' is not a size of at least 4096 bytes (e.g. 64M, 512K, 1G)"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -243,6 +344,7 @@ fn parse_local(s: &str) -> Result<LocalSpec, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WAKUPROF_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -252,6 +354,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze_cmd(&args),
         Command::Live(args) => live_cmd(&args),
+        Command::Forward(args) => forward_cmd(&args),
         Command::Config => {
             print!("{}", Rules::default().to_toml());
             Ok(ExitCode::SUCCESS)
@@ -320,10 +423,10 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     for e in &report.input_errors {
         eprintln!("wakuprof: {e}");
     }
-    if !args.quiet {
+    if !args.output.quiet {
         let mut out = std::io::stdout().lock();
-        print_summary(&mut out, &summary, &report.stats, args.format, None)?;
-        if let (Some(p), Some(dir), Format::Table) = (&parquet, &args.out, args.format) {
+        print_summary(&mut out, &summary, &report.stats, args.output.format, None)?;
+        if let (Some(p), Some(dir), Format::Table) = (&parquet, &args.out, args.output.format) {
             writeln!(
                 out,
                 "\n{} Parquet file(s) under {}",
@@ -331,7 +434,8 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 dir.display()
             )?;
         }
-        if let (Some(m), Some(dir), Format::Table) = (&messages, &args.messages, args.format) {
+        if let (Some(m), Some(dir), Format::Table) = (&messages, &args.messages, args.output.format)
+        {
             writeln!(
                 out,
                 "{} message Parquet file(s) under {}",
@@ -372,18 +476,35 @@ fn print_summary(
     Ok(())
 }
 
-fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
+/// A flag set by SIGINT and SIGTERM.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("cannot install the signal handlers")?;
     }
+    Ok(stop)
+}
+
+fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
+    let stop = stop_flag()?;
+    let mut forwarder = match &args.telemetry {
+        Some(url) => {
+            let mut f = Forwarder::start(&args.telemetry_opts.config(url)?, Mode::Live)?;
+            f.drain = Duration::from_secs(args.telemetry_drain);
+            if !args.output.quiet {
+                eprintln!("wakuprof: forwarding to {url} as host {}", f.host_id());
+            }
+            Some(f)
+        }
+        None => None,
+    };
     let source = open_live_source(args)?;
     let name = match source {
         LiveSource::Ebpf(_) => "eBPF probe",
         LiveSource::Pcap(_) => "libpcap",
     };
-    if !args.quiet {
+    if !args.output.quiet {
         eprintln!(
             "wakuprof: live from the {name}; writing under {} (stop with Ctrl-C)",
             args.out.display()
@@ -407,14 +528,17 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
     };
     if let MetricsAddr(Some(addr)) = args.metrics {
         let bound = metrics::serve(addr, Arc::clone(&registry))?;
-        if !args.quiet {
+        if !args.output.quiet {
             eprintln!("wakuprof: metrics on http://{bound}/metrics");
         }
     }
-    let quiet = args.quiet;
+    let quiet = args.output.quiet;
     let mut last_status = Duration::ZERO;
     let report = {
         let mut sinks: Vec<&mut dyn Sink> = vec![&mut summary, &mut parquet, &mut exporter];
+        if let Some(f) = forwarder.as_mut() {
+            sinks.push(f);
+        }
         live::run(source, cfg, &mut sinks, &stop, |s| {
             registry
                 .lock()
@@ -461,21 +585,121 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
             report.pcap_dropped
         );
     }
-    if !args.quiet {
+    if !args.output.quiet {
         let mut out = std::io::stdout().lock();
-        let extra = serde_json::json!({ "live": &report });
-        print_summary(&mut out, &summary, &report.stats, args.format, Some(extra))?;
-        if args.format == Format::Table {
+        let telemetry = forwarder.as_ref().map(Forwarder::report);
+        let extra = serde_json::json!({ "live": &report, "telemetry": telemetry });
+        print_summary(
+            &mut out,
+            &summary,
+            &report.stats,
+            args.output.format,
+            Some(extra),
+        )?;
+        if args.output.format == Format::Table {
             writeln!(
                 out,
                 "\n{} Parquet file(s) under {}",
                 parquet.files.len(),
                 args.out.display()
             )?;
+            if let Some(t) = telemetry {
+                print_forward_report(&mut out, t)?;
+            }
         }
         out.flush()?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn forward_cmd(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
+    let stop = stop_flag()?;
+    let cfg = args.telemetry_opts.config(&args.telemetry)?;
+    let mut fwd = Forwarder::start(&cfg, Mode::Replay)?;
+    fwd.stop_on(Arc::clone(&stop));
+    if !args.output.quiet {
+        eprintln!(
+            "wakuprof: forwarding {} to {} as host {} (stop with Ctrl-C; a later run goes on)",
+            args.dir.display(),
+            args.telemetry,
+            fwd.host_id()
+        );
+    }
+    let replay = replay::forward_dir(&args.dir, &cfg.state_dir, &mut fwd)?;
+    let quiet = args.output.quiet;
+    let mut last = std::time::Instant::now();
+    let report = fwd.close(args.wait.map(Duration::from_secs), |f| {
+        if quiet || last.elapsed() < FORWARD_STATUS_EVERY {
+            return;
+        }
+        last = std::time::Instant::now();
+        let d = f.delivery();
+        let failing = d
+            .failing
+            .map(|r| format!(" (failing: {r})"))
+            .unwrap_or_default();
+        eprintln!(
+            "wakuprof: {} records delivered, {} waiting{failing}",
+            d.delivered,
+            f.pending()
+        );
+    });
+    if !args.output.quiet {
+        let mut out = std::io::stdout().lock();
+        match args.output.format {
+            Format::Json => {
+                let doc = serde_json::json!({ "replay": replay, "telemetry": report });
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
+            }
+            Format::Table => {
+                writeln!(
+                    out,
+                    "{} Parquet file(s), {} rows ({} already forwarded before)",
+                    replay.files, replay.rows, replay.rows_skipped
+                )?;
+                print_forward_report(&mut out, &report)?;
+            }
+        }
+        out.flush()?;
+    }
+    if report.left_in_spool > 0 || !replay.complete {
+        eprintln!(
+            "wakuprof: {} records not delivered yet stay in {}; run the same command again to send them",
+            report.left_in_spool,
+            cfg.state_dir.join("spool").display()
+        );
+        return Ok(ExitCode::from(EXIT_INCOMPLETE));
+    }
+    if report.delivery.rejected > 0 {
+        return Ok(ExitCode::from(EXIT_INPUT_ERRORS));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status of `forward` when records are left in the spool.
+const EXIT_INCOMPLETE: u8 = 2;
+
+/// Time between two status lines of a replay.
+const FORWARD_STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// The forwarder's report as text.
+fn print_forward_report(out: &mut impl Write, r: &ForwardReport) -> std::io::Result<()> {
+    let d = &r.delivery;
+    writeln!(
+        out,
+        "telemetry: {} windows ({} bytes) spooled; {} records delivered, {} refused, {} item errors; {} requests, {} retries ({} rate-limited); {} dropped at the spool bound; {} left in the spool",
+        r.windows,
+        r.bytes,
+        d.delivered,
+        d.rejected,
+        d.item_errors,
+        d.requests,
+        d.retries,
+        d.rate_limited,
+        r.dropped,
+        r.left_in_spool
+    )
 }
 
 /// Time between two status lines of a live run.
@@ -529,7 +753,7 @@ fn live_filter(args: &LiveArgs) -> anyhow::Result<Filter> {
 /// A progress bar over the input bytes, only when stderr is a terminal and the input is large.
 fn progress_bar(args: &AnalyzeArgs) -> Option<indicatif::ProgressBar> {
     const MIN_BYTES: u64 = 64 << 20;
-    if args.quiet || !std::io::stderr().is_terminal() {
+    if args.output.quiet || !std::io::stderr().is_terminal() {
         return None;
     }
     let total: u64 = args

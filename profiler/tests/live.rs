@@ -30,15 +30,6 @@ const PROGRAMS: [&str; 6] = [
     "socket_state",
 ];
 
-fn require_root() {
-    let uid = Command::new("id").arg("-u").output().expect("id runs");
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "the live tests attach eBPF programs and create network namespaces: run the suite as root"
-    );
-}
-
 fn workload() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/live/workload.py")
 }
@@ -445,7 +436,7 @@ fn assert_nothing_attached() {
 
 #[test]
 fn probe_attributes_loopback_tcp_and_udp_to_their_processes() {
-    require_root();
+    common::require_root();
     let _one = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().expect("temp dir");
     let (tcp, udp) = (18545, 18546);
@@ -503,7 +494,7 @@ fn probe_attributes_loopback_tcp_and_udp_to_their_processes() {
 
 #[test]
 fn probe_attributes_traffic_across_a_namespace_pair() {
-    require_root();
+    common::require_root();
     let _one = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().expect("temp dir");
     let ns = Netns::new("wpt", "10.231.0.1", "10.231.0.2");
@@ -526,7 +517,7 @@ fn probe_attributes_traffic_across_a_namespace_pair() {
 
 #[test]
 fn without_the_capabilities_the_probe_names_them_and_auto_falls_back_to_pcap() {
-    require_root();
+    common::require_root();
     let _one = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().expect("temp dir");
     let drop_caps = [

@@ -42,6 +42,11 @@ impl Category {
             Category::Other => "other",
         }
     }
+
+    /// The category written as `name` (the inverse of [`Category::as_str`]).
+    pub fn from_name(name: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == name)
+    }
 }
 
 /// Which way the bytes went, seen from the local side.
@@ -58,6 +63,13 @@ impl Direction {
             Direction::In => "in",
             Direction::Out => "out",
         }
+    }
+
+    /// The direction written as `name`.
+    pub fn from_name(name: &str) -> Option<Direction> {
+        [Direction::In, Direction::Out]
+            .into_iter()
+            .find(|d| d.as_str() == name)
     }
 }
 
@@ -86,6 +98,19 @@ impl Method {
             Method::Port => "port",
             Method::Unsampled => "unsampled",
         }
+    }
+
+    /// The method written as `name`.
+    pub fn from_name(name: &str) -> Option<Method> {
+        [
+            Method::Decoded,
+            Method::Inferred,
+            Method::Heuristic,
+            Method::Port,
+            Method::Unsampled,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == name)
     }
 }
 

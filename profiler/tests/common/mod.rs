@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod service;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -139,4 +141,15 @@ pub fn duckdb_rows(sql: &str) -> Vec<Vec<String>> {
         .lines()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
+}
+
+/// Fails unless the tests run as root (the live tests attach eBPF programs and create network
+/// namespaces).
+pub fn require_root() {
+    let uid = Command::new("id").arg("-u").output().expect("id runs");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the live tests attach eBPF programs and create network namespaces: run the suite as root"
+    );
 }
