@@ -233,6 +233,32 @@ pub const SAMPLES: &[Sample] = &[
         ],
         ..WAKU_YAMUX
     },
+    Sample {
+        name: "relay-noise-mix",
+        security: Security::Noise,
+        plan: waku::MIX,
+        ..WAKU_YAMUX
+    },
+    Sample {
+        name: "relay-noise-gossip",
+        security: Security::Noise,
+        relay: Relay::Meshsub,
+        plan: waku::MAIN,
+        net: Net::Hosts { nodes: 5 },
+        late_joiner: true,
+        leave: Some(waku::SHARD_64),
+        must_show: &[
+            "message",
+            "subscribe",
+            "ihave",
+            "iwant",
+            "graft",
+            "prune",
+            "idontwant",
+            "framing",
+        ],
+        ..WAKU_YAMUX
+    },
 ];
 
 /// How long one step of a scenario (listen, mesh, one message, close) may take.

@@ -51,7 +51,14 @@ pub struct Planned {
     pub meta: bool,
     /// Whether the message is flagged ephemeral.
     pub ephemeral: bool,
+    /// Whether the message carries an RLN-sized `rate_limit_proof` ([`RLN_PROOF_LEN`] bytes).
+    pub rln: bool,
 }
+
+/// Size of a serialized RLN RateLimitProof: a 128-byte zkSNARK proof and six 32-byte fields
+/// (merkle root, epoch, share x, share y, nullifier, RLN identifier), each with its protobuf tag
+/// and length.
+pub const RLN_PROOF_LEN: usize = 128 + 3 + 6 * (32 + 2);
 
 const STATUS_CONTENT_TOPIC: &str = "/waku/1/0xb5b1c6cf/rfc26";
 const APP_CONTENT_TOPIC: &str = "/wakuprof/1/samples/proto";
@@ -69,7 +76,13 @@ const fn planned(publisher: usize, pubsub_topic: &'static str, payload_len: usiz
         payload_len,
         meta: false,
         ephemeral: false,
+        rln: false,
     }
+}
+
+/// A planned message with signature-sized `meta` and/or an RLN-sized proof.
+const fn with(p: Planned, meta: bool, rln: bool) -> Planned {
+    Planned { meta, rln, ..p }
 }
 
 /// The main plan: 100 B, 1 KiB, 10 KiB and 60 KiB payloads spread over both shards and all
@@ -91,6 +104,22 @@ pub const MAIN: &[Planned] = &[
     },
     planned(2, SHARD_64, 1024),
     planned(2, SHARD_64, 100),
+];
+
+/// The size mix of the encrypted-inference samples: 100 B to 140 KiB payloads, around and past
+/// yamux's 16 KiB frame split, with and without a 64-byte `meta` (a signature) and an RLN proof
+/// (327,528 payload bytes in 10 messages).
+pub const MIX: &[Planned] = &[
+    with(planned(0, SHARD_32, 100), false, true),
+    with(planned(1, SHARD_32, 300), true, false),
+    with(planned(2, SHARD_64, 2000), true, true),
+    planned(0, SHARD_64, 16 * 1024 - 60),
+    planned(1, SHARD_32, 16 * 1024),
+    with(planned(2, SHARD_32, 40 * 1024), false, true),
+    with(planned(0, SHARD_64, 100 * 1024), true, false),
+    with(planned(1, SHARD_32, 140 * 1024), false, true),
+    planned(2, SHARD_64, 700),
+    with(planned(0, SHARD_32, 5000), true, true),
 ];
 
 /// A smaller plan for the link-layer variants (12,488 payload bytes in 5 messages).
@@ -117,7 +146,7 @@ impl Planned {
             version: Some(0),
             timestamp: Some(now),
             meta: self.meta.then(|| filler(index + 1000, 64)),
-            rate_limit_proof: None,
+            rate_limit_proof: self.rln.then(|| filler(index + 2000, RLN_PROOF_LEN)),
             ephemeral: self.ephemeral.then_some(true),
         }
     }
@@ -166,6 +195,7 @@ mod tests {
         let total = |plan: &[Planned]| plan.iter().map(|p| p.payload_len).sum::<usize>();
         assert_eq!(total(MAIN), 85_392);
         assert_eq!(total(SMALL), 12_488);
+        assert_eq!(total(MIX), 327_528);
     }
 
     #[test]
