@@ -62,6 +62,13 @@ impl TokenBucket {
         }
     }
 
+    /// Restarts the interval when an answer (or a failure) comes back at `now`: requests then
+    /// reach the service at least one interval apart however long each one took in transit.
+    pub fn answered(&mut self, now: Instant) {
+        let next = now + self.interval;
+        self.next = Some(self.next.map_or(next, |n| n.max(next)));
+    }
+
     /// Waits for the token and takes it.
     pub fn take(&mut self) {
         while let Err(wait) = self.try_take(Instant::now()) {
@@ -242,6 +249,12 @@ mod tests {
             Err(Duration::from_millis(40))
         );
         assert_eq!(b.try_take(t0 + Duration::from_millis(100)), Ok(()));
+        // an answer that took long pushes the next token back
+        b.answered(t0 + Duration::from_millis(150));
+        assert_eq!(
+            b.try_take(t0 + Duration::from_millis(200)),
+            Err(Duration::from_millis(50))
+        );
         // no burst after a pause: one token, then the interval again
         let later = t0 + Duration::from_secs(5);
         assert_eq!(b.try_take(later), Ok(()));

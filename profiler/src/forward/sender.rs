@@ -210,7 +210,9 @@ fn send(
             return false;
         }
         shared.count(|d| d.requests += 1);
-        let retry: Retry = match client.post(req.route, &body, key) {
+        let answer = client.post(req.route, &body, key);
+        bucket.answered(Instant::now());
+        let retry: Retry = match answer {
             Ok(outcome) => {
                 delivered(shared, req, n, attempt, outcome);
                 return true;
