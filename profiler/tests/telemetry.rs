@@ -275,8 +275,9 @@ fn forward_delivers_every_window_across_a_kill_mid_request_and_an_outage() {
         "one record per window (no parts)"
     );
     assert!(acc.repeats >= 1, "the stalled request was sent again");
+    let private = private_values(&out);
     for r in &received {
-        for v in private_values(&out).iter().take(200) {
+        for v in private.iter().take(200) {
             assert!(!r.raw.contains(v.as_str()), "{v} left the host: {}", r.raw);
         }
         assert!(!r.raw.contains("_port") && !r.raw.contains("_addr"));

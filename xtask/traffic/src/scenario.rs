@@ -112,6 +112,18 @@ const WAKU_YAMUX: Sample = Sample {
     must_show: &["message", "subscribe", "framing"],
 };
 
+/// The relay kinds a gossip scenario (meshsub, late joiner, a topic left) must produce.
+const GOSSIP_KINDS: &[&str] = &[
+    "message",
+    "subscribe",
+    "ihave",
+    "iwant",
+    "graft",
+    "prune",
+    "idontwant",
+    "framing",
+];
+
 /// Every sample `cargo xtask samples` makes.
 pub const SAMPLES: &[Sample] = &[
     Sample {
@@ -221,16 +233,7 @@ pub const SAMPLES: &[Sample] = &[
         net: Net::Hosts { nodes: 5 },
         late_joiner: true,
         leave: Some(waku::SHARD_64),
-        must_show: &[
-            "message",
-            "subscribe",
-            "ihave",
-            "iwant",
-            "graft",
-            "prune",
-            "idontwant",
-            "framing",
-        ],
+        must_show: GOSSIP_KINDS,
         ..WAKU_YAMUX
     },
     Sample {
@@ -247,16 +250,7 @@ pub const SAMPLES: &[Sample] = &[
         net: Net::Hosts { nodes: 5 },
         late_joiner: true,
         leave: Some(waku::SHARD_64),
-        must_show: &[
-            "message",
-            "subscribe",
-            "ihave",
-            "iwant",
-            "graft",
-            "prune",
-            "idontwant",
-            "framing",
-        ],
+        must_show: GOSSIP_KINDS,
         ..WAKU_YAMUX
     },
 ];
