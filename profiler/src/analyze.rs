@@ -452,6 +452,7 @@ impl Analyzer {
                         relay,
                         udp,
                         rules: &cfg.rules,
+                        now_ns: ts,
                     },
                     budget,
                     stats: &mut stats.flow,
@@ -480,6 +481,7 @@ impl Analyzer {
                     relay,
                     udp,
                     rules: &cfg.rules,
+                    now_ns: ts,
                 };
                 let (w, fixed_label, mut c) = flow.packet(side, window, ip.ip_len, payload_len);
                 match udp::classify(&d, &mut ctx) {
@@ -577,6 +579,7 @@ impl Analyzer {
                 relay: &mut self.relay,
                 udp: &mut self.udp,
                 rules: &self.cfg.rules,
+                now_ns: f.last_ns,
             },
             budget: &mut self.budget,
             stats: &mut self.stats.flow,

@@ -348,3 +348,90 @@ fn relay_kinds_per_shard_match_the_nodes_to_the_byte() {
         );
     }
 }
+
+/// Relay message and relay control payload bytes, as (message, control).
+fn relay_split(parts: &BTreeMap<PartKey, (u64, u64)>) -> (u64, u64) {
+    parts
+        .iter()
+        .fold((0, 0), |(m, c), ((_, _, kind, _), (_, b))| {
+            if kind == "message" {
+                (m + b, c)
+            } else {
+                (m, c + b)
+            }
+        })
+}
+
+/// Relative error of `got` against `want`, in per cent.
+fn error_pct(got: u64, want: u64) -> f64 {
+    (got as f64 - want as f64).abs() * 100.0 / want.max(1) as f64
+}
+
+#[test]
+fn noise_frames_give_relay_message_and_control_bytes_within_five_percent() {
+    let mut checked = 0;
+    for capture in common::samples() {
+        let t = truth(&capture);
+        if t["connections"][0]["security"] != "/noise" || t["relay_parts"].is_null() {
+            continue;
+        }
+        let name = capture.display();
+        let (rows, _, errors) = common::analyze(std::slice::from_ref(&capture), Config::default());
+        assert_eq!(errors, 0, "{name}");
+        let relay: Vec<&Row> = rows
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.label.category,
+                    Category::RelayChat | Category::RelayControl
+                )
+            })
+            .collect();
+        assert!(
+            relay
+                .iter()
+                .all(|r| r.label.method == wakuprof::account::record::Method::Inferred),
+            "{name}: relay rows of Noise connections are inferred"
+        );
+        let payload = |c: Category| -> u64 {
+            relay
+                .iter()
+                .filter(|r| r.label.category == c)
+                .map(|r| r.counters.payload_bytes)
+                .sum()
+        };
+        let (message, control) = relay_split(&truth_parts(&t));
+        let (got_message, got_control) = (
+            payload(Category::RelayChat),
+            payload(Category::RelayControl),
+        );
+        let (em, ec) = (
+            error_pct(got_message, message),
+            error_pct(got_control, control),
+        );
+        eprintln!(
+            "{name}: relay message {got_message} of {message} B ({em:.2} %), relay control {got_control} of {control} B ({ec:.2} %)"
+        );
+        assert!(
+            em <= 5.0,
+            "{name}: relay message bytes {got_message}, truth {message}"
+        );
+        assert!(
+            ec <= 5.0,
+            "{name}: relay control bytes {got_control}, truth {control}"
+        );
+        let messages: u64 = relay
+            .iter()
+            .filter(|r| r.label.category == Category::RelayChat)
+            .map(|r| r.counters.messages)
+            .sum();
+        let truth_messages: u64 = truth_parts(&t)
+            .iter()
+            .filter(|(k, _)| k.2 == "message")
+            .map(|(_, v)| v.0)
+            .sum();
+        assert_eq!(messages, truth_messages, "{name}: relay messages");
+        checked += 1;
+    }
+    assert!(checked >= 5, "Noise samples with relay truth: {checked}");
+}

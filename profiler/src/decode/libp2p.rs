@@ -8,7 +8,7 @@ use super::multistream::{self, Parsed};
 use super::ordered::{Ordered, Pending};
 use super::streams::Streams;
 use super::{Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
-use super::{mplex, noise, tls, uvarint, yamux};
+use super::{encrypted, mplex, noise, tls, uvarint, yamux};
 use crate::account::record::Category;
 
 /// Security protocol ids a Waku stack offers (protocols.md §1.2, §1.5).
@@ -39,11 +39,12 @@ impl StreamProbe for Libp2pProbe {
 enum Phase {
     /// multistream-select messages for `layer`; `held` keeps an incomplete message.
     Negotiating { held: Vec<u8>, layer: Layer },
-    /// Noise frames: the first ones of each side are the XX handshake.
+    /// Noise frames: the first ones of each side are the XX handshake, the others are labelled
+    /// by [`encrypted::Inference`].
     Noise {
         framer: Framer<{ noise::PREFIX_LEN }>,
         frames: u32,
-        labels: Pair,
+        handshake: LabelId,
     },
     /// TLS records, labelled by record type.
     Tls {
@@ -99,6 +100,8 @@ pub struct Libp2pDecoder {
     framing: LabelId,
     /// Per side, the spans of muxed streams waiting for their labels, in stream order.
     ordered: [Ordered; 2],
+    /// The labels inferred for Noise transport frames, once Noise was negotiated.
+    inference: Option<encrypted::Inference>,
 }
 
 impl Libp2pDecoder {
@@ -116,6 +119,7 @@ impl Libp2pDecoder {
             streams: None,
             framing: labels.decoded(Category::Libp2p, "/yamux/1.0.0", "framing"),
             ordered: [Ordered::default(), Ordered::default()],
+            inference: None,
         }
     }
 
@@ -153,11 +157,15 @@ impl Libp2pDecoder {
             after: encrypted,
         };
         self.phases[side.index()] = match id {
-            NOISE => Phase::Noise {
-                framer: Framer::default(),
-                frames: 0,
-                labels: pair,
-            },
+            NOISE => {
+                self.inference
+                    .get_or_insert_with(|| encrypted::Inference::new(labels));
+                Phase::Noise {
+                    framer: Framer::default(),
+                    frames: 0,
+                    handshake,
+                }
+            }
             TLS => Phase::Tls {
                 framer: Framer::default(),
                 labels: pair,
@@ -247,17 +255,22 @@ impl StreamDecoder for Libp2pDecoder {
             Phase::Noise {
                 framer,
                 frames,
-                labels,
+                handshake,
             } => {
-                let (limit, labels) = (NOISE_HANDSHAKE_FRAMES[i], *labels);
+                let (limit, handshake) = (NOISE_HANDSHAKE_FRAMES[i], *handshake);
+                let Some(inference) = self.inference.as_mut() else {
+                    return;
+                };
                 framer.feed(bytes, noise::body_len, |p| {
                     *frames += u32::from(p.starts);
-                    let label = if *frames <= limit {
-                        labels.handshake
-                    } else {
-                        labels.after
-                    };
-                    emit_piece(ctx, side, p, label);
+                    if *frames <= limit {
+                        emit_piece(ctx, side, p, handshake);
+                        return;
+                    }
+                    if p.starts {
+                        inference.start(side, noise::body_len(&p.header), ctx);
+                    }
+                    inference.consume(side, p.len as u64, ctx);
                 });
             }
             Phase::Tls { framer, labels } => {

@@ -9,6 +9,7 @@ pub mod bittorrent;
 pub mod classify;
 pub mod discv5;
 pub mod dns;
+pub mod encrypted;
 pub mod enr;
 pub mod framing;
 pub mod gossipsub;
@@ -81,6 +82,8 @@ pub struct DecodeCtx<'a> {
     pub relay: &'a mut relay_book::RelayBook,
     pub udp: &'a mut udp::UdpState,
     pub rules: &'a Rules,
+    /// Capture time (ns) of the packet whose bytes are being decoded.
+    pub now_ns: i64,
 }
 
 /// Owns what a [`DecodeCtx`] borrows, for unit tests of single decoders.
@@ -123,6 +126,7 @@ impl TestCtx {
             relay: &mut self.relay,
             udp: &mut self.udp,
             rules: &self.rules,
+            now_ns: 0,
         }
     }
 }

@@ -3,8 +3,10 @@
 //! IDONTWANT, which carry only ids, get a shard; and the messages published on relay streams,
 //! handed to the analyzer, which counts duplicates per receiving host and fills `--messages`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::encrypted;
 use super::lru::Lru;
 use super::waku_message::WakuInfo;
 use super::{LabelId, Side};
@@ -52,6 +54,9 @@ pub struct RelayBook {
     /// Published messages read since the analyzer last took them.
     pub published: Vec<Published>,
     pub stats: RelayStats,
+    /// When messages were inferred on encrypted connections, oldest first: gossip of k ids
+    /// is believed only when k messages went by recently.
+    recent: VecDeque<i64>,
 }
 
 impl Default for RelayBook {
@@ -67,7 +72,25 @@ impl RelayBook {
             topics: Lru::new(ids),
             published: Vec::new(),
             stats: RelayStats::default(),
+            recent: VecDeque::new(),
         }
+    }
+
+    /// Notes a message inferred on an encrypted connection at `now` (ns).
+    pub fn saw_message(&mut self, now: i64) {
+        if self.recent.len() >= encrypted::RECENT_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(now);
+    }
+
+    /// Messages inferred within [`encrypted::GOSSIP_WINDOW_NS`] before `now`.
+    pub fn recent_messages(&mut self, now: i64) -> usize {
+        let since = now.saturating_sub(encrypted::GOSSIP_WINDOW_NS);
+        while self.recent.front().is_some_and(|&t| t < since) {
+            self.recent.pop_front();
+        }
+        self.recent.len()
     }
 
     /// Remembers that message `id` belongs to `topic`.

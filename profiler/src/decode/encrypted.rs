@@ -1,0 +1,435 @@
+//! What the sizes of Noise transport frames say about the yamux traffic they hide (design.md
+//! method `inferred`): rust-libp2p and nwaku put one yamux frame in each Noise frame, so a
+//! frame's plaintext is a 12-byte yamux header and a body whose size matches a multistream
+//! message, a ping, identify, a gossipsub control RPC (IHAVE/IWANT/IDONTWANT carry 34-byte ids)
+//! or an RPC publishing a message. Every frame is labelled by those shapes; payload_bytes follow
+//! rule 4 as the plaintext decoder would count them.
+
+use super::relay_book::RelayBook;
+use super::{DecodeCtx, LabelId, LabelTable, Side};
+use crate::account::record::{Category, Method};
+
+/// Bytes a Noise frame adds to its plaintext: the length prefix and the AEAD tag.
+const PREFIX: u64 = 2;
+const TAG: u64 = 16;
+/// A yamux frame header.
+const YAMUX_HEADER: u64 = 12;
+/// Largest yamux data frame rust-libp2p and nwaku send: longer messages span several frames.
+pub const SPLIT_SIZE: u64 = 16 * 1024;
+/// multistream-select's header `/multistream/1.0.0\n` with its length prefix.
+const MULTISTREAM_HEADER: u64 = 20;
+/// Plaintext sizes while the muxer is negotiated inside Noise: the header, `/yamux/1.0.0\n`
+/// (14 bytes with its prefix), or both at once.
+const MUXER_PROPOSAL: u64 = 14;
+/// The protocols whose multistream proposals and echoes are recognised by their length.
+const STREAM_PROTOCOLS: &[&str] = &[
+    "/ipfs/ping/1.0.0",
+    "/ipfs/id/1.0.0",
+    "/ipfs/id/push/1.0.0",
+    "/vac/waku/relay/2.0.0",
+    "/meshsub/1.1.0",
+    "/meshsub/1.2.0",
+    "/meshsub/1.3.0",
+    "/vac/waku/metadata/1.0.0",
+];
+/// A ping's body.
+const PING: u64 = 32;
+/// Identify is the first body of at least this size in the first frames of a direction.
+const IDENTIFY_MIN: u64 = 100;
+const IDENTIFY_WITHIN: u32 = 40;
+/// Relay RPC bodies this small are control (GRAFT, PRUNE, subscriptions, short gossip).
+const CONTROL_MAX: u64 = 64;
+/// A message id entry (`bytes` field of 32 bytes: tag, length, id).
+const ID_ENTRY: u64 = 34;
+/// Lengths of the static-sharding topics `/waku/2/rs/<cluster>/<shard>` an IHAVE may name:
+/// clusters and shards of up to four digits together (wider ranges mistake messages for gossip).
+const TOPIC_LENS: std::ops::RangeInclusive<u64> = 14..=18;
+/// Gossip announces messages of the last heartbeats: an IHAVE or IWANT of k ids is believed
+/// only if at least k messages went by in this window.
+pub const GOSSIP_WINDOW_NS: i64 = 3_500_000_000;
+/// Recent message timestamps kept, at most.
+pub const RECENT_MAX: usize = 1 << 16;
+
+/// Confidence of each inference, per mille: how often the shape alone is right on the
+/// measured samples (README, "Encrypted connections").
+const SURE: u16 = 990;
+const LIKELY: u16 = 900;
+const GUESS: u16 = 700;
+
+/// Bytes of a protobuf varint holding `v`.
+pub fn varint_len(v: u64) -> u64 {
+    u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
+}
+
+/// The length prefix of an RPC of `total` bytes with its prefix (at most `total`). A message
+/// longer than one yamux frame has a 3-byte prefix (16 KiB to 2 MiB).
+fn rpc_prefix(total: u64) -> u64 {
+    (1..=total.min(10))
+        .find(|&v| varint_len(total - v) == v)
+        .unwrap_or(total.min(1))
+}
+
+/// A length-delimited field around `body`: tag, length, body.
+fn field(body: u64) -> u64 {
+    1 + varint_len(body) + body
+}
+
+/// An RPC of `body` bytes with its length prefix.
+fn rpc(body: u64) -> u64 {
+    varint_len(body) + body
+}
+
+/// The labels an inference gives, all with method `inferred`.
+#[derive(Clone, Copy, Debug)]
+struct Labels {
+    noise: LabelId,
+    yamux: LabelId,
+    negotiation: LabelId,
+    ping: LabelId,
+    identify: LabelId,
+    message: LabelId,
+    relay_framing: LabelId,
+    control: LabelId,
+    ihave: LabelId,
+    ids: LabelId,
+}
+
+impl Labels {
+    fn new(labels: &mut LabelTable) -> Labels {
+        let mut l = |category, protocol: &str, kind: &str, permille| {
+            let id = labels.decoded(category, protocol, kind);
+            labels.with_method(id, Method::Inferred, permille)
+        };
+        let relay = "/vac/waku/relay/2.0.0";
+        Labels {
+            noise: l(Category::Libp2p, "/noise", "framing", SURE),
+            yamux: l(Category::Libp2p, "/yamux/1.0.0", "framing", SURE),
+            negotiation: l(
+                Category::Libp2p,
+                "/multistream/1.0.0",
+                "negotiation",
+                LIKELY,
+            ),
+            ping: l(Category::Libp2p, "/ipfs/ping/1.0.0", "data", LIKELY),
+            identify: l(Category::Libp2p, "/ipfs/id/1.0.0", "data", GUESS),
+            message: l(Category::RelayChat, relay, "message", LIKELY),
+            relay_framing: l(Category::RelayControl, relay, "framing", LIKELY),
+            control: l(Category::RelayControl, relay, "control", GUESS),
+            ihave: l(Category::RelayControl, relay, "ihave", GUESS),
+            ids: l(Category::RelayControl, relay, "iwant|idontwant", GUESS),
+        }
+    }
+}
+
+/// What a frame was taken for, as the frames table names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guess {
+    MuxerNegotiation,
+    MuxerFraming,
+    Negotiation,
+    Ping,
+    Identify,
+    RelayControl,
+    Ihave,
+    Ids,
+    Message,
+    MessageContinued,
+}
+
+impl Guess {
+    /// The name in the frames table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guess::MuxerNegotiation => "muxer-negotiation",
+            Guess::MuxerFraming => "yamux-framing",
+            Guess::Negotiation => "negotiation",
+            Guess::Ping => "ping",
+            Guess::Identify => "identify",
+            Guess::RelayControl => "relay-control",
+            Guess::Ihave => "ihave",
+            Guess::Ids => "iwant|idontwant",
+            Guess::Message => "relay-message",
+            Guess::MessageContinued => "relay-message-continued",
+        }
+    }
+}
+
+/// One run of a frame's bytes: `left` bytes of `label`, `units` messages starting in it, and
+/// the framing label its stream bytes count for when the unit only carries them.
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    left: u64,
+    label: LabelId,
+    units: u32,
+    framing: Option<LabelId>,
+}
+
+/// What one direction has seen.
+#[derive(Debug, Default)]
+struct SideState {
+    frames: u32,
+    /// The muxer is negotiated: frames carry a yamux header.
+    muxed: bool,
+    identified: bool,
+    /// Inside a message longer than one yamux frame.
+    run: bool,
+    /// The current frame's segments, consumed in order as its bytes arrive.
+    plan: Vec<Seg>,
+    next: usize,
+}
+
+/// The inference of one Noise connection (both directions).
+#[derive(Debug)]
+pub struct Inference {
+    labels: Labels,
+    sides: [SideState; 2],
+    /// multistream headers seen whose proposal or echo may come alone.
+    expect: u32,
+}
+
+impl Inference {
+    /// A connection whose Noise handshake is over.
+    pub fn new(labels: &mut LabelTable) -> Inference {
+        Inference {
+            labels: Labels::new(labels),
+            sides: Default::default(),
+            expect: 0,
+        }
+    }
+
+    /// A transport frame of `body` bytes (ciphertext and tag) starts on `side`: classifies it
+    /// and plans the labels of its `2 + body` stream bytes.
+    pub fn start(&mut self, side: Side, body: u64, ctx: &mut DecodeCtx<'_>) -> Guess {
+        let plain = body.saturating_sub(TAG);
+        let guess = self.guess(side, plain, ctx.relay, ctx.now_ns);
+        let l = self.labels;
+        let s = &mut self.sides[side.index()];
+        s.plan.clear();
+        s.next = 0;
+        let mut seg = |left, label, units, framing| {
+            s.plan.push(Seg {
+                left,
+                label,
+                units,
+                framing,
+            })
+        };
+        let (unit, d) = match guess {
+            Guess::MuxerNegotiation => {
+                seg(PREFIX + TAG, l.negotiation, 0, Some(l.noise));
+                seg(plain, l.negotiation, 1, None);
+                return guess;
+            }
+            Guess::MuxerFraming => {
+                seg(PREFIX + TAG, l.yamux, 0, Some(l.noise));
+                seg(plain, l.yamux, 1, None);
+                return guess;
+            }
+            Guess::Negotiation => (l.negotiation, 0),
+            Guess::Ping => (l.ping, 0),
+            Guess::Identify => (l.identify, 0),
+            Guess::RelayControl => (l.control, 0),
+            Guess::Ihave => (l.ihave, 0),
+            Guess::Ids => (l.ids, 0),
+            Guess::Message => {
+                let d = plain - YAMUX_HEADER;
+                let prefix = if d == SPLIT_SIZE { 3 } else { rpc_prefix(d) };
+                seg(PREFIX + YAMUX_HEADER, l.message, 0, Some(l.noise));
+                seg(prefix, l.relay_framing, 0, None);
+                seg(d - prefix, l.message, 1, None);
+                seg(TAG, l.message, 0, Some(l.noise));
+                return guess;
+            }
+            Guess::MessageContinued => (l.message, 0),
+        };
+        let d = plain - YAMUX_HEADER + d;
+        let units = u32::from(guess != Guess::MessageContinued);
+        seg(PREFIX, unit, 0, Some(l.noise));
+        seg(YAMUX_HEADER, unit, 0, Some(l.yamux));
+        if guess == Guess::RelayControl {
+            let prefix = rpc_prefix(d);
+            seg(prefix, l.relay_framing, 0, None);
+            seg(d - prefix, unit, units, None);
+        } else {
+            seg(d, unit, units, None);
+        }
+        seg(TAG, unit, 0, Some(l.noise));
+        guess
+    }
+
+    /// Labels the next `len` stream bytes of `side`'s current frame.
+    pub fn consume(&mut self, side: Side, mut len: u64, ctx: &mut DecodeCtx<'_>) {
+        let s = &mut self.sides[side.index()];
+        while len > 0 {
+            let Some(seg) = s.plan.get_mut(s.next) else {
+                // Bytes past the plan cannot occur for a frame of the planned length; label them
+                // as Noise framing rather than lose them.
+                ctx.emit(side, len, self.labels.noise, 0);
+                return;
+            };
+            let n = len.min(seg.left);
+            ctx.emit_carried(side, n, seg.label, seg.units, seg.framing);
+            seg.units = 0;
+            seg.left -= n;
+            len -= n;
+            if seg.left == 0 {
+                s.next += 1;
+            }
+        }
+    }
+
+    /// The kind of a frame of `plain` plaintext bytes on `side`.
+    fn guess(&mut self, side: Side, plain: u64, relay: &mut RelayBook, now: i64) -> Guess {
+        let s = &mut self.sides[side.index()];
+        s.frames += 1;
+        if !s.muxed {
+            match plain {
+                MULTISTREAM_HEADER => return Guess::MuxerNegotiation,
+                MUXER_PROPOSAL | 34 => {
+                    s.muxed = true;
+                    return Guess::MuxerNegotiation;
+                }
+                _ => s.muxed = true,
+            }
+        }
+        if plain <= YAMUX_HEADER {
+            return Guess::MuxerFraming;
+        }
+        let d = plain - YAMUX_HEADER;
+        if s.run {
+            s.run = d == SPLIT_SIZE;
+            return Guess::MessageContinued;
+        }
+        let proposal = |d: u64| STREAM_PROTOCOLS.iter().any(|p| p.len() as u64 + 2 == d);
+        if d == MULTISTREAM_HEADER {
+            self.expect += 1;
+            return Guess::Negotiation;
+        }
+        if d > MULTISTREAM_HEADER && proposal(d - MULTISTREAM_HEADER) {
+            return Guess::Negotiation;
+        }
+        if self.expect > 0 && proposal(d) {
+            self.expect -= 1;
+            return Guess::Negotiation;
+        }
+        if d == PING {
+            return Guess::Ping;
+        }
+        if !s.identified && s.frames <= IDENTIFY_WITHIN && d >= IDENTIFY_MIN {
+            s.identified = true;
+            return Guess::Identify;
+        }
+        if d <= CONTROL_MAX {
+            return Guess::RelayControl;
+        }
+        let recent = relay.recent_messages(now);
+        match gossip_ids(d) {
+            Some((k, topic)) if k <= recent => {
+                return if topic { Guess::Ihave } else { Guess::Ids };
+            }
+            _ => {}
+        }
+        relay.saw_message(now);
+        s.run = d == SPLIT_SIZE;
+        Guess::Message
+    }
+}
+
+/// The number of 34-byte ids of an RPC of `d` bytes shaped as IWANT/IDONTWANT
+/// (`RPC.control.{iwant,idontwant}.messageIDs`, no topic) or as IHAVE (with a static-sharding
+/// topic), and whether it names a topic.
+fn gossip_ids(d: u64) -> Option<(usize, bool)> {
+    let k0 = (d / ID_ENTRY).saturating_sub(1).max(1);
+    for k in k0..=k0 + 1 {
+        let ids = ID_ENTRY * k;
+        if rpc(field(field(ids))) == d {
+            return Some((k as usize, false));
+        }
+        for t in TOPIC_LENS {
+            if rpc(field(field(2 + t + ids))) == d {
+                return Some((k as usize, true));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TestCtx;
+
+    /// The sizes of a connection's first frames as rust-libp2p sends them: the muxer
+    /// negotiation, a stream's header and proposal, its echo, then RPCs.
+    #[test]
+    fn shapes_of_a_connection() {
+        let mut t = TestCtx::default();
+        let mut inf = Inference::new(&mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |side, plain: u64| inf.start(side, plain + TAG, &mut ctx);
+        assert_eq!(g(Side::Initiator, 34), Guess::MuxerNegotiation);
+        assert_eq!(g(Side::Responder, 20), Guess::MuxerNegotiation);
+        assert_eq!(g(Side::Responder, 14), Guess::MuxerNegotiation);
+        assert_eq!(g(Side::Initiator, 12), Guess::MuxerFraming);
+        assert_eq!(g(Side::Initiator, 12 + 20 + 23), Guess::Negotiation);
+        assert_eq!(g(Side::Responder, 12 + 20), Guess::Negotiation);
+        assert_eq!(g(Side::Responder, 12 + 23), Guess::Negotiation);
+        assert_eq!(g(Side::Initiator, 12 + 32), Guess::Ping);
+        assert_eq!(g(Side::Initiator, 12 + 400), Guess::Identify);
+        assert_eq!(g(Side::Initiator, 12 + 40), Guess::RelayControl);
+        // Three ids gossiped before three messages went by are taken for a message.
+        let ids3 = rpc(field(field(3 * ID_ENTRY)));
+        assert_eq!(g(Side::Initiator, 12 + ids3), Guess::Message);
+        assert_eq!(g(Side::Responder, 12 + 500), Guess::Identify);
+        assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
+        assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
+        assert_eq!(g(Side::Initiator, 12 + ids3), Guess::Ids);
+        let ihave2 = rpc(field(field(2 + 16 + 2 * ID_ENTRY)));
+        assert_eq!(g(Side::Responder, 12 + ihave2), Guess::Ihave);
+        assert_eq!(g(Side::Initiator, 12 + SPLIT_SIZE), Guess::Message);
+        assert_eq!(g(Side::Initiator, 12 + SPLIT_SIZE), Guess::MessageContinued);
+        assert_eq!(g(Side::Initiator, 12 + 5), Guess::MessageContinued);
+        assert_eq!(g(Side::Initiator, 12 + 5), Guess::RelayControl);
+    }
+
+    /// Every byte of a frame fed in pieces is labelled once; a message's payload is its entry.
+    #[test]
+    fn a_message_frame_in_pieces() {
+        let mut t = TestCtx::default();
+        let mut inf = Inference::new(&mut t.labels);
+        let mut ctx = t.ctx();
+        inf.start(Side::Initiator, 20 + TAG, &mut ctx);
+        inf.consume(Side::Initiator, 2 + 20 + TAG, &mut ctx);
+        inf.start(Side::Initiator, 14 + TAG, &mut ctx);
+        inf.consume(Side::Initiator, 2 + 14 + TAG, &mut ctx);
+        inf.start(Side::Initiator, YAMUX_HEADER + 300 + TAG, &mut ctx);
+        inf.consume(Side::Initiator, 2 + YAMUX_HEADER + 300 + TAG, &mut ctx);
+        ctx.spans.clear();
+        let d = 1000;
+        let body = YAMUX_HEADER + d + TAG;
+        assert_eq!(inf.start(Side::Initiator, body, &mut ctx), Guess::Message);
+        for _ in 0..(2 + body) / 7 {
+            inf.consume(Side::Initiator, 7, &mut ctx);
+        }
+        inf.consume(Side::Initiator, (2 + body) % 7, &mut ctx);
+        let spans = std::mem::take(ctx.spans);
+        assert_eq!(spans.iter().map(|s| s.len).sum::<u64>(), 2 + body);
+        let entry: u64 = spans
+            .iter()
+            .filter(|s| s.framing.is_none() && t.labels.get(s.label).kind.as_ref() == "message")
+            .map(|s| s.len)
+            .sum();
+        assert_eq!(entry, d - varint_len(d));
+        assert_eq!(spans.iter().map(|s| s.units).sum::<u32>(), 1);
+    }
+
+    #[test]
+    fn gossip_id_shapes() {
+        assert_eq!(gossip_ids(rpc(field(field(34 * 7)))), Some((7, false)));
+        assert_eq!(
+            gossip_ids(rpc(field(field(2 + 16 + 34 * 200)))),
+            Some((200, true))
+        );
+        assert_eq!(gossip_ids(1000), None);
+    }
+}
