@@ -20,6 +20,7 @@ use crate::flow::tcp::{Budget, Seg};
 use crate::flow::{
     self, Flow, FlowKey, FlowStats, FlowTable, LocalEnd, LocalSpec, Ours, Shared, TcpPacket,
 };
+use crate::node::peers::PeerBook;
 use crate::rules::Rules;
 use crate::sink::Sink;
 use crate::source::RawPacket;
@@ -81,6 +82,8 @@ pub struct Config {
     pub messages: bool,
     /// The lists behind the discovery, RPC and other rules (node ids already validated).
     pub rules: Rules,
+    /// The node's peers and their shards (`--node-api`), for encrypted relay bytes.
+    pub peers: PeerBook,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             reassembly_budget: 256 * 1024 * 1024,
             messages: false,
             rules: Rules::default(),
+            peers: PeerBook::default(),
         }
     }
 }
@@ -209,7 +213,7 @@ impl Analyzer {
             table: UsageTable::new(cfg.window_secs),
             labels: LabelTable::default(),
             spans: Vec::new(),
-            relay: RelayBook::default(),
+            relay: RelayBook::with_peers(cfg.peers.clone()),
             udp: UdpState::new(cfg.rules.node_ids().unwrap_or_default()),
             messages: MessageLog::new(cfg.messages),
             budget: Budget {
@@ -224,6 +228,11 @@ impl Analyzer {
             rows: Vec::new(),
             cfg,
         }
+    }
+
+    /// The peer book encrypted relay bytes take their shards from (live runs refresh it).
+    pub fn peers_mut(&mut self) -> &mut PeerBook {
+        &mut self.relay.peers
     }
 
     /// Counts one captured frame whose owner is not known (offline captures).

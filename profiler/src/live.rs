@@ -64,6 +64,8 @@ pub struct LiveConfig {
     pub filter: Filter,
     /// Seconds between file rolls of the sinks.
     pub roll_secs: u64,
+    /// Fresh peer books (`--node-api`), taken at every tick.
+    pub peer_updates: Option<std::sync::mpsc::Receiver<crate::node::peers::PeerBook>>,
 }
 
 /// What a live run saw, for the summary.
@@ -168,6 +170,11 @@ pub fn run(
             last_tick = Instant::now();
             if let LiveSource::Ebpf(probe) = &mut source {
                 ebpf_state.tick(probe, &mut run);
+            }
+            if let Some(updates) = &cfg.peer_updates {
+                while let Ok(book) = updates.try_recv() {
+                    *run.analyzer.peers_mut() = book;
+                }
             }
             run.analyzer.tick(run.clock.now_ns());
             let rows = run.analyzer.take_rows();

@@ -15,6 +15,7 @@ use wakuprof::flow::LocalSpec;
 use wakuprof::forward::records::Include;
 use wakuprof::forward::{self, ForwardConfig, ForwardReport, Forwarder, Mode, replay, state};
 use wakuprof::live::{self, Filter, LiveConfig, LiveSource};
+use wakuprof::node::{self, reconcile::Reconciliation};
 use wakuprof::rules::{self, Rules};
 use wakuprof::sink::Sink;
 use wakuprof::sink::messages::{MESSAGE_COLUMNS, MessageSink};
@@ -117,7 +118,59 @@ struct AnalyzeArgs {
     #[command(flatten)]
     rules: RuleArgs,
     #[command(flatten)]
+    node: NodeArgs,
+    #[command(flatten)]
     output: OutputArgs,
+}
+
+/// What the Waku node says of itself: its peers' shards and its byte counters.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The node's peers: nwaku's admin REST API, e.g. http://127.0.0.1:8645/admin/v1/peers, or
+    /// a saved answer of it. Encrypted relay bytes to a peer on one shard get that shard
+    /// (method inferred); `live` re-reads it every minute.
+    #[arg(long, value_name = "URL|FILE")]
+    node_api: Option<String>,
+    /// The node's Prometheus endpoint, e.g. http://127.0.0.1:8008/metrics, or a saved scrape:
+    /// the summary sets the node's byte counters against the wire. `analyze` takes two scrapes
+    /// (capture start, then end) and counts the difference, or one taken as is; `live` scrapes
+    /// at its start and end.
+    #[arg(long, value_name = "URL|FILE")]
+    node_metrics: Vec<String>,
+    /// The cluster of the peers --node-api lists (the API names their shards only).
+    #[arg(long, value_name = "ID", default_value_t = 16)]
+    cluster_id: u16,
+}
+
+impl NodeArgs {
+    fn peers(&self) -> anyhow::Result<node::peers::PeerBook> {
+        match &self.node_api {
+            Some(src) => Ok(node::read_peers(src, self.cluster_id)?),
+            None => Ok(node::peers::PeerBook::default()),
+        }
+    }
+
+    /// The counters over the run from the scrapes given (`analyze`).
+    fn counters(&self) -> anyhow::Result<Option<node::metrics::NodeCounters>> {
+        match self.node_metrics.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(node::read_counters(one)?)),
+            [first, last] => Ok(Some(
+                node::read_counters(last)?.since(&node::read_counters(first)?),
+            )),
+            _ => anyhow::bail!("--node-metrics: give one scrape, or two (capture start, then end)"),
+        }
+    }
+
+    /// The reconciliation sink, when the node was asked about.
+    fn reconciliation(
+        &self,
+        counters: Option<node::metrics::NodeCounters>,
+        peers: &node::peers::PeerBook,
+    ) -> Option<Reconciliation> {
+        (!self.node_metrics.is_empty() || self.node_api.is_some())
+            .then(|| Reconciliation::new(counters, peers.clone()))
+    }
 }
 
 /// The rule-list options every analysing command takes.
@@ -193,6 +246,8 @@ struct LiveArgs {
     telemetry_drain: u64,
     #[command(flatten)]
     telemetry_opts: TelemetryOpts,
+    #[command(flatten)]
+    node: NodeArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -391,8 +446,10 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         locals: args.local.clone(),
         max_flows: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
         messages: args.messages.is_some(),
+        peers: args.node.peers()?,
         ..Config::default()
     };
+    let mut reconciliation = args.node.reconciliation(args.node.counters()?, &cfg.peers);
     let mut summary = Summary::default();
     let mut parquet = match &args.out {
         Some(dir) => Some(ParquetSink::new(dir)?),
@@ -411,6 +468,9 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         if let Some(m) = messages.as_mut() {
             sinks.push(m);
         }
+        if let Some(r) = reconciliation.as_mut() {
+            sinks.push(r);
+        }
         analyze::run(&args.files, cfg, &mut sinks, |read| {
             if let Some(b) = &bar {
                 b.set_position(read);
@@ -425,7 +485,12 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.output.quiet {
         let mut out = std::io::stdout().lock();
-        print_summary(&mut out, &summary, &report.stats, args.output.format, None)?;
+        let node = reconciliation.as_ref().map(Reconciliation::report);
+        let extra = node.as_ref().map(|r| serde_json::json!({ "node": r }));
+        print_summary(&mut out, &summary, &report.stats, args.output.format, extra)?;
+        if let (Some(r), Format::Table) = (&node, args.output.format) {
+            write!(out, "{}", r.table())?;
+        }
         if let (Some(p), Some(dir), Format::Table) = (&parquet, &args.out, args.output.format) {
             writeln!(
                 out,
@@ -510,15 +575,28 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
             args.out.display()
         );
     }
+    let peers = args.node.peers()?;
+    let scrape = match args.node.node_metrics.as_slice() {
+        [] => None,
+        [url] => Some((url, node::read_counters(url)?)),
+        _ => anyhow::bail!("--node-metrics: live scrapes one endpoint, at its start and end"),
+    };
+    let mut reconciliation = args.node.reconciliation(None, &peers);
     let cfg = LiveConfig {
         analysis: Config {
             rules: args.rules.rules()?,
             window_secs: args.window,
+            peers,
             ..Config::default()
         },
         duration: args.duration.map(Duration::from_secs),
         filter: live_filter(args)?,
         roll_secs: args.roll,
+        peer_updates: args
+            .node
+            .node_api
+            .clone()
+            .map(|src| poll_peers(src, args.node.cluster_id)),
     };
     let mut summary = Summary::default();
     let mut parquet = ParquetSink::new(&args.out)?;
@@ -538,6 +616,9 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
         let mut sinks: Vec<&mut dyn Sink> = vec![&mut summary, &mut parquet, &mut exporter];
         if let Some(f) = forwarder.as_mut() {
             sinks.push(f);
+        }
+        if let Some(r) = reconciliation.as_mut() {
+            sinks.push(r);
         }
         live::run(source, cfg, &mut sinks, &stop, |s| {
             registry
@@ -588,7 +669,14 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
     if !args.output.quiet {
         let mut out = std::io::stdout().lock();
         let telemetry = forwarder.as_ref().map(Forwarder::report);
-        let extra = serde_json::json!({ "live": &report, "telemetry": telemetry });
+        if let (Some(r), Some((url, start))) = (reconciliation.as_mut(), &scrape) {
+            match node::read_counters(url) {
+                Ok(end) => r.set_node(end.since(start)),
+                Err(e) => eprintln!("wakuprof: the node's counters at the end: {e}"),
+            }
+        }
+        let node = reconciliation.as_ref().map(Reconciliation::report);
+        let extra = serde_json::json!({ "live": &report, "telemetry": telemetry, "node": node });
         print_summary(
             &mut out,
             &summary,
@@ -724,6 +812,26 @@ fn open_live_source(args: &LiveArgs) -> anyhow::Result<LiveSource> {
             }
         },
     }
+}
+
+/// Re-reads the admin API at `source` every minute, sending each answer; a failed read is
+/// logged and the last book kept.
+fn poll_peers(source: String, cluster: u16) -> std::sync::mpsc::Receiver<node::peers::PeerBook> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+            match node::read_peers(&source, cluster) {
+                Ok(book) => {
+                    if tx.send(book).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    });
+    rx
 }
 
 fn live_filter(args: &LiveArgs) -> anyhow::Result<Filter> {

@@ -118,6 +118,9 @@ pub struct Discv5State {
     pub heuristic: u64,
     /// Endpoints whose node id came from a node record.
     pub from_records: u64,
+    /// Relay shards that node records announced for their TCP endpoints, not yet taken into
+    /// the peer book.
+    pub shard_records: Vec<(std::net::SocketAddr, u16, Vec<u16>)>,
 }
 
 /// The interned labels: decoded and heuristic, per [`Kind`].
@@ -153,6 +156,7 @@ impl Discv5State {
             unmasked: 0,
             heuristic: 0,
             from_records: 0,
+            shard_records: Vec::new(),
         }
     }
 
@@ -178,6 +182,12 @@ impl Discv5State {
         for &e in &record.endpoints {
             self.ids.insert(e, record.node_id);
             self.from_records += 1;
+        }
+        if let Some((cluster, shards)) = &record.shards {
+            for &(ip, port) in &record.tcp {
+                let addr = std::net::SocketAddr::new(ip, port);
+                self.shard_records.push((addr, *cluster, shards.clone()));
+            }
         }
     }
 

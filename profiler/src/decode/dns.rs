@@ -260,6 +260,13 @@ impl DnsState {
 /// DNS over UDP.
 pub struct DnsDatagrams;
 
+/// Hands the shards node records announced to the peer book.
+fn learn_shards(ctx: &mut DecodeCtx<'_>) {
+    for (addr, cluster, shards) in ctx.udp.discv5.shard_records.drain(..) {
+        ctx.relay.peers.learn(addr, Some(cluster), shards);
+    }
+}
+
 impl DatagramDecoder for DnsDatagrams {
     fn datagram(&self, d: &Datagram<'_>, ctx: &mut DecodeCtx<'_>) -> Option<Labelled> {
         if d.src.1 != PORT && d.dst.1 != PORT {
@@ -269,6 +276,7 @@ impl DatagramDecoder for DnsDatagrams {
         let label = udp
             .dns
             .label(d.payload, ctx.rules, ctx.labels, &mut udp.discv5);
+        learn_shards(ctx);
         Some(Labelled { label, units: 1 })
     }
 }
@@ -319,6 +327,7 @@ impl StreamDecoder for DnsStream {
             let label = udp
                 .dns
                 .label(&held[2..need], ctx.rules, ctx.labels, &mut udp.discv5);
+            learn_shards(ctx);
             self.first.get_or_insert(label);
             ctx.emit(side, need as u64, label, 1);
             held.drain(..need);

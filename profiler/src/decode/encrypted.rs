@@ -6,7 +6,7 @@
 //! rule 4 as the plaintext decoder would count them.
 
 use super::relay_book::RelayBook;
-use super::{DecodeCtx, LabelId, LabelTable, Side};
+use super::{Conn, DecodeCtx, LabelId, LabelTable, Side};
 use crate::account::record::{Category, Method};
 
 /// Bytes a Noise frame adds to its plaintext: the length prefix and the AEAD tag.
@@ -95,6 +95,20 @@ struct Labels {
 }
 
 impl Labels {
+    /// The relay labels for bytes of `topic`.
+    fn on_topic(mut self, topic: &str, labels: &mut LabelTable) -> Labels {
+        for l in [
+            &mut self.message,
+            &mut self.relay_framing,
+            &mut self.control,
+            &mut self.ihave,
+            &mut self.ids,
+        ] {
+            *l = labels.with_topic(*l, topic);
+        }
+        self
+    }
+
     fn new(labels: &mut LabelTable) -> Labels {
         let mut l = |category, protocol: &str, kind: &str, permille| {
             let id = labels.decoded(category, protocol, kind);
@@ -181,17 +195,26 @@ struct SideState {
 /// The inference of one Noise connection (both directions).
 #[derive(Debug)]
 pub struct Inference {
+    conn: Conn,
+    /// The labels without a shard, and those in use: on the shard of a peer known to serve
+    /// only one, as of peer book generation `peers_seen`.
+    base: Labels,
     labels: Labels,
+    peers_seen: Option<u64>,
     sides: [SideState; 2],
     /// multistream headers seen whose proposal or echo may come alone.
     expect: u32,
 }
 
 impl Inference {
-    /// A connection whose Noise handshake is over.
-    pub fn new(labels: &mut LabelTable) -> Inference {
+    /// The inference for connection `conn`.
+    pub fn new(conn: Conn, labels: &mut LabelTable) -> Inference {
+        let base = Labels::new(labels);
         Inference {
-            labels: Labels::new(labels),
+            conn,
+            base,
+            labels: base,
+            peers_seen: None,
             sides: Default::default(),
             expect: 0,
         }
@@ -202,6 +225,20 @@ impl Inference {
     pub fn start(&mut self, side: Side, body: u64, ctx: &mut DecodeCtx<'_>) -> Guess {
         let plain = body.saturating_sub(TAG);
         let guess = self.guess(side, plain, ctx.relay, ctx.now_ns);
+        let peers = &ctx.relay.peers;
+        if self.peers_seen != Some(peers.generation) {
+            self.peers_seen = Some(peers.generation);
+            self.labels = match peers.shards(&self.conn) {
+                Some(s) if s.shards.len() == 1 => match s.cluster {
+                    Some(c) => {
+                        let topic = format!("/waku/2/rs/{c}/{}", s.shards[0]);
+                        self.base.on_topic(&topic, ctx.labels)
+                    }
+                    None => self.base,
+                },
+                _ => self.base,
+            };
+        }
         let l = self.labels;
         let s = &mut self.sides[side.index()];
         s.plan.clear();
@@ -359,12 +396,20 @@ mod tests {
     use super::*;
     use crate::decode::TestCtx;
 
+    fn conn() -> Conn {
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        Conn {
+            initiator: (ip, 40000),
+            responder: (ip, 60000),
+        }
+    }
+
     /// The sizes of a connection's first frames as rust-libp2p sends them: the muxer
     /// negotiation, a stream's header and proposal, its echo, then RPCs.
     #[test]
     fn shapes_of_a_connection() {
         let mut t = TestCtx::default();
-        let mut inf = Inference::new(&mut t.labels);
+        let mut inf = Inference::new(conn(), &mut t.labels);
         let mut ctx = t.ctx();
         let mut g = |side, plain: u64| inf.start(side, plain + TAG, &mut ctx);
         assert_eq!(g(Side::Initiator, 34), Guess::MuxerNegotiation);
@@ -396,7 +441,7 @@ mod tests {
     #[test]
     fn a_message_frame_in_pieces() {
         let mut t = TestCtx::default();
-        let mut inf = Inference::new(&mut t.labels);
+        let mut inf = Inference::new(conn(), &mut t.labels);
         let mut ctx = t.ctx();
         inf.start(Side::Initiator, 20 + TAG, &mut ctx);
         inf.consume(Side::Initiator, 2 + 20 + TAG, &mut ctx);

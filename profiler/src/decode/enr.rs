@@ -18,6 +18,25 @@ pub struct Record {
     pub node_id: [u8; 32],
     /// `ip`/`udp` and `ip6`/`udp6` pairs the record holds.
     pub endpoints: Vec<(IpAddr, u16)>,
+    /// `ip`/`tcp` and `ip6`/`tcp6` pairs: where the node listens for libp2p.
+    pub tcp: Vec<(IpAddr, u16)>,
+    /// Waku's relay shards (`rs`, else `rsv`; protocols.md §4): cluster and shard ids.
+    pub shards: Option<(u16, Vec<u16>)>,
+}
+
+/// Reads Waku's `rs` field (u16 BE cluster, u8 count, count × u16 BE shard) or, failing that,
+/// `rsv` (u16 BE cluster, 128-byte bit vector: shard s is bit s % 8, from the least significant,
+/// of byte s / 8).
+fn shards(rs: Option<&[u8]>, rsv: Option<&[u8]>) -> Option<(u16, Vec<u16>)> {
+    let be = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    if let Some(v) = rs.filter(|v| v.len() >= 3 && v.len() == 3 + 2 * usize::from(v[2])) {
+        return Some((be(v), v[3..].chunks_exact(2).map(be).collect()));
+    }
+    let v = rsv.filter(|v| v.len() == 130)?;
+    let ids = (0..1024u16)
+        .filter(|&s| v[2 + usize::from(s / 8)] & (1 << (s % 8)) != 0)
+        .collect();
+    Some((be(v), ids))
 }
 
 /// Reads `enr:<base64url>` text; `None` unless it is a v4 record with a valid public key.
@@ -64,16 +83,23 @@ pub fn parse_rlp(raw: &[u8]) -> Option<Record> {
     let port = |v: &[u8]| {
         (v.len() <= 2 && !v.is_empty()).then(|| v.iter().fold(0u16, |p, &b| p << 8 | u16::from(b)))
     };
-    let mut endpoints = Vec::new();
-    if let (Some(ip), Some(udp)) = (value(b"ip"), value(b"udp").and_then(port)) {
-        let octets: [u8; 4] = ip.try_into().ok()?;
-        endpoints.push((IpAddr::V4(Ipv4Addr::from(octets)), udp));
-    }
-    if let (Some(ip), Some(udp)) = (value(b"ip6"), value(b"udp6").and_then(port)) {
-        let octets: [u8; 16] = ip.try_into().ok()?;
-        endpoints.push((IpAddr::V6(Ipv6Addr::from(octets)), udp));
-    }
-    Some(Record { node_id, endpoints })
+    let ip4 = value(b"ip").and_then(|ip| <[u8; 4]>::try_from(ip).ok());
+    let ip4 = ip4.map(|o| IpAddr::V4(Ipv4Addr::from(o)));
+    let ip6 = value(b"ip6").and_then(|ip| <[u8; 16]>::try_from(ip).ok());
+    let ip6 = ip6.map(|o| IpAddr::V6(Ipv6Addr::from(o)));
+    let pairs = |k4: &[u8], k6: &[u8]| {
+        let with = |ip: Option<IpAddr>, k: &[u8]| Some((ip?, value(k).and_then(port)?));
+        [with(ip4, k4), with(ip6, k6)]
+            .into_iter()
+            .flatten()
+            .collect()
+    };
+    Some(Record {
+        node_id,
+        endpoints: pairs(b"udp", b"udp6"),
+        tcp: pairs(b"tcp", b"tcp6"),
+        shards: shards(value(b"rs"), value(b"rsv")),
+    })
 }
 
 /// One RLP item: a byte string or the payload of a list.
@@ -137,5 +163,24 @@ mod tests {
         for cut in 0..raw.len() {
             assert_eq!(parse_rlp(&raw[..cut]), None, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn rs_and_rsv() {
+        assert_eq!(
+            shards(Some(&[0, 16, 2, 0, 32, 0, 64]), None),
+            Some((16, vec![32, 64]))
+        );
+        assert_eq!(
+            shards(Some(&[0, 16, 2, 0, 32]), None),
+            None,
+            "count says 2, one given"
+        );
+        let mut v = vec![0, 1];
+        v.resize(130, 0);
+        v[2] = 0b1000_0001;
+        v[2 + 1023 / 8] = 0x80;
+        assert_eq!(shards(None, Some(&v)), Some((1, vec![0, 7, 1023])));
+        assert_eq!(shards(None, Some(&v[..129])), None);
     }
 }

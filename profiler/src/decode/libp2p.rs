@@ -26,9 +26,9 @@ const NOISE_HANDSHAKE_FRAMES: [u32; 2] = [2, 1];
 pub struct Libp2pProbe;
 
 impl StreamProbe for Libp2pProbe {
-    fn probe(&self, _side: Side, first: &[u8], _conn: &Conn, ctx: &mut DecodeCtx<'_>) -> Probe {
+    fn probe(&self, _side: Side, first: &[u8], conn: &Conn, ctx: &mut DecodeCtx<'_>) -> Probe {
         match multistream::starts_with_header(first) {
-            Some(true) => Probe::Yes(Box::new(Libp2pDecoder::new(ctx.labels))),
+            Some(true) => Probe::Yes(Box::new(Libp2pDecoder::new(*conn, ctx.labels))),
             Some(false) => Probe::NeedMore,
             None => Probe::No,
         }
@@ -87,6 +87,7 @@ const MAX_VARINT_LEN: usize = 9;
 
 /// Decoder of the libp2p prelude of one connection.
 pub struct Libp2pDecoder {
+    conn: Conn,
     phases: [Phase; 2],
     /// The initiator's latest proposal: what its next non-multistream bytes speak.
     proposal: Option<Vec<u8>>,
@@ -105,9 +106,10 @@ pub struct Libp2pDecoder {
 }
 
 impl Libp2pDecoder {
-    fn new(labels: &mut LabelTable) -> Libp2pDecoder {
+    fn new(conn: Conn, labels: &mut LabelTable) -> Libp2pDecoder {
         let protocol = std::str::from_utf8(multistream::HEADER).unwrap_or("multistream");
         Libp2pDecoder {
+            conn,
             phases: [Side::Initiator, Side::Responder].map(|_| Phase::Negotiating {
                 held: Vec::new(),
                 layer: Layer::Security,
@@ -159,7 +161,7 @@ impl Libp2pDecoder {
         self.phases[side.index()] = match id {
             NOISE => {
                 self.inference
-                    .get_or_insert_with(|| encrypted::Inference::new(labels));
+                    .get_or_insert_with(|| encrypted::Inference::new(self.conn, labels));
                 Phase::Noise {
                     framer: Framer::default(),
                     frames: 0,

@@ -10,6 +10,7 @@ use super::encrypted;
 use super::lru::Lru;
 use super::waku_message::WakuInfo;
 use super::{LabelId, Side};
+use crate::node::peers::PeerBook;
 
 /// Message ids remembered with their topic. Waku's seen-TTL is 2 min; at 100 messages/s, both
 /// ids of each message stay known for about five minutes.
@@ -57,6 +58,8 @@ pub struct RelayBook {
     /// When messages were inferred on encrypted connections, oldest first: gossip of k ids
     /// is believed only when k messages went by recently.
     recent: VecDeque<i64>,
+    /// The node's peers and their shards, for relay bytes of encrypted connections.
+    pub peers: PeerBook,
 }
 
 impl Default for RelayBook {
@@ -73,6 +76,15 @@ impl RelayBook {
             published: Vec::new(),
             stats: RelayStats::default(),
             recent: VecDeque::new(),
+            peers: PeerBook::default(),
+        }
+    }
+
+    /// A default book that knows `peers`.
+    pub fn with_peers(peers: PeerBook) -> RelayBook {
+        RelayBook {
+            peers,
+            ..RelayBook::default()
         }
     }
 
