@@ -7,11 +7,13 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::Error;
+use crate::account::frames::FrameRow;
 use crate::account::messages::{MessageLog, MessageRow};
 use crate::account::owners::{OwnerId, OwnerTable};
 use crate::account::pending::{Contribution, Segment, split_datagram};
 use crate::account::record::{Category, Direction, Endpoints, Method, Row};
 use crate::account::table::{RowKey, UsageTable};
+use crate::decode::frames::FrameLog;
 use crate::decode::relay_book::{RelayBook, RelayStats};
 use crate::decode::udp::{self, Datagram, UdpState};
 use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span};
@@ -80,6 +82,8 @@ pub struct Config {
     pub reassembly_budget: usize,
     /// Keep a row per published relay message (the `--messages` table).
     pub messages: bool,
+    /// Keep a row per Noise frame and TLS record of libp2p connections (the `--frames` table).
+    pub frames: bool,
     /// The lists behind the discovery, RPC and other rules (node ids already validated).
     pub rules: Rules,
     /// The node's peers and their shards (`--node-api`), for encrypted relay bytes.
@@ -94,6 +98,7 @@ impl Default for Config {
             max_flows: 1_000_000,
             reassembly_budget: 256 * 1024 * 1024,
             messages: false,
+            frames: false,
             rules: Rules::default(),
             peers: PeerBook::default(),
         }
@@ -195,6 +200,9 @@ pub struct Analyzer {
     relay: RelayBook,
     udp: UdpState,
     messages: MessageLog,
+    /// Frame events of the packet being decoded, and the `--frames` rows not yet handed out.
+    frames: FrameLog,
+    frame_rows: Vec<FrameRow>,
     budget: Budget,
     stats: Stats,
     /// Labels of flows without a decoder, by IP protocol / non-IP protocol name.
@@ -216,6 +224,11 @@ impl Analyzer {
             relay: RelayBook::with_peers(cfg.peers.clone()),
             udp: UdpState::new(cfg.rules.node_ids().unwrap_or_default()),
             messages: MessageLog::new(cfg.messages),
+            frames: FrameLog {
+                on: cfg.frames,
+                events: Vec::new(),
+            },
+            frame_rows: Vec::new(),
             budget: Budget {
                 used: 0,
                 limit: cfg.reassembly_budget,
@@ -277,6 +290,11 @@ impl Analyzer {
     /// Rows of windows that have closed since the last call.
     pub fn take_rows(&mut self) -> Vec<Row> {
         std::mem::take(&mut self.rows)
+    }
+
+    /// The frame rows read since the last call (only with [`Config::frames`]).
+    pub fn take_frames(&mut self) -> Vec<FrameRow> {
+        std::mem::take(&mut self.frame_rows)
     }
 
     /// Published relay messages read since the last call (with [`Config::messages`]).
@@ -410,6 +428,8 @@ impl Analyzer {
             budget,
             stats,
             cfg,
+            frames,
+            frame_rows,
             ..
         } = self;
         let flow = flows.flows.entry(key).or_insert_with(|| {
@@ -462,11 +482,15 @@ impl Analyzer {
                         udp,
                         rules: &cfg.rules,
                         now_ns: ts,
+                        frames,
                     },
                     budget,
                     stats: &mut stats.flow,
                 };
                 flow.tcp(side, &p, &mut sh, &mut add);
+                if !frames.events.is_empty() {
+                    crate::account::frames::record(&mut frames.events, flow, frame_rows);
+                }
                 if !relay.published.is_empty() {
                     let when = (ts, window);
                     messages.record(&mut relay.published, flow, when, labels, table);
@@ -491,6 +515,7 @@ impl Analyzer {
                     udp,
                     rules: &cfg.rules,
                     now_ns: ts,
+                    frames,
                 };
                 let (w, fixed_label, mut c) = flow.packet(side, window, ip.ip_len, payload_len);
                 match udp::classify(&d, &mut ctx) {
@@ -589,6 +614,7 @@ impl Analyzer {
                 udp: &mut self.udp,
                 rules: &self.cfg.rules,
                 now_ns: f.last_ns,
+                frames: &mut self.frames,
             },
             budget: &mut self.budget,
             stats: &mut self.stats.flow,
@@ -596,6 +622,9 @@ impl Analyzer {
         f.finish(&mut sh, &mut |s, (w, label, c)| {
             table.add(w, keys.key(s, label), &c)
         });
+        if !self.frames.events.is_empty() {
+            crate::account::frames::record(&mut self.frames.events, &f, &mut self.frame_rows);
+        }
         if !self.relay.published.is_empty() {
             let when = (f.last_ns, table.window_of(f.last_ns));
             let published = &mut self.relay.published;
@@ -687,6 +716,12 @@ fn hand_out(analyzer: &mut Analyzer, sinks: &mut [&mut dyn Sink]) -> Result<(), 
     if !messages.is_empty() {
         for s in sinks.iter_mut() {
             s.messages(&messages)?;
+        }
+    }
+    let frames = analyzer.take_frames();
+    if !frames.is_empty() {
+        for s in sinks.iter_mut() {
+            s.frames(&frames)?;
         }
     }
     Ok(())

@@ -18,6 +18,7 @@ use wakuprof::live::{self, Filter, LiveConfig, LiveSource};
 use wakuprof::node::{self, reconcile::Reconciliation};
 use wakuprof::rules::{self, Rules};
 use wakuprof::sink::Sink;
+use wakuprof::sink::frames::{FRAME_COLUMNS, FrameSink};
 use wakuprof::sink::messages::{MESSAGE_COLUMNS, MessageSink};
 use wakuprof::sink::metrics::{self, Health, MetricsSink};
 use wakuprof::sink::parquet::{COLUMNS, Column, ParquetSink};
@@ -81,7 +82,7 @@ enum Command {
         after_help = "Example:\n  wakuprof config > wakuprof.toml   # edit, then: wakuprof analyze capture.pcap --config wakuprof.toml"
     )]
     Config,
-    /// Print the columns of a Parquet table (usage or messages), with their types and meaning.
+    /// Print the columns of a Parquet table (usage, messages or frames), with their types and meaning.
     Schema {
         /// Which table.
         #[arg(long, value_enum, default_value_t = TableName::Usage)]
@@ -104,6 +105,10 @@ struct AnalyzeArgs {
     /// duplicate flag; never payloads) as Parquet under DIR, partitioned like --out.
     #[arg(long, value_name = "DIR")]
     messages: Option<PathBuf>,
+    /// Also write one row per Noise transport frame and TLS record of libp2p connections (time,
+    /// size, what the inference took it for) as Parquet under DIR, partitioned like --out.
+    #[arg(long, value_name = "DIR")]
+    frames: Option<PathBuf>,
     /// Our side of the capture: an address, or address:port ([v6]:port). Repeatable. Without it,
     /// the side that opened each flow counts as local.
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_local)]
@@ -352,6 +357,8 @@ enum TableName {
     Usage,
     /// The message table (--messages).
     Messages,
+    /// The frames table (--frames).
+    Frames,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -418,6 +425,7 @@ fn main() -> ExitCode {
             let columns = match table {
                 TableName::Usage => COLUMNS,
                 TableName::Messages => MESSAGE_COLUMNS,
+                TableName::Frames => FRAME_COLUMNS,
             };
             schema_cmd(columns, format).map(|()| ExitCode::SUCCESS)
         }
@@ -446,6 +454,7 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         locals: args.local.clone(),
         max_flows: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
         messages: args.messages.is_some(),
+        frames: args.frames.is_some(),
         peers: args.node.peers()?,
         ..Config::default()
     };
@@ -459,6 +468,10 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => Some(MessageSink::new(dir)?),
         None => None,
     };
+    let mut frames = match &args.frames {
+        Some(dir) => Some(FrameSink::new(dir)?),
+        None => None,
+    };
     let bar = progress_bar(args);
     let report = {
         let mut sinks: Vec<&mut dyn Sink> = vec![&mut summary];
@@ -470,6 +483,9 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(r) = reconciliation.as_mut() {
             sinks.push(r);
+        }
+        if let Some(f) = frames.as_mut() {
+            sinks.push(f);
         }
         analyze::run(&args.files, cfg, &mut sinks, |read| {
             if let Some(b) = &bar {
@@ -505,6 +521,14 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 out,
                 "{} message Parquet file(s) under {}",
                 m.files.len(),
+                dir.display()
+            )?;
+        }
+        if let (Some(f), Some(dir), Format::Table) = (&frames, &args.frames, args.output.format) {
+            writeln!(
+                out,
+                "{} frame Parquet file(s) under {}",
+                f.files.len(),
                 dir.display()
             )?;
         }

@@ -435,3 +435,60 @@ fn noise_frames_give_relay_message_and_control_bytes_within_five_percent() {
     }
     assert!(checked >= 5, "Noise samples with relay truth: {checked}");
 }
+
+#[test]
+fn frames_table_covers_each_noise_connection_in_order() {
+    let mut checked = 0;
+    for capture in common::samples() {
+        let t = truth(&capture);
+        let Some(conns) = t["connections"].as_array() else {
+            continue;
+        };
+        if conns.first().and_then(|c| c["security"].as_str()) != Some("/noise") {
+            continue;
+        }
+        let name = capture.display();
+        let frames = common::analyze_frames(std::slice::from_ref(&capture));
+        for c in conns {
+            let (dialer, listener) = (addr(&c["dialer"]), addr(&c["listener"]));
+            let of: Vec<_> = frames
+                .iter()
+                .filter(|f| {
+                    let e = &f.endpoints;
+                    e.local_addr == Some(dialer.ip())
+                        && e.local_port == Some(dialer.port())
+                        && e.remote_addr == Some(listener.ip())
+                        && e.remote_port == Some(listener.port())
+                })
+                .collect();
+            let what = format!("{name}: {dialer} → {listener}");
+            for (d, key, handshakes) in [
+                (Direction::Out, "bytes_dialer_to_listener", 2),
+                (Direction::In, "bytes_listener_to_dialer", 1),
+            ] {
+                let side: Vec<_> = of.iter().filter(|f| f.direction == d).collect();
+                let sum: u64 = side.iter().map(|f| u64::from(f.bytes)).sum();
+                // Every stream byte after the prelude (`/multistream/1.0.0` and `/noise`, each
+                // with its length prefix and newline) is in a frame.
+                let prelude = 20 + 8;
+                assert_eq!(
+                    Some(sum + prelude),
+                    c[key].as_u64(),
+                    "{what}: {d:?} frame bytes"
+                );
+                let kinds: Vec<&str> = side.iter().map(|f| f.kind).collect();
+                assert_eq!(
+                    kinds.iter().take_while(|k| **k == "handshake").count(),
+                    handshakes,
+                    "{what}: {d:?} starts with the Noise handshake: {kinds:?}"
+                );
+                assert!(
+                    side.windows(2).all(|w| w[0].time_us <= w[1].time_us),
+                    "{what}: in order"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "Noise samples: {checked}");
+}

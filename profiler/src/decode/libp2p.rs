@@ -3,6 +3,7 @@
 //! plaintext connections the muxer is negotiated and yamux or mplex streams are labelled with the
 //! protocol each one negotiated.
 
+use super::frames::FrameEvent;
 use super::framing::{Framer, Piece};
 use super::multistream::{self, Parsed};
 use super::ordered::{Ordered, Pending};
@@ -235,6 +236,17 @@ impl Libp2pDecoder {
     }
 }
 
+/// Puts a Noise frame of `body` bytes, taken for `kind`, in the frames table.
+fn log_noise(ctx: &mut DecodeCtx<'_>, side: Side, body: u64, kind: &'static str) {
+    ctx.frames.push(FrameEvent {
+        side,
+        time_ns: ctx.now_ns,
+        security: "/noise",
+        bytes: (noise::PREFIX_LEN as u64 + body) as u32,
+        kind,
+    });
+}
+
 /// Emits a framer's piece with the handshake or the data label.
 fn emit_piece<const H: usize>(
     ctx: &mut DecodeCtx<'_>,
@@ -265,19 +277,24 @@ impl StreamDecoder for Libp2pDecoder {
                 };
                 framer.feed(bytes, noise::body_len, |p| {
                     *frames += u32::from(p.starts);
+                    let body = noise::body_len(&p.header);
                     if *frames <= limit {
+                        if p.starts {
+                            log_noise(ctx, side, body, "handshake");
+                        }
                         emit_piece(ctx, side, p, handshake);
                         return;
                     }
                     if p.starts {
-                        inference.start(side, noise::body_len(&p.header), ctx);
+                        let guess = inference.start(side, body, ctx);
+                        log_noise(ctx, side, body, guess.as_str());
                     }
                     inference.consume(side, p.len as u64, ctx);
                 });
             }
             Phase::Tls { framer, labels } => {
                 let pair = (labels.handshake, labels.after);
-                tls::feed_records(framer, bytes, pair, side, ctx);
+                tls::feed_records(framer, bytes, pair, side, ctx, true);
             }
             Phase::PlaintextExchange {
                 prefix,

@@ -11,6 +11,7 @@ pub mod discv5;
 pub mod dns;
 pub mod encrypted;
 pub mod enr;
+pub mod frames;
 pub mod framing;
 pub mod gossipsub;
 pub mod gossipsub_pb;
@@ -84,6 +85,8 @@ pub struct DecodeCtx<'a> {
     pub rules: &'a Rules,
     /// Capture time (ns) of the packet whose bytes are being decoded.
     pub now_ns: i64,
+    /// Frames of encrypted libp2p connections, for the `--frames` table.
+    pub frames: &'a mut frames::FrameLog,
 }
 
 /// Owns what a [`DecodeCtx`] borrows, for unit tests of single decoders.
@@ -95,6 +98,7 @@ pub struct TestCtx {
     pub relay: relay_book::RelayBook,
     pub udp: udp::UdpState,
     pub rules: Rules,
+    pub frames: frames::FrameLog,
 }
 
 #[cfg(test)]
@@ -127,6 +131,7 @@ impl TestCtx {
             udp: &mut self.udp,
             rules: &self.rules,
             now_ns: 0,
+            frames: &mut self.frames,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! TLS record layer (RFC 8446 §5.1): `type(1) || version(2) || length(2) || fragment`, and the
 //! server name (SNI) of a ClientHello (RFC 8446 §4.1.2, RFC 6066 §3).
 
+use super::frames::FrameEvent;
 use super::framing::Framer;
 use super::{DecodeCtx, LabelId, Side};
 
@@ -25,16 +26,38 @@ pub fn is_handshake_type(record_type: u8) -> bool {
     matches!(record_type, HANDSHAKE | CHANGE_CIPHER_SPEC | ALERT)
 }
 
+/// The name of a record type in the frames table.
+pub fn record_type_name(record_type: u8) -> &'static str {
+    match record_type {
+        HANDSHAKE => "handshake",
+        CHANGE_CIPHER_SPEC => "change-cipher-spec",
+        ALERT => "alert",
+        APPLICATION_DATA => "application-data",
+        _ => "unknown",
+    }
+}
+
 /// Labels the records in `bytes` as they pass: cleartext handshake signalling gets `handshake`,
-/// protected records `after`; each record is one unit.
+/// protected records `after`; each record is one unit. With `log`, each record goes to the
+/// frames table.
 pub fn feed_records(
     framer: &mut Framer<RECORD_HEADER_LEN>,
     bytes: &[u8],
     (handshake, after): (LabelId, LabelId),
     side: Side,
     ctx: &mut DecodeCtx<'_>,
+    log: bool,
 ) {
     framer.feed(bytes, body_len, |p| {
+        if log && p.starts {
+            ctx.frames.push(FrameEvent {
+                side,
+                time_ns: ctx.now_ns,
+                security: "/tls/1.0.0",
+                bytes: RECORD_HEADER_LEN as u32 + body_len(&p.header) as u32,
+                kind: record_type_name(p.header[0]),
+            });
+        }
         let label = if is_handshake_type(p.header[0]) {
             handshake
         } else {

@@ -1,10 +1,12 @@
 //! Where finished rows go: Parquet files, the terminal summary, and later telemetry and metrics.
 
+pub mod frames;
 pub mod messages;
 pub mod metrics;
 pub mod parquet;
 pub mod summary;
 
+use crate::account::frames::FrameRow;
 use crate::account::messages::MessageRow;
 use crate::account::record::Row;
 
@@ -14,6 +16,10 @@ pub trait Sink {
     fn write(&mut self, rows: &[Row]) -> Result<(), crate::Error>;
     /// Takes published relay messages (only when the run keeps them, see `--messages`).
     fn messages(&mut self, _rows: &[MessageRow]) -> Result<(), crate::Error> {
+        Ok(())
+    }
+    /// Takes frames of encrypted libp2p connections (only when the run keeps them, `--frames`).
+    fn frames(&mut self, _rows: &[FrameRow]) -> Result<(), crate::Error> {
         Ok(())
     }
     /// Flushes everything buffered; called once at the end of a run, also after input errors.

@@ -153,3 +153,20 @@ pub fn require_root() {
         "the live tests attach eBPF programs and create network namespaces: run the suite as root"
     );
 }
+
+/// Runs the library pipeline over `paths` with the frames table on; returns its rows.
+pub fn analyze_frames(paths: &[PathBuf]) -> Vec<wakuprof::account::frames::FrameRow> {
+    let mut set = CaptureSet::open(paths).expect("captures open");
+    let mut a = Analyzer::new(Config {
+        frames: true,
+        ..Config::default()
+    });
+    let mut frames = Vec::new();
+    set.for_each(|p, _| {
+        a.packet(p);
+        frames.extend(a.take_frames());
+    });
+    a.finish();
+    frames.extend(a.take_frames());
+    frames
+}
