@@ -4,16 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::wakuprof;
 use serde_json::Value;
-
-fn wakuprof(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wakuprof"))
-        .args(args)
-        .output()
-        .expect("wakuprof runs")
-}
 
 /// `wakuprof analyze CAPTURE --out DIR --format json`.
 fn analyze_to_parquet(capture: &Path, dir: &Path) -> Output {

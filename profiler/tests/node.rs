@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
+use common::wakuprof;
 use serde_json::Value;
 use wakuprof::account::record::{Category, Row};
 use wakuprof::analyze::Config;
@@ -23,11 +23,18 @@ fn path_str(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-fn wakuprof(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wakuprof"))
-        .args(args)
-        .output()
-        .expect("wakuprof runs")
+/// `wakuprof analyze CAPTURE ARGS… --format json`, which must succeed: its JSON document.
+fn analyze_json(capture: &std::path::Path, args: &[&str]) -> Value {
+    let mut all = vec!["analyze", path_str(capture)];
+    all.extend_from_slice(args);
+    all.extend(["--format", "json"]);
+    let out = wakuprof(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
 }
 
 #[test]
@@ -171,22 +178,15 @@ fn encrypted_relay_bytes_take_the_shard_of_a_single_shard_peer() {
     );
 
     // node2 serves two shards: its relay bytes are apportioned by the node's counters.
-    let out = wakuprof(&[
-        "analyze",
-        path_str(&capture),
-        "--node-api",
-        path_str(&peers_file),
-        "--node-metrics",
-        path_str(&fixture("metrics.txt")),
-        "--format",
-        "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let doc = analyze_json(
+        &capture,
+        &[
+            "--node-api",
+            path_str(&peers_file),
+            "--node-metrics",
+            path_str(&fixture("metrics.txt")),
+        ],
     );
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
     let n = &doc["node"];
     let multi = sum(&rows, &|r| {
         relay(r) && touches(r, node2) && r.label.shard.is_none()
@@ -211,22 +211,15 @@ fn app_against_wire_from_two_scrapes() {
     let capture = common::repo().join("samples/relay-noise-mix.pcap");
     let t = truth("relay-noise-mix");
     let start = halved_scrape();
-    let out = wakuprof(&[
-        "analyze",
-        path_str(&capture),
-        "--node-metrics",
-        path_str(&start),
-        "--node-metrics",
-        path_str(&fixture("metrics.txt")),
-        "--format",
-        "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let doc = analyze_json(
+        &capture,
+        &[
+            "--node-metrics",
+            path_str(&start),
+            "--node-metrics",
+            path_str(&fixture("metrics.txt")),
+        ],
     );
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
     let n = &doc["node"];
     assert_eq!(
         n["in"]["node_relay"].as_f64(),

@@ -61,8 +61,7 @@ pub fn varint_len(v: u64) -> u64 {
     u64::from((64 - (v | 1).leading_zeros()).div_ceil(7))
 }
 
-/// The length prefix of an RPC of `total` bytes with its prefix (at most `total`). A message
-/// longer than one yamux frame has a 3-byte prefix (16 KiB to 2 MiB).
+/// The length prefix of an RPC of `total` bytes with its prefix (at most `total`).
 fn rpc_prefix(total: u64) -> u64 {
     (1..=total.min(10))
         .find(|&v| varint_len(total - v) == v)
@@ -251,45 +250,42 @@ impl Inference {
                 framing,
             })
         };
-        let (unit, d) = match guess {
-            Guess::MuxerNegotiation => {
-                seg(PREFIX + TAG, l.negotiation, 0, Some(l.noise));
-                seg(plain, l.negotiation, 1, None);
+        let unit = match guess {
+            Guess::MuxerNegotiation | Guess::MuxerFraming => {
+                let unit = if guess == Guess::MuxerFraming {
+                    l.yamux
+                } else {
+                    l.negotiation
+                };
+                seg(PREFIX + TAG, unit, 0, Some(l.noise));
+                seg(plain, unit, 1, None);
                 return guess;
             }
-            Guess::MuxerFraming => {
-                seg(PREFIX + TAG, l.yamux, 0, Some(l.noise));
-                seg(plain, l.yamux, 1, None);
-                return guess;
-            }
-            Guess::Negotiation => (l.negotiation, 0),
-            Guess::Ping => (l.ping, 0),
-            Guess::Identify => (l.identify, 0),
-            Guess::RelayControl => (l.control, 0),
-            Guess::Ihave => (l.ihave, 0),
-            Guess::Ids => (l.ids, 0),
-            Guess::Message => {
-                let d = plain - YAMUX_HEADER;
-                let prefix = if d == SPLIT_SIZE { 3 } else { rpc_prefix(d) };
-                seg(PREFIX + YAMUX_HEADER, l.message, 0, Some(l.noise));
-                seg(prefix, l.relay_framing, 0, None);
-                seg(d - prefix, l.message, 1, None);
-                seg(TAG, l.message, 0, Some(l.noise));
-                return guess;
-            }
-            Guess::MessageContinued => (l.message, 0),
+            Guess::Negotiation => l.negotiation,
+            Guess::Ping => l.ping,
+            Guess::Identify => l.identify,
+            Guess::RelayControl => l.control,
+            Guess::Ihave => l.ihave,
+            Guess::Ids => l.ids,
+            Guess::Message | Guess::MessageContinued => l.message,
         };
-        let d = plain - YAMUX_HEADER + d;
-        let units = u32::from(guess != Guess::MessageContinued);
+        let d = plain - YAMUX_HEADER;
+        // An RPC's varint length prefix is relay framing; a message longer than one yamux
+        // frame (16 KiB to 2 MiB) has a 3-byte one.
+        let prefix = match guess {
+            Guess::Message if d == SPLIT_SIZE => 3,
+            Guess::Message | Guess::RelayControl | Guess::Ihave | Guess::Ids => rpc_prefix(d),
+            _ => 0,
+        };
         seg(PREFIX, unit, 0, Some(l.noise));
         seg(YAMUX_HEADER, unit, 0, Some(l.yamux));
-        if guess == Guess::RelayControl {
-            let prefix = rpc_prefix(d);
-            seg(prefix, l.relay_framing, 0, None);
-            seg(d - prefix, unit, units, None);
-        } else {
-            seg(d, unit, units, None);
-        }
+        seg(prefix, l.relay_framing, 0, None);
+        seg(
+            d - prefix,
+            unit,
+            u32::from(guess != Guess::MessageContinued),
+            None,
+        );
         seg(TAG, unit, 0, Some(l.noise));
         guess
     }

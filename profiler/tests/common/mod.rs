@@ -43,6 +43,14 @@ pub fn ndpi_mix() -> PathBuf {
     p
 }
 
+/// Runs the `wakuprof` binary with `args`.
+pub fn wakuprof(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wakuprof"))
+        .args(args)
+        .output()
+        .expect("wakuprof runs")
+}
+
 /// Runs the library pipeline over `paths`; returns all rows and the statistics.
 pub fn analyze(paths: &[PathBuf], cfg: Config) -> (Vec<Row>, Stats, usize) {
     let mut set = CaptureSet::open(paths).expect("captures open");
