@@ -214,14 +214,14 @@ pub struct Analyzer {
 
 impl Analyzer {
     /// A fresh pipeline.
-    pub fn new(cfg: Config) -> Analyzer {
+    pub fn new(mut cfg: Config) -> Analyzer {
         Analyzer {
             flows: FlowTable::new(cfg.max_flows),
             fragments: Fragments::default(),
             table: UsageTable::new(cfg.window_secs),
             labels: LabelTable::default(),
             spans: Vec::new(),
-            relay: RelayBook::with_peers(cfg.peers.clone()),
+            relay: RelayBook::with_peers(std::mem::take(&mut cfg.peers)),
             udp: UdpState::new(cfg.rules.node_ids().unwrap_or_default()),
             messages: MessageLog::new(cfg.messages),
             frames: FrameLog {

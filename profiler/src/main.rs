@@ -507,30 +507,32 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         if let (Some(r), Format::Table) = (&node, args.output.format) {
             write!(out, "{}", r.table())?;
         }
-        if let (Some(p), Some(dir), Format::Table) = (&parquet, &args.out, args.output.format) {
-            writeln!(
-                out,
-                "\n{} Parquet file(s) under {}",
-                p.files.len(),
-                dir.display()
-            )?;
-        }
-        if let (Some(m), Some(dir), Format::Table) = (&messages, &args.messages, args.output.format)
-        {
-            writeln!(
-                out,
-                "{} message Parquet file(s) under {}",
-                m.files.len(),
-                dir.display()
-            )?;
-        }
-        if let (Some(f), Some(dir), Format::Table) = (&frames, &args.frames, args.output.format) {
-            writeln!(
-                out,
-                "{} frame Parquet file(s) under {}",
-                f.files.len(),
-                dir.display()
-            )?;
+        if args.output.format == Format::Table {
+            // (line start, table name, files written, directory) of each Parquet output.
+            let written = [
+                ("\n", "", parquet.as_ref().map(|p| p.files.len()), &args.out),
+                (
+                    "",
+                    "message ",
+                    messages.as_ref().map(|m| m.files.len()),
+                    &args.messages,
+                ),
+                (
+                    "",
+                    "frame ",
+                    frames.as_ref().map(|f| f.files.len()),
+                    &args.frames,
+                ),
+            ];
+            for (lead, table, files, dir) in written {
+                if let (Some(n), Some(dir)) = (files, dir) {
+                    writeln!(
+                        out,
+                        "{lead}{n} {table}Parquet file(s) under {}",
+                        dir.display()
+                    )?;
+                }
+            }
         }
         out.flush()?;
     }

@@ -102,7 +102,7 @@ pub struct Libp2pDecoder {
     framing: LabelId,
     /// Per side, the spans of muxed streams waiting for their labels, in stream order.
     ordered: [Ordered; 2],
-    /// The labels inferred for Noise transport frames, once Noise was negotiated.
+    /// The labels inferred for Noise transport frames, from the first one on.
     inference: Option<encrypted::Inference>,
 }
 
@@ -160,15 +160,11 @@ impl Libp2pDecoder {
             after: encrypted,
         };
         self.phases[side.index()] = match id {
-            NOISE => {
-                self.inference
-                    .get_or_insert_with(|| encrypted::Inference::new(self.conn, labels));
-                Phase::Noise {
-                    framer: Framer::default(),
-                    frames: 0,
-                    handshake,
-                }
-            }
+            NOISE => Phase::Noise {
+                framer: Framer::default(),
+                frames: 0,
+                handshake,
+            },
             TLS => Phase::Tls {
                 framer: Framer::default(),
                 labels: pair,
@@ -272,9 +268,10 @@ impl StreamDecoder for Libp2pDecoder {
                 handshake,
             } => {
                 let (limit, handshake) = (NOISE_HANDSHAKE_FRAMES[i], *handshake);
-                let Some(inference) = self.inference.as_mut() else {
-                    return;
-                };
+                let conn = self.conn;
+                let inference = self
+                    .inference
+                    .get_or_insert_with(|| encrypted::Inference::new(conn, ctx.labels));
                 framer.feed(bytes, noise::body_len, |p| {
                     *frames += u32::from(p.starts);
                     let body = noise::body_len(&p.header);

@@ -112,6 +112,19 @@ const WAKU_YAMUX: Sample = Sample {
     must_show: &["message", "subscribe", "framing"],
 };
 
+/// Meshsub gossip on 5 hosts with a late joiner and a topic left, over plaintext; the Noise
+/// variant differs only in its security.
+const MESHSUB_GOSSIP: Sample = Sample {
+    name: "relay-meshsub-gossip",
+    relay: Relay::Meshsub,
+    plan: waku::MAIN,
+    net: Net::Hosts { nodes: 5 },
+    late_joiner: true,
+    leave: Some(waku::SHARD_64),
+    must_show: GOSSIP_KINDS,
+    ..WAKU_YAMUX
+};
+
 /// The relay kinds a gossip scenario (meshsub, late joiner, a topic left) must produce.
 const GOSSIP_KINDS: &[&str] = &[
     "message",
@@ -225,17 +238,7 @@ pub const SAMPLES: &[Sample] = &[
         must_show: &["message", "subscribe", "graft", "framing"],
         ..WAKU_YAMUX
     },
-    Sample {
-        name: "relay-meshsub-gossip",
-        security: Security::Plaintext,
-        relay: Relay::Meshsub,
-        plan: waku::MAIN,
-        net: Net::Hosts { nodes: 5 },
-        late_joiner: true,
-        leave: Some(waku::SHARD_64),
-        must_show: GOSSIP_KINDS,
-        ..WAKU_YAMUX
-    },
+    MESHSUB_GOSSIP,
     Sample {
         name: "relay-noise-mix",
         security: Security::Noise,
@@ -245,13 +248,7 @@ pub const SAMPLES: &[Sample] = &[
     Sample {
         name: "relay-noise-gossip",
         security: Security::Noise,
-        relay: Relay::Meshsub,
-        plan: waku::MAIN,
-        net: Net::Hosts { nodes: 5 },
-        late_joiner: true,
-        leave: Some(waku::SHARD_64),
-        must_show: GOSSIP_KINDS,
-        ..WAKU_YAMUX
+        ..MESHSUB_GOSSIP
     },
 ];
 
