@@ -49,8 +49,11 @@ pub fn ensure_packages(pkgs: &[Package]) -> anyhow::Result<()> {
         bail!("missing Debian packages; install them with: sudo apt-get install -y {list}");
     }
     eprintln!("xtask: installing {list}");
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    // Another apt-get (an unattended upgrade, a parallel setup) may hold dpkg's lock: wait for it.
+    let wait = ["-o", "DPkg::Lock::Timeout=600"];
+    run(Command::new("apt-get").args(wait).args(["update", "-qq"]))?;
     run(Command::new("apt-get")
+        .args(wait)
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
