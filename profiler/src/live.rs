@@ -112,6 +112,12 @@ const MAX_TUPLES: usize = 1 << 18;
 /// How long events wait before they are handled: a server's accepted socket gets its owner at
 /// its first recvmsg/sendmsg, usually after its first packets arrived.
 pub const OWNER_DELAY: Duration = Duration::from_millis(250);
+/// Ticks a socket's unsampled bytes may wait for its first samples to be handled, so that they
+/// take the connection's label rather than `other`.
+const TUPLE_WAIT: u8 = 2;
+/// How long a stop waits before the last read of the probe, for packets still in the stack
+/// (a receiver's softirq behind the sender's exit).
+const SETTLE: Duration = Duration::from_millis(200);
 /// Most spare packet buffers kept.
 const MAX_BUFFERS: usize = 1024;
 /// Most events waiting; past it the oldest are handled at once.
@@ -148,7 +154,10 @@ pub fn run(
             stop.load(Ordering::Relaxed) || cfg.duration.is_some_and(|d| started.elapsed() >= d);
         match &mut source {
             LiveSource::Ebpf(probe) => {
-                if !done {
+                if done {
+                    // Packets of the last moment may still be on their way through the stack.
+                    std::thread::sleep(SETTLE);
+                } else {
                     probe.wait(50);
                 }
                 while probe.drain(BATCH, |e| ebpf_state.event(e)) == BATCH {}
@@ -169,7 +178,12 @@ pub fn run(
         if done || last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
             if let LiveSource::Ebpf(probe) = &mut source {
-                ebpf_state.tick(probe, &mut run);
+                ebpf_state.tick(probe, &mut run, done);
+                if done {
+                    // Packets sampled while the counters were read for the last time.
+                    while probe.drain(BATCH, |e| ebpf_state.event(e)) == BATCH {}
+                    ebpf_state.process(&probe.owners(), &mut run, None);
+                }
             }
             if let Some(updates) = &cfg.peer_updates {
                 while let Ok(book) = updates.try_recv() {
@@ -392,6 +406,8 @@ struct Seen {
     bytes: u64,
     /// The tick its byte count last changed at.
     changed: u64,
+    /// Ticks its new unsampled bytes have waited for the socket's connection to be known.
+    waited: u8,
 }
 
 impl EbpfState {
@@ -532,16 +548,30 @@ impl EbpfState {
 
     /// Reads every socket's counters: what was counted but not sampled since the last tick is
     /// added; sockets closed or idle are read a last time and dropped from the probe's maps.
-    fn tick(&mut self, probe: &mut Probe, run: &mut Run) {
+    fn tick(&mut self, probe: &mut Probe, run: &mut Run, last: bool) {
         self.ticks += 1;
+        let mut waiting = Vec::new();
         let now = run.clock.now_ns();
         let owners = probe.owners();
         for (key, c) in probe.counts() {
             let seen = self.last.get(&key).copied().unwrap_or_default();
-            let unsampled_bytes = c.bytes.saturating_sub(c.sampled_bytes);
-            let unsampled_packets = c.packets.saturating_sub(c.sampled_packets);
+            let (unsampled_bytes, unsampled_packets) = (c.unsampled_bytes, c.unsampled_packets);
             let bytes = unsampled_bytes.saturating_sub(seen.unsampled_bytes);
             let packets = unsampled_packets.saturating_sub(seen.unsampled_packets);
+            let tuple = self.tuples.get(&key.cookie).copied();
+            if (bytes > 0 || packets > 0) && tuple.is_none() && !last && seen.waited < TUPLE_WAIT {
+                // The socket's samples are still queued (OWNER_DELAY): its connection, and so
+                // the label these bytes take, is known at a later tick.
+                self.last.insert(
+                    key,
+                    Seen {
+                        waited: seen.waited + 1,
+                        ..seen
+                    },
+                );
+                waiting.push(key.cookie);
+                continue;
+            }
             if bytes > 0 || packets > 0 {
                 let owner = self.owner(key.cookie, &owners, run).unwrap_or_default();
                 let egress = key.direction == EGRESS;
@@ -553,7 +583,7 @@ impl EbpfState {
                             src_local: Some(egress),
                             at_socket: true,
                         },
-                        tuple: self.tuples.get(&key.cookie).copied(),
+                        tuple,
                         direction: if egress {
                             Direction::Out
                         } else {
@@ -576,6 +606,7 @@ impl EbpfState {
                     unsampled_packets,
                     bytes: c.bytes,
                     changed,
+                    waited: 0,
                 },
             );
         }
@@ -609,6 +640,12 @@ impl EbpfState {
         let mut gone: Vec<u64> = idle.chain(self.closed.drain(..)).collect();
         gone.sort_unstable();
         gone.dedup();
+        // A closed socket whose last bytes wait for their label is forgotten at a later tick.
+        waiting.sort_unstable();
+        let (later, gone): (Vec<u64>, Vec<u64>) = gone
+            .into_iter()
+            .partition(|c| waiting.binary_search(c).is_ok());
+        self.closed = later;
         for cookie in gone {
             probe.forget(cookie);
             for direction in [INGRESS, EGRESS] {

@@ -18,7 +18,8 @@ pub const BUILD: &[Package] = &[Package {
 }];
 
 /// What the test suite needs besides the build: tshark as the reference dissector, bpftool to
-/// check that no probe program stays loaded, iproute2 for the network namespaces.
+/// check that no probe program stays loaded, iproute2 for the network namespaces, ethtool to turn
+/// segmentation offload off.
 pub const TEST: &[Package] = &[
     Package {
         name: "tshark",
@@ -31,6 +32,10 @@ pub const TEST: &[Package] = &[
     Package {
         name: "iproute2",
         marker: "/usr/sbin/ip",
+    },
+    Package {
+        name: "ethtool",
+        marker: "/usr/sbin/ethtool",
     },
 ];
 

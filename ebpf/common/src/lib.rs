@@ -54,9 +54,11 @@ pub struct Counts {
     /// Σ IP lengths (`skb->len` at the cgroup hook) of every packet.
     pub bytes: u64,
     pub packets: u64,
-    /// Σ IP lengths and number of the packets whose event reached the ring buffer.
-    pub sampled_bytes: u64,
-    pub sampled_packets: u64,
+    /// Σ IP lengths and number of the packets whose event did not reach the ring buffer (past
+    /// the head, or no room). Counted apart rather than as a difference, so a reader never sees
+    /// a packet between being counted and being sampled.
+    pub unsampled_bytes: u64,
+    pub unsampled_packets: u64,
     /// Packet bytes copied into events so far (compared with [`HEAD_BYTES`]).
     pub copied: u64,
     /// IP protocol of the socket's first packet.

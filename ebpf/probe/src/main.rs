@@ -208,23 +208,23 @@ fn count(ctx: &SkBuffContext, direction: u32) {
         unsafe { (*counts).protocol = u32::from(ip_protocol(ctx).unwrap_or(255)) };
     }
     let past_head = protocol == u32::from(TCP) && copied_so_far >= u64::from(HEAD_BYTES);
-    if past_head {
-        if owned != 0 {
-            return;
-        }
-        if OWNERS.get_ptr(&cookie).is_some() {
-            // SAFETY: as above.
-            unsafe { (*counts).owned = 1 };
-            return;
-        }
-    }
-    if let Some(copied) = sample(ctx, direction, cookie) {
+    let skip = past_head
+        && (owned != 0 || {
+            let known = OWNERS.get_ptr(&cookie).is_some();
+            if known {
+                // SAFETY: as above.
+                unsafe { (*counts).owned = 1 };
+            }
+            known
+        });
+    match (!skip).then(|| sample(ctx, direction, cookie)).flatten() {
         // SAFETY: as above.
-        unsafe {
-            add(&raw mut (*counts).sampled_bytes, len);
-            add(&raw mut (*counts).sampled_packets, 1);
-            add(&raw mut (*counts).copied, copied);
-        }
+        Some(copied) => unsafe { add(&raw mut (*counts).copied, copied) },
+        // SAFETY: as above.
+        None => unsafe {
+            add(&raw mut (*counts).unsampled_bytes, len);
+            add(&raw mut (*counts).unsampled_packets, 1);
+        },
     }
 }
 

@@ -84,7 +84,7 @@ pub fn parse<'a>(pkt: &RawPacket<'a>) -> Frame<'a> {
         LinkType::RawIp => LaxSlicedPacket::from_ip(data).ok(),
     };
     match sliced {
-        Some(s) => from_sliced(s, pkt.wire_len),
+        Some(s) => from_sliced(s, data, pkt.wire_len),
         None => Frame::NonIp {
             protocol: "truncated-link",
             len: pkt.wire_len,
@@ -137,11 +137,12 @@ fn pppoe_ip<'a>(s: &LaxSlicedPacket<'a>) -> Option<LaxSlicedPacket<'a>> {
     }
 }
 
-fn from_sliced<'a>(s: LaxSlicedPacket<'a>, wire_len: u32) -> Frame<'a> {
+/// `frame` is the whole captured frame `s` was sliced from; `wire_len` its length on the wire.
+fn from_sliced<'a>(s: LaxSlicedPacket<'a>, frame: &[u8], wire_len: u32) -> Frame<'a> {
     if s.net.is_none()
         && let Some(inner) = pppoe_ip(&s)
     {
-        return from_sliced(inner, wire_len);
+        return from_sliced(inner, frame, wire_len);
     }
     let Some(net) = s.net else {
         return Frame::NonIp {
@@ -184,14 +185,19 @@ fn from_sliced<'a>(s: LaxSlicedPacket<'a>, wire_len: u32) -> Frame<'a> {
             };
         }
     };
-    // A zero length field (segmentation offload on the capturing host) makes the lax parser fall
-    // back to the captured bytes: then those are the packet's length.
-    let ip_len = if ip_len <= ip_header_len(&net) && !payload.payload.is_empty() {
-        ip_header_len(&net) + payload.payload.len() as u32
+    // A zero length field means the packet is longer than the field can say: a segmentation
+    // offload packet over 64 KiB (BIG TCP, or a capture taken before the NIC split it). Then the
+    // frame's own length past the link header is the packet's length, not the captured bytes,
+    // which a snap length (or the probe's sample) cuts short.
+    let length_unsaid = ip_len <= ip_header_len(&net) && !payload.payload.is_empty();
+    let ip_len = if length_unsaid {
+        let link_len = (net_header_start(&net) as usize).saturating_sub(frame.as_ptr() as usize);
+        let on_wire = wire_len.saturating_sub(link_len as u32);
+        on_wire.max(ip_header_len(&net) + payload.payload.len() as u32)
     } else {
         ip_len
     };
-    let wire_payload = if payload.incomplete {
+    let wire_payload = if payload.incomplete || length_unsaid {
         ip_len.saturating_sub(ip_header_len(&net))
     } else {
         payload.payload.len() as u32
@@ -228,6 +234,15 @@ fn from_sliced<'a>(s: LaxSlicedPacket<'a>, wire_len: u32) -> Frame<'a> {
         fragment,
         transport,
     })
+}
+
+/// Where the IP header starts in memory (its offset in the frame is this minus the frame's start).
+fn net_header_start(net: &LaxNetSlice<'_>) -> *const u8 {
+    match net {
+        LaxNetSlice::Ipv4(v4) => v4.header().slice().as_ptr(),
+        LaxNetSlice::Ipv6(v6) => v6.header().slice().as_ptr(),
+        LaxNetSlice::Arp(a) => a.slice().as_ptr(),
+    }
 }
 
 /// Length of the IP header and extension headers in front of the payload.
@@ -359,6 +374,40 @@ mod tests {
                 Frame::Ip(ip) => assert_eq!(ip.ip_len, 43, "cut {cut}"),
                 Frame::NonIp { len, .. } => assert_eq!(len, f.len() as u32, "cut {cut}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_zero_length_field_takes_the_frames_length_on_the_wire() {
+        // A 100,000-byte segmentation offload packet, its length field 0, sampled to 2048 bytes.
+        let mut ip = IP_TCP.to_vec();
+        ip[2..4].copy_from_slice(&[0, 0]);
+        ip.resize(2048, 0);
+        for header in [&[][..], &[0u8; 16][..]] {
+            let mut f = header.to_vec();
+            if header.len() == 16 {
+                f[14..].copy_from_slice(&[0x08, 0x00]);
+            }
+            f.extend_from_slice(&ip);
+            let link = if header.is_empty() {
+                LinkType::RawIp
+            } else {
+                LinkType::LinuxSll
+            };
+            let pkt = RawPacket {
+                ts_ns: 0,
+                link,
+                data: &f,
+                wire_len: 100_000 + header.len() as u32,
+            };
+            let Frame::Ip(ip) = parse(&pkt) else {
+                panic!("an IP packet")
+            };
+            assert_eq!(ip.ip_len, 100_000, "{link:?}");
+            let Transport::Tcp(t) = ip.transport else {
+                panic!("a TCP segment")
+            };
+            assert_eq!(t.wire_payload_len, 100_000 - 40, "{link:?}");
         }
     }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod live;
 pub mod service;
 
 use std::path::{Path, PathBuf};

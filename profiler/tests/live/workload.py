@@ -4,6 +4,16 @@
     workload.py http-client HOST PORT COUNT    send COUNT eth_getBalance calls on one connection
     workload.py udp-server  HOST PORT COUNT    echo COUNT datagrams, then exit
     workload.py udp-client  HOST PORT COUNT    send COUNT datagrams of 1000 bytes, await echoes
+    workload.py bulk-server HOST PORT COUNT    read COUNT bytes, answer COUNT/4 bytes, await close
+    workload.py bulk-client HOST PORT COUNT    send COUNT bytes, read the answer, close at once
+    workload.py short-server HOST PORT COUNT   accept COUNT connections, read each to its end
+    workload.py short-client HOST PORT COUNT   open COUNT connections, 10,000 bytes on each
+    workload.py stream-server HOST PORT COUNT  read until the client closes
+    workload.py stream-client HOST PORT COUNT  connect, then send COUNT bytes at each further
+                                               line on stdin; at end of input shut down,
+                                               await the server's close, close
+    workload.py burst-server HOST PORT COUNT   receive datagrams until COUNT arrived or 2 s pass
+    workload.py burst-client HOST PORT COUNT   send COUNT datagrams of 400 bytes, no pause
 
 Each waits for a line on stdin before opening any socket (so the test can move it into a
 cgroup first), and a server prints "ready" once it listens.
@@ -68,5 +78,62 @@ elif role == "udp-client":
     for i in range(count):
         s.sendto(bytes([i % 256]) * 1000, (host, port))
         s.recvfrom(65536)
+elif role in ("bulk-server", "short-server", "stream-server"):
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(1024)
+    ready()
+    for _ in range(count if role == "short-server" else 1):
+        conn, _ = listener.accept()
+        if role == "bulk-server":
+            want = count
+            while want > 0:
+                want -= len(conn.recv(min(want, 1 << 20)))
+            conn.sendall(bytes(count // 4))
+        while conn.recv(1 << 20):
+            pass
+        conn.close()
+    listener.close()
+elif role == "bulk-client":
+    s = socket.create_connection((host, port))
+    s.sendall(bytes(count))
+    want = count // 4
+    while want > 0:
+        want -= len(s.recv(min(want, 1 << 20)))
+    s.close()
+elif role == "short-client":
+    for _ in range(count):
+        s = socket.create_connection((host, port))
+        s.sendall(bytes(10_000))
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+        s.close()
+elif role == "stream-client":
+    s = socket.create_connection((host, port))
+    print("connected", flush=True)
+    for _ in sys.stdin:
+        s.sendall(bytes(count))
+        print("sent", flush=True)
+    s.shutdown(socket.SHUT_WR)  # the peer's FIN reaches this socket, not a time-wait socket
+    while s.recv(65536):
+        pass
+    s.close()
+elif role == "burst-server":
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    s.bind((host, port))
+    s.settimeout(2)
+    ready()
+    for _ in range(count):
+        try:
+            s.recvfrom(65536)
+        except TimeoutError:
+            break
+elif role == "burst-client":
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    for _ in range(count):
+        s.sendto(bytes(400), (host, port))
 else:
     sys.exit(f"unknown role {role}")
