@@ -516,10 +516,10 @@ impl Analyzer {
                 if !frames.events.is_empty() {
                     crate::account::frames::record(&mut frames.events, flow, frame_rows);
                 }
-                if let Some(m) = mesh.as_mut() {
-                    if !relay.mesh.is_empty() {
-                        m.record(&mut relay.mesh, flow, ts, labels, &relay.peers);
-                    }
+                if let Some(m) = mesh.as_mut()
+                    && !relay.mesh.is_empty()
+                {
+                    m.record(&mut relay.mesh, flow, ts, labels, &relay.peers);
                 }
                 if !relay.published.is_empty() {
                     let when = (ts, window);

@@ -195,7 +195,6 @@ fn unsubscribed_senders(r: &Report, _: u32) -> Option<Finding> {
 mod tests {
     use std::sync::Arc;
 
-    use super::*;
     use crate::account::mesh::{MeshRow, WIRE};
     use crate::account::record::{
         Category, Counters, Direction, Endpoints, Label, Method, Owner, Row,

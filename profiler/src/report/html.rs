@@ -204,7 +204,7 @@ struct Bar {
 fn bar_chart(s: &mut String, bars: &[Bar], rule: Option<(f64, &str)>) {
     const ROW: f64 = 24.0;
     const LABEL: f64 = 300.0;
-    const VALUE: f64 = 150.0;
+    const VALUE: f64 = 280.0;
     let h = MT + ROW * bars.len().max(1) as f64 + 10.0;
     let max = bars
         .iter()
@@ -545,7 +545,7 @@ pub fn render(r: &Report, d_low: u32) -> String {
         |s| mesh_chart(s, r, d_low),
     );
     tables(&mut s, r, d_low);
-    let _ = write!(s, "<script>{SCRIPT}</script></body></html>\n");
+    let _ = writeln!(s, "<script>{SCRIPT}</script></body></html>");
     s
 }
 

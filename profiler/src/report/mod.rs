@@ -268,6 +268,11 @@ pub struct Report {
     pub series: Series,
 }
 
+/// Bytes of a category, per kind and per shard.
+type CategorySums = (u64, BTreeMap<String, u64>, BTreeMap<Option<u16>, u64>);
+/// Bytes per (category, shard), with their kinds: the headline's candidates.
+type GroupSums = BTreeMap<(&'static str, Option<u16>), (u64, BTreeMap<Arc<str>, u64>)>;
+
 /// Lines kept in each top list.
 pub const TOP: usize = 10;
 /// Most buckets of the bandwidth chart: finer windows are summed into wider buckets.
@@ -292,7 +297,7 @@ fn top<K>(
     name: impl Fn(K) -> String,
 ) -> Vec<Named> {
     let mut v: Vec<(K, u64)> = map.into_iter().filter(|e| e.1 > 0).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v.into_iter()
         .take(TOP)
         .map(|(k, b)| named(name(k), b, total))
@@ -331,14 +336,8 @@ impl Collector {
         let first = self.first_us.unwrap_or(0);
         let end = self.end_us.unwrap_or(0);
         let span_secs = (end - first) as f64 / 1e6;
-        let mut by_cat: BTreeMap<
-            &'static str,
-            (u64, BTreeMap<String, u64>, BTreeMap<Option<u16>, u64>),
-        > = BTreeMap::new();
-        let mut by_cat_shard: BTreeMap<
-            (&'static str, Option<u16>),
-            (u64, BTreeMap<Arc<str>, u64>),
-        > = BTreeMap::new();
+        let mut by_cat: BTreeMap<&'static str, CategorySums> = BTreeMap::new();
+        let mut by_cat_shard: GroupSums = BTreeMap::new();
         for ((cat, _, kind, shard), c) in self.summary.lines() {
             let e = by_cat.entry(cat).or_default();
             e.0 += c.bytes;
@@ -358,7 +357,7 @@ impl Collector {
                 shards: top(shards, total, shard_name),
             })
             .collect();
-        categories.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        categories.sort_by_key(|c| std::cmp::Reverse(c.bytes));
         let bytes_per_day = total as f64 * 86_400.0 / span_secs.max(1.0);
         let headline = headline(&by_cat_shard, total, bytes_per_day, self.hosts.len());
         let mut processes: Vec<ProcessLine> = self
@@ -472,12 +471,7 @@ fn scope(hosts: usize) -> &'static str {
     }
 }
 
-fn headline(
-    by_cat_shard: &BTreeMap<(&'static str, Option<u16>), (u64, BTreeMap<Arc<str>, u64>)>,
-    total: u64,
-    bytes_per_day: f64,
-    hosts: usize,
-) -> Headline {
+fn headline(by_cat_shard: &GroupSums, total: u64, bytes_per_day: f64, hosts: usize) -> Headline {
     let best = by_cat_shard
         .iter()
         .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(a.0)));
@@ -505,7 +499,7 @@ fn headline(
         scope(hosts),
         text::size(bytes_per_day as u64)
     );
-    if let Some((k, kb)) = &kind {
+    if let Some((k, kb)) = kind.as_ref().filter(|_| kinds.len() > 1) {
         text.push_str(&format!(
             "; {} is {:.0} % of that",
             crate::sink::summary::kind_name(k),
