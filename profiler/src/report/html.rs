@@ -105,10 +105,11 @@ fn axes(s: &mut String, ymax: f64, t0: i64, t1: i64, label: impl Fn(f64) -> Stri
         let x = ML + (W - ML - MR) * (t - t0) as f64 / span as f64;
         let _ = write!(
             s,
-            "<line x1='{x:.1}' x2='{x:.1}' y1='{}' y2='{}' stroke='#999'/><text x='{x:.1}' y='{}' text-anchor='middle'>{}</text>",
+            "<line x1='{x:.1}' x2='{x:.1}' y1='{}' y2='{}' stroke='#999'/><text x='{x:.1}' y='{}' text-anchor='{}'>{}</text>",
             H - MB,
             H - MB + 4.0,
             H - MB + 18.0,
+            if i == 5 { "end" } else { "middle" },
             tick_time(t, span)
         );
     }

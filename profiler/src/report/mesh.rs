@@ -143,7 +143,8 @@ impl MeshCollector {
             let secs = f64::from(r.window_secs);
             s.windows += 1;
             s.secs += secs;
-            if r.subscribed == Some(true) {
+            // Time below D_low is counted only while subscribed: such a window was, in part.
+            if r.subscribed == Some(true) || r.secs_below_d_low.is_some_and(|b| b > 0.0) {
                 s.subscribed_secs += secs;
             }
             s.below_secs += f64::from(r.secs_below_d_low.unwrap_or(0.0));
