@@ -330,3 +330,55 @@ fn html_report_renders_in_chromium_with_every_chart_and_the_parquet_numbers() {
         );
     }
 }
+
+#[test]
+fn node_api_peers_per_shard_become_mesh_rows_where_relay_is_encrypted() {
+    let peers = repo().join("profiler/tests/fixtures/nwaku/admin-peers.json");
+    let listed: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&peers).expect("fixture")).expect("JSON");
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for p in &listed {
+        for s in p["shards"].as_array().expect("shards") {
+            *want.entry(s.to_string()).or_default() += 1;
+        }
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mesh = tmp.path().join("mesh").display().to_string();
+    let capture = sample("relay-noise-mix.pcap").display().to_string();
+    let peers = peers.display().to_string();
+    run_ok(&[
+        "analyze",
+        &capture,
+        "--node-api",
+        &peers,
+        "--mesh",
+        &mesh,
+        "--quiet",
+    ]);
+    let got: BTreeMap<String, u64> = duckdb_rows(&format!(
+        "select shard, max(peers_subscribed), min(peers_subscribed) from {} where source = 'node-api' group by 1",
+        glob(&mesh)
+    ))
+    .into_iter()
+    .map(|r| {
+        assert_eq!(r[1], r[2], "the book does not change in an offline run");
+        (r[0].clone(), r[1].parse().expect("a count"))
+    })
+    .collect();
+    assert_eq!(got, want);
+    // The report says so, and counts the time with fewer than D_low peers listed.
+    let r = report_json(&[&capture, "--node-api", &peers]);
+    let api: Vec<&Value> = r["mesh"]
+        .as_array()
+        .expect("mesh lines")
+        .iter()
+        .filter(|m| m["source"] == "node-api")
+        .collect();
+    assert_eq!(api.len(), want.len());
+    for m in api {
+        assert_eq!(
+            m["secs_below_d_low"], m["secs"],
+            "fewer than 4 peers listed: {m}"
+        );
+    }
+}
