@@ -181,6 +181,16 @@ fn mesh_table_counts_the_grafts_and_prunes_the_nodes_wrote() {
         ));
         assert_eq!(bad[0], "0", "{name}");
     }
+    // In the mplex sample every node subscribes to both topics and stays: nobody sends on a
+    // topic its receiver did not subscribe to.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, mesh) = analyze_to("relay-plaintext-mplex.pcap", tmp.path());
+    let unsubscribed = duckdb(&format!(
+        "select sum(unsubscribed_senders), count(*) filter (where subscribed) from {}",
+        glob(&mesh)
+    ));
+    assert_eq!(unsubscribed[0], "0");
+    assert_ne!(unsubscribed[1], "0");
     // In the gossip sample node0 (127.0.0.1) leaves /waku/2/rs/16/64: its last row says so.
     let tmp = tempfile::tempdir().expect("tempdir");
     let (_, mesh) = analyze_to("relay-meshsub-gossip.pcap", tmp.path());

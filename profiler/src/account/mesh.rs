@@ -47,7 +47,8 @@ pub struct MeshRow {
     pub secs_below_d_low: Option<f32>,
     pub grafts: u32,
     pub prunes: u32,
-    /// Peers that published on the topic while the node was not subscribed to it.
+    /// Peers that published on the topic while the node was not subscribed to it (its
+    /// UNSUBSCRIBE seen, or its subscriptions to other topics seen but none to this one).
     pub unsubscribed_senders: u32,
 }
 
@@ -210,6 +211,11 @@ impl MeshTracker {
         self.advance(now_ns, peers);
         let ep = flow.endpoints;
         let peer = (ep.remote_addr, ep.remote_port);
+        // A node whose subscriptions were seen did not subscribe to the topics it never named.
+        let knows_own = self
+            .topics
+            .iter()
+            .any(|((l, _), st)| *l == ep.local_addr && st.subscribed.is_some());
         for e in events.drain(..) {
             let label = labels.get(e.label);
             let Some(topic) = &label.pubsub_topic else {
@@ -244,7 +250,11 @@ impl MeshTracker {
                     st.prunes += 1;
                     st.mesh.remove(&peer);
                 }
-                MeshKind::Publish if !out && st.subscribed == Some(false) => {
+                MeshKind::Publish
+                    if !out
+                        && (st.subscribed == Some(false)
+                            || knows_own && st.subscribed.is_none()) =>
+                {
                     st.unsubscribed_senders.insert(peer);
                 }
                 MeshKind::Publish => {}

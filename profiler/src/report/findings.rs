@@ -174,7 +174,7 @@ fn mesh_below_d_low(r: &Report, d_low: u32) -> Option<Finding> {
     })
 }
 
-/// `unsubscribed-senders`: peers publish on a shard the node unsubscribed from.
+/// `unsubscribed-senders`: peers publish on a shard the node is not subscribed to.
 fn unsubscribed_senders(r: &Report, _: u32) -> Option<Finding> {
     let lines: Vec<String> = r
         .mesh
@@ -185,7 +185,7 @@ fn unsubscribed_senders(r: &Report, _: u32) -> Option<Finding> {
     (!lines.is_empty()).then(|| Finding {
         rule: "unsubscribed-senders",
         text: format!(
-            "peers send on shards the node unsubscribed from: {}; their bytes are wasted",
+            "peers send on shards the node is not subscribed to: {}; their bytes are wasted",
             lines.join(", ")
         ),
     })

@@ -100,7 +100,7 @@ pub const MESH_COLUMNS: &[Column] = &[
         "unsubscribed_senders",
         ColumnType::U32,
         false,
-        "peers that published on the topic while the node had unsubscribed from it",
+        "peers that published on the topic while the node was not subscribed to it (its UNSUBSCRIBE seen, or only other topics subscribed)",
     ),
 ];
 
