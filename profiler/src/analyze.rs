@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::account::frames::FrameRow;
+use crate::account::mesh::{MeshRow, MeshTracker};
 use crate::account::messages::{MessageLog, MessageRow};
 use crate::account::owners::{OwnerId, OwnerTable};
 use crate::account::pending::{Contribution, Segment, split_datagram};
@@ -84,6 +85,8 @@ pub struct Config {
     pub messages: bool,
     /// Keep a row per Noise frame and TLS record of libp2p connections (the `--frames` table).
     pub frames: bool,
+    /// Track mesh health against this D_low (the `--mesh` table); `None`: not tracked.
+    pub mesh: Option<u32>,
     /// The lists behind the discovery, RPC and other rules (node ids already validated).
     pub rules: Rules,
     /// The node's peers and their shards (`--node-api`), for encrypted relay bytes.
@@ -99,6 +102,7 @@ impl Default for Config {
             reassembly_budget: 256 * 1024 * 1024,
             messages: false,
             frames: false,
+            mesh: None,
             rules: Rules::default(),
             peers: PeerBook::default(),
         }
@@ -203,6 +207,8 @@ pub struct Analyzer {
     /// Frame events of the packet being decoded, and the `--frames` rows not yet handed out.
     frames: FrameLog,
     frame_rows: Vec<FrameRow>,
+    /// Mesh health per window and topic (with [`Config::mesh`]).
+    mesh: Option<MeshTracker>,
     budget: Budget,
     stats: Stats,
     /// Labels of flows without a decoder, by IP protocol / non-IP protocol name.
@@ -215,13 +221,19 @@ pub struct Analyzer {
 impl Analyzer {
     /// A fresh pipeline.
     pub fn new(mut cfg: Config) -> Analyzer {
+        let mesh = cfg
+            .mesh
+            .map(|d_low| MeshTracker::new(cfg.window_secs, d_low, !cfg.peers.is_empty()));
+        let mut relay = RelayBook::with_peers(std::mem::take(&mut cfg.peers));
+        relay.mesh_on = mesh.is_some();
         Analyzer {
             flows: FlowTable::new(cfg.max_flows),
             fragments: Fragments::default(),
             table: UsageTable::new(cfg.window_secs),
             labels: LabelTable::default(),
             spans: Vec::new(),
-            relay: RelayBook::with_peers(std::mem::take(&mut cfg.peers)),
+            relay,
+            mesh,
             udp: UdpState::new(cfg.rules.node_ids().unwrap_or_default()),
             messages: MessageLog::new(cfg.messages),
             frames: FrameLog {
@@ -297,6 +309,14 @@ impl Analyzer {
         std::mem::take(&mut self.frame_rows)
     }
 
+    /// Mesh rows of windows closed since the last call (with [`Config::mesh`]).
+    pub fn take_mesh(&mut self) -> Vec<MeshRow> {
+        self.mesh
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.rows))
+            .unwrap_or_default()
+    }
+
     /// Published relay messages read since the last call (with [`Config::messages`]).
     pub fn take_messages(&mut self) -> Vec<MessageRow> {
         self.messages
@@ -308,6 +328,10 @@ impl Analyzer {
 
     /// Ends the run: finishes every flow; [`Analyzer::drain`] then hands out the remaining rows.
     pub fn finish(&mut self) -> Stats {
+        // The capture's end is not the connections' end: the mesh as it stands is the last row.
+        if let Some(m) = &mut self.mesh {
+            m.finish(self.max_ns, &self.relay.peers);
+        }
         let flows = std::mem::take(&mut self.flows.flows);
         for (_, f) in flows {
             self.finish_flow(f);
@@ -430,6 +454,7 @@ impl Analyzer {
             cfg,
             frames,
             frame_rows,
+            mesh,
             ..
         } = self;
         let flow = flows.flows.entry(key).or_insert_with(|| {
@@ -490,6 +515,11 @@ impl Analyzer {
                 flow.tcp(side, &p, &mut sh, &mut add);
                 if !frames.events.is_empty() {
                     crate::account::frames::record(&mut frames.events, flow, frame_rows);
+                }
+                if let Some(m) = mesh.as_mut()
+                    && !relay.mesh.is_empty()
+                {
+                    m.record(&mut relay.mesh, flow, ts, labels, &relay.peers);
                 }
                 if !relay.published.is_empty() {
                     let when = (ts, window);
@@ -625,6 +655,18 @@ impl Analyzer {
         if !self.frames.events.is_empty() {
             crate::account::frames::record(&mut self.frames.events, &f, &mut self.frame_rows);
         }
+        if let Some(m) = &mut self.mesh {
+            if !self.relay.mesh.is_empty() {
+                m.record(
+                    &mut self.relay.mesh,
+                    &f,
+                    f.last_ns,
+                    &self.labels,
+                    &self.relay.peers,
+                );
+            }
+            m.flow_ended(&f, f.last_ns, &self.relay.peers);
+        }
         if !self.relay.published.is_empty() {
             let when = (f.last_ns, table.window_of(f.last_ns));
             let published = &mut self.relay.published;
@@ -639,6 +681,9 @@ impl Analyzer {
         self.stats.flow.evicted_idle += self.flows.evict_idle(self.max_ns, |f| gone.push(f));
         for f in gone {
             self.finish_flow(f);
+        }
+        if let Some(m) = &mut self.mesh {
+            m.advance(self.max_ns, &self.relay.peers);
         }
         let window_ns = i64::from(self.cfg.window_secs) * 1_000_000_000;
         let cutoff = self.table.window_of(self.max_ns).saturating_sub(window_ns);
@@ -722,6 +767,20 @@ fn hand_out(analyzer: &mut Analyzer, sinks: &mut [&mut dyn Sink]) -> Result<(), 
     if !frames.is_empty() {
         for s in sinks.iter_mut() {
             s.frames(&frames)?;
+        }
+    }
+    hand_out_mesh(analyzer, sinks)
+}
+
+/// Hands the mesh rows of closed windows to the sinks.
+pub(crate) fn hand_out_mesh(
+    analyzer: &mut Analyzer,
+    sinks: &mut [&mut dyn Sink],
+) -> Result<(), Error> {
+    let mesh = analyzer.take_mesh();
+    if !mesh.is_empty() {
+        for s in sinks.iter_mut() {
+            s.mesh(&mesh)?;
         }
     }
     Ok(())

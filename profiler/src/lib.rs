@@ -12,6 +12,7 @@ pub mod flow;
 pub mod forward;
 pub mod live;
 pub mod node;
+pub mod report;
 pub mod rules;
 pub mod sink;
 pub mod source;

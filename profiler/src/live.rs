@@ -193,6 +193,7 @@ pub fn run(
             run.analyzer.tick(run.clock.now_ns());
             let rows = run.analyzer.take_rows();
             run.write(sinks, rows)?;
+            crate::analyze::hand_out_mesh(&mut run.analyzer, sinks)?;
             if last_roll.elapsed().as_secs() >= cfg.roll_secs {
                 last_roll = Instant::now();
                 for s in sinks.iter_mut() {
@@ -221,6 +222,7 @@ pub fn run(
         }
     }
     report.stats = run.analyzer.finish();
+    crate::analyze::hand_out_mesh(&mut run.analyzer, sinks)?;
     loop {
         let rows = run.analyzer.drain(1 << 16);
         if rows.is_empty() {

@@ -19,6 +19,7 @@ use wakuprof::node::{self, reconcile::Reconciliation};
 use wakuprof::rules::{self, Rules};
 use wakuprof::sink::Sink;
 use wakuprof::sink::frames::{FRAME_COLUMNS, FrameSink};
+use wakuprof::sink::mesh::{MESH_COLUMNS, MeshSink};
 use wakuprof::sink::messages::{MESSAGE_COLUMNS, MessageSink};
 use wakuprof::sink::metrics::{self, Health, MetricsSink};
 use wakuprof::sink::parquet::{COLUMNS, Column, ParquetSink};
@@ -26,6 +27,8 @@ use wakuprof::sink::summary::Summary;
 use wakuprof::source::caps;
 use wakuprof::source::live_pcap::LiveCapture;
 use wakuprof::source::probe::Probe;
+
+mod report_cmd;
 
 /// Exit status when the run completed but some input was corrupt or truncated.
 const EXIT_INPUT_ERRORS: u8 = 3;
@@ -76,13 +79,23 @@ enum Command {
         after_help = "Examples:\n  wakuprof forward results/ --telemetry http://127.0.0.1:8080\n  wakuprof forward results/ --telemetry https://telemetry.status.im --telemetry-include processes --wait 600"
     )]
     Forward(ForwardArgs),
+    /// The triage report of Parquet or captures: the headline ("relay control on shard 32 is 61 %
+    /// of this node's 1.9 GB/day"), totals per day and hour, top processes, categories → kinds
+    /// → shards, top peers, duplicates per shard, mesh health, what was inferred, findings.
+    ///
+    /// Text on stdout (or JSON); --html writes one self-contained page with charts to attach
+    /// to a ticket. Exit status 3: some capture was corrupt (what was read is reported).
+    #[command(
+        after_help = "Examples:\n  wakuprof report results/ --html report.html\n  wakuprof report results/ mesh/ --since 2026-12-06 --until 2026-12-07 --shard 32\n  wakuprof report /var/lib/wakuprof --host node1 --comm wakunode2 --format json\n  wakuprof report capture.pcap --html report.html   # analyzed on the fly"
+    )]
+    Report(report_cmd::ReportArgs),
     /// Print the rule lists (discv5 ports, tree domains, RPC providers, DoH resolvers, …) as the
     /// TOML that --config takes, filled with the built-in defaults.
     #[command(
         after_help = "Example:\n  wakuprof config > wakuprof.toml   # edit, then: wakuprof analyze capture.pcap --config wakuprof.toml"
     )]
     Config,
-    /// Print the columns of a Parquet table (usage, messages or frames), with their types and meaning.
+    /// Print the columns of a Parquet table (usage, messages, frames or mesh), with their types and meaning.
     Schema {
         /// Which table.
         #[arg(long, value_enum, default_value_t = TableName::Usage)]
@@ -109,6 +122,8 @@ struct AnalyzeArgs {
     /// size, what the inference took it for) as Parquet under DIR, partitioned like --out.
     #[arg(long, value_name = "DIR")]
     frames: Option<PathBuf>,
+    #[command(flatten)]
+    mesh: MeshArgs,
     /// Our side of the capture: an address, or address:port ([v6]:port). Repeatable. Without it,
     /// the side that opened each flow counts as local.
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = parse_local)]
@@ -126,6 +141,32 @@ struct AnalyzeArgs {
     node: NodeArgs,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+/// The mesh health table (`--mesh`).
+#[derive(clap::Args)]
+struct MeshArgs {
+    /// Also write mesh health per window, local node and shard (peers subscribed, mesh peers,
+    /// time below D_low, …; see `wakuprof schema --table mesh`) as Parquet under DIR.
+    #[arg(long = "mesh", value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// The mesh degree below which a subscribed shard counts as unhealthy (nwaku's D_low).
+    #[arg(long, value_name = "N", default_value_t = wakuprof::account::mesh::D_LOW)]
+    d_low: u32,
+}
+
+impl MeshArgs {
+    /// The D_low to track against, when the table is written.
+    fn tracked(&self) -> Option<u32> {
+        self.dir.is_some().then_some(self.d_low)
+    }
+
+    fn sink(&self) -> anyhow::Result<Option<MeshSink>> {
+        Ok(match &self.dir {
+            Some(dir) => Some(MeshSink::new(dir)?),
+            None => None,
+        })
+    }
 }
 
 /// What the Waku node says of itself: its peers' shards and its byte counters.
@@ -239,6 +280,8 @@ struct LiveArgs {
     /// Close the current Parquet files every SECS seconds, so they can be read while running.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     roll: u64,
+    #[command(flatten)]
+    mesh: MeshArgs,
     #[command(flatten)]
     rules: RuleArgs,
     /// Forward each window to the Status telemetry service at URL (opt-in), e.g.
@@ -359,6 +402,8 @@ enum TableName {
     Messages,
     /// The frames table (--frames).
     Frames,
+    /// The mesh health table (--mesh).
+    Mesh,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -417,6 +462,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze_cmd(&args),
         Command::Live(args) => live_cmd(&args),
         Command::Forward(args) => forward_cmd(&args),
+        Command::Report(args) => report_cmd::run(&args),
         Command::Config => {
             print!("{}", Rules::default().to_toml());
             Ok(ExitCode::SUCCESS)
@@ -426,6 +472,7 @@ fn main() -> ExitCode {
                 TableName::Usage => COLUMNS,
                 TableName::Messages => MESSAGE_COLUMNS,
                 TableName::Frames => FRAME_COLUMNS,
+                TableName::Mesh => MESH_COLUMNS,
             };
             schema_cmd(columns, format).map(|()| ExitCode::SUCCESS)
         }
@@ -455,6 +502,7 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         max_flows: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
         messages: args.messages.is_some(),
         frames: args.frames.is_some(),
+        mesh: args.mesh.tracked(),
         peers: args.node.peers()?,
         ..Config::default()
     };
@@ -472,6 +520,7 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => Some(FrameSink::new(dir)?),
         None => None,
     };
+    let mut mesh = args.mesh.sink()?;
     let bar = progress_bar(args);
     let report = {
         let mut sinks: Vec<&mut dyn Sink> = vec![&mut summary];
@@ -486,6 +535,9 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(f) = frames.as_mut() {
             sinks.push(f);
+        }
+        if let Some(m) = mesh.as_mut() {
+            sinks.push(m);
         }
         analyze::run(&args.files, cfg, &mut sinks, |read| {
             if let Some(b) = &bar {
@@ -522,6 +574,12 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
                     "frame ",
                     frames.as_ref().map(|f| f.files.len()),
                     &args.frames,
+                ),
+                (
+                    "",
+                    "mesh ",
+                    mesh.as_ref().map(|m| m.files.len()),
+                    &args.mesh.dir,
                 ),
             ];
             for (lead, table, files, dir) in written {
@@ -612,6 +670,7 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
         analysis: Config {
             rules: args.rules.rules()?,
             window_secs: args.window,
+            mesh: args.mesh.tracked(),
             peers,
             ..Config::default()
         },
@@ -626,6 +685,7 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
     };
     let mut summary = Summary::default();
     let mut parquet = ParquetSink::new(&args.out)?;
+    let mut mesh = args.mesh.sink()?;
     let registry = metrics::Shared::default();
     let mut exporter = MetricsSink {
         registry: Arc::clone(&registry),
@@ -645,6 +705,9 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(r) = reconciliation.as_mut() {
             sinks.push(r);
+        }
+        if let Some(m) = mesh.as_mut() {
+            sinks.push(m);
         }
         live::run(source, cfg, &mut sinks, &stop, |s| {
             registry

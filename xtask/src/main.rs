@@ -41,6 +41,8 @@ enum Command {
 
 /// The sample the demo analyzes.
 const DEMO_SAMPLE: &str = "samples/libp2p-plaintext-yamux.pcap";
+/// Where `cargo xtask demo` writes the HTML report of the demo capture.
+const DEMO_REPORT: &str = "target/demo-report.html";
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -77,8 +79,15 @@ fn demo() -> anyhow::Result<()> {
             ])
             .args(["--out", "target/demo-results"]),
     )?;
+    setup::run(
+        setup::cargo()
+            .current_dir(&root)
+            .args(["run", "--release", "--quiet", "-p", "wakuprof", "--"])
+            .args(["report", DEMO_SAMPLE, "--html", DEMO_REPORT]),
+    )?;
     eprintln!(
-        "\nxtask: Parquet written under target/demo-results/; try `cargo run --release -p wakuprof -- analyze --help`"
+        "\nxtask: Parquet written under target/demo-results/; the HTML report is {}; try `cargo run --release -p wakuprof -- report --help`",
+        root.join(DEMO_REPORT).display()
     );
     Ok(())
 }

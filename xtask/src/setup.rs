@@ -1,5 +1,5 @@
-//! Installing what the project needs on a fresh Debian machine: libpcap for the build, tshark and
-//! DuckDB for the tests. Each step is skipped when its tool is already there.
+//! Installing what the project needs on a fresh Debian machine: libpcap for the build, tshark,
+//! DuckDB and Chromium for the tests. Each step is skipped when its tool is already there.
 
 use std::process::Command;
 
@@ -19,7 +19,7 @@ pub const BUILD: &[Package] = &[Package {
 
 /// What the test suite needs besides the build: tshark as the reference dissector, bpftool to
 /// check that no probe program stays loaded, iproute2 for the network namespaces, ethtool to turn
-/// segmentation offload off.
+/// segmentation offload off, Chromium to render the HTML report headless.
 pub const TEST: &[Package] = &[
     Package {
         name: "tshark",
@@ -36,6 +36,10 @@ pub const TEST: &[Package] = &[
     Package {
         name: "ethtool",
         marker: "/usr/sbin/ethtool",
+    },
+    Package {
+        name: "chromium",
+        marker: "/usr/bin/chromium",
     },
 ];
 

@@ -13,7 +13,7 @@ use prost::Message as _;
 
 use super::gossipsub_pb::{ControlIHave, ControlIds, ControlTopic, Message, SubOpts};
 use super::ordered::{Ordered, Pending, WAIT_LIMIT};
-use super::relay_book::{Published, RelayBook};
+use super::relay_book::{MeshKind, Published, RelayBook};
 use super::waku_message::{self, relay_id};
 use super::{DecodeCtx, LabelId, LabelTable, Side};
 use crate::account::record::Category;
@@ -259,12 +259,26 @@ impl RpcWalker {
             None => e.base,
         };
         let label = match e.kind {
-            EntryKind::Subscribe => {
-                SubOpts::decode(&e.body[..]).map(|m| topical(m.topic_id, labels))
-            }
-            EntryKind::Graft | EntryKind::Prune => {
-                ControlTopic::decode(&e.body[..]).map(|m| topical(m.topic_id, labels))
-            }
+            EntryKind::Subscribe => SubOpts::decode(&e.body[..]).map(|m| {
+                let kind = if m.subscribe.unwrap_or(false) {
+                    MeshKind::Subscribe
+                } else {
+                    MeshKind::Unsubscribe
+                };
+                let label = topical(m.topic_id, labels);
+                book.mesh_event(side, kind, label);
+                label
+            }),
+            EntryKind::Graft | EntryKind::Prune => ControlTopic::decode(&e.body[..]).map(|m| {
+                let kind = if e.kind == EntryKind::Graft {
+                    MeshKind::Graft
+                } else {
+                    MeshKind::Prune
+                };
+                let label = topical(m.topic_id, labels);
+                book.mesh_event(side, kind, label);
+                label
+            }),
             EntryKind::IHave => ControlIHave::decode(&e.body[..]).map(|m| {
                 if let Some(t) = &m.topic_id {
                     let topic = labels.string(t);
@@ -286,6 +300,7 @@ impl RpcWalker {
                         book.learn(&w.message_hash, topic);
                     }
                 }
+                book.mesh_event(side, MeshKind::Publish, label);
                 book.published.push(Published {
                     side,
                     label,

@@ -33,6 +33,26 @@ pub struct Published {
     pub waku: Option<WakuInfo>,
 }
 
+/// What a relay entry says of the mesh: subscriptions, GRAFT and PRUNE, publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshKind {
+    Subscribe,
+    Unsubscribe,
+    Graft,
+    Prune,
+    Publish,
+}
+
+/// One relay entry that matters to mesh health, with its topic's label.
+#[derive(Clone, Copy, Debug)]
+pub struct MeshEvent {
+    /// The side of the connection that sent it.
+    pub side: Side,
+    pub kind: MeshKind,
+    /// Its label, carrying the topic and shard (none when the topic is missing).
+    pub label: LabelId,
+}
+
 /// Counters of id attribution, for the summary.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RelayStats {
@@ -54,6 +74,10 @@ pub struct RelayBook {
     topics: Lru<Box<[u8]>, Arc<str>>,
     /// Published messages read since the analyzer last took them.
     pub published: Vec<Published>,
+    /// Mesh events read since the analyzer last took them (only with `mesh_on`).
+    pub mesh: Vec<MeshEvent>,
+    /// Keep mesh events (`--mesh`).
+    pub mesh_on: bool,
     pub stats: RelayStats,
     /// When messages were inferred on encrypted connections, oldest first: gossip of k ids
     /// is believed only when k messages went by recently.
@@ -74,6 +98,8 @@ impl RelayBook {
         RelayBook {
             topics: Lru::new(ids),
             published: Vec::new(),
+            mesh: Vec::new(),
+            mesh_on: false,
             stats: RelayStats::default(),
             recent: VecDeque::new(),
             peers: PeerBook::default(),
@@ -103,6 +129,13 @@ impl RelayBook {
             self.recent.pop_front();
         }
         self.recent.len()
+    }
+
+    /// Notes a mesh event, when mesh health is tracked.
+    pub fn mesh_event(&mut self, side: Side, kind: MeshKind, label: LabelId) {
+        if self.mesh_on {
+            self.mesh.push(MeshEvent { side, kind, label });
+        }
     }
 
     /// Remembers that message `id` belongs to `topic`.

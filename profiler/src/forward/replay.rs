@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt16Array, UInt32Array,
-    UInt64Array,
+    Array, Float32Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt16Array,
+    UInt32Array, UInt64Array,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
@@ -114,8 +114,16 @@ fn write_cursor(path: &Path, window_start_us: i64) -> Result<(), Error> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// The rows of one usage Parquet file, with what the forwarder needs of them.
+/// The rows of one usage Parquet file, with what the forwarder and the report need of them.
 pub fn read_file(path: &Path) -> Result<Vec<Row>, Error> {
+    read_rows(path, read_batch)
+}
+
+/// The rows of a Parquet file of wakuprof, each batch read by `read_batch`.
+pub(crate) fn read_rows<R>(
+    path: &Path,
+    read_batch: fn(&RecordBatch, &mut Vec<R>) -> Result<(), String>,
+) -> Result<Vec<R>, Error> {
     let invalid = |m: String| Error::Parquet {
         path: path.to_path_buf(),
         message: m,
@@ -132,15 +140,24 @@ pub fn read_file(path: &Path) -> Result<Vec<Row>, Error> {
     Ok(rows)
 }
 
-/// A column of the batch as array type `A`, or why not.
-fn column<'a, A: Array + 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a A, String> {
+/// A column of the batch as array type `A`, or why not (`table`: the `wakuprof schema --table`
+/// the file should follow).
+pub(crate) fn column_of<'a, A: Array + 'static>(
+    b: &'a RecordBatch,
+    name: &str,
+    table: &str,
+) -> Result<&'a A, String> {
     b.column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<A>())
         .ok_or_else(|| {
             format!(
-                "no column '{name}' of the expected type: not a usage table of wakuprof (see `wakuprof schema`)"
+                "no column '{name}' of the expected type: not a {table} table of wakuprof (see `wakuprof schema --table {table}`)"
             )
         })
+}
+
+fn column<'a, A: Array + 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a A, String> {
+    column_of(b, name, "usage")
 }
 
 fn text(a: &StringArray, i: usize) -> Option<&str> {
@@ -157,6 +174,8 @@ fn number<T: arrow_array::ArrowPrimitiveType>(
 fn read_batch(b: &RecordBatch, out: &mut Vec<Row>) -> Result<(), String> {
     let start = column::<TimestampMicrosecondArray>(b, "window_start")?;
     let secs = column::<UInt32Array>(b, "window_secs")?;
+    let host = column::<StringArray>(b, "host")?;
+    let pid = column::<UInt32Array>(b, "pid")?;
     let comm = column::<StringArray>(b, "comm")?;
     let local_addr = column::<StringArray>(b, "local_addr")?;
     let local_port = column::<UInt16Array>(b, "local_port")?;
@@ -174,6 +193,8 @@ fn read_batch(b: &RecordBatch, out: &mut Vec<Row>) -> Result<(), String> {
     let bytes = column::<UInt64Array>(b, "bytes")?;
     let packets = column::<UInt64Array>(b, "packets")?;
     let messages = column::<UInt64Array>(b, "messages")?;
+    let duplicates = column::<UInt64Array>(b, "duplicates")?;
+    let confidence = column::<Float32Array>(b, "confidence")?;
     let arc = |v: Option<&str>| v.map(Arc::<str>::from);
     for i in 0..b.num_rows() {
         let bad = |what: &str, v: Option<&str>| format!("row {i}: unknown {what} {v:?}");
@@ -194,6 +215,8 @@ fn read_batch(b: &RecordBatch, out: &mut Vec<Row>) -> Result<(), String> {
             window_start_us: number(start, i).ok_or_else(|| bad("window_start", None))?,
             window_secs: number(secs, i).ok_or_else(|| bad("window_secs", None))?,
             owner: Arc::new(Owner {
+                host: arc(text(host, i)),
+                pid: number(pid, i),
                 comm: arc(text(comm, i)),
                 ..Owner::default()
             }),
@@ -213,13 +236,14 @@ fn read_batch(b: &RecordBatch, out: &mut Vec<Row>) -> Result<(), String> {
                 pubsub_topic: arc(text(pubsub_topic, i)),
                 content_topic: arc(text(content_topic, i)),
                 method,
-                confidence_permille: 1000,
+                confidence_permille: (confidence.value(i).clamp(0.0, 1.0) * 1000.0).round() as u16,
             },
             direction,
             counters: Counters {
                 bytes: bytes.value(i),
                 packets: packets.value(i),
                 messages: messages.value(i),
+                duplicates: duplicates.value(i),
                 ..Counters::default()
             },
         });

@@ -129,6 +129,17 @@ impl PeerBook {
         }
     }
 
+    /// How many peers serve each (cluster, shard).
+    pub fn peers_per_shard(&self) -> std::collections::BTreeMap<(Option<u16>, u16), u32> {
+        let mut out = std::collections::BTreeMap::new();
+        for s in self.by_addr.values() {
+            for &shard in &s.shards {
+                *out.entry((s.cluster, shard)).or_default() += 1;
+            }
+        }
+        out
+    }
+
     /// Peers known.
     pub fn len(&self) -> usize {
         self.by_addr.len()

@@ -1,12 +1,14 @@
 //! Where finished rows go: Parquet files, the terminal summary, and later telemetry and metrics.
 
 pub mod frames;
+pub mod mesh;
 pub mod messages;
 pub mod metrics;
 pub mod parquet;
 pub mod summary;
 
 use crate::account::frames::FrameRow;
+use crate::account::mesh::MeshRow;
 use crate::account::messages::MessageRow;
 use crate::account::record::Row;
 
@@ -20,6 +22,10 @@ pub trait Sink {
     }
     /// Takes frames of encrypted libp2p connections (only when the run keeps them, `--frames`).
     fn frames(&mut self, _rows: &[FrameRow]) -> Result<(), crate::Error> {
+        Ok(())
+    }
+    /// Takes mesh health rows (only when the run keeps them, `--mesh`).
+    fn mesh(&mut self, _rows: &[MeshRow]) -> Result<(), crate::Error> {
         Ok(())
     }
     /// Flushes everything buffered; called once at the end of a run, also after input errors.

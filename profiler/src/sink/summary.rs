@@ -12,7 +12,7 @@ use crate::account::record::{Category, Counters, Direction, Row};
 use crate::analyze::Stats;
 
 /// A summary line's key: category, protocol, kind, shard.
-type LineKey = (&'static str, Arc<str>, Arc<str>, Option<u16>);
+pub type LineKey = (&'static str, Arc<str>, Arc<str>, Option<u16>);
 
 /// Totals kept for the summary.
 #[derive(Default)]
@@ -107,7 +107,7 @@ impl ShardReport {
 }
 
 /// How a control kind reads in a sentence.
-fn kind_name(kind: &str) -> String {
+pub fn kind_name(kind: &str) -> String {
     match kind {
         "ihave" => "IHAVE gossip".into(),
         "iwant" => "IWANT".into(),
@@ -154,6 +154,11 @@ impl Summary {
             }
         }
         by_shard.into_values().collect()
+    }
+
+    /// Counters per (category, protocol, kind, shard), in that order.
+    pub fn lines(&self) -> impl Iterator<Item = (&LineKey, &Counters)> {
+        self.by_label.iter()
     }
 
     /// Total counters over every row seen.
