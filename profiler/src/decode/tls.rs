@@ -277,6 +277,54 @@ mod tests {
         assert!(matches!(client_hello(&broken), Hello::ClientHello(_)));
     }
 
+    /// A record of `record_type` with a body of `body` bytes.
+    fn record(record_type: u8, body: usize) -> Vec<u8> {
+        let mut r = vec![record_type, 3, 3];
+        r.extend_from_slice(&u16::try_from(body).expect("body").to_be_bytes());
+        r.resize(RECORD_HEADER_LEN + body, 0xaa);
+        r
+    }
+
+    #[test]
+    fn the_encrypted_handshake_then_inferred_records() {
+        let mut t = crate::decode::TestCtx::default();
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let conn = Conn {
+            initiator: (ip, 40000),
+            responder: (ip, 60000),
+        };
+        let mut layer = TlsLayer::new(conn, &mut t.labels);
+        let trailer = 17;
+        let mut wire = record(HANDSHAKE, 200);
+        for _ in 0..3 {
+            wire.extend(record(APPLICATION_DATA, 300));
+        }
+        // The muxer's multistream header, identify, then a yamux frame with a 500-byte RPC.
+        wire.extend(record(APPLICATION_DATA, 20 + trailer));
+        wire.extend(record(APPLICATION_DATA, 12 + 400 + trailer));
+        wire.extend(record(APPLICATION_DATA, 12 + 500 + trailer));
+        for chunk in wire.chunks(7) {
+            let rest = layer.data(Side::Initiator, chunk, &mut t.ctx());
+            assert!(matches!(rest, Ok(None)));
+        }
+        assert_eq!(
+            t.spans.iter().map(|s| s.len).sum::<u64>(),
+            wire.len() as u64,
+            "every byte once"
+        );
+        let kind_bytes = |kind: &str| -> u64 {
+            t.spans
+                .iter()
+                .filter(|s| t.labels.get(s.label).kind.as_ref() == kind)
+                .map(|s| s.len)
+                .sum()
+        };
+        assert_eq!(kind_bytes("handshake"), 5 + 200 + 3 * (5 + 300));
+        assert_eq!(kind_bytes("negotiation"), 5 + 20 + trailer as u64);
+        assert_eq!(kind_bytes("data"), 5 + 12 + 400 + trailer as u64);
+        assert_eq!(kind_bytes("message"), 5 + 12 + 500 + trailer as u64 - 2);
+    }
+
     #[test]
     fn records_split_anywhere() {
         let stream = [22, 3, 1, 0, 2, 9, 9, 23, 3, 3, 0, 1, 7];
