@@ -14,6 +14,7 @@ use crate::account::owners::{OwnerId, OwnerTable};
 use crate::account::pending::{Contribution, Segment, split_datagram};
 use crate::account::record::{Category, Direction, Endpoints, Method, Row};
 use crate::account::table::{RowKey, UsageTable};
+use crate::decode::error::DecodeErrors;
 use crate::decode::frames::FrameLog;
 use crate::decode::relay_book::{RelayBook, RelayStats};
 use crate::decode::udp::{self, Datagram, UdpState};
@@ -124,6 +125,8 @@ pub struct Stats {
     pub orphan_fragments: u64,
     pub flow: FlowStats,
     pub labels_overflowed: u64,
+    /// Malformed inputs met by the decoders, per protocol.
+    pub decode_errors: DecodeErrors,
     /// Message-id attribution of relay control.
     pub relay: RelayStats,
     /// Published relay messages read, and how many of them their receiving host had seen.
@@ -508,6 +511,7 @@ impl Analyzer {
                         rules: &cfg.rules,
                         now_ns: ts,
                         frames,
+                        errors: &mut stats.decode_errors,
                     },
                     budget,
                     stats: &mut stats.flow,
@@ -546,6 +550,7 @@ impl Analyzer {
                     rules: &cfg.rules,
                     now_ns: ts,
                     frames,
+                    errors: &mut stats.decode_errors,
                 };
                 let (w, fixed_label, mut c) = flow.packet(side, window, ip.ip_len, payload_len);
                 match udp::classify(&d, &mut ctx) {
@@ -645,6 +650,7 @@ impl Analyzer {
                 rules: &self.cfg.rules,
                 now_ns: f.last_ns,
                 frames: &mut self.frames,
+                errors: &mut self.stats.decode_errors,
             },
             budget: &mut self.budget,
             stats: &mut self.stats.flow,

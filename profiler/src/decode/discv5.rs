@@ -11,9 +11,9 @@ use std::net::IpAddr;
 use aes::Aes128;
 use ctr::cipher::{KeyIvInit, StreamCipher};
 
+use super::datagram::{Datagram, DatagramDecoder, Labelled};
 use super::enr::Record;
 use super::lru::Lru;
-use super::udp::{Datagram, DatagramDecoder, Labelled};
 use super::{DecodeCtx, LabelId, LabelTable};
 use crate::account::record::{Category, Method};
 

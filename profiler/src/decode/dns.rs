@@ -5,10 +5,10 @@
 //! or `enr:` records. Every other DNS message is `other` / `dns`. Kinds: `query`, and for answers
 //! the tree record they hold (`root`, `branch`, `link`, `enr`) or `response`.
 
+use super::datagram::{Datagram, DatagramDecoder, Labelled};
 use super::discv5::Discv5State;
 use super::enr;
 use super::http::PORT_CONFIDENCE;
-use super::udp::{Datagram, DatagramDecoder, Labelled};
 use super::{Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
 use crate::account::record::{Category, Method};
 use crate::rules::{Rules, in_any};

@@ -1,16 +1,18 @@
-//! What the sizes of Noise transport frames say about the yamux traffic they hide (design.md
-//! method `inferred`): rust-libp2p and nwaku put one yamux frame in each Noise frame, so a
-//! frame's plaintext is a 12-byte yamux header and a body whose size matches a multistream
-//! message, a ping, identify, a gossipsub control RPC (IHAVE/IWANT/IDONTWANT carry 34-byte ids)
-//! or an RPC publishing a message. Every frame is labelled by those shapes; payload_bytes follow
-//! rule 4 as the plaintext decoder would count them.
+//! What the sizes of encrypted frames say about the yamux traffic they hide (design.md method
+//! `inferred`): the inference is the security layer of a Noise or TLS connection, guessing what
+//! the layers above would have emitted. rust-libp2p and nwaku put one yamux frame in each Noise
+//! frame (and rustls one in each TLS record), so a frame's plaintext is a 12-byte yamux header
+//! and a body whose size matches a multistream message, a ping, identify, a gossipsub control
+//! RPC (IHAVE/IWANT/IDONTWANT carry 34-byte ids) or an RPC publishing a message. Every frame is
+//! labelled by those shapes; payload_bytes follow rule 4 as the plaintext decoder would count
+//! them. The muxer is negotiated with multistream-select inside the channel, or (go-libp2p's TLS)
+//! named in ALPN: a first frame of another size is taken as already muxed.
 
 use super::relay_book::RelayBook;
 use super::{Conn, DecodeCtx, LabelId, LabelTable, Side};
 use crate::account::record::{Category, Method};
 
-/// Bytes a Noise frame adds to its plaintext: the length prefix and the AEAD tag.
-const PREFIX: u64 = 2;
+/// The AEAD tag of a Noise frame or TLS 1.3 record.
 const TAG: u64 = 16;
 /// A yamux frame header.
 const YAMUX_HEADER: u64 = 12;
@@ -44,11 +46,6 @@ const ID_ENTRY: u64 = 34;
 /// Lengths of the static-sharding topics `/waku/2/rs/<cluster>/<shard>` an IHAVE may name:
 /// clusters and shards of up to four digits together (wider ranges mistake messages for gossip).
 const TOPIC_LENS: std::ops::RangeInclusive<u64> = 14..=18;
-/// Gossip announces messages of the last heartbeats: an IHAVE or IWANT of k ids is believed
-/// only if at least k messages went by in this window.
-pub const GOSSIP_WINDOW_NS: i64 = 3_500_000_000;
-/// Recent message timestamps kept, at most.
-pub const RECENT_MAX: usize = 1 << 16;
 
 /// Confidence of each inference, per mille: how often the shape alone is right on the
 /// measured samples (README, "Encrypted connections").
@@ -78,10 +75,31 @@ fn rpc(body: u64) -> u64 {
     varint_len(body) + body
 }
 
+/// How a security protocol wraps a frame of plaintext.
+#[derive(Clone, Copy, Debug)]
+struct Wrap {
+    /// Bytes before the ciphertext: Noise's length prefix, a TLS record header.
+    prefix: u64,
+    /// Bytes after the plaintext: the tag (and TLS 1.3's inner content type byte).
+    trailer: u64,
+}
+
+/// Noise: `u16` length, ciphertext, tag.
+const NOISE: Wrap = Wrap {
+    prefix: 2,
+    trailer: TAG,
+};
+/// TLS 1.3 application data record: 5-byte header, ciphertext, content type byte, tag.
+const TLS: Wrap = Wrap {
+    prefix: 5,
+    trailer: TAG + 1,
+};
+
 /// The labels an inference gives, all with method `inferred`.
 #[derive(Clone, Copy, Debug)]
 struct Labels {
-    noise: LabelId,
+    /// `<security>` / `framing`: the frame's prefix and trailer.
+    security: LabelId,
     yamux: LabelId,
     negotiation: LabelId,
     ping: LabelId,
@@ -108,14 +126,14 @@ impl Labels {
         self
     }
 
-    fn new(labels: &mut LabelTable) -> Labels {
+    fn new(security: &str, labels: &mut LabelTable) -> Labels {
         let mut l = |category, protocol: &str, kind: &str, permille| {
             let id = labels.decoded(category, protocol, kind);
             labels.with_method(id, Method::Inferred, permille)
         };
         let relay = "/vac/waku/relay/2.0.0";
         Labels {
-            noise: l(Category::Libp2p, "/noise", "framing", SURE),
+            security: l(Category::Libp2p, security, "framing", SURE),
             yamux: l(Category::Libp2p, "/yamux/1.0.0", "framing", SURE),
             negotiation: l(
                 Category::Libp2p,
@@ -191,10 +209,11 @@ struct SideState {
     next: usize,
 }
 
-/// The inference of one Noise connection (both directions).
+/// The inference of one encrypted connection (both directions).
 #[derive(Debug)]
 pub struct Inference {
     conn: Conn,
+    wrap: Wrap,
     /// The labels without a shard, and those in use: on the shard of a peer known to serve
     /// only one, as of peer book generation `peers_seen`.
     base: Labels,
@@ -206,11 +225,20 @@ pub struct Inference {
 }
 
 impl Inference {
-    /// The inference for connection `conn`.
-    pub fn new(conn: Conn, labels: &mut LabelTable) -> Inference {
-        let base = Labels::new(labels);
+    /// The inference for the Noise transport frames of connection `conn`.
+    pub fn noise(conn: Conn, labels: &mut LabelTable) -> Inference {
+        Inference::new(conn, NOISE, Labels::new("/noise", labels))
+    }
+
+    /// The inference for the TLS 1.3 application data records of connection `conn`.
+    pub fn tls(conn: Conn, labels: &mut LabelTable) -> Inference {
+        Inference::new(conn, TLS, Labels::new("/tls/1.0.0", labels))
+    }
+
+    fn new(conn: Conn, wrap: Wrap, base: Labels) -> Inference {
         Inference {
             conn,
+            wrap,
             base,
             labels: base,
             peers_seen: None,
@@ -219,15 +247,19 @@ impl Inference {
         }
     }
 
-    /// A transport frame of `body` bytes (ciphertext and tag) starts on `side`: classifies it
-    /// and plans the labels of its `2 + body` stream bytes.
+    /// A transport frame of `body` bytes (ciphertext and trailer) starts on `side`: classifies
+    /// it and plans the labels of its stream bytes (prefix and body).
     pub fn start(&mut self, side: Side, body: u64, ctx: &mut DecodeCtx<'_>) -> Guess {
-        let plain = body.saturating_sub(TAG);
+        let Wrap {
+            prefix: head,
+            trailer,
+        } = self.wrap;
+        let plain = body.saturating_sub(trailer);
         let guess = self.guess(side, plain, ctx.relay, ctx.now_ns);
         let peers = &ctx.relay.peers;
         if self.peers_seen != Some(peers.generation) {
             self.peers_seen = Some(peers.generation);
-            self.labels = match peers.shards(&self.conn) {
+            self.labels = match peers.shards(self.conn.ends()) {
                 Some(s) if s.shards.len() == 1 => match s.cluster {
                     Some(c) => {
                         let topic = format!("/waku/2/rs/{c}/{}", s.shards[0]);
@@ -257,7 +289,7 @@ impl Inference {
                 } else {
                     l.negotiation
                 };
-                seg(PREFIX + TAG, unit, 0, Some(l.noise));
+                seg(head + (body - plain), unit, 0, Some(l.security));
                 seg(plain, unit, 1, None);
                 return guess;
             }
@@ -277,7 +309,7 @@ impl Inference {
             Guess::Message | Guess::RelayControl | Guess::Ihave | Guess::Ids => rpc_prefix(d),
             _ => 0,
         };
-        seg(PREFIX, unit, 0, Some(l.noise));
+        seg(head, unit, 0, Some(l.security));
         seg(YAMUX_HEADER, unit, 0, Some(l.yamux));
         seg(prefix, l.relay_framing, 0, None);
         seg(
@@ -286,7 +318,7 @@ impl Inference {
             u32::from(guess != Guess::MessageContinued),
             None,
         );
-        seg(TAG, unit, 0, Some(l.noise));
+        seg(body - plain, unit, 0, Some(l.security));
         guess
     }
 
@@ -296,8 +328,8 @@ impl Inference {
         while len > 0 {
             let Some(seg) = s.plan.get_mut(s.next) else {
                 // Bytes past the plan cannot occur for a frame of the planned length; label them
-                // as Noise framing rather than lose them.
-                ctx.emit(side, len, self.labels.noise, 0);
+                // as the security protocol's framing rather than lose them.
+                ctx.emit(side, len, self.labels.security, 0);
                 return;
             };
             let n = len.min(seg.left);
@@ -405,7 +437,7 @@ mod tests {
     #[test]
     fn shapes_of_a_connection() {
         let mut t = TestCtx::default();
-        let mut inf = Inference::new(conn(), &mut t.labels);
+        let mut inf = Inference::noise(conn(), &mut t.labels);
         let mut ctx = t.ctx();
         let mut g = |side, plain: u64| inf.start(side, plain + TAG, &mut ctx);
         assert_eq!(g(Side::Initiator, 34), Guess::MuxerNegotiation);
@@ -437,7 +469,7 @@ mod tests {
     #[test]
     fn a_message_frame_in_pieces() {
         let mut t = TestCtx::default();
-        let mut inf = Inference::new(conn(), &mut t.labels);
+        let mut inf = Inference::noise(conn(), &mut t.labels);
         let mut ctx = t.ctx();
         inf.start(Side::Initiator, 20 + TAG, &mut ctx);
         inf.consume(Side::Initiator, 2 + 20 + TAG, &mut ctx);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 
+use super::error::DecodeError;
 use super::gossipsub_pb::{ControlIHave, ControlIds, ControlTopic, Message, SubOpts};
 use super::ordered::{Ordered, Pending, WAIT_LIMIT};
 use super::relay_book::{MeshKind, Published, RelayBook};
@@ -325,6 +326,8 @@ impl RpcWalker {
         };
         let label = label.unwrap_or_else(|_| {
             book.stats.entries_malformed += 1;
+            let what = "an RPC entry's protobuf does not decode";
+            ctx.errors.count(DecodeError::new("gossipsub", what));
             e.base
         });
         out.resolve(e.token, label);

@@ -1,15 +1,20 @@
 //! HTTP/1.1 connections (RFC 9112): each message's head and body. A body that is JSON-RPC makes
 //! the connection `rpc` / `jsonrpc`: every call and response of it (batches split) is a unit with
 //! its method as kind, the head and the bytes between elements are kind `http`. After a WebSocket
-//! upgrade, frames are read the same way (`jsonrpc-ws`). GETs of `/announce` and `/scrape` are
+//! upgrade, frames are read the same way (`jsonrpc-ws`), unless the first one opens a libp2p
+//! connection (multistream-select's header): then the frames are libp2p's `/ws` transport and the
+//! connection goes to a [`WsStream`] carrying a [`Libp2pDecoder`]. GETs of `/announce` and `/scrape` are
 //! BitTorrent trackers. Everything else is `other` / `http`. The node's own REST and metrics
 //! ports on loopback get labels of their own whatever they carry.
 
 use std::collections::VecDeque;
 
+use super::error::DecodeError;
 use super::jsonrpc::{Calls, Element};
-use super::websocket;
+use super::libp2p::Libp2pDecoder;
+use super::ws_stream::WsStream;
 use super::{Conn, DecodeCtx, LabelId, Probe, Settled, Side, StreamDecoder, StreamProbe};
+use super::{multistream, websocket};
 use crate::account::record::{Category, Method};
 use crate::rules::is_loopback;
 
@@ -61,7 +66,7 @@ impl StreamProbe for HttpProbe {
             first[..n] == m[..n]
         });
         match (matched, METHODS.iter().any(|m| first.starts_with(m))) {
-            (_, true) => Probe::Yes(Box::new(Http::new(ctx))),
+            (_, true) => Probe::Yes(Box::new(Http::new(*conn, ctx))),
             (true, false) => Probe::NeedMore,
             (false, _) => Probe::No,
         }
@@ -112,6 +117,9 @@ struct SideState {
 
 /// An HTTP/1.1 connection.
 pub struct Http {
+    conn: Conn,
+    /// After an upgrade to libp2p over WebSocket: the decoder of everything further.
+    libp2p: Option<Box<WsStream>>,
     sides: [SideState; 2],
     kind: Kind,
     asked: VecDeque<Asked>,
@@ -127,7 +135,7 @@ pub struct Http {
 }
 
 impl Http {
-    fn new(ctx: &mut DecodeCtx<'_>) -> Http {
+    fn new(conn: Conn, ctx: &mut DecodeCtx<'_>) -> Http {
         let side = || SideState {
             phase: Phase::Head,
             held: Vec::new(),
@@ -135,6 +143,8 @@ impl Http {
             tracker: None,
         };
         Http {
+            conn,
+            libp2p: None,
             sides: [side(), side()],
             kind: Kind::Plain,
             asked: VecDeque::new(),
@@ -223,6 +233,7 @@ impl Http {
         let held = &self.sides[i].held;
         let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
             if held.len() > MAX_HEAD {
+                ctx.malformed(DecodeError::new("http", "head longer than 16 KiB"));
                 self.settle(side, ctx);
             }
             return false;
@@ -345,6 +356,7 @@ impl Http {
             match dechunk(&st.held[head_len..]) {
                 Some(Ok((used, data))) => (head_len + used, data),
                 Some(Err(())) => {
+                    ctx.malformed(DecodeError::new("http", "bad chunked body"));
                     self.settle(side, ctx);
                     return false;
                 }
@@ -398,6 +410,11 @@ impl Http {
         if let Some(key) = h.mask {
             websocket::unmask(&mut payload, key);
         }
+        if !self.known && !h.is_control() && multistream::starts_with_header(&payload) == Some(true)
+        {
+            self.hand_to_libp2p(ctx);
+            return false;
+        }
         if h.is_whole_message() {
             self.message(side, total, &payload, true, ctx);
         } else {
@@ -416,6 +433,25 @@ impl Http {
         }
         self.sides[i].held.drain(..total);
         true
+    }
+
+    /// Hands the connection to libp2p over WebSocket: the upgrade heads are its handshake, the
+    /// frames held (from a frame's start on both sides) and all further bytes go to the stack.
+    fn hand_to_libp2p(&mut self, ctx: &mut DecodeCtx<'_>) {
+        self.known = true;
+        let upgrade = ctx
+            .labels
+            .decoded(Category::Libp2p, "/websocket", "upgrade");
+        for (side, len) in std::mem::take(&mut self.deferred) {
+            ctx.emit(side, len, upgrade, 1);
+        }
+        let inner = Box::new(Libp2pDecoder::new(self.conn, ctx.labels));
+        let mut stack = Box::new(WsStream::new(inner, ctx.labels));
+        for side in Side::BOTH {
+            let held = std::mem::take(&mut self.sides[side.index()].held);
+            stack.data(side, &held, ctx);
+        }
+        self.libp2p = Some(stack);
     }
 
     /// Ends decoding of `side`: what is held and all that follows get the connection's label.
@@ -461,6 +497,10 @@ fn dechunk(raw: &[u8]) -> Option<Result<(usize, Vec<u8>), ()>> {
 
 impl StreamDecoder for Http {
     fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) {
+        if let Some(stack) = &mut self.libp2p {
+            stack.data(side, bytes, ctx);
+            return;
+        }
         let i = side.index();
         let mut bytes = bytes;
         match self.sides[i].phase {
@@ -489,12 +529,19 @@ impl StreamDecoder for Http {
     }
 
     fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {
+        if let Some(stack) = &mut self.libp2p {
+            stack.gap(side, len, ctx);
+            return;
+        }
         self.settle(side, ctx);
         let label = self.connection_label();
         ctx.emit(side, len, label, 0);
     }
 
     fn connection_label(&self) -> LabelId {
+        if let Some(stack) = &self.libp2p {
+            return stack.connection_label();
+        }
         match self.kind {
             Kind::Plain => self.plain,
             Kind::JsonRpc => self.rpc,
@@ -503,6 +550,9 @@ impl StreamDecoder for Http {
     }
 
     fn settled(&self, side: Side) -> Option<LabelId> {
+        if let Some(stack) = &self.libp2p {
+            return stack.settled(side);
+        }
         match self.sides[side.index()].phase {
             Phase::Settled(l) => Some(l),
             _ => None,
@@ -510,6 +560,8 @@ impl StreamDecoder for Http {
     }
 
     fn connection_known(&self) -> bool {
-        self.known
+        self.libp2p
+            .as_ref()
+            .map_or(self.known, |stack| stack.connection_known())
     }
 }

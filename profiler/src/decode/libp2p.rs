@@ -1,27 +1,17 @@
-//! libp2p over TCP (protocols.md §1): the multistream-select prelude, then Noise frames, TLS
-//! records or the `/plaintext/2.0.0` exchange. Encrypted channels stay `libp2p` / `encrypted`; on
-//! plaintext connections the muxer is negotiated and yamux or mplex streams are labelled with the
-//! protocol each one negotiated.
+//! libp2p over a byte stream (protocols.md §1), decoded as a stack of layers: multistream-select
+//! picks the security layer (found by id in [`security::SECURITY`]), which decodes or infers what
+//! it carries; a plaintext connection then negotiates its muxer (found by id in
+//! [`muxer::MUXERS`]), whose frames feed one stream table where each stream is labelled with the
+//! protocol it negotiated. The decoder takes its bytes from TCP or from a layer below it
+//! (WebSocket), so the same stack serves every transport.
 
-use super::frames::FrameEvent;
-use super::framing::{Framer, Piece};
 use super::multistream::{self, Parsed};
+use super::muxer::{self, MuxFramer};
 use super::ordered::{Ordered, Pending};
+use super::security::{self, Security};
 use super::streams::Streams;
 use super::{Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
-use super::{encrypted, mplex, noise, tls, uvarint, yamux};
 use crate::account::record::Category;
-
-/// Security protocol ids a Waku stack offers (protocols.md §1.2, §1.5).
-const NOISE: &[u8] = b"/noise";
-const TLS: &[u8] = b"/tls/1.0.0";
-const PLAINTEXT: &[u8] = b"/plaintext/2.0.0";
-/// The muxers whose streams are followed.
-const YAMUX: &[u8] = b"/yamux/1.0.0";
-const MPLEX: &[u8] = b"/mplex/6.7.0";
-
-/// Noise XX: the initiator sends messages 1 and 3, the responder message 2.
-const NOISE_HANDSHAKE_FRAMES: [u32; 2] = [2, 1];
 
 /// Recognises a libp2p connection by the multistream header either side sends first.
 pub struct Libp2pProbe;
@@ -40,31 +30,10 @@ impl StreamProbe for Libp2pProbe {
 enum Phase {
     /// multistream-select messages for `layer`; `held` keeps an incomplete message.
     Negotiating { held: Vec<u8>, layer: Layer },
-    /// Noise frames: the first ones of each side are the XX handshake, the others are labelled
-    /// by [`encrypted::Inference`].
-    Noise {
-        framer: Framer<{ noise::PREFIX_LEN }>,
-        frames: u32,
-        handshake: LabelId,
-    },
-    /// TLS records, labelled by record type.
-    Tls {
-        framer: Framer<{ tls::RECORD_HEADER_LEN }>,
-        labels: Pair,
-    },
-    /// The `/plaintext/2.0.0` Exchange message: its length prefix (held until complete), then
-    /// `body_left` bytes of body; after it, the muxer's negotiation.
-    PlaintextExchange {
-        prefix: Vec<u8>,
-        body_left: Option<u64>,
-        handshake: LabelId,
-    },
-    /// yamux frames; bodies go to the stream they belong to.
-    Yamux {
-        framer: Framer<{ yamux::HEADER_LEN }>,
-    },
-    /// mplex frames; bodies go to the stream they belong to.
-    Mplex { framer: mplex::Framer },
+    /// Bytes of the security layer.
+    Secured,
+    /// Frames of the muxer; bodies go to the stream they belong to.
+    Muxed(Box<dyn MuxFramer>),
     /// Every further byte gets this label.
     Settled(LabelId),
 }
@@ -76,38 +45,27 @@ enum Layer {
     Muxer,
 }
 
-/// The handshake label and the label of what follows it, for one security protocol.
-#[derive(Clone, Copy)]
-struct Pair {
-    handshake: LabelId,
-    after: LabelId,
-}
-
-/// Longest uvarint length prefix accepted.
-const MAX_VARINT_LEN: usize = 9;
-
-/// Decoder of the libp2p prelude of one connection.
+/// Decoder of the libp2p stack of one connection.
 pub struct Libp2pDecoder {
     conn: Conn,
     phases: [Phase; 2],
     /// The initiator's latest proposal: what its next non-multistream bytes speak.
     proposal: Option<Vec<u8>>,
-    /// The security protocol once accepted (or assumed from the initiator's bytes).
-    security: Option<Vec<u8>>,
+    /// The security protocol once accepted (or assumed from the initiator's bytes), and its layer.
+    security: Option<(Vec<u8>, Box<dyn Security>)>,
     negotiation: LabelId,
     connection: LabelId,
-    /// The streams of a yamux or mplex session, once one was negotiated.
+    /// The streams of a muxed session, once a muxer was negotiated.
     streams: Option<Streams>,
     /// `libp2p` / `<muxer>` / `framing`: muxer headers, and frames that carry no stream data.
     framing: LabelId,
     /// Per side, the spans of muxed streams waiting for their labels, in stream order.
     ordered: [Ordered; 2],
-    /// The labels inferred for Noise transport frames, from the first one on.
-    inference: Option<encrypted::Inference>,
 }
 
 impl Libp2pDecoder {
-    fn new(conn: Conn, labels: &mut LabelTable) -> Libp2pDecoder {
+    /// The decoder of connection `conn` from its first byte (the multistream header).
+    pub fn new(conn: Conn, labels: &mut LabelTable) -> Libp2pDecoder {
         let protocol = std::str::from_utf8(multistream::HEADER).unwrap_or("multistream");
         Libp2pDecoder {
             conn,
@@ -122,64 +80,41 @@ impl Libp2pDecoder {
             streams: None,
             framing: labels.decoded(Category::Libp2p, "/yamux/1.0.0", "framing"),
             ordered: [Ordered::default(), Ordered::default()],
-            inference: None,
         }
     }
 
-    /// Switches `side` to the muxer `id`: yamux and mplex streams are followed, other muxers
+    /// Switches `side` to the muxer `id`: the muxers of [`muxer::MUXERS`] are followed, others
     /// are opaque.
     fn enter_muxer(&mut self, side: Side, id: &[u8], labels: &mut LabelTable) {
         let name = String::from_utf8_lossy(id);
-        let phase = match id {
-            YAMUX => Phase::Yamux {
-                framer: Framer::default(),
-            },
-            MPLEX => Phase::Mplex {
-                framer: mplex::Framer::default(),
-            },
-            _ => {
-                let muxed = labels.decoded(Category::Libp2p, &name, "muxed");
-                self.phases[side.index()] = Phase::Settled(muxed);
-                return;
-            }
+        let Some(framer) = muxer::framer(id) else {
+            let muxed = labels.decoded(Category::Libp2p, &name, "muxed");
+            self.phases[side.index()] = Phase::Settled(muxed);
+            return;
         };
         self.streams.get_or_insert_with(|| Streams::new(labels));
         self.framing = labels.decoded(Category::Libp2p, &name, "framing");
-        self.phases[side.index()] = phase;
+        self.phases[side.index()] = Phase::Muxed(framer);
     }
 
-    /// Switches `side` to the security protocol `id` and labels the connection with it.
+    /// Switches `side` to the security protocol `id` and labels the connection with it; a
+    /// protocol no layer knows leaves the side `encrypted`.
     fn enter_security(&mut self, side: Side, id: &[u8], labels: &mut LabelTable) {
         let name = String::from_utf8_lossy(id);
         self.connection = labels.decoded(Category::Libp2p, &name, "unparsed");
-        self.security.get_or_insert_with(|| id.to_vec());
-        let handshake = labels.decoded(Category::Libp2p, &name, "handshake");
-        let encrypted = labels.decoded(Category::Libp2p, &name, "encrypted");
-        let pair = Pair {
-            handshake,
-            after: encrypted,
-        };
-        self.phases[side.index()] = match id {
-            NOISE => Phase::Noise {
-                framer: Framer::default(),
-                frames: 0,
-                handshake,
-            },
-            TLS => Phase::Tls {
-                framer: Framer::default(),
-                labels: pair,
-            },
-            PLAINTEXT => Phase::PlaintextExchange {
-                prefix: Vec::new(),
-                body_left: None,
-                handshake,
-            },
-            _ => Phase::Settled(encrypted),
+        if self.security.is_none()
+            && let Some(layer) = security::layer(id, self.conn, labels)
+        {
+            self.security = Some((id.to_vec(), layer));
+        }
+        self.phases[side.index()] = match &self.security {
+            Some((agreed, _)) if agreed == id => Phase::Secured,
+            _ => Phase::Settled(labels.decoded(Category::Libp2p, &name, "encrypted")),
         };
     }
 
     /// Parses multistream messages from `bytes` (after what `side` held); returns the bytes that
-    /// follow the negotiation when the side switched to its security protocol.
+    /// follow the negotiation when the side switched to the layer it selected.
     fn negotiate(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) -> Option<Vec<u8>> {
         let Phase::Negotiating { held, layer } = &mut self.phases[side.index()] else {
             return None;
@@ -230,27 +165,15 @@ impl Libp2pDecoder {
             }
         }
     }
-}
 
-/// Puts a Noise frame of `body` bytes, taken for `kind`, in the frames table.
-fn log_noise(ctx: &mut DecodeCtx<'_>, side: Side, body: u64, kind: &'static str) {
-    ctx.frames.push(FrameEvent {
-        side,
-        time_ns: ctx.now_ns,
-        security: "/noise",
-        bytes: (noise::PREFIX_LEN as u64 + body) as u32,
-        kind,
-    });
-}
-
-/// Emits a framer's piece with the handshake or the data label.
-fn emit_piece<const H: usize>(
-    ctx: &mut DecodeCtx<'_>,
-    side: Side,
-    p: Piece<'_, H>,
-    label: LabelId,
-) {
-    ctx.emit(side, p.len as u64, label, u32::from(p.starts));
+    /// Labels the rest of `side` (`unlabelled` bytes held or given, and all that follows) with
+    /// the connection's label.
+    fn settle(&mut self, side: Side, unlabelled: u64, ctx: &mut DecodeCtx<'_>) {
+        let out = &mut self.ordered[side.index()];
+        out.push(unlabelled, Pending::Now(self.connection), 0);
+        out.flush(side, ctx);
+        self.phases[side.index()] = Phase::Settled(self.connection);
+    }
 }
 
 impl StreamDecoder for Libp2pDecoder {
@@ -262,146 +185,41 @@ impl StreamDecoder for Libp2pDecoder {
                     self.data(side, &rest, ctx);
                 }
             }
-            Phase::Noise {
-                framer,
-                frames,
-                handshake,
-            } => {
-                let (limit, handshake) = (NOISE_HANDSHAKE_FRAMES[i], *handshake);
-                let conn = self.conn;
-                let inference = self
-                    .inference
-                    .get_or_insert_with(|| encrypted::Inference::new(conn, ctx.labels));
-                framer.feed(bytes, noise::body_len, |p| {
-                    *frames += u32::from(p.starts);
-                    let body = noise::body_len(&p.header);
-                    if *frames <= limit {
-                        if p.starts {
-                            log_noise(ctx, side, body, "handshake");
-                        }
-                        emit_piece(ctx, side, p, handshake);
-                        return;
-                    }
-                    if p.starts {
-                        let guess = inference.start(side, body, ctx);
-                        log_noise(ctx, side, body, guess.as_str());
-                    }
-                    inference.consume(side, p.len as u64, ctx);
-                });
-            }
-            Phase::Tls { framer, labels } => {
-                let pair = (labels.handshake, labels.after);
-                tls::feed_records(framer, bytes, pair, side, ctx, true);
-            }
-            Phase::PlaintextExchange {
-                prefix,
-                body_left,
-                handshake,
-            } => {
-                let handshake = *handshake;
-                let mut rest = bytes;
-                while body_left.is_none() && !rest.is_empty() {
-                    prefix.push(rest[0]);
-                    rest = &rest[1..];
-                    if let Some((len, used)) = uvarint(prefix) {
-                        ctx.emit(side, used as u64, handshake, 1);
-                        *body_left = Some(len);
-                    } else if prefix.len() >= MAX_VARINT_LEN {
-                        let n = prefix.len() as u64;
-                        self.phases[i] = Phase::Settled(self.connection);
-                        ctx.emit(side, n + rest.len() as u64, self.connection, 0);
-                        return;
-                    }
-                }
-                let Some(left) = body_left else { return };
-                let n = rest.len().min(*left as usize);
-                ctx.emit(side, n as u64, handshake, 0);
-                *left -= n as u64;
-                if *left == 0 {
-                    self.phases[i] = Phase::Negotiating {
-                        held: Vec::new(),
-                        layer: Layer::Muxer,
-                    };
-                    self.data(side, &rest[n..], ctx);
-                }
-            }
-            Phase::Yamux { framer } => {
-                let framing = self.framing;
-                let out = &mut self.ordered[i];
-                let Some(streams) = self.streams.as_mut() else {
+            Phase::Secured => {
+                let Some((_, layer)) = self.security.as_mut() else {
                     return;
                 };
-                framer.feed(bytes, yamux::body_len, |p| {
-                    let h = yamux::Header(&p.header);
-                    let id = h.stream_id();
-                    let data = h.frame_type() == yamux::FrameType::Data;
-                    if p.starts {
-                        // A data frame's header belongs to the first unit its body carries.
-                        let header = (p.len - p.body.len()) as u64;
-                        if data && h.length() > 0 {
-                            out.push(header, Pending::Next { fallback: framing }, 0);
-                        } else {
-                            out.push(header, Pending::Now(framing), 1);
-                        }
-                    }
-                    if data {
-                        let opener = if id % 2 == 1 {
-                            Side::Initiator
-                        } else {
-                            Side::Responder
+                match layer.data(side, bytes, ctx) {
+                    Ok(None) => {}
+                    Ok(Some(rest)) => {
+                        self.phases[i] = Phase::Negotiating {
+                            held: Vec::new(),
+                            layer: Layer::Muxer,
                         };
-                        streams.body(side, opener, id, p.body, ctx, out);
+                        self.data(side, rest, ctx);
                     }
-                    if p.starts {
-                        if h.flags() & yamux::RST != 0 {
-                            streams.reset(id);
-                        } else if h.flags() & yamux::FIN != 0 {
-                            streams.close(side, id);
-                        }
+                    Err((e, unlabelled)) => {
+                        ctx.malformed(e);
+                        self.settle(side, unlabelled, ctx);
                     }
-                });
-                out.drain(side, ctx);
+                }
             }
-            Phase::Mplex { framer } => {
+            Phase::Muxed(framer) => {
                 let framing = self.framing;
                 let out = &mut self.ordered[i];
                 let Some(streams) = self.streams.as_mut() else {
                     return;
                 };
-                let fed = framer.feed(side, bytes, |p| {
-                    let h = p.header;
-                    let key = h.stream_key();
-                    let data = h.flag == mplex::Flag::Message;
-                    if p.starts {
-                        // A message's header belongs to the first unit its body carries; other
-                        // frames (their stream names too) are muxer framing.
-                        let header = (p.len - p.body.len()) as u64;
-                        if data && p.body_len > 0 {
-                            out.push(header, Pending::Next { fallback: framing }, 0);
-                        } else {
-                            out.push(header, Pending::Now(framing), 1);
-                        }
-                    }
-                    if data {
-                        streams.body(side, h.opener, key, p.body, ctx, out);
-                    } else {
-                        out.push(p.body.len() as u64, Pending::Now(framing), 0);
-                    }
-                    if p.starts {
-                        match h.flag {
-                            mplex::Flag::Reset => streams.reset(key),
-                            mplex::Flag::Close => streams.close(side, key),
-                            mplex::Flag::NewStream | mplex::Flag::Message => {}
-                        }
-                    }
+                let fed = framer.feed(side, bytes, &mut |p| {
+                    muxer::route(p, side, framing, streams, ctx, out);
                 });
-                if let Err(m) = fed {
-                    // Not mplex after all: the rest of this side is unparsed.
-                    out.push(m.unreported, Pending::Now(self.connection), 0);
-                    out.flush(side, ctx);
-                    self.phases[i] = Phase::Settled(self.connection);
-                } else {
-                    out.drain(side, ctx);
+                match fed {
+                    Ok(()) => out.drain(side, ctx),
+                    Err((e, unlabelled)) => {
+                        // Not this muxer after all: the rest of this side is unparsed.
+                        ctx.malformed(e);
+                        self.settle(side, unlabelled, ctx);
+                    }
                 }
             }
             Phase::Settled(label) => ctx.emit(side, bytes.len() as u64, *label, 0),
@@ -412,13 +230,8 @@ impl StreamDecoder for Libp2pDecoder {
         self.ordered[side.index()].flush(side, ctx);
         let held = match &self.phases[side.index()] {
             Phase::Negotiating { held, .. } => held.len(),
-            Phase::PlaintextExchange {
-                prefix, body_left, ..
-            } => body_left.map_or(prefix.len(), |_| 0),
-            Phase::Noise { framer, .. } => framer.held(),
-            Phase::Tls { framer, .. } => framer.held(),
-            Phase::Yamux { framer } => framer.held(),
-            Phase::Mplex { framer } => framer.held(),
+            Phase::Secured => self.security.as_ref().map_or(0, |(_, l)| l.held(side)),
+            Phase::Muxed(framer) => framer.held(),
             Phase::Settled(_) => 0,
         };
         let label = match self.phases[side.index()] {

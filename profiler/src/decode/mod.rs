@@ -7,10 +7,12 @@
 
 pub mod bittorrent;
 pub mod classify;
+pub mod datagram;
 pub mod discv5;
 pub mod dns;
 pub mod encrypted;
 pub mod enr;
+pub mod error;
 pub mod frames;
 pub mod framing;
 pub mod gossipsub;
@@ -22,19 +24,23 @@ pub mod libp2p;
 pub mod lru;
 pub mod mplex;
 pub mod multistream;
+pub mod muxer;
 pub mod noise;
 pub mod ordered;
+pub mod plaintext;
 pub mod protocols;
 pub mod relay_book;
+pub mod security;
 pub mod streams;
 pub mod tls;
 pub mod tls_sni;
 pub mod udp;
 pub mod waku_message;
 pub mod websocket;
+pub mod ws_stream;
 pub mod yamux;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 pub use labels::{LabelId, LabelTable};
 
@@ -87,6 +93,8 @@ pub struct DecodeCtx<'a> {
     pub now_ns: i64,
     /// Frames of encrypted libp2p connections, for the `--frames` table.
     pub frames: &'a mut frames::FrameLog,
+    /// Malformed inputs met, per protocol.
+    pub errors: &'a mut error::DecodeErrors,
 }
 
 /// Owns what a [`DecodeCtx`] borrows, for unit tests of single decoders.
@@ -99,6 +107,7 @@ pub struct TestCtx {
     pub udp: udp::UdpState,
     pub rules: Rules,
     pub frames: frames::FrameLog,
+    pub errors: error::DecodeErrors,
 }
 
 #[cfg(test)]
@@ -132,11 +141,32 @@ impl TestCtx {
             rules: &self.rules,
             now_ns: 0,
             frames: &mut self.frames,
+            errors: &mut self.errors,
         }
     }
 }
 
 impl DecodeCtx<'_> {
+    /// Counts malformed input `e`; the decoder labels the bytes itself.
+    pub fn malformed(&mut self, e: error::DecodeError) {
+        self.errors.count(e);
+    }
+
+    /// The same context with the spans going to `spans`: for a layer that puts the spans of
+    /// the layer above in place among its own.
+    pub fn with_spans<'b>(&'b mut self, spans: &'b mut Vec<Span>) -> DecodeCtx<'b> {
+        DecodeCtx {
+            labels: self.labels,
+            spans,
+            relay: self.relay,
+            udp: self.udp,
+            rules: self.rules,
+            now_ns: self.now_ns,
+            frames: self.frames,
+            errors: self.errors,
+        }
+    }
+
     /// Emits a span of `side`; zero-length spans are dropped.
     pub fn emit(&mut self, side: Side, len: u64, label: LabelId, units: u32) {
         self.emit_carried(side, len, label, units, None);
@@ -221,6 +251,13 @@ pub struct Conn {
     /// The end that sent the SYN (or, without one, the end on the higher port).
     pub initiator: (IpAddr, u16),
     pub responder: (IpAddr, u16),
+}
+
+impl Conn {
+    /// Both ends as socket addresses, responder first.
+    pub fn ends(&self) -> [SocketAddr; 2] {
+        [self.responder, self.initiator].map(|(a, p)| SocketAddr::new(a, p))
+    }
 }
 
 /// Recognises a TCP protocol from the first bytes a side sent.

@@ -2,7 +2,12 @@
 //! data` with `header = stream id << 3 | flag`. Stream ids are chosen by each stream's opener, so a
 //! stream is (id, which side opened it); the flag says whether the sender is that opener.
 
+use super::error::DecodeError;
+use super::muxer::{MuxFramer, MuxPiece, StreamEnd};
 use super::{Side, uvarint};
+
+/// The protocol id multistream-select names.
+pub const ID: &[u8] = b"/mplex/6.7.0";
 
 /// Longest header (two varints of at most 9 bytes each, as [`uvarint`] reads them).
 const MAX_HEADER: usize = 18;
@@ -152,6 +157,42 @@ impl Framer {
     /// Header bytes received but not yet reported.
     pub fn held(&self) -> usize {
         self.head.len()
+    }
+}
+
+impl MuxFramer for Framer {
+    fn feed(
+        &mut self,
+        side: Side,
+        bytes: &[u8],
+        piece: &mut dyn FnMut(MuxPiece<'_>),
+    ) -> Result<(), (DecodeError, u64)> {
+        Framer::feed(self, side, bytes, |p| {
+            let h = p.header;
+            let key = h.stream_key();
+            let data = h.flag == Flag::Message;
+            let end = match h.flag {
+                Flag::Reset => Some((key, StreamEnd::Reset)),
+                Flag::Close => Some((key, StreamEnd::Close)),
+                Flag::NewStream | Flag::Message => None,
+            };
+            piece(MuxPiece {
+                header: (p.len - p.body.len()) as u64,
+                starts: p.starts,
+                data: data.then_some((h.opener, key)),
+                carries: data && p.body_len > 0,
+                end: end.filter(|_| p.starts),
+                body: p.body,
+            });
+        })
+        .map_err(|m| {
+            let e = DecodeError::new("/mplex/6.7.0", "not an mplex frame header");
+            (e, m.unreported)
+        })
+    }
+
+    fn held(&self) -> usize {
+        Framer::held(self)
     }
 }
 

@@ -6,7 +6,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::encrypted;
 use super::lru::Lru;
 use super::waku_message::WakuInfo;
 use super::{LabelId, Side};
@@ -15,6 +14,11 @@ use crate::node::peers::PeerBook;
 /// Message ids remembered with their topic. Waku's seen-TTL is 2 min; at 100 messages/s, both
 /// ids of each message stay known for about five minutes.
 pub const MESSAGE_IDS: usize = 1 << 16;
+/// Gossip announces messages of the last heartbeats: an IHAVE or IWANT of k ids is believed
+/// only if at least k messages went by in this window.
+pub const GOSSIP_WINDOW_NS: i64 = 3_500_000_000;
+/// Recent message timestamps kept, at most.
+pub const RECENT_MAX: usize = 1 << 16;
 
 /// One `RPC.publish` entry read completely on a relay stream.
 #[derive(Clone, Debug)]
@@ -116,15 +120,15 @@ impl RelayBook {
 
     /// Notes a message inferred on an encrypted connection at `now` (ns).
     pub fn saw_message(&mut self, now: i64) {
-        if self.recent.len() >= encrypted::RECENT_MAX {
+        if self.recent.len() >= RECENT_MAX {
             self.recent.pop_front();
         }
         self.recent.push_back(now);
     }
 
-    /// Messages inferred within [`encrypted::GOSSIP_WINDOW_NS`] before `now`.
+    /// Messages inferred within [`GOSSIP_WINDOW_NS`] before `now`.
     pub fn recent_messages(&mut self, now: i64) -> usize {
-        let since = now.saturating_sub(encrypted::GOSSIP_WINDOW_NS);
+        let since = now.saturating_sub(GOSSIP_WINDOW_NS);
         while self.recent.front().is_some_and(|&t| t < since) {
             self.recent.pop_front();
         }

@@ -1,9 +1,16 @@
 //! TLS record layer (RFC 8446 §5.1): `type(1) || version(2) || length(2) || fragment`, and the
 //! server name (SNI) of a ClientHello (RFC 8446 §4.1.2, RFC 6066 §3).
 
+use super::encrypted::Inference;
+use super::error::DecodeError;
 use super::frames::FrameEvent;
 use super::framing::Framer;
-use super::{DecodeCtx, LabelId, Side};
+use super::security::Security;
+use super::{Conn, DecodeCtx, LabelId, LabelTable, Side};
+use crate::account::record::Category;
+
+/// The protocol id multistream-select names for libp2p's TLS 1.3 (protocols.md §1.5).
+pub const ID: &[u8] = b"/tls/1.0.0";
 
 /// Length of a record header.
 pub const RECORD_HEADER_LEN: usize = 5;
@@ -38,32 +45,104 @@ pub fn record_type_name(record_type: u8) -> &'static str {
 }
 
 /// Labels the records in `bytes` as they pass: cleartext handshake signalling gets `handshake`,
-/// protected records `after`; each record is one unit. With `log`, each record goes to the
-/// frames table.
+/// protected records `after`; each record is one unit.
 pub fn feed_records(
     framer: &mut Framer<RECORD_HEADER_LEN>,
     bytes: &[u8],
     (handshake, after): (LabelId, LabelId),
     side: Side,
     ctx: &mut DecodeCtx<'_>,
-    log: bool,
 ) {
     framer.feed(bytes, body_len, |p| {
-        if log && p.starts {
-            ctx.frames.push(FrameEvent {
-                side,
-                time_ns: ctx.now_ns,
-                security: "/tls/1.0.0",
-                bytes: RECORD_HEADER_LEN as u32 + body_len(&p.header) as u32,
-                kind: record_type_name(p.header[0]),
-            });
-        }
         let label = if is_handshake_type(p.header[0]) {
             handshake
         } else {
             after
         };
         ctx.emit(side, p.len as u64, label, u32::from(p.starts));
+    });
+}
+
+/// Application data records each side sends to finish a libp2p TLS 1.3 handshake (mutual
+/// authentication): the client its Certificate, CertificateVerify and Finished; the server its
+/// EncryptedExtensions, Certificate, CertificateVerify and Finished, then the two session tickets
+/// rustls sends by default. One record per message, as rustls writes them.
+const HANDSHAKE_RECORDS: [u32; 2] = [3, 6];
+
+/// The TLS records of one libp2p connection: cleartext handshake records and the first
+/// application data records (the encrypted handshake) are `handshake`, the others are labelled
+/// by [`Inference`].
+pub struct TlsLayer {
+    conn: Conn,
+    framers: [Framer<RECORD_HEADER_LEN>; 2],
+    /// Application data records seen per side.
+    protected: [u32; 2],
+    handshake: LabelId,
+    inference: Option<Inference>,
+}
+
+impl TlsLayer {
+    /// The layer of connection `conn`.
+    pub fn new(conn: Conn, labels: &mut LabelTable) -> TlsLayer {
+        TlsLayer {
+            conn,
+            framers: Default::default(),
+            protected: [0; 2],
+            handshake: labels.decoded(Category::Libp2p, "/tls/1.0.0", "handshake"),
+            inference: None,
+        }
+    }
+}
+
+impl Security for TlsLayer {
+    fn data<'b>(
+        &mut self,
+        side: Side,
+        bytes: &'b [u8],
+        ctx: &mut DecodeCtx<'_>,
+    ) -> Result<Option<&'b [u8]>, (DecodeError, u64)> {
+        let i = side.index();
+        let (conn, handshake) = (self.conn, self.handshake);
+        let protected = &mut self.protected[i];
+        let inference = self
+            .inference
+            .get_or_insert_with(|| Inference::tls(conn, ctx.labels));
+        self.framers[i].feed(bytes, body_len, |p| {
+            let record_type = p.header[0];
+            let body = body_len(&p.header);
+            let data = record_type == APPLICATION_DATA;
+            if p.starts && data {
+                *protected += 1;
+            }
+            if !data || *protected <= HANDSHAKE_RECORDS[i] {
+                if p.starts {
+                    log_record(ctx, side, body, record_type_name(record_type));
+                }
+                ctx.emit(side, p.len as u64, handshake, u32::from(p.starts));
+                return;
+            }
+            if p.starts {
+                let guess = inference.start(side, body, ctx);
+                log_record(ctx, side, body, guess.as_str());
+            }
+            inference.consume(side, p.len as u64, ctx);
+        });
+        Ok(None)
+    }
+
+    fn held(&self, side: Side) -> usize {
+        self.framers[side.index()].held()
+    }
+}
+
+/// Puts a record of `body` bytes, taken for `kind`, in the frames table.
+fn log_record(ctx: &mut DecodeCtx<'_>, side: Side, body: u64, kind: &'static str) {
+    ctx.frames.push(FrameEvent {
+        side,
+        time_ns: ctx.now_ns,
+        security: "/tls/1.0.0",
+        bytes: (RECORD_HEADER_LEN as u64 + body) as u32,
+        kind,
     });
 }
 
@@ -196,6 +275,54 @@ mod tests {
         let mut broken = rec.clone();
         broken[60] = 0xff;
         assert!(matches!(client_hello(&broken), Hello::ClientHello(_)));
+    }
+
+    /// A record of `record_type` with a body of `body` bytes.
+    fn record(record_type: u8, body: usize) -> Vec<u8> {
+        let mut r = vec![record_type, 3, 3];
+        r.extend_from_slice(&u16::try_from(body).expect("body").to_be_bytes());
+        r.resize(RECORD_HEADER_LEN + body, 0xaa);
+        r
+    }
+
+    #[test]
+    fn the_encrypted_handshake_then_inferred_records() {
+        let mut t = crate::decode::TestCtx::default();
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let conn = Conn {
+            initiator: (ip, 40000),
+            responder: (ip, 60000),
+        };
+        let mut layer = TlsLayer::new(conn, &mut t.labels);
+        let trailer = 17;
+        let mut wire = record(HANDSHAKE, 200);
+        for _ in 0..3 {
+            wire.extend(record(APPLICATION_DATA, 300));
+        }
+        // The muxer's multistream header, identify, then a yamux frame with a 500-byte RPC.
+        wire.extend(record(APPLICATION_DATA, 20 + trailer));
+        wire.extend(record(APPLICATION_DATA, 12 + 400 + trailer));
+        wire.extend(record(APPLICATION_DATA, 12 + 500 + trailer));
+        for chunk in wire.chunks(7) {
+            let rest = layer.data(Side::Initiator, chunk, &mut t.ctx());
+            assert!(matches!(rest, Ok(None)));
+        }
+        assert_eq!(
+            t.spans.iter().map(|s| s.len).sum::<u64>(),
+            wire.len() as u64,
+            "every byte once"
+        );
+        let kind_bytes = |kind: &str| -> u64 {
+            t.spans
+                .iter()
+                .filter(|s| t.labels.get(s.label).kind.as_ref() == kind)
+                .map(|s| s.len)
+                .sum()
+        };
+        assert_eq!(kind_bytes("handshake"), 5 + 200 + 3 * (5 + 300));
+        assert_eq!(kind_bytes("negotiation"), 5 + 20 + trailer as u64);
+        assert_eq!(kind_bytes("data"), 5 + 12 + 400 + trailer as u64);
+        assert_eq!(kind_bytes("message"), 5 + 12 + 500 + trailer as u64 - 2);
     }
 
     #[test]

@@ -85,18 +85,11 @@ impl StreamDecoder for TlsConn {
             self.named = Some(labels_for(sni.as_deref(), ctx));
             let held = std::mem::take(&mut self.held);
             let pair = self.labels();
-            tls::feed_records(&mut self.framers[0], &held, pair, side, ctx, false);
+            tls::feed_records(&mut self.framers[0], &held, pair, side, ctx);
             return;
         }
         let pair = self.labels();
-        tls::feed_records(
-            &mut self.framers[side.index()],
-            bytes,
-            pair,
-            side,
-            ctx,
-            false,
-        );
+        tls::feed_records(&mut self.framers[side.index()], bytes, pair, side, ctx);
     }
 
     fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {

@@ -1,6 +1,13 @@
 //! yamux (`/yamux/1.0.0`, protocols.md §1.7): every frame is a 12-byte big-endian header, and
 //! only Data frames carry a body of `length` bytes.
 
+use super::framing::Framer;
+use super::muxer::{MuxFramer, MuxPiece, StreamEnd};
+use super::{Side, error::DecodeError};
+
+/// The protocol id multistream-select or ALPN names.
+pub const ID: &[u8] = b"/yamux/1.0.0";
+
 /// Length of a frame header.
 pub const HEADER_LEN: usize = 12;
 
@@ -76,6 +83,47 @@ pub fn body_len(header: &[u8; HEADER_LEN]) -> u64 {
     match h.frame_type() {
         FrameType::Data => u64::from(h.length()),
         _ => 0,
+    }
+}
+
+impl MuxFramer for Framer<HEADER_LEN> {
+    fn feed(
+        &mut self,
+        _side: Side,
+        bytes: &[u8],
+        piece: &mut dyn FnMut(MuxPiece<'_>),
+    ) -> Result<(), (DecodeError, u64)> {
+        Framer::feed(self, bytes, body_len, |p| {
+            let h = Header(&p.header);
+            let id = h.stream_id();
+            let data = h.frame_type() == FrameType::Data;
+            // Stream ids of the initiator are odd, those of the responder even.
+            let opener = if id % 2 == 1 {
+                Side::Initiator
+            } else {
+                Side::Responder
+            };
+            let end = if h.flags() & RST != 0 {
+                Some((id, StreamEnd::Reset))
+            } else if h.flags() & FIN != 0 {
+                Some((id, StreamEnd::Close))
+            } else {
+                None
+            };
+            piece(MuxPiece {
+                header: (p.len - p.body.len()) as u64,
+                starts: p.starts,
+                data: data.then_some((opener, id)),
+                carries: data && h.length() > 0,
+                end: end.filter(|_| p.starts),
+                body: p.body,
+            });
+        });
+        Ok(())
+    }
+
+    fn held(&self) -> usize {
+        Framer::held(self)
     }
 }
 

@@ -8,7 +8,6 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use super::NodeError;
-use crate::decode::Conn;
 
 /// A peer as the admin API lists it: where it listens, and its shards (cluster unknown).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,10 +103,10 @@ impl PeerBook {
         }
     }
 
-    /// The shards of the peer at the other end of `conn`: the one whose listening endpoint is
-    /// either end of it, or else the only known peer on either end's address.
-    pub fn shards(&self, conn: &Conn) -> Option<&Shards> {
-        let ends = [conn.responder, conn.initiator].map(|(a, p)| SocketAddr::new(a, p));
+    /// The shards of the peer at the other end of a connection between `ends` (responder
+    /// first): the one whose listening endpoint is either end, or else the only known peer on
+    /// either end's address.
+    pub fn shards(&self, ends: [SocketAddr; 2]) -> Option<&Shards> {
         ends.iter()
             .find_map(|e| self.by_addr.get(e))
             .or_else(|| ends.iter().find_map(|e| self.only_peer_on(e.ip())))
@@ -175,24 +174,19 @@ mod tests {
         let mut b = PeerBook::new(Some(16));
         b.learn("10.0.0.2:60000".parse().unwrap(), None, vec![32]);
         b.learn("10.0.0.3:60001".parse().unwrap(), Some(1), vec![64, 32, 64]);
-        let conn = |i: &str, r: &str| {
-            let (i, r): (SocketAddr, SocketAddr) = (i.parse().unwrap(), r.parse().unwrap());
-            Conn {
-                initiator: (i.ip(), i.port()),
-                responder: (r.ip(), r.port()),
-            }
-        };
-        let out = b.shards(&conn("10.0.0.1:5000", "10.0.0.3:60001")).unwrap();
+        let conn =
+            |i: &str, r: &str| -> [SocketAddr; 2] { [r.parse().unwrap(), i.parse().unwrap()] };
+        let out = b.shards(conn("10.0.0.1:5000", "10.0.0.3:60001")).unwrap();
         assert_eq!(
             (out.cluster, out.shards.as_slice()),
             (Some(1), &[32, 64][..])
         );
-        let inbound = b.shards(&conn("10.0.0.2:41000", "10.0.0.1:60000")).unwrap();
+        let inbound = b.shards(conn("10.0.0.2:41000", "10.0.0.1:60000")).unwrap();
         assert_eq!(
             (inbound.cluster, inbound.shards.as_slice()),
             (Some(16), &[32][..])
         );
-        assert!(b.shards(&conn("10.0.0.9:1", "10.0.0.1:2")).is_none());
+        assert!(b.shards(conn("10.0.0.9:1", "10.0.0.1:2")).is_none());
         let g = b.generation;
         b.learn("10.0.0.2:60000".parse().unwrap(), None, vec![32]);
         assert_eq!(b.generation, g, "no change, no new generation");

@@ -236,6 +236,14 @@ impl Summary {
             stats.non_ip_frames,
             stats.orphan_fragments
         );
+        if !stats.decode_errors.is_empty() {
+            let errors: Vec<String> = stats
+                .decode_errors
+                .iter()
+                .map(|(protocol, n)| format!("{protocol} {n}"))
+                .collect();
+            let _ = writeln!(s, "malformed input: {}", errors.join(", "));
+        }
         s
     }
 

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{Endpoint, label};
+use crate::decode::datagram::{Datagram, DatagramDecoder, Labelled};
 use crate::decode::lru::Lru;
-use crate::decode::udp::{Datagram, DatagramDecoder, Labelled};
 use crate::decode::{DecodeCtx, LabelId};
 
 /// Protocol name of the DHT.

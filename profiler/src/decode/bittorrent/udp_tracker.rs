@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{Endpoint, label};
 use crate::decode::DecodeCtx;
+use crate::decode::datagram::{Datagram, DatagramDecoder, Labelled};
 use crate::decode::lru::Lru;
-use crate::decode::udp::{Datagram, DatagramDecoder, Labelled};
 
 /// Protocol name of UDP trackers.
 pub const PROTOCOL: &str = "bt-tracker-udp";

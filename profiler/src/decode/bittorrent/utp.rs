@@ -5,7 +5,7 @@
 
 use super::wire::{WireLabels, WireStream};
 use super::{PEER_WIRE, label};
-use crate::decode::udp::{Datagram, DatagramDecoder, Labelled};
+use crate::decode::datagram::{Datagram, DatagramDecoder, Labelled};
 use crate::decode::{DecodeCtx, LabelId, Side, Span};
 
 /// Protocol name of uTP.
