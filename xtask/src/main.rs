@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_live;
+mod fuzz;
 mod samples;
 mod setup;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Measure what `wakuprof live` costs: iperf3 throughput with and without it, and its CPU at
     /// fixed packet rates (as root).
     BenchLive(bench_live::BenchLiveArgs),
+    /// Seed every fuzz target from samples/, build them with cargo fuzz (nightly) and run each
+    /// for a fixed time; a crash fails with its input in fuzz/artifacts/.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 /// The sample the demo analyzes.
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Samples(args) => samples::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::BenchLive(args) => bench_live::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }
 
