@@ -25,12 +25,12 @@ pub enum Error {
         linktype: i32,
         name: String,
     },
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed. The I/O error is part of the message, not a source
+    /// of it: printed as a chain, it would repeat (`File exists (os error 17): File exists …`).
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Writing Parquet failed.
     #[error("{path}: cannot write Parquet: {message}")]
@@ -51,10 +51,26 @@ pub enum Error {
 
 impl Error {
     /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_reads_once_as_a_chain() {
+        let e = Error::io(
+            "/tmp/x",
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        );
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches("exists").count(), 1, "{chain}");
+        assert!(chain.starts_with("/tmp/x: "), "{chain}");
     }
 }

@@ -637,6 +637,10 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
     let stop = stop_flag()?;
+    // Every option is read before anything starts: a bad --config leaves no forwarder behind
+    // (its spool opened, records sent) and no capture open.
+    let rules = args.rules.rules()?;
+    let filter = live_filter(args)?;
     let mut forwarder = match &args.telemetry {
         Some(url) => {
             let mut f = Forwarder::start(&args.telemetry_opts.config(url)?, Mode::Live)?;
@@ -668,14 +672,14 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
     let mut reconciliation = args.node.reconciliation(None, &peers);
     let cfg = LiveConfig {
         analysis: Config {
-            rules: args.rules.rules()?,
+            rules,
             window_secs: args.window,
             mesh: args.mesh.tracked(),
             peers,
             ..Config::default()
         },
         duration: args.duration.map(Duration::from_secs),
-        filter: live_filter(args)?,
+        filter,
         roll_secs: args.roll,
         peer_updates: args
             .node

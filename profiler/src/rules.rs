@@ -116,13 +116,15 @@ fn strings(list: &[&str]) -> Vec<String> {
 
 /// Whether `name` is `domain` or a name under it (case-insensitive, trailing dots ignored).
 pub fn in_domain(name: &str, domain: &str) -> bool {
-    let name = name.trim_end_matches('.');
-    let domain = domain.trim_end_matches('.');
-    if name.len() < domain.len() {
+    // Compared as bytes: a name from the wire may hold any UTF-8, and a split inside a character
+    // would panic.
+    let name = name.trim_end_matches('.').as_bytes();
+    let domain = domain.trim_end_matches('.').as_bytes();
+    let Some(cut) = name.len().checked_sub(domain.len()) else {
         return false;
-    }
-    let (head, tail) = name.split_at(name.len() - domain.len());
-    tail.eq_ignore_ascii_case(domain) && (head.is_empty() || head.ends_with('.'))
+    };
+    let (head, tail) = name.split_at(cut);
+    tail.eq_ignore_ascii_case(domain) && (head.is_empty() || head.ends_with(b"."))
 }
 
 /// Whether `name` is in any of `domains`.
@@ -194,6 +196,15 @@ mod tests {
         assert!(in_domain("NODES.status.im", "nodes.status.im"));
         assert!(!in_domain("evilnodes.status.im", "nodes.status.im"));
         assert!(!in_domain("status.im", "nodes.status.im"));
+    }
+
+    #[test]
+    fn names_from_the_wire_are_compared_as_bytes() {
+        // The cut before the domain falls inside 'é' (2 bytes): no panic, no match.
+        assert!(!in_domain("éab", "ab"));
+        assert!(!in_any("é.xy", &["ab".to_string()]));
+        assert!(in_domain("bé.nodes.status.im", "nodes.status.im"));
+        assert!(!in_domain("é", "nodes.status.im"));
     }
 
     #[test]

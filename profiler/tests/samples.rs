@@ -133,11 +133,13 @@ fn every_sample_matches_its_ground_truth() {
 
 #[test]
 fn plaintext_streams_carry_their_protocol_ids() {
+    let mut checked = 0;
     for capture in common::samples() {
         let t = truth(&capture);
         if t["connections"][0]["security"] != "/plaintext/2.0.0" {
             continue;
         }
+        checked += 1;
         let relay = t["relay"]["protocol_id"]
             .as_str()
             .expect("relay protocol id");
@@ -219,6 +221,10 @@ fn plaintext_streams_carry_their_protocol_ids() {
             "{name}: subscriptions"
         );
     }
+    assert!(
+        checked >= 6,
+        "samples/ holds six plaintext captures (libp2p-plaintext-*, relay-plaintext-mplex, relay-meshsub-gossip): {checked} found"
+    );
 }
 
 /// A relay part's key: sender, receiver, kind and pubsub topic.

@@ -480,3 +480,34 @@ fn a_live_spool_at_its_bound_drops_the_oldest_and_says_so() {
         .sum();
     assert!(spool <= 4096, "{spool} bytes spooled");
 }
+
+#[test]
+fn live_with_a_bad_config_refuses_before_the_forwarder_starts() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let service = Service::start(&[]);
+    let state = tmp.path().join("state");
+    let config = tmp.path().join("rules.toml");
+    std::fs::write(&config, "[rpc]\nprovider = []\n").expect("write config");
+    let res = wakuprof()
+        .arg("live")
+        .args(["--metrics", "none", "-q", "--duration", "1"])
+        .args(["--telemetry", &service.url(), "--out"])
+        .arg(tmp.path().join("usage"))
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("wakuprof live runs");
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "a bad config is refused: {stderr}");
+    assert!(
+        stderr.contains("rules.toml"),
+        "the error names the file: {stderr}"
+    );
+    assert!(
+        !state.exists(),
+        "no host id or spool made before the config was read"
+    );
+    assert!(service.received().is_empty(), "nothing sent");
+}

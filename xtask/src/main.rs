@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_live;
+mod fuzz;
 mod samples;
 mod setup;
 
@@ -23,8 +24,9 @@ enum Command {
     Demo,
     /// Install what the build needs, the eBPF probe's toolchain included; nothing else.
     Setup,
-    /// Install what the tests need (libpcap, the probe's toolchain, tshark, DuckDB) and run the
-    /// whole test suite (as root: the live tests attach the probe and make network namespaces).
+    /// Install what the tests need (libpcap, the probe's toolchain, tshark, DuckDB, cargo-fuzz)
+    /// and run the whole test suite (as root: the live tests attach the probe and make network
+    /// namespaces), then every fuzz target for 5 seconds.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -37,6 +39,9 @@ enum Command {
     /// Measure what `wakuprof live` costs: iperf3 throughput with and without it, and its CPU at
     /// fixed packet rates (as root).
     BenchLive(bench_live::BenchLiveArgs),
+    /// Seed every fuzz target from samples/, build them with cargo fuzz (nightly) and run each
+    /// for a fixed time; a crash fails with its input in fuzz/artifacts/.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 /// The sample the demo analyzes.
@@ -52,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Samples(args) => samples::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::BenchLive(args) => bench_live::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     }
 }
 
@@ -101,7 +107,13 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .current_dir(workspace_root())
             .args(["test", "--workspace"])
             .args(args),
-    )
+    )?;
+    // Every fuzz target for a few seconds: a crash on the seeds or near them fails the run.
+    fuzz::run(&fuzz::FuzzArgs {
+        seconds: 5,
+        targets: Vec::new(),
+        jobs: 1,
+    })
 }
 
 /// The workspace root: xtask lives one level below it.

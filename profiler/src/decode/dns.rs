@@ -320,13 +320,13 @@ impl StreamDecoder for DnsStream {
         held.extend_from_slice(bytes);
         while held.len() >= 2 {
             let need = 2 + usize::from(u16::from_be_bytes([held[0], held[1]]));
-            if held.len() < need {
+            let Some(message) = held.get(2..need) else {
                 break;
-            }
+            };
             let udp = &mut *ctx.udp;
             let label = udp
                 .dns
-                .label(&held[2..need], ctx.rules, ctx.labels, &mut udp.discv5);
+                .label(message, ctx.rules, ctx.labels, &mut udp.discv5);
             learn_shards(ctx);
             self.first.get_or_insert(label);
             ctx.emit(side, need as u64, label, 1);

@@ -301,7 +301,8 @@ impl Inference {
             Guess::Ids => l.ids,
             Guess::Message | Guess::MessageContinued => l.message,
         };
-        let d = plain - YAMUX_HEADER;
+        // Every guess but muxer framing has more than a yamux header (see `infer`).
+        let d = plain.saturating_sub(YAMUX_HEADER);
         // An RPC's varint length prefix is relay framing; a message longer than one yamux
         // frame (16 KiB to 2 MiB) has a 3-byte one.
         let prefix = match guess {
@@ -357,10 +358,9 @@ impl Inference {
                 _ => s.muxed = true,
             }
         }
-        if plain <= YAMUX_HEADER {
+        let Some(d) = plain.checked_sub(YAMUX_HEADER).filter(|&d| d > 0) else {
             return Guess::MuxerFraming;
-        }
-        let d = plain - YAMUX_HEADER;
+        };
         if s.run {
             s.run = d == SPLIT_SIZE;
             return Guess::MessageContinued;

@@ -369,7 +369,11 @@ impl RpcWalker {
                         let label = match kind {
                             Some(EntryKind::Subscribe) => l.subscribe,
                             Some(EntryKind::Publish) => l.message,
-                            Some(_) => l.control[field as usize - 1],
+                            Some(_) => usize::try_from(field)
+                                .ok()
+                                .and_then(|f| l.control.get(f.checked_sub(1)?))
+                                .copied()
+                                .unwrap_or(l.framing),
                             None => l.framing,
                         };
                         self.entry_head = fresh;
@@ -489,7 +493,8 @@ mod tests {
     use crate::decode::TestCtx;
 
     /// One RPC: a subscription, a publish and a control message with one IHAVE, prefixed by its
-    /// length (a single-decoder fixture; the samples test the walker on real RPCs).
+    /// length (a single-decoder fixture; the samples test the walker on real RPCs). The
+    /// subscription is malformed: its topic's key has no length.
     const RPC: &[u8] = &[
         19, // RPC length
         0x0a, 3, 0x08, 0x01,
@@ -499,6 +504,11 @@ mod tests {
     ];
 
     fn walk(chunks: &[&[u8]]) -> Vec<(u64, &'static str, u32)> {
+        walk_counting(chunks).0
+    }
+
+    /// The spans of `chunks` fed in turn, and how many entries did not decode.
+    fn walk_counting(chunks: &[&[u8]]) -> (Vec<(u64, &'static str, u32)>, u64) {
         let mut t = TestCtx::default();
         let mut w = RpcWalker::new(RelayLabels::new("/vac/waku/relay/2.0.0", &mut t.labels));
         let mut ordered = Ordered::default();
@@ -506,8 +516,9 @@ mod tests {
             w.feed(Side::Initiator, c, &mut t.ctx(), &mut ordered);
         }
         ordered.flush(Side::Initiator, &mut t.ctx());
+        let malformed = t.relay.stats.entries_malformed;
         let TestCtx { labels, spans, .. } = t;
-        spans
+        let spans = spans
             .into_iter()
             .map(|s| (s.len, s.label, s.units))
             .filter(|x| x.0 > 0)
@@ -521,12 +532,14 @@ mod tests {
                 };
                 (n, kind, u)
             })
-            .collect()
+            .collect();
+        (spans, malformed)
     }
 
     #[test]
     fn splits_an_rpc_field_by_field() {
-        let got = walk(&[RPC]);
+        let (got, malformed) = walk_counting(&[RPC]);
+        assert_eq!(malformed, 1, "the cut subscription");
         let sum = |k: &str| got.iter().filter(|x| x.1 == k).map(|x| x.0).sum::<u64>();
         assert_eq!(sum("framing"), 1 + 2);
         assert_eq!(sum("subscribe"), 5);
@@ -539,7 +552,8 @@ mod tests {
     #[test]
     fn split_anywhere_covers_every_byte() {
         for cut in 0..=RPC.len() {
-            let got = walk(&[&RPC[..cut], &RPC[cut..], RPC]);
+            let (got, malformed) = walk_counting(&[&RPC[..cut], &RPC[cut..], RPC]);
+            assert_eq!(malformed, 2, "cut {cut}: the subscription of each RPC");
             assert_eq!(
                 got.iter().map(|x| x.0).sum::<u64>(),
                 2 * RPC.len() as u64,

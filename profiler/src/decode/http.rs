@@ -368,7 +368,13 @@ impl Http {
                 }
             }
         } else {
-            let end = head_len + left as usize;
+            let Some(end) = usize::try_from(left)
+                .ok()
+                .and_then(|left| head_len.checked_add(left))
+            else {
+                self.settle(side, ctx);
+                return false;
+            };
             if st.held.len() < end {
                 return false;
             }
@@ -389,7 +395,8 @@ impl Http {
         let Some(h) = websocket::header(&self.sides[i].held) else {
             return false;
         };
-        let total = h.len as u64 + h.payload_len;
+        // A 64-bit length near 2^64 from the wire: saturate, the frame is streamed past either way.
+        let total = (h.len as u64).saturating_add(h.payload_len);
         if total > websocket::MAX_HELD_FRAME as u64 {
             let label = self.framing(true, ctx);
             let st = &mut self.sides[i];
@@ -563,5 +570,49 @@ impl StreamDecoder for Http {
         self.libp2p
             .as_ref()
             .map_or(self.known, |stack| stack.connection_known())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::decode::TestCtx;
+
+    /// Feeds an upgrade, then `frame` from the client; returns the bytes the spans cover per side.
+    fn upgraded(frame: &[u8]) -> [u64; 2] {
+        let mut t = TestCtx::default();
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let conn = Conn {
+            initiator: (ip, 40000),
+            responder: (ip, 8080),
+        };
+        let req = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n";
+        let resp = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        let mut ctx = t.ctx();
+        let Probe::Yes(mut d) = HttpProbe.probe(Side::Initiator, req, &conn, &mut ctx) else {
+            panic!("an HTTP request is HTTP");
+        };
+        d.data(Side::Initiator, req, &mut ctx);
+        d.data(Side::Responder, resp, &mut ctx);
+        d.data(Side::Initiator, frame, &mut ctx);
+        let mut covered = [0; 2];
+        for s in &t.spans {
+            covered[s.side.index()] += s.len;
+        }
+        covered
+    }
+
+    #[test]
+    fn a_websocket_length_near_2_64_streams_without_overflow() {
+        for mask in [0, 0x80] {
+            let mut frame = vec![0x82, 0x7f | mask];
+            frame.extend_from_slice(&(u64::MAX - 3).to_be_bytes());
+            frame.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+            let covered = upgraded(&frame);
+            let req = 40;
+            assert!(covered[0] <= (req + frame.len()) as u64, "{covered:?}");
+        }
     }
 }

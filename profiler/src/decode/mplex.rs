@@ -103,7 +103,9 @@ impl Framer {
     ) -> Result<(), Malformed> {
         while !chunk.is_empty() {
             if let (Some(header), true) = (self.current, self.body_left > 0) {
-                let n = chunk.len().min(self.body_left as usize);
+                let n = chunk
+                    .len()
+                    .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
                 self.body_left -= n as u64;
                 piece(Piece {
                     len: n,
@@ -136,10 +138,12 @@ impl Framer {
                 return malformed(&mut self.head);
             };
             // Bytes of this chunk that belong to the header.
-            let from_chunk = used - held;
+            let Some(rest) = used.checked_sub(held).and_then(|n| chunk.get(n..)) else {
+                return malformed(&mut self.head);
+            };
             self.head.clear();
-            chunk = &chunk[from_chunk..];
-            let n = chunk.len().min(len as usize);
+            chunk = rest;
+            let n = chunk.len().min(usize::try_from(len).unwrap_or(usize::MAX));
             self.current = Some(header);
             self.body_left = len - n as u64;
             piece(Piece {

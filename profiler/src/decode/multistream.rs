@@ -43,6 +43,7 @@ pub fn parse(buf: &[u8]) -> Parsed<'_> {
     if !(2..=MAX_LEN).contains(&len) {
         return Parsed::Invalid;
     }
+    // 2 ≤ len ≤ MAX_LEN: neither the sum nor `len - 1` below can wrap.
     let end = used + len as usize;
     let body = &buf[used..buf.len().min(end)];
     if !body

@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 
+use rustc_hash::FxHashMap;
+
 use super::{DecodeCtx, LabelId, Side};
 
 /// A span's label: known now, decided later, or the same as the span after it.
@@ -29,15 +31,33 @@ pub enum Pending {
 
 /// Unlabelled bytes a side may hold before every waiting span takes its fallback.
 pub const WAIT_LIMIT: u64 = 512 * 1024;
+/// Spans a side may hold (empty ones carrying units count too) before the same happens.
+pub const WAIT_SPANS: usize = 1 << 16;
+
+/// One span waiting: `seq` numbers it in push order (the pieces of a cut span share it).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    seq: u64,
+    len: u64,
+    label: Pending,
+    units: u32,
+}
 
 /// The spans of one side not yet handed on.
 #[derive(Debug, Default)]
 pub struct Ordered {
-    slots: VecDeque<(u64, Pending, u32)>,
+    slots: VecDeque<Slot>,
     bytes: u64,
     next_token: u32,
+    next_seq: u64,
+    /// The slots waiting on each token, by `seq`: resolving looks at those alone, so many
+    /// small spans piling up behind a waiting one cost nothing per resolve.
+    waiting: FxHashMap<u32, Vec<u64>>,
     /// Bytes of the next spans pushed that were already handed on (see [`Ordered::skip`]).
     skip: u64,
+    /// Slots looked at by resolves, to test their cost.
+    #[cfg(test)]
+    visits: u64,
 }
 
 impl Ordered {
@@ -50,7 +70,7 @@ impl Ordered {
     /// Drops the first `n` bytes of the spans pushed next: they were handed on already, under
     /// a label given before their meaning was known.
     pub fn skip(&mut self, n: u64) {
-        self.skip += n;
+        self.skip = self.skip.saturating_add(n);
     }
 
     /// Appends a span.
@@ -59,16 +79,38 @@ impl Ordered {
         self.skip -= cut;
         let len = len - cut;
         if len > 0 || units > 0 {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if let Pending::Later { token, .. } = label {
+                self.waiting.entry(token).or_default().push(seq);
+            }
             self.bytes += len;
-            self.slots.push_back((len, label, units));
+            self.slots.push_back(Slot {
+                seq,
+                len,
+                label,
+                units,
+            });
         }
+    }
+
+    /// The index of the first slot numbered `seq`, if it still waits on `token`.
+    fn find(&mut self, seq: u64, token: u32) -> Option<usize> {
+        let i = self.slots.partition_point(|s| s.seq < seq);
+        #[cfg(test)]
+        {
+            self.visits += 1;
+        }
+        let s = self.slots.get(i)?;
+        (s.seq == seq && matches!(s.label, Pending::Later { token: t, .. } if t == token))
+            .then_some(i)
     }
 
     /// Decides the label of every span waiting on `token`.
     pub fn resolve(&mut self, token: u32, label: LabelId) {
-        for slot in self.slots.iter_mut().rev() {
-            if matches!(slot.1, Pending::Later { token: t, .. } if t == token) {
-                slot.1 = Pending::Now(label);
+        for seq in self.waiting.remove(&token).unwrap_or_default() {
+            if let Some(i) = self.find(seq, token) {
+                self.slots[i].label = Pending::Now(label);
             }
         }
     }
@@ -82,47 +124,61 @@ impl Ordered {
         };
         let mut part = 0;
         let mut left = parts[0].0;
-        let mut i = 0;
-        while i < self.slots.len() {
-            let (len, label, units) = self.slots[i];
-            i += 1;
-            if !matches!(label, Pending::Later { token: t, .. } if t == token) {
+        for seq in self.waiting.remove(&token).unwrap_or_default() {
+            let Some(mut i) = self.find(seq, token) else {
                 continue;
-            }
-            while left == 0 && part + 1 < parts.len() {
-                part += 1;
-                left = parts[part].0;
-            }
-            let here = if part + 1 < parts.len() {
-                parts[part].1
-            } else {
-                last
             };
-            if len > left && part + 1 < parts.len() {
-                // The part ends inside this span: cut it, the rest waits for the next part.
-                self.slots[i - 1] = (left, Pending::Now(here), units);
-                self.slots.insert(i, (len - left, label, 0));
-                left = 0;
-            } else {
-                self.slots[i - 1].1 = Pending::Now(here);
-                left = left.saturating_sub(len);
+            loop {
+                let Slot { len, label, .. } = self.slots[i];
+                while left == 0 && part + 1 < parts.len() {
+                    part += 1;
+                    left = parts[part].0;
+                }
+                let here = if part + 1 < parts.len() {
+                    parts[part].1
+                } else {
+                    last
+                };
+                if len > left && part + 1 < parts.len() {
+                    // The part ends inside this span: cut it, the rest waits for the next part.
+                    self.slots[i].len = left;
+                    self.slots[i].label = Pending::Now(here);
+                    i += 1;
+                    self.slots.insert(
+                        i,
+                        Slot {
+                            seq,
+                            len: len - left,
+                            label,
+                            units: 0,
+                        },
+                    );
+                    left = 0;
+                } else {
+                    self.slots[i].label = Pending::Now(here);
+                    left = left.saturating_sub(len);
+                    break;
+                }
             }
         }
     }
 
-    /// Hands on the spans whose labels are known, in order; past [`WAIT_LIMIT`] waiting spans
-    /// take their fallback first.
+    /// Hands on the spans whose labels are known, in order; past [`WAIT_LIMIT`] bytes or
+    /// [`WAIT_SPANS`] spans, waiting spans take their fallback first.
     pub fn drain(&mut self, side: Side, ctx: &mut DecodeCtx<'_>) {
-        if self.bytes > WAIT_LIMIT {
+        if self.bytes > WAIT_LIMIT || self.slots.len() > WAIT_SPANS {
             self.settle();
         }
-        while let Some(&(len, label, units)) = self.slots.front() {
+        while let Some(&Slot {
+            len, label, units, ..
+        }) = self.slots.front()
+        {
             let (label, framing) = match label {
                 Pending::Now(l) => (l, None),
                 Pending::Carried { label, framing } => (label, Some(framing)),
                 Pending::Later { .. } => return,
-                Pending::Next { fallback } => match self.slots.get(1) {
-                    Some((_, Pending::Now(l), _)) => (*l, Some(fallback)),
+                Pending::Next { fallback } => match self.slots.get(1).map(|s| s.label) {
+                    Some(Pending::Now(l)) => (l, Some(fallback)),
                     _ => return,
                 },
             };
@@ -139,9 +195,10 @@ impl Ordered {
     }
 
     fn settle(&mut self) {
+        self.waiting.clear();
         let mut next = None;
         for slot in self.slots.iter_mut().rev() {
-            slot.1 = match slot.1 {
+            slot.label = match slot.label {
                 Pending::Later { fallback, .. } => Pending::Now(fallback),
                 Pending::Next { fallback } => Pending::Carried {
                     label: next.unwrap_or(fallback),
@@ -149,7 +206,7 @@ impl Ordered {
                 },
                 now => now,
             };
-            next = match slot.1 {
+            next = match slot.label {
                 Pending::Now(l) => Some(l),
                 _ => next,
             };
@@ -181,5 +238,46 @@ mod tests {
         let got: Vec<(u64, LabelId, u32)> =
             t.spans.iter().map(|s| (s.len, s.label, s.units)).collect();
         assert_eq!(got, vec![(3, a, 1), (5, other, 0), (17, a, 0), (23, b, 0)]);
+    }
+
+    #[test]
+    fn many_small_spans_behind_a_waiting_one_cost_one_look_per_resolve() {
+        let (a, b) = (LabelId(1), LabelId(2));
+        let mut o = Ordered::default();
+        let mut t = TestCtx::default();
+        let first = o.token();
+        o.push(
+            10,
+            Pending::Later {
+                token: first,
+                fallback: b,
+            },
+            1,
+        );
+        let n = 20_000u64;
+        for _ in 0..n {
+            let tok = o.token();
+            o.push(
+                1,
+                Pending::Later {
+                    token: tok,
+                    fallback: b,
+                },
+                1,
+            );
+            o.push(1, Pending::Now(b), 0);
+            o.resolve(tok, a);
+            o.drain(Side::Initiator, &mut t.ctx());
+        }
+        assert!(t.spans.is_empty(), "all held behind the first span");
+        o.resolve_parts(first, &[(4, b), (6, a)]);
+        o.drain(Side::Initiator, &mut t.ctx());
+        assert_eq!(t.spans.iter().map(|s| s.len).sum::<u64>(), 10 + 2 * n);
+        assert_eq!(
+            t.spans.iter().filter(|s| s.label == a).count() as u64,
+            1 + n
+        );
+        // One look per waiting span: scanning the pile on each resolve would be n² / 2.
+        assert_eq!(o.visits, n + 1);
     }
 }

@@ -134,8 +134,13 @@ impl Streams {
                         }
                     };
                     let st = &mut stream.sides[s];
-                    out.push((wire - st.emitted) as u64, Pending::Now(label), 1);
-                    st.held.drain(..wire);
+                    // A parsed message is held whole, and only a prefix of it was emitted.
+                    out.push(
+                        wire.saturating_sub(st.emitted) as u64,
+                        Pending::Now(label),
+                        1,
+                    );
+                    st.held.drain(..wire.min(st.held.len()));
                     st.emitted = 0;
                     if st.data {
                         let rest = std::mem::take(&mut st.held);

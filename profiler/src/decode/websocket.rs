@@ -86,9 +86,18 @@ mod tests {
         assert_eq!((h.len, h.payload_len), (10, 70_000));
         assert!(h.is_control());
         assert_eq!(header(&[0x81, 0xfe, 1]), None);
-        let mut p = *b"abcd";
-        unmask(&mut p, [1, 1, 1, 1]);
-        unmask(&mut p, [1, 1, 1, 1]);
-        assert_eq!(&p, b"abcd");
+    }
+
+    #[test]
+    fn unmasks_the_rfc_example() {
+        // RFC 6455 §5.7: a masked text frame of "Hello".
+        let frame = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        let h = header(&frame).expect("header");
+        assert_eq!((h.len, h.payload_len), (6, 5));
+        let mut payload = frame[h.len..].to_vec();
+        unmask(&mut payload, h.mask.expect("masked"));
+        assert_eq!(payload, b"Hello");
     }
 }

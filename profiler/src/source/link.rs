@@ -137,12 +137,21 @@ fn pppoe_ip<'a>(s: &LaxSlicedPacket<'a>) -> Option<LaxSlicedPacket<'a>> {
     }
 }
 
-/// `frame` is the whole captured frame `s` was sliced from; `wire_len` its length on the wire.
-fn from_sliced<'a>(s: LaxSlicedPacket<'a>, frame: &[u8], wire_len: u32) -> Frame<'a> {
+/// What the frame had on the wire from `ip` (a slice of `data`) on: the most an IP packet
+/// starting there can be, whatever its header says.
+fn wire_from(data: &[u8], ip: &[u8], wire_len: u32) -> u32 {
+    let offset = (ip.as_ptr() as usize).saturating_sub(data.as_ptr() as usize);
+    wire_len.saturating_sub(u32::try_from(offset).unwrap_or(u32::MAX))
+}
+
+/// `data` is the whole captured frame, `wire_len` its length on the wire. The IP length that
+/// counts is the header's, capped at what the frame held from the IP header on: a header that
+/// claims more than the frame carried never adds bytes.
+fn from_sliced<'a>(s: LaxSlicedPacket<'a>, data: &'a [u8], wire_len: u32) -> Frame<'a> {
     if s.net.is_none()
         && let Some(inner) = pppoe_ip(&s)
     {
-        return from_sliced(inner, frame, wire_len);
+        return from_sliced(inner, data, wire_len);
     }
     let Some(net) = s.net else {
         return Frame::NonIp {
@@ -189,13 +198,12 @@ fn from_sliced<'a>(s: LaxSlicedPacket<'a>, frame: &[u8], wire_len: u32) -> Frame
     // offload packet over 64 KiB (BIG TCP, or a capture taken before the NIC split it). Then the
     // frame's own length past the link header is the packet's length, not the captured bytes,
     // which a snap length (or the probe's sample) cuts short.
+    let on_wire = wire_from(data, ip_start(&net), wire_len);
     let length_unsaid = ip_len <= ip_header_len(&net) && !payload.payload.is_empty();
     let ip_len = if length_unsaid {
-        let link_len = (net_header_start(&net) as usize).saturating_sub(frame.as_ptr() as usize);
-        let on_wire = wire_len.saturating_sub(link_len as u32);
-        on_wire.max(ip_header_len(&net) + payload.payload.len() as u32)
+        on_wire
     } else {
-        ip_len
+        ip_len.min(on_wire)
     };
     let wire_payload = if payload.incomplete || length_unsaid {
         ip_len.saturating_sub(ip_header_len(&net))
@@ -236,12 +244,12 @@ fn from_sliced<'a>(s: LaxSlicedPacket<'a>, frame: &[u8], wire_len: u32) -> Frame
     })
 }
 
-/// Where the IP header starts in memory (its offset in the frame is this minus the frame's start).
-fn net_header_start(net: &LaxNetSlice<'_>) -> *const u8 {
+/// The IP header's bytes, where the packet starts in the frame.
+fn ip_start<'b>(net: &'b LaxNetSlice<'_>) -> &'b [u8] {
     match net {
-        LaxNetSlice::Ipv4(v4) => v4.header().slice().as_ptr(),
-        LaxNetSlice::Ipv6(v6) => v6.header().slice().as_ptr(),
-        LaxNetSlice::Arp(a) => a.slice().as_ptr(),
+        LaxNetSlice::Ipv4(v4) => v4.header().slice(),
+        LaxNetSlice::Ipv6(v6) => v6.header().slice(),
+        LaxNetSlice::Arp(a) => a.slice(),
     }
 }
 
@@ -409,6 +417,23 @@ mod tests {
             };
             assert_eq!(t.wire_payload_len, 100_000 - 40, "{link:?}");
         }
+    }
+
+    #[test]
+    fn a_header_that_claims_more_than_the_frame_counts_the_frame() {
+        let mut f = framed(&[[0u8; 12].as_slice(), &[0x08, 0x00]].concat());
+        f[14 + 2..14 + 4].copy_from_slice(&65_535u16.to_be_bytes());
+        f.resize(64, 0);
+        // 64 bytes on the wire, 14 of them Ethernet: the IP packet is at most 50.
+        assert_eq!(ip_len(LinkType::Ethernet, &f).map(|(l, ..)| l), Some(50));
+        let pkt = RawPacket {
+            ts_ns: 0,
+            link: LinkType::Ethernet,
+            data: &f[..40],
+            wire_len: 1514,
+        };
+        // Cut by the snap length, not lying: the frame's 1500 bytes of IP still count.
+        assert!(matches!(parse(&pkt), Frame::Ip(ip) if ip.ip_len == 1500));
     }
 
     #[test]

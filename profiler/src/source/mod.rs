@@ -6,6 +6,7 @@ pub mod caps;
 pub mod link;
 pub mod live_pcap;
 pub mod pcap_file;
+pub mod pcapng;
 pub mod probe;
 pub mod procfs;
 

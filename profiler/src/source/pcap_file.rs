@@ -1,17 +1,46 @@
-//! Offline input: one or more pcap/pcapng files read through libpcap, merged in time order.
+//! Offline input: one or more pcap/pcapng files, merged in time order. Classic pcap is read
+//! through libpcap; pcapng by [`super::pcapng`], which reads each packet by its own interface's
+//! link type where libpcap refuses interfaces of different link types.
 
 use std::path::{Path, PathBuf};
 
 use pcap::{Capture, Offline, Precision};
 
-use super::{LinkType, RawPacket};
+use super::{LinkType, RawPacket, pcapng};
 use crate::Error;
+
+/// An open capture file, by format.
+enum Reader {
+    Pcap {
+        capture: Capture<Offline>,
+        link: LinkType,
+    },
+    Pcapng(pcapng::Reader),
+}
+
+impl Reader {
+    /// The next packet, `None` at the end, or what is wrong with the file.
+    fn next(&mut self) -> Result<Option<RawPacket<'_>>, String> {
+        match self {
+            Reader::Pcap { capture, link } => match capture.next_packet() {
+                Ok(p) => Ok(Some(RawPacket {
+                    ts_ns: ts_ns(p.header),
+                    link: *link,
+                    data: p.data,
+                    wire_len: p.header.len,
+                })),
+                Err(pcap::Error::NoMorePackets) => Ok(None),
+                Err(e) => Err(libpcap_message(&e)),
+            },
+            Reader::Pcapng(r) => r.next_packet(),
+        }
+    }
+}
 
 /// One open capture file and its next packet, copied so that several files can be merged.
 struct Input {
     path: PathBuf,
-    capture: Capture<Offline>,
-    link: LinkType,
+    reader: Reader,
     /// Packets read so far from this file (1-based number of `head`).
     read: u64,
     head: Option<Head>,
@@ -20,6 +49,7 @@ struct Input {
 /// A buffered packet waiting for its turn in the merge.
 struct Head {
     ts_ns: i64,
+    link: LinkType,
     wire_len: u32,
     data: Vec<u8>,
 }
@@ -71,7 +101,7 @@ impl CaptureSet {
             if let Some(head) = &self.inputs[i].head {
                 let pkt = RawPacket {
                     ts_ns: head.ts_ns,
-                    link: self.inputs[i].link,
+                    link: head.link,
                     data: &head.data,
                     wire_len: head.wire_len,
                 };
@@ -87,44 +117,36 @@ impl CaptureSet {
         if let Some(head) = input.head.take() {
             let pkt = RawPacket {
                 ts_ns: head.ts_ns,
-                link: input.link,
+                link: head.link,
                 data: &head.data,
                 wire_len: head.wire_len,
             };
             f(&pkt, self.bytes_read);
         }
         loop {
-            match input.capture.next_packet() {
-                Ok(p) => {
+            match input.reader.next() {
+                Ok(Some(pkt)) => {
                     input.read += 1;
-                    self.bytes_read += RECORD_HEADER_LEN + p.data.len() as u64;
-                    let pkt = RawPacket {
-                        ts_ns: ts_ns(p.header),
-                        link: input.link,
-                        data: p.data,
-                        wire_len: p.header.len,
-                    };
+                    self.bytes_read += RECORD_HEADER_LEN + pkt.data.len() as u64;
                     f(&pkt, self.bytes_read);
                 }
-                Err(e) => {
-                    self.fail(0, e);
+                Ok(None) => return,
+                Err(message) => {
+                    self.fail(0, message);
                     return;
                 }
             }
         }
     }
 
-    /// Records why input `i` stopped, unless it simply ended.
-    fn fail(&mut self, i: usize, e: pcap::Error) {
-        if matches!(e, pcap::Error::NoMorePackets) {
-            return;
-        }
+    /// Records why input `i` stopped.
+    fn fail(&mut self, i: usize, message: String) {
         let input = &self.inputs[i];
         self.errors.push(Error::CorruptCapture {
             path: input.path.clone(),
             packet: input.read + 1,
             counted: input.read,
-            message: libpcap_message(&e),
+            message,
         });
     }
 
@@ -137,25 +159,41 @@ impl CaptureSet {
         let input = &mut self.inputs[i];
         let mut head = input.head.take().unwrap_or(Head {
             ts_ns: 0,
+            link: LinkType::RawIp,
             wire_len: 0,
             data: Vec::new(),
         });
-        match input.capture.next_packet() {
-            Ok(p) => {
+        match input.reader.next() {
+            Ok(Some(p)) => {
                 input.read += 1;
-                head.ts_ns = ts_ns(p.header);
-                head.wire_len = p.header.len;
+                head.ts_ns = p.ts_ns;
+                head.link = p.link;
+                head.wire_len = p.wire_len;
                 head.data.clear();
                 head.data.extend_from_slice(p.data);
                 self.bytes_read += RECORD_HEADER_LEN + p.data.len() as u64;
                 input.head = Some(head);
             }
-            Err(e) => self.fail(i, e),
+            Ok(None) => {}
+            Err(message) => self.fail(i, message),
         }
     }
 }
 
 fn open_one(path: &Path) -> Result<Input, Error> {
+    let mut magic = [0u8; 4];
+    let is_pcapng = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && magic == pcapng::MAGIC;
+    if is_pcapng {
+        return Ok(Input {
+            path: path.to_path_buf(),
+            reader: Reader::Pcapng(pcapng::Reader::open(path)?),
+            read: 0,
+            head: None,
+        });
+    }
     let capture = Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| {
         Error::OpenCapture {
             path: path.to_path_buf(),
@@ -170,16 +208,26 @@ fn open_one(path: &Path) -> Result<Input, Error> {
     })?;
     Ok(Input {
         path: path.to_path_buf(),
-        capture,
-        link,
+        reader: Reader::Pcap { capture, link },
         read: 0,
         head: None,
     })
 }
 
 /// A record's time in ns; libpcap puts nanoseconds in `tv_usec` when opened with nano precision.
-fn ts_ns(h: &pcap::PacketHeader) -> i64 {
-    h.ts.tv_sec * 1_000_000_000 + h.ts.tv_usec
+/// Classic pcap stores unsigned 32-bit seconds that libpcap hands over sign-extended: from 2038
+/// (2^31 s) on they come out negative, and are read back as unsigned (no capture predates
+/// 1970). A pcapng time past what i64 seconds or nanoseconds hold (year 2262; a coarse
+/// `if_tsresol` makes that easy) saturates instead of wrapping.
+pub fn ts_ns(h: &pcap::PacketHeader) -> i64 {
+    let secs = h.ts.tv_sec;
+    let secs = match secs {
+        0.. => secs,
+        s if s >= i64::from(i32::MIN) => i64::from(s as u32),
+        _ => i64::MAX,
+    };
+    secs.saturating_mul(1_000_000_000)
+        .saturating_add(h.ts.tv_usec.max(0))
 }
 
 /// libpcap's own text without the crate's "libpcap error:" prefix.
@@ -187,5 +235,29 @@ fn libpcap_message(e: &pcap::Error) -> String {
     match e {
         pcap::Error::PcapError(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(tv_sec: i64, tv_usec: i64) -> i64 {
+        ts_ns(&pcap::PacketHeader {
+            ts: libc::timeval { tv_sec, tv_usec },
+            caplen: 0,
+            len: 0,
+        })
+    }
+
+    #[test]
+    fn times_past_2038_and_past_2262_neither_go_negative_nor_wrap() {
+        assert_eq!(at(1, 5), 1_000_000_005);
+        // 2^31 s as classic pcap's 32 bits reach libpcap: sign-extended.
+        assert_eq!(at(i64::from(i32::MIN), 0), (1i64 << 31) * 1_000_000_000);
+        assert_eq!(at(-1, 7), i64::from(u32::MAX) * 1_000_000_000 + 7);
+        // pcapng seconds past i64 nanoseconds (or past i64 seconds, wrapped by libpcap).
+        assert_eq!(at(10_000_000_000, 0), i64::MAX);
+        assert_eq!(at(i64::MIN + 5, 0), i64::MAX);
     }
 }

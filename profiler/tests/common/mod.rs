@@ -76,7 +76,8 @@ pub fn bytes(rows: &[Row], d: Direction) -> u64 {
 }
 
 /// Wire bytes of a capture by tshark, as the accounting rules define them: the outermost IP
-/// header's total length for IP packets, the frame length for everything else (including frames
+/// header's total length for IP packets (at most what the frame held from it on), the frame
+/// length for everything else (including frames
 /// that carry IP only inside a second Ethernet header). Returns (bytes, frames).
 pub fn tshark_wire_bytes(path: &Path) -> (u64, u64) {
     let out = Command::new("tshark")
@@ -116,10 +117,28 @@ pub fn tshark_wire_bytes(path: &Path) -> (u64, u64) {
             (Some(i), _) => Some(protos[i]),
             (None, _) => None,
         };
+        let frame_len: u64 = f[3].parse().expect("frame.len");
+        // An IP header never counts more than the frame carried from it on (README, "Hostile
+        // input"): the frame's length less the link headers in front of the IP one.
+        let link_len: u64 = protos[..first_ip.unwrap_or(0)]
+            .iter()
+            .map(|p| match *p {
+                "eth" => 14,
+                "vlan" => 4,
+                // tshark 4.0 names SLL v2 "sll" too: its 4 more bytes matter only under a
+                // header that lies by less than 4 bytes.
+                "sll" => 16,
+                "null" | "loop" => 4,
+                "pppoes" => 6,
+                "ppp" => 2,
+                _ => 0,
+            })
+            .sum();
+        let room = frame_len.saturating_sub(link_len);
         let n: u64 = match ip {
-            Some("ip") => f[1].parse().expect("ip.len"),
-            Some(_) => 40 + f[2].parse::<u64>().expect("ipv6.plen"),
-            None => f[3].parse().expect("frame.len"),
+            Some("ip") => room.min(f[1].parse().expect("ip.len")),
+            Some(_) => room.min(40 + f[2].parse::<u64>().expect("ipv6.plen")),
+            None => frame_len,
         };
         total += n;
     }

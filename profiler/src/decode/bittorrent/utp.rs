@@ -122,10 +122,13 @@ impl DatagramDecoder for Utp {
             if !book.utp_streams.contains(&key) {
                 book.utp_streams.insert(key, UtpStream::default());
             }
-            let seq = u16::from_be_bytes([d.payload[SEQ_NR.start], d.payload[SEQ_NR.start + 1]]);
-            if let Some(stream) = book.utp_streams.get_mut(&key) {
+            let seq = d.payload.get(SEQ_NR).and_then(|b| b.try_into().ok());
+            let body = d.payload.get(header_len..);
+            if let (Some(stream), Some(seq), Some(body)) =
+                (book.utp_streams.get_mut(&key), seq, body)
+            {
                 push(ctx.spans, header_len as u64, packet, 1);
-                stream.data(seq, &d.payload[header_len..], wire, ctx.spans);
+                stream.data(u16::from_be_bytes(seq), body, wire, ctx.spans);
             }
         }
         Some(Labelled {
