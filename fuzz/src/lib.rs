@@ -15,6 +15,7 @@ use wakuprof::analyze::{Analyzer, Config};
 use wakuprof::decode::bittorrent::{BittorrentProbe, krpc::Dht, udp_tracker::UdpTracker, utp::Utp};
 use wakuprof::decode::discv5::Discv5Decoder;
 use wakuprof::decode::dns::{DnsDatagrams, DnsProbe};
+use wakuprof::decode::error::DecodeErrors;
 use wakuprof::decode::frames::FrameLog;
 use wakuprof::decode::http::HttpProbe;
 use wakuprof::decode::libp2p::Libp2pProbe;
@@ -65,6 +66,7 @@ struct Owned {
     udp: UdpState,
     rules: Rules,
     frames: FrameLog,
+    errors: DecodeErrors,
 }
 
 impl Owned {
@@ -77,6 +79,7 @@ impl Owned {
             rules: &self.rules,
             now_ns: 0,
             frames: &mut self.frames,
+            errors: &mut self.errors,
         }
     }
 
