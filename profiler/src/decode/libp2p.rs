@@ -439,4 +439,27 @@ impl StreamDecoder for Libp2pDecoder {
             _ => None,
         }
     }
+
+    fn heap_bytes(&self) -> usize {
+        let held: usize = self
+            .phases
+            .iter()
+            .map(|p| match p {
+                Phase::Negotiating { held, .. } => held.capacity(),
+                Phase::PlaintextExchange { prefix, .. } => prefix.capacity(),
+                _ => 0,
+            })
+            .sum();
+        let ids = [&self.proposal, &self.security];
+        held + ids
+            .iter()
+            .map(|v| v.as_ref().map_or(0, Vec::capacity))
+            .sum::<usize>()
+            + self.streams.as_ref().map_or(0, Streams::heap_bytes)
+            + self.ordered.iter().map(Ordered::heap_bytes).sum::<usize>()
+            + self
+                .inference
+                .as_ref()
+                .map_or(0, |_| size_of::<encrypted::Inference>())
+    }
 }
