@@ -2,6 +2,8 @@
 //! source feeds it the same way; [`run`] drives it from capture files into sinks.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -24,6 +26,7 @@ use crate::flow::tcp::{Budget, Seg};
 use crate::flow::{
     self, Flow, FlowKey, FlowStats, FlowTable, LocalEnd, LocalSpec, Ours, Shared, TcpPacket,
 };
+use crate::memory::{self, Shares};
 use crate::node::peers::PeerBook;
 use crate::rules::Rules;
 use crate::sink::Sink;
@@ -80,7 +83,10 @@ pub struct Config {
     pub locals: Vec<LocalSpec>,
     /// Most flows tracked at once.
     pub max_flows: usize,
-    /// Most out-of-order TCP bytes held across all flows.
+    /// Approximate bytes the run may hold (see [`memory::Shares`]); past the analysis share the
+    /// least recently used flows are retired.
+    pub memory_budget: usize,
+    /// Most out-of-order TCP bytes held across all flows (the budget's reassembly share caps it).
     pub reassembly_budget: usize,
     /// Keep a row per published relay message (the `--messages` table).
     pub messages: bool,
@@ -100,6 +106,7 @@ impl Default for Config {
             window_secs: 10,
             locals: Vec::new(),
             max_flows: 1_000_000,
+            memory_budget: memory::DEFAULT_BUDGET,
             reassembly_budget: 256 * 1024 * 1024,
             messages: false,
             frames: false,
@@ -134,6 +141,8 @@ pub struct Stats {
     pub relay_duplicates: u64,
     /// The flows with the most wire bytes.
     pub top_flows: TopFlows,
+    /// The highest memory the analysis accounted for (see [`Analyzer::memory_used`]), bytes.
+    pub memory_peak: u64,
     /// First and last packet time, ns since the epoch.
     pub first_ns: Option<i64>,
     pub last_ns: Option<i64>,
@@ -190,9 +199,6 @@ pub fn endpoint_text(addr: Option<std::net::IpAddr>, port: Option<u16>) -> Strin
 
 /// Time between idle-flow sweeps, in capture time.
 const SWEEP_NS: i64 = 10 * 1_000_000_000;
-/// Rows the usage table may hold before its oldest windows are handed out early (unordered
-/// captures keep many windows open).
-pub const TABLE_ROW_LIMIT: usize = 1 << 16;
 /// Rows handed to the sinks at a time.
 const BATCH_ROWS: usize = 1 << 16;
 
@@ -213,6 +219,9 @@ pub struct Analyzer {
     /// Mesh health per window and topic (with [`Config::mesh`]).
     mesh: Option<MeshTracker>,
     budget: Budget,
+    /// The memory budget's shares; the usage table hands out its oldest windows early past
+    /// `table_rows` (unordered captures keep many windows open).
+    shares: Shares,
     stats: Stats,
     /// Labels of flows without a decoder, by IP protocol / non-IP protocol name.
     fixed: FxHashMap<&'static str, LabelId>,
@@ -229,6 +238,7 @@ impl Analyzer {
             .map(|d_low| MeshTracker::new(cfg.window_secs, d_low, !cfg.peers.is_empty()));
         let mut relay = RelayBook::with_peers(std::mem::take(&mut cfg.peers));
         relay.mesh_on = mesh.is_some();
+        let shares = Shares::of(cfg.memory_budget);
         Analyzer {
             flows: FlowTable::new(cfg.max_flows),
             fragments: Fragments::default(),
@@ -246,9 +256,10 @@ impl Analyzer {
             frame_rows: Vec::new(),
             budget: Budget {
                 used: 0,
-                limit: cfg.reassembly_budget,
+                limit: cfg.reassembly_budget.min(shares.reassembly),
                 hits: 0,
             },
+            shares,
             stats: Stats::default(),
             fixed: FxHashMap::default(),
             max_ns: i64::MIN,
@@ -290,11 +301,38 @@ impl Analyzer {
                 self.sweep();
             }
         }
-        if self.table.rows() > TABLE_ROW_LIMIT {
-            while self.table.rows() > TABLE_ROW_LIMIT / 2
+        if self.table.rows() > self.shares.table_rows {
+            while self.table.rows() > self.shares.table_rows / 2
                 && self.table.drain_oldest(&self.labels, &mut self.rows)
             {}
         }
+        let used = self.memory_used();
+        self.stats.memory_peak = self.stats.memory_peak.max(used as u64);
+        if used > self.shares.analysis {
+            self.retire_for_memory();
+        }
+    }
+
+    /// Approximate heap bytes of the analysis: flows with their reassembly and decoder state,
+    /// the usage table, labels, message ids, and rows not handed out yet.
+    pub fn memory_used(&self) -> usize {
+        self.flows.heap_bytes()
+            + self.table.heap_bytes()
+            + self.labels.heap_bytes()
+            + self.relay.heap_bytes()
+            + memory::vec_bytes(&self.rows)
+            + memory::vec_bytes(&self.frame_rows)
+            + self.messages.rows.as_ref().map_or(0, memory::vec_bytes)
+    }
+
+    /// The memory budget's shares this analysis keeps to.
+    pub fn shares(&self) -> Shares {
+        self.shares
+    }
+
+    /// Rows waiting to be taken with [`Analyzer::take_rows`].
+    pub fn rows_waiting(&self) -> usize {
+        self.rows.len()
     }
 
     /// What was read so far.
@@ -441,8 +479,17 @@ impl Analyzer {
             self.fragments
                 .first((ip.src, ip.dst, ip.proto, id), key, src_is_lo, ts);
         }
-        if !self.flows.flows.contains_key(&key) && self.flows.flows.len() >= self.flows.max_flows {
-            self.make_room();
+        if !self.flows.flows.contains_key(&key) {
+            let (len, capacity) = (self.flows.flows.len(), self.flows.flows.capacity());
+            if len >= self.flows.max_flows {
+                self.make_room();
+            } else if len >= capacity
+                && self.memory_used() + memory::table_bytes::<(FlowKey, Flow)>(capacity)
+                    > self.shares.analysis
+            {
+                // The table would double past the budget: make room in it instead.
+                self.retire_for_memory();
+            }
         }
         let Analyzer {
             flows,
@@ -517,6 +564,8 @@ impl Analyzer {
                     stats: &mut stats.flow,
                 };
                 flow.tcp(side, &p, &mut sh, &mut add);
+                let (before, now) = flow.remeasure();
+                flows.heap = (flows.heap + now).saturating_sub(before);
                 if !frames.events.is_empty() {
                     crate::account::frames::record(&mut frames.events, flow, frame_rows);
                 }
@@ -638,6 +687,7 @@ impl Analyzer {
     }
 
     fn finish_flow(&mut self, mut f: Flow) {
+        self.flows.release(&f);
         self.stats.top_flows.offer(&f);
         let keys = f.row_keys();
         let table = &mut self.table;
@@ -699,83 +749,86 @@ impl Analyzer {
 
     fn make_room(&mut self) {
         let mut gone = Vec::new();
-        self.stats.flow.evicted_limit += self.flows.evict_oldest(|f| gone.push(f));
+        self.stats.flow.evicted_limit += self.flows.evict_oldest(0.1, |f| gone.push(f));
         for f in gone {
             self.finish_flow(f);
         }
     }
+
+    /// Retires the least recently used flows until the analysis is an eighth under its share
+    /// (their bytes are counted as they leave).
+    fn retire_for_memory(&mut self) {
+        let target = self.shares.analysis - self.shares.analysis / 8;
+        let excess = self.memory_used().saturating_sub(target);
+        let share = (excess as f64 / self.flows.heap_bytes().max(1) as f64).clamp(1.0 / 16.0, 1.0);
+        let mut gone = Vec::new();
+        self.stats.flow.evicted_memory += self.flows.evict_oldest(share, |f| gone.push(f));
+        for f in gone {
+            self.finish_flow(f);
+        }
+        let flows = &mut self.flows.flows;
+        if flows.capacity() > 4 * flows.len() + 1024 {
+            flows.shrink_to_fit();
+        }
+    }
 }
 
-/// Outcome of [`run`]: statistics, and the input errors met (the run went on past them).
+/// Outcome of [`run`]: statistics, and the errors met (the run went on past them).
 pub struct RunReport {
     pub stats: Stats,
+    /// Inputs that could not be opened or were corrupt (what they held before counts).
     pub input_errors: Vec<Error>,
+    /// Sinks that failed (a full disk): each was left out from its first error on, the files
+    /// it had finished stay valid, and the other sinks (the summary) saw everything.
+    pub output_errors: Vec<Error>,
+    /// Reading ended early on a stop request; everything read before it is counted.
+    pub stopped: bool,
 }
 
-/// Reads `paths` in time order through the pipeline into `sinks`. `progress` is called now and
-/// then with the capture bytes read so far. Opening errors are returned before anything is read;
-/// corrupt files end early and are reported in [`RunReport::input_errors`].
+/// Reads `paths` in time order through the pipeline into `sinks`, until they end or `stop` is
+/// set. `progress` is called now and then with the capture bytes read so far. Fails only when
+/// no capture opens; corrupt files and failing sinks are reported in the [`RunReport`].
 pub fn run(
     paths: &[PathBuf],
     cfg: Config,
     sinks: &mut [&mut dyn Sink],
+    stop: &Arc<AtomicBool>,
     mut progress: impl FnMut(u64),
 ) -> Result<RunReport, Error> {
     let mut captures = CaptureSet::open(paths)?;
+    captures.stop_when(Arc::clone(stop));
     let mut analyzer = Analyzer::new(cfg);
-    let mut sink_error: Option<Error> = None;
+    let pending = analyzer.shares().pending_rows;
+    let mut out = Outputs::new(sinks);
     let mut n: u64 = 0;
     captures.for_each(|pkt, read| {
         analyzer.packet(pkt);
         n += 1;
-        if n.is_multiple_of(65_536) {
+        let tick = n.is_multiple_of(65_536);
+        if tick {
             progress(read);
-            if sink_error.is_none() {
-                sink_error = hand_out(&mut analyzer, sinks).err();
-            }
+        }
+        if tick || analyzer.rows_waiting() >= pending {
+            out.hand_out(&mut analyzer);
         }
     });
     let input_errors = captures.take_errors();
     let stats = analyzer.finish();
-    if let Some(e) = sink_error {
-        return Err(e);
-    }
-    hand_out(&mut analyzer, sinks)?;
+    out.hand_out(&mut analyzer);
     loop {
-        let rows = analyzer.drain(BATCH_ROWS);
+        let rows = analyzer.drain(BATCH_ROWS.min(pending));
         if rows.is_empty() {
             break;
         }
-        write_all(sinks, &rows)?;
+        out.each(|s| s.write(&rows));
     }
-    for s in sinks.iter_mut() {
-        s.finish()?;
-    }
+    out.each(|s| s.finish());
     Ok(RunReport {
         stats,
         input_errors,
+        output_errors: out.errors,
+        stopped: stop.load(Ordering::Relaxed),
     })
-}
-
-/// Hands the rows of closed windows and the messages read so far to the sinks.
-fn hand_out(analyzer: &mut Analyzer, sinks: &mut [&mut dyn Sink]) -> Result<(), Error> {
-    let rows = analyzer.take_rows();
-    if !rows.is_empty() {
-        write_all(sinks, &rows)?;
-    }
-    let messages = analyzer.take_messages();
-    if !messages.is_empty() {
-        for s in sinks.iter_mut() {
-            s.messages(&messages)?;
-        }
-    }
-    let frames = analyzer.take_frames();
-    if !frames.is_empty() {
-        for s in sinks.iter_mut() {
-            s.frames(&frames)?;
-        }
-    }
-    hand_out_mesh(analyzer, sinks)
 }
 
 /// Hands the mesh rows of closed windows to the sinks.
@@ -792,9 +845,54 @@ pub(crate) fn hand_out_mesh(
     Ok(())
 }
 
-fn write_all(sinks: &mut [&mut dyn Sink], rows: &[Row]) -> Result<(), Error> {
-    for s in sinks.iter_mut() {
-        s.write(rows)?;
+/// The sinks of a run: one that fails is left out from then on, its error kept.
+struct Outputs<'s, 'a> {
+    sinks: &'s mut [&'a mut dyn Sink],
+    failed: Vec<bool>,
+    errors: Vec<Error>,
+}
+
+impl<'s, 'a> Outputs<'s, 'a> {
+    fn new(sinks: &'s mut [&'a mut dyn Sink]) -> Outputs<'s, 'a> {
+        let failed = vec![false; sinks.len()];
+        Outputs {
+            sinks,
+            failed,
+            errors: Vec::new(),
+        }
     }
-    Ok(())
+
+    /// Runs `f` on every sink that has not failed.
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> Result<(), Error>) {
+        for (s, failed) in self.sinks.iter_mut().zip(&mut self.failed) {
+            if *failed {
+                continue;
+            }
+            if let Err(e) = f(&mut **s) {
+                *failed = true;
+                self.errors.push(e);
+            }
+        }
+    }
+
+    /// Hands the rows of closed windows and the messages, frames and mesh rows read so far to
+    /// the sinks.
+    fn hand_out(&mut self, analyzer: &mut Analyzer) {
+        let rows = analyzer.take_rows();
+        if !rows.is_empty() {
+            self.each(|s| s.write(&rows));
+        }
+        let messages = analyzer.take_messages();
+        if !messages.is_empty() {
+            self.each(|s| s.messages(&messages));
+        }
+        let frames = analyzer.take_frames();
+        if !frames.is_empty() {
+            self.each(|s| s.frames(&frames));
+        }
+        let mesh = analyzer.take_mesh();
+        if !mesh.is_empty() {
+            self.each(|s| s.mesh(&mesh));
+        }
+    }
 }

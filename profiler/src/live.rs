@@ -95,9 +95,10 @@ pub struct Status {
     pub probe: ProbeStats,
     /// Packets the kernel dropped before libpcap read them (pcap source).
     pub pcap_dropped: u64,
-    /// Flows retired while idle, and to stay under the flow limit.
+    /// Flows retired while idle, to stay under the flow limit, and within the memory budget.
     pub evicted_idle: u64,
     pub evicted_limit: u64,
+    pub evicted_memory: u64,
 }
 
 /// Time between reads of the probe's counters, window checks and status calls.
@@ -215,6 +216,7 @@ pub fn run(
                 pcap_dropped,
                 evicted_idle: stats.flow.evicted_idle,
                 evicted_limit: stats.flow.evicted_limit,
+                evicted_memory: stats.flow.evicted_memory,
             });
         }
         if done {

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +15,7 @@ use wakuprof::flow::LocalSpec;
 use wakuprof::forward::records::Include;
 use wakuprof::forward::{self, ForwardConfig, ForwardReport, Forwarder, Mode, replay, state};
 use wakuprof::live::{self, Filter, LiveConfig, LiveSource};
+use wakuprof::memory::{self, Shares};
 use wakuprof::node::{self, reconcile::Reconciliation};
 use wakuprof::rules::{self, Rules};
 use wakuprof::sink::Sink;
@@ -30,8 +31,13 @@ use wakuprof::source::probe::Probe;
 
 mod report_cmd;
 
-/// Exit status when the run completed but some input was corrupt or truncated.
+/// Exit status when the run completed but some input was corrupt, truncated or unreadable.
 const EXIT_INPUT_ERRORS: u8 = 3;
+/// Exit status when some output could not be written (a full disk): the files already written
+/// are complete, the summary covers all the input.
+const EXIT_OUTPUT_ERRORS: u8 = 4;
+/// Exit status of a run stopped by a signal: 128 + its number, as a shell reports it.
+const EXIT_SIGNAL_BASE: u8 = 128;
 
 /// Packet-level bandwidth profiler for Waku nodes: attributes every byte to a protocol, a
 /// message kind and (where knowable) a shard.
@@ -47,8 +53,12 @@ enum Command {
     /// Attribute the bytes of pcap/pcapng captures; write Parquet and/or print a summary.
     ///
     /// Several files are merged in time order. A corrupt or truncated file is reported with the
-    /// packet number where it broke; everything counted up to there is kept and written, and the
-    /// exit status is 3. Exit status 1 means nothing could be done (e.g. a file cannot be opened).
+    /// packet number where it broke, a file that cannot be opened is skipped; everything counted
+    /// is kept and written, and the exit status is 3. Output that cannot be written (a full
+    /// disk) is reported; files already written stay valid, the summary is still printed, and
+    /// the exit status is 4. SIGINT/SIGTERM stop reading: what was read is written and summed
+    /// up, exit status 130/143. Exit status 1 means nothing could be done (no capture opens, the
+    /// output directory is not writable).
     #[command(
         after_help = "Examples:\n  wakuprof analyze capture.pcap --out results/\n  wakuprof analyze a.pcap b.pcapng --format json\n  wakuprof analyze capture.pcap --local 10.0.0.5 --window 60 --out results/\n  wakuprof analyze capture.pcap --messages messages/   # one row per relay message"
     )]
@@ -136,6 +146,8 @@ struct AnalyzeArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1000..))]
     max_flows: u64,
     #[command(flatten)]
+    memory: MemoryArgs,
+    #[command(flatten)]
     rules: RuleArgs,
     #[command(flatten)]
     node: NodeArgs,
@@ -166,6 +178,24 @@ impl MeshArgs {
             Some(dir) => Some(MeshSink::new(dir)?),
             None => None,
         })
+    }
+}
+
+/// The memory bound every analysing command takes.
+#[derive(clap::Args)]
+struct MemoryArgs {
+    /// Approximate memory the analysis may hold (K, M, G suffixes; at least 16M): flows,
+    /// reassembly buffers, decoder state and rows waiting to be written, together. Past it the
+    /// least recently used flows are retired early (their bytes stay counted; the summary and
+    /// the metrics count them as evicted for memory). Peak RSS stays within it plus a fixed
+    /// overhead (see README "Limits").
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_budget)]
+    memory_budget: u64,
+}
+
+impl MemoryArgs {
+    fn bytes(&self) -> usize {
+        usize::try_from(self.memory_budget).unwrap_or(usize::MAX)
     }
 }
 
@@ -283,6 +313,8 @@ struct LiveArgs {
     #[command(flatten)]
     mesh: MeshArgs,
     #[command(flatten)]
+    memory: MemoryArgs,
+    #[command(flatten)]
     rules: RuleArgs,
     /// Forward each window to the Status telemetry service at URL (opt-in), e.g.
     /// https://telemetry.status.im; see README "Telemetry" for what is sent.
@@ -382,6 +414,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .and_then(|n| n.checked_mul(mult))
         .filter(|&n| n >= 4096)
         .ok_or_else(|| format!("'{s}' is not a size of at least 4096 bytes (e.g. 64M, 512K, 1G)"))
+}
+
+/// A memory budget: a size of at least [`memory::MIN_BUDGET`].
+fn parse_budget(s: &str) -> Result<u64, String> {
+    let min = memory::MIN_BUDGET as u64;
+    parse_size(s)
+        .ok()
+        .filter(|&n| n >= min)
+        .ok_or_else(|| format!("'{s}' is not a size of at least 16M (e.g. 64M, 1G)"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -500,6 +541,7 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         window_secs: args.window,
         locals: args.local.clone(),
         max_flows: usize::try_from(args.max_flows).unwrap_or(usize::MAX),
+        memory_budget: args.memory.bytes(),
         messages: args.messages.is_some(),
         frames: args.frames.is_some(),
         mesh: args.mesh.tracked(),
@@ -508,18 +550,14 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut reconciliation = args.node.reconciliation(args.node.counters()?, &cfg.peers);
     let mut summary = Summary::default();
-    let mut parquet = match &args.out {
-        Some(dir) => Some(ParquetSink::new(dir)?),
-        None => None,
-    };
-    let mut messages = match &args.messages {
-        Some(dir) => Some(MessageSink::new(dir)?),
-        None => None,
-    };
-    let mut frames = match &args.frames {
-        Some(dir) => Some(FrameSink::new(dir)?),
-        None => None,
-    };
+    let rows = Shares::of(cfg.memory_budget).pending_rows;
+    let mut parquet = args.out.as_deref().map(ParquetSink::new).transpose()?;
+    let mut messages = args.messages.as_deref().map(MessageSink::new).transpose()?;
+    let mut frames = args.frames.as_deref().map(FrameSink::new).transpose()?;
+    parquet.iter_mut().for_each(|w| w.limit_rows(rows));
+    messages.iter_mut().for_each(|w| w.limit_rows(rows));
+    frames.iter_mut().for_each(|w| w.limit_rows(rows));
+    let (stop, signal) = stop_signal()?;
     let mut mesh = args.mesh.sink()?;
     let bar = progress_bar(args);
     let report = {
@@ -539,7 +577,7 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         if let Some(m) = mesh.as_mut() {
             sinks.push(m);
         }
-        analyze::run(&args.files, cfg, &mut sinks, |read| {
+        analyze::run(&args.files, cfg, &mut sinks, &stop, |read| {
             if let Some(b) = &bar {
                 b.set_position(read);
             }
@@ -550,6 +588,18 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
     }
     for e in &report.input_errors {
         eprintln!("wakuprof: {e}");
+    }
+    for e in &report.output_errors {
+        eprintln!(
+            "wakuprof: output incomplete: {e}; the files written before it are complete, the summary covers all the input"
+        );
+    }
+    let signal = signal.load(std::sync::atomic::Ordering::Relaxed);
+    if report.stopped {
+        eprintln!(
+            "wakuprof: stopped by signal {signal} after {} packets; what was read is counted and written",
+            report.stats.packets
+        );
     }
     if !args.output.quiet {
         let mut out = std::io::stdout().lock();
@@ -594,11 +644,15 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         }
         out.flush()?;
     }
-    if report.input_errors.is_empty() {
-        Ok(ExitCode::SUCCESS)
+    Ok(if !report.output_errors.is_empty() {
+        ExitCode::from(EXIT_OUTPUT_ERRORS)
+    } else if report.stopped {
+        ExitCode::from(EXIT_SIGNAL_BASE.saturating_add(u8::try_from(signal).unwrap_or(0)))
+    } else if !report.input_errors.is_empty() {
+        ExitCode::from(EXIT_INPUT_ERRORS)
     } else {
-        Ok(ExitCode::from(EXIT_INPUT_ERRORS))
-    }
+        ExitCode::SUCCESS
+    })
 }
 
 /// Prints the summary as a table or as JSON (with `extra` merged into the JSON document).
@@ -623,6 +677,17 @@ fn print_summary(
         }
     }
     Ok(())
+}
+
+/// A flag set by SIGINT and SIGTERM, and the number of the signal that set it.
+fn stop_signal() -> anyhow::Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
+    let stop = stop_flag()?;
+    let which = Arc::new(AtomicUsize::new(0));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_usize(signal, Arc::clone(&which), signal as usize)
+            .context("cannot install the signal handlers")?;
+    }
+    Ok((stop, which))
 }
 
 /// A flag set by SIGINT and SIGTERM.
@@ -675,6 +740,7 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
             rules,
             window_secs: args.window,
             mesh: args.mesh.tracked(),
+            memory_budget: args.memory.bytes(),
             peers,
             ..Config::default()
         },
@@ -690,6 +756,7 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
     let mut summary = Summary::default();
     let mut parquet = ParquetSink::new(&args.out)?;
     let mut mesh = args.mesh.sink()?;
+    parquet.limit_rows(Shares::of(args.memory.bytes()).pending_rows);
     let registry = metrics::Shared::default();
     let mut exporter = MetricsSink {
         registry: Arc::clone(&registry),
@@ -722,6 +789,7 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
                     map_full: s.probe.map_full,
                     flows_evicted_idle: s.evicted_idle,
                     flows_evicted_limit: s.evicted_limit,
+                    flows_evicted_memory: s.evicted_memory,
                     pcap_dropped: s.pcap_dropped,
                     processes: s.owners.saturating_sub(1) as u64,
                 });

@@ -95,7 +95,8 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         if let Some(r) = reconciliation.as_mut() {
             sinks.push(r);
         }
-        let run = analyze::run(&inputs.captures, cfg, &mut sinks, |_| {})?;
+        let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = analyze::run(&inputs.captures, cfg, &mut sinks, &never, |_| {})?;
         for e in &run.input_errors {
             eprintln!("wakuprof: {e}");
             exit = ExitCode::from(super::EXIT_INPUT_ERRORS);

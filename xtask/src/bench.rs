@@ -85,6 +85,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // A failure here is reported after the table, so that the timings are not lost.
     let per_flow = (args.copies > 1)
         .then(|| FlowFootprint::measure(&wakuprof, &base, &input, packets, &bench_dir));
+    let idle = IdleFootprint::measure(&wakuprof, &bench_dir);
 
     let (cpu, cores) = environment();
     let name = input.file_name().unwrap_or_default().to_string_lossy();
@@ -111,6 +112,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Some(Err(_)) => println!("wakuprof memory per flow: failed, see below"),
         None => println!("wakuprof memory per flow: n/a with --copies 1"),
     }
+    match &idle {
+        Ok(f) => println!(
+            "wakuprof memory per idle flow (libp2p-like, opened and silent): ({:.1} - {:.1} MiB) / ({} - {} flows) = {:.0} bytes",
+            mib(f.rss_n),
+            mib(f.rss_1),
+            IDLE_FLOWS[1],
+            IDLE_FLOWS[0],
+            f.bytes_per_flow()
+        ),
+        Err(_) => println!("wakuprof memory per idle flow: failed, see below"),
+    }
     if let Some(path) = &args.json {
         let report = json!({
             "cpu": cpu,
@@ -125,6 +137,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 "wall_secs": s.wall.as_secs_f64(),
                 "peak_rss_bytes": s.peak_rss,
             })).collect::<Vec<_>>(),
+            "memory_per_idle_flow": idle.as_ref().ok().map(|f| json!({
+                "flows": IDLE_FLOWS,
+                "peak_rss_bytes": [f.rss_1, f.rss_n],
+                "bytes_per_flow": f.bytes_per_flow(),
+            })),
             "memory_per_flow": per_flow.as_ref().and_then(|f| f.as_ref().ok()).map(|f| json!({
                 "flows_1x": f.flows_1,
                 "peak_rss_bytes_1x": f.rss_1,
@@ -136,7 +153,45 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("{}", path.display()))?;
     }
+    idle?;
     per_flow.transpose().map(drop)
+}
+
+/// Flood sizes whose peak RSS difference gives the memory of an idle flow.
+const IDLE_FLOWS: [u32; 2] = [50_000, 100_000];
+
+/// What wakuprof's memory grows by per idle flow: connections that open like libp2p and go
+/// silent (`cargo xtask flood libp2p`), with a budget large enough that none is retired.
+struct IdleFootprint {
+    rss_1: u64,
+    rss_n: u64,
+}
+
+impl IdleFootprint {
+    fn measure(wakuprof: &Path, scratch: &Path) -> Result<Self> {
+        let mut rss = [0; 2];
+        for (n, rss) in IDLE_FLOWS.iter().zip(&mut rss) {
+            let capture = scratch.join(format!("flood-libp2p-{n}.pcap"));
+            flood::write(&capture, flood::Flood::Libp2p, *n)
+                .with_context(|| format!("{}", capture.display()))?;
+            let (stats, peak) =
+                analyze_json(wakuprof, &capture, scratch, &["--memory-budget", "8G"])?;
+            ensure!(
+                stats.flow.flows == u64::from(*n),
+                "wakuprof counted {} flows in a flood of {n}",
+                stats.flow.flows
+            );
+            *rss = peak;
+        }
+        Ok(Self {
+            rss_1: rss[0],
+            rss_n: rss[1],
+        })
+    }
+
+    fn bytes_per_flow(&self) -> f64 {
+        (self.rss_n as f64 - self.rss_1 as f64) / f64::from(IDLE_FLOWS[1] - IDLE_FLOWS[0])
+    }
 }
 
 /// The Debian packages of the programs wakuprof is compared with.
@@ -377,8 +432,8 @@ impl FlowFootprint {
         packets: u64,
         scratch: &Path,
     ) -> Result<Self> {
-        let (stats_1, rss_1) = analyze_json(wakuprof, base, scratch)?;
-        let (stats_n, rss_n) = analyze_json(wakuprof, input, scratch)?;
+        let (stats_1, rss_1) = analyze_json(wakuprof, base, scratch, &[])?;
+        let (stats_n, rss_n) = analyze_json(wakuprof, input, scratch, &[])?;
         if stats_n.packets != packets {
             eprintln!(
                 "bench: warning: wakuprof counted {} packets in {}, which holds {packets}",
@@ -414,8 +469,13 @@ struct FlowStats {
     flows: u64,
 }
 
-/// Runs `wakuprof analyze CAPTURE --format json` and returns its stats and peak RSS.
-fn analyze_json(wakuprof: &Path, capture: &Path, scratch: &Path) -> Result<(Stats, u64)> {
+/// Runs `wakuprof analyze CAPTURE --format json EXTRA…` and returns its stats and peak RSS.
+fn analyze_json(
+    wakuprof: &Path,
+    capture: &Path,
+    scratch: &Path,
+    extra: &[&str],
+) -> Result<(Stats, u64)> {
     #[derive(Deserialize)]
     struct Output {
         stats: Stats,
@@ -428,6 +488,7 @@ fn analyze_json(wakuprof: &Path, capture: &Path, scratch: &Path) -> Result<(Stat
             .arg("analyze")
             .arg(capture)
             .args(["--format", "json"])
+            .args(extra)
             .current_dir(out.path())
             .stdout(File::create(&json)?),
     );

@@ -42,6 +42,34 @@ enum Command {
     /// Seed every fuzz target from samples/, build them with cargo fuzz (nightly) and run each
     /// for a fixed time; a crash fails with its input in fuzz/artifacts/.
     Fuzz(fuzz::FuzzArgs),
+    /// Write a synthetic flood capture (SYN flood, connections that open like libp2p, yamux
+    /// streams in one connection) to measure `wakuprof analyze --memory-budget` on.
+    Flood(FloodArgs),
+}
+
+/// Options of `cargo xtask flood`.
+#[derive(clap::Args)]
+struct FloodArgs {
+    /// What the flood sends.
+    #[arg(value_enum)]
+    kind: FloodKind,
+    /// Sources (syn), connections (libp2p) or streams (streams).
+    #[arg(value_name = "N")]
+    n: u32,
+    /// The pcap file to write.
+    #[arg(value_name = "OUT")]
+    out: std::path::PathBuf,
+}
+
+/// The floods `cargo xtask flood` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FloodKind {
+    /// One SYN from each of N sources.
+    Syn,
+    /// N connections that open like libp2p (multistream, a yamux proposal and header) and stop.
+    Libp2p,
+    /// N yamux streams in one plaintext libp2p connection.
+    Streams,
 }
 
 /// The sample the demo analyzes.
@@ -58,7 +86,25 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::BenchLive(args) => bench_live::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Flood(args) => flood_cmd(&args),
     }
+}
+
+fn flood_cmd(args: &FloodArgs) -> anyhow::Result<()> {
+    let kind = match args.kind {
+        FloodKind::Syn => flood::Flood::Syn,
+        FloodKind::Libp2p => flood::Flood::Libp2p,
+        FloodKind::Streams => flood::Flood::Streams,
+    };
+    let w = flood::write(&args.out, kind, args.n)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    println!(
+        "{}: {} packets, {} IP bytes",
+        args.out.display(),
+        w.packets,
+        w.ip_bytes
+    );
+    Ok(())
 }
 
 fn setup() -> anyhow::Result<()> {

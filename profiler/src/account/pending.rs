@@ -54,6 +54,11 @@ impl PendingQueue {
         });
     }
 
+    /// Heap bytes of the queue.
+    pub fn heap_bytes(&self) -> usize {
+        crate::memory::deque_bytes(&self.entries)
+    }
+
     /// Unlabelled stream bytes queued.
     pub fn bytes(&self) -> u64 {
         self.bytes

@@ -60,6 +60,14 @@ impl UsageTable {
         self.rows
     }
 
+    /// Approximate heap bytes of the open windows' rows.
+    pub fn heap_bytes(&self) -> usize {
+        self.windows
+            .values()
+            .map(|w| crate::memory::table_bytes::<(RowKey, Counters)>(w.capacity()))
+            .sum()
+    }
+
     /// Moves the rows of the oldest window into `out`, whether it has closed or not (to bound
     /// memory, and at the end of a run). Returns false when the table is empty.
     pub fn drain_oldest(&mut self, labels: &LabelTable, out: &mut Vec<Row>) -> bool {

@@ -123,4 +123,12 @@ impl StreamDecoder for Classifier {
             State::Probing => None,
         }
     }
+
+    fn heap_bytes(&self) -> usize {
+        let held: usize = self.held.iter().map(Vec::capacity).sum();
+        match &self.state {
+            State::Decoding(d) => held + std::mem::size_of_val(&**d) + d.heap_bytes(),
+            State::Unknown | State::Probing => held,
+        }
+    }
 }

@@ -310,6 +310,10 @@ struct DnsStream {
 }
 
 impl StreamDecoder for DnsStream {
+    fn heap_bytes(&self) -> usize {
+        self.held.iter().map(Vec::capacity).sum()
+    }
+
     fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) {
         let i = side.index();
         if self.broken[i] {

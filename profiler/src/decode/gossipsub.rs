@@ -143,6 +143,13 @@ struct Entry {
 }
 
 impl RpcWalker {
+    /// Heap bytes: this walker (boxed by its stream) and what it holds of the current entry.
+    pub fn heap_bytes(&self) -> usize {
+        size_of::<RpcWalker>()
+            + self.varint.capacity()
+            + self.entry.as_ref().map_or(0, |e| e.body.capacity())
+    }
+
     /// A walker at the start of a relay stream's data.
     pub fn new(labels: RelayLabels) -> RpcWalker {
         RpcWalker {

@@ -503,6 +503,12 @@ fn dechunk(raw: &[u8]) -> Option<Result<(usize, Vec<u8>), ()>> {
 }
 
 impl StreamDecoder for Http {
+    fn heap_bytes(&self) -> usize {
+        self.sides.iter().map(|s| s.held.capacity()).sum::<usize>()
+            + crate::memory::deque_bytes(&self.asked)
+            + crate::memory::vec_bytes(&self.deferred)
+    }
+
     fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) {
         if let Some(stack) = &mut self.libp2p {
             stack.data(side, bytes, ctx);

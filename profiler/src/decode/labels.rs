@@ -51,6 +51,16 @@ impl LabelTable {
         id
     }
 
+    /// Approximate heap bytes of the labels, their index and their strings (64 bytes each).
+    pub fn heap_bytes(&self) -> usize {
+        use crate::memory::{table_bytes, vec_bytes};
+        vec_bytes(&self.labels)
+            + table_bytes::<(Label, LabelId)>(self.index.capacity())
+            + table_bytes::<(Box<str>, Arc<str>)>(self.strings.capacity())
+            + self.strings.len() * 64
+            + table_bytes::<(LabelId, LabelId)>(self.transport.capacity())
+    }
+
     /// Shares one allocation per distinct string.
     pub fn string(&mut self, s: &str) -> Arc<str> {
         if let Some(a) = self.strings.get(s) {

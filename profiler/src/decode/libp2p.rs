@@ -252,4 +252,23 @@ impl StreamDecoder for Libp2pDecoder {
             _ => None,
         }
     }
+
+    fn heap_bytes(&self) -> usize {
+        let held: usize = self
+            .phases
+            .iter()
+            .map(|p| match p {
+                Phase::Negotiating { held, .. } => held.capacity(),
+                Phase::Muxed(framer) => framer.held(),
+                _ => 0,
+            })
+            .sum();
+        held + self.proposal.as_ref().map_or(0, Vec::capacity)
+            + self
+                .security
+                .as_ref()
+                .map_or(0, |(id, layer)| id.capacity() + layer.heap_bytes())
+            + self.streams.as_ref().map_or(0, Streams::heap_bytes)
+            + self.ordered.iter().map(Ordered::heap_bytes).sum::<usize>()
+    }
 }

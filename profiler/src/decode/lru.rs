@@ -66,6 +66,12 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         self.map.len()
     }
 
+    /// Approximate heap bytes: the map's slots and the use order (not what keys and values own).
+    pub fn heap_bytes(&self) -> usize {
+        crate::memory::table_bytes::<(K, (V, u64))>(self.map.capacity())
+            + crate::memory::deque_bytes(&self.order)
+    }
+
     /// Whether the map is empty.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()

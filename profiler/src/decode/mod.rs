@@ -212,6 +212,11 @@ pub trait StreamDecoder {
     fn connection_known(&self) -> bool {
         true
     }
+    /// Approximate heap bytes the decoder holds beyond its own value (buffers, stream tables),
+    /// for the memory budget; decoders that hold nothing growable keep the default.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// A connection whose every byte has one label (e.g. decided by its port): nothing to reassemble.

@@ -61,6 +61,11 @@ pub struct Ordered {
 }
 
 impl Ordered {
+    /// Heap bytes of the spans held.
+    pub fn heap_bytes(&self) -> usize {
+        crate::memory::deque_bytes(&self.slots)
+    }
+
     /// A fresh token for a label to be decided later.
     pub fn token(&mut self) -> u32 {
         self.next_token = self.next_token.wrapping_add(1);

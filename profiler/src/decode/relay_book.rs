@@ -118,6 +118,15 @@ impl RelayBook {
         }
     }
 
+    /// Approximate heap bytes: the message-id map (ids are 32 bytes), published messages not
+    /// taken yet, recent message times.
+    pub fn heap_bytes(&self) -> usize {
+        self.topics.heap_bytes()
+            + self.topics.len() * 32
+            + crate::memory::vec_bytes(&self.published)
+            + crate::memory::deque_bytes(&self.recent)
+    }
+
     /// Notes a message inferred on an encrypted connection at `now` (ns).
     pub fn saw_message(&mut self, now: i64) {
         if self.recent.len() >= RECENT_MAX {

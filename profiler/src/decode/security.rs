@@ -21,6 +21,10 @@ pub trait Security {
     ) -> Result<Option<&'b [u8]>, (DecodeError, u64)>;
     /// Bytes of `side` held and not yet labelled (a header split across chunks).
     fn held(&self, side: Side) -> usize;
+    /// Approximate heap memory the layer holds (for the memory budget).
+    fn heap_bytes(&self) -> usize {
+        self.held(Side::Initiator) + self.held(Side::Responder)
+    }
 }
 
 /// A security protocol the decoder knows: its id and how to make its layer for a connection.

@@ -70,11 +70,25 @@ struct Stream {
     sides: [StreamSide; 2],
 }
 
+impl Stream {
+    /// Heap bytes the stream holds beyond its table slot.
+    fn heap_bytes(&self) -> usize {
+        let sides: usize = self
+            .sides
+            .iter()
+            .map(|s| s.held.capacity() + s.rpc.as_ref().map_or(0, |r| r.heap_bytes()))
+            .sum();
+        sides + self.protocol.as_ref().map_or(0, |p| p.0.capacity())
+    }
+}
+
 /// All streams of one connection, keyed by the muxer's stream id.
 pub struct Streams {
     streams: FxHashMap<u32, Stream>,
     /// `libp2p` / `/multistream/1.0.0` / `negotiation`.
     plain: LabelId,
+    /// Σ heap bytes of the streams beyond their slots, kept as streams change.
+    held: usize,
 }
 
 impl Streams {
@@ -84,12 +98,33 @@ impl Streams {
         Streams {
             streams: FxHashMap::default(),
             plain: labels.decoded(Category::Libp2p, protocol, "negotiation"),
+            held: 0,
         }
+    }
+
+    /// Approximate heap bytes of the stream table and its streams.
+    pub fn heap_bytes(&self) -> usize {
+        crate::memory::table_bytes::<(u32, Stream)>(self.streams.capacity()) + self.held
     }
 
     /// Labels `bytes` that `side` sent on stream `id` (the side that opened the stream sends the
     /// proposals). Appends spans covering every byte to `out`.
     pub fn body(
+        &mut self,
+        side: Side,
+        opener: Side,
+        id: u32,
+        bytes: &[u8],
+        ctx: &mut DecodeCtx<'_>,
+        out: &mut Ordered,
+    ) {
+        let before = self.streams.get(&id).map_or(0, Stream::heap_bytes);
+        self.feed(side, opener, id, bytes, ctx, out);
+        let after = self.streams.get(&id).map_or(0, Stream::heap_bytes);
+        self.held = (self.held + after).saturating_sub(before);
+    }
+
+    fn feed(
         &mut self,
         side: Side,
         opener: Side,
@@ -169,7 +204,13 @@ impl Streams {
 
     /// Forgets a stream that was reset.
     pub fn reset(&mut self, id: u32) {
-        self.streams.remove(&id);
+        self.forget(id);
+    }
+
+    fn forget(&mut self, id: u32) {
+        if let Some(s) = self.streams.remove(&id) {
+            self.held = self.held.saturating_sub(s.heap_bytes());
+        }
     }
 
     /// Notes that `side` closed stream `id`; the stream is forgotten once both sides have.
@@ -177,7 +218,7 @@ impl Streams {
         if let Some(stream) = self.streams.get_mut(&id) {
             stream.sides[side.index()].closed = true;
             if stream.sides.iter().all(|s| s.closed) {
-                self.streams.remove(&id);
+                self.forget(id);
             }
         }
     }

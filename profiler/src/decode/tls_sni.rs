@@ -74,6 +74,10 @@ impl TlsConn {
 }
 
 impl StreamDecoder for TlsConn {
+    fn heap_bytes(&self) -> usize {
+        self.held.capacity()
+    }
+
     fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) {
         if self.named.is_none() && side == Side::Initiator {
             self.held.extend_from_slice(bytes);

@@ -14,6 +14,7 @@ use crate::account::record::{Counters, Direction, Endpoints};
 use crate::account::table::RowKey;
 use crate::decode::classify::Classifier;
 use crate::decode::{Conn, DecodeCtx, LabelId, LabelTable, Side, StreamDecoder};
+use crate::memory;
 
 /// A connection's identity, the same for both directions: endpoints in canonical order, and
 /// which end it is seen from when the source saw it at a socket ([`LocalEnd`]): live, the two
@@ -132,6 +133,8 @@ pub struct Flow {
     /// A FIN or RST was seen (TCP).
     pub closing: bool,
     state: State,
+    /// Heap bytes the flow holds beyond its table slot, as last measured.
+    heap: usize,
 }
 
 enum State {
@@ -153,6 +156,9 @@ struct TcpFlow {
     early: Vec<(Side, i64, u32)>,
 }
 
+/// What the allocator adds to a decoding flow's few allocations (headers, rounding, free space
+/// left between them as flows come and go), measured on floods of new flows.
+const ALLOCATOR_OVERHEAD: usize = 512;
 /// Segments without payload held while a connection is unclassified; the rest count directly.
 const EARLY_LIMIT: usize = 64;
 /// Unlabelled bytes a direction may queue before they are labelled with the connection's label.
@@ -164,6 +170,8 @@ pub struct FlowStats {
     pub flows: u64,
     pub evicted_idle: u64,
     pub evicted_limit: u64,
+    /// Flows retired to stay within the memory budget (least recently used first).
+    pub evicted_memory: u64,
     pub retransmitted_packets: u64,
     pub gaps: u64,
     pub gap_bytes: u64,
@@ -249,7 +257,17 @@ impl Flow {
             packets: 0,
             closing: false,
             state,
+            heap: 0,
         }
+    }
+
+    /// Measures the flow's heap bytes again (after a packet); returns (before, now).
+    pub fn remeasure(&mut self) -> (usize, usize) {
+        let now = match &self.state {
+            State::Decoding(t) => t.heap_bytes() + ALLOCATOR_OVERHEAD,
+            State::Settled { .. } => 0,
+        };
+        (std::mem::replace(&mut self.heap, now), now)
     }
 
     /// Which side sent a packet whose source is the key's `lo` endpoint (`src_is_lo`).
@@ -358,6 +376,18 @@ fn counters(wire: u32, payload: u32, retrans: u32) -> Counters {
 }
 
 impl TcpFlow {
+    /// Heap bytes: this state, its reassembly and its decoder.
+    fn heap_bytes(&self) -> usize {
+        size_of::<TcpFlow>()
+            + self
+                .dirs
+                .iter()
+                .map(tcp::Direction::heap_bytes)
+                .sum::<usize>()
+            + memory::vec_bytes(&self.early)
+            + self.decoder.heap_bytes()
+    }
+
     fn no_payload(
         &mut self,
         side: Side,
@@ -500,10 +530,12 @@ pub const IDLE_TCP_NS: i64 = 600 * 1_000_000_000;
 /// Idle time after which UDP and other flows leave the table.
 pub const IDLE_OTHER_NS: i64 = 120 * 1_000_000_000;
 
-/// All flows, bounded in number.
+/// All flows, bounded in number and in memory.
 pub struct FlowTable {
     pub flows: FxHashMap<FlowKey, Flow>,
     pub max_flows: usize,
+    /// Σ heap bytes of the flows beyond their slots (see [`Flow::remeasure`]).
+    pub heap: usize,
 }
 
 impl FlowTable {
@@ -512,7 +544,18 @@ impl FlowTable {
         FlowTable {
             flows: FxHashMap::default(),
             max_flows,
+            heap: 0,
         }
+    }
+
+    /// Approximate heap bytes of the table and everything its flows hold.
+    pub fn heap_bytes(&self) -> usize {
+        memory::table_bytes::<(FlowKey, Flow)>(self.flows.capacity()) + self.heap
+    }
+
+    /// Forgets the heap bytes of a flow that left the table.
+    pub fn release(&mut self, f: &Flow) {
+        self.heap = self.heap.saturating_sub(f.heap);
     }
 
     /// Removes the flows idle at time `now` (by the timeouts above) and hands them to `gone`.
@@ -533,10 +576,13 @@ impl FlowTable {
         n
     }
 
-    /// Makes room when the table is full: removes the least recently seen tenth of the flows.
-    pub fn evict_oldest(&mut self, mut gone: impl FnMut(Flow)) -> u64 {
+    /// Makes room: removes the least recently seen `share` (0..1] of the flows, at least one.
+    pub fn evict_oldest(&mut self, share: f64, mut gone: impl FnMut(Flow)) -> u64 {
         let mut ages: Vec<i64> = self.flows.values().map(|f| f.last_ns).collect();
-        let nth = ages.len() / 10;
+        if ages.is_empty() {
+            return 0;
+        }
+        let nth = ((ages.len() as f64 * share) as usize).min(ages.len() - 1);
         let (_, &mut cutoff, _) = ages.select_nth_unstable(nth);
         let keys: Vec<FlowKey> = self
             .flows

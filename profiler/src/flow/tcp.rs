@@ -94,6 +94,11 @@ impl Direction {
         self.drain(budget, out);
     }
 
+    /// Heap bytes: held segments and packets waiting for a label.
+    pub fn heap_bytes(&self) -> usize {
+        crate::memory::btree_bytes(&self.held) + self.held_bytes + self.pending.heap_bytes()
+    }
+
     /// Nothing held and nothing waiting for a label.
     pub fn idle(&self) -> bool {
         self.held.is_empty() && self.pending.bytes() == 0

@@ -32,6 +32,7 @@ pub struct Health {
     pub map_full: u64,
     pub flows_evicted_idle: u64,
     pub flows_evicted_limit: u64,
+    pub flows_evicted_memory: u64,
     pub pcap_dropped: u64,
     pub processes: u64,
 }
@@ -91,7 +92,7 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "wakuprof_flows_evicted_total",
         "counter",
-        "Flows retired before their end, by reason (idle, limit).",
+        "Flows retired before their end, by reason (idle, limit, memory).",
     ),
     (
         "wakuprof_pcap_dropped_total",
@@ -195,6 +196,11 @@ impl Registry {
             out,
             "wakuprof_flows_evicted_total{{reason=\"limit\"}} {}",
             h.flows_evicted_limit
+        );
+        let _ = writeln!(
+            out,
+            "wakuprof_flows_evicted_total{{reason=\"memory\"}} {}",
+            h.flows_evicted_memory
         );
         out
     }

@@ -1,6 +1,8 @@
 //! Parquet output: zstd-compressed files in Hive partitions `date=YYYY-MM-DD/hour=HH/`, each
-//! written under a temporary name, synced, then renamed, so readers never see a half file. The
-//! writer is shared by the tables ([`Table`]): usage rows here, message rows in `messages.rs`.
+//! written under a hidden temporary name (`.part-….parquet.tmp`, which `*.parquet` globs and
+//! dataset readers skip), synced, then renamed, so readers never see a half file. A run that was
+//! killed may leave its temporary file; the next writer in the directory removes it. The writer
+//! is shared by the tables ([`Table`]): usage rows here, message rows in `messages.rs`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -252,6 +254,10 @@ pub const COLUMNS: &[Column] = &[
 
 /// Rows buffered per partition before a file is written.
 const ROWS_PER_FILE: usize = 200_000;
+/// Start and end of a temporary file's name; between them `<run id>-<seq>.parquet`, the run id
+/// ending with the writing process's id.
+const TMP_PREFIX: &str = ".part-";
+const TMP_SUFFIX: &str = ".tmp";
 
 /// A kind of row written as Parquet: its columns and how rows become them.
 pub trait Table {
@@ -285,6 +291,9 @@ pub struct ParquetWriter<T: Table> {
     seq: u32,
     schema: Arc<Schema>,
     buffered: BTreeMap<(String, u32), Vec<T::Row>>,
+    /// Rows buffered over all partitions, and how many may be before all are written.
+    buffered_rows: usize,
+    row_limit: usize,
     /// Files written so far.
     pub files: Vec<PathBuf>,
 }
@@ -293,9 +302,11 @@ pub struct ParquetWriter<T: Table> {
 pub type ParquetSink = ParquetWriter<Usage>;
 
 impl<T: Table> ParquetWriter<T> {
-    /// A writer under `dir` (created if missing).
+    /// A writer under `dir`. The directory is created if its parent exists; it must be
+    /// writable (checked now, before anything is read). Temporary files that runs no longer
+    /// alive left under it are removed.
     pub fn new(dir: &Path) -> Result<ParquetWriter<T>, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        prepare_dir(dir)?;
         let fields: Vec<Field> = T::COLUMNS
             .iter()
             .map(|c| Field::new(c.name, c.ty.arrow(), c.nullable))
@@ -309,8 +320,16 @@ impl<T: Table> ParquetWriter<T> {
             seq: 0,
             schema: Arc::new(Schema::new(fields)),
             buffered: BTreeMap::new(),
+            buffered_rows: 0,
+            row_limit: usize::MAX,
             files: Vec::new(),
         })
+    }
+
+    /// Bounds the rows buffered over all partitions (the memory budget's output share): past
+    /// `rows`, every partition is written.
+    pub fn limit_rows(&mut self, rows: usize) {
+        self.row_limit = rows.max(1);
     }
 
     fn write_partition(&mut self, part: &(String, u32), rows: &[T::Row]) -> Result<(), Error> {
@@ -323,15 +342,16 @@ impl<T: Table> ParquetWriter<T> {
             .join(format!("hour={:02}", part.1));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         self.seq += 1;
-        let name = format!("part-{}-{:05}.parquet", self.run_id, self.seq);
-        let path = dir.join(&name);
-        let tmp = dir.join(format!("{name}.tmp"));
-        let result = self.write_file(&tmp, rows);
+        let name = format!("{}-{:05}.parquet", self.run_id, self.seq);
+        let path = dir.join(format!("part-{name}"));
+        let tmp = dir.join(format!("{TMP_PREFIX}{name}{TMP_SUFFIX}"));
+        let result = self
+            .write_file(&tmp, rows)
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)));
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
@@ -362,6 +382,68 @@ impl<T: Table> ParquetWriter<T> {
         let file = w.into_inner().map_err(perr)?;
         file.sync_all().map_err(|e| Error::io(tmp, e))
     }
+}
+
+/// Creates `dir` if its parent exists, checks that files can be created in it, and removes the
+/// temporary files of runs that are gone.
+fn prepare_dir(dir: &Path) -> Result<(), Error> {
+    let invalid =
+        |why: String| Error::Invalid(format!("output directory {}: {why}", dir.display()));
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(invalid("not a directory".into())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            if parent.is_some_and(|p| !p.is_dir()) {
+                return Err(invalid(format!(
+                    "does not exist, nor does its parent (create it with: mkdir -p {})",
+                    dir.display()
+                )));
+            }
+            std::fs::create_dir(dir).map_err(|e| invalid(format!("cannot create it: {e}")))?;
+        }
+        Err(e) => return Err(invalid(e.to_string())),
+    }
+    let probe = dir.join(format!(".wakuprof-write-check-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| invalid(format!("cannot write in it: {e}")))?;
+    remove_stale_tmp(dir, 0);
+    Ok(())
+}
+
+/// Removes `.part-*.parquet.tmp` files under `dir` (down to the partition directories) whose
+/// writing process is not running.
+fn remove_stale_tmp(dir: &Path, depth: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let path = e.path();
+        if depth < 2 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_stale_tmp(&path, depth + 1);
+        } else if let Some(pid) = tmp_writer(&name)
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!("removed {}, left by a run that stopped", path.display()),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+/// The process id in a temporary file's name `.part-<nanos>-<pid>-<seq>.parquet.tmp`.
+fn tmp_writer(name: &str) -> Option<u32> {
+    let inner = name
+        .strip_prefix(TMP_PREFIX)?
+        .strip_suffix(TMP_SUFFIX)?
+        .strip_suffix(".parquet")?;
+    let mut parts = inner.rsplit('-');
+    parts.next()?;
+    parts.next()?.parse().ok()
 }
 
 /// A string column.
@@ -462,7 +544,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 impl<T: Table> ParquetWriter<T> {
-    /// Buffers rows by partition; a partition that reaches [`ROWS_PER_FILE`] is written.
+    /// Buffers rows by partition; a partition that reaches [`ROWS_PER_FILE`] is written, and
+    /// every partition when the buffered rows reach the row limit.
     pub fn add(&mut self, rows: &[T::Row]) -> Result<(), Error> {
         let mut full = Vec::new();
         for r in rows {
@@ -473,16 +556,23 @@ impl<T: Table> ParquetWriter<T> {
                 full.push(part);
             }
         }
+        self.buffered_rows += rows.len();
+        if self.buffered_rows >= self.row_limit {
+            return self.flush();
+        }
         for part in full {
             if let Some(rows) = self.buffered.remove(&part) {
+                self.buffered_rows -= rows.len();
                 self.write_partition(&part, &rows)?;
             }
         }
         Ok(())
     }
 
-    /// Writes every buffered row.
+    /// Writes every buffered row. On an error the rows not written are dropped (the files
+    /// already written stay complete).
     pub fn flush(&mut self) -> Result<(), Error> {
+        self.buffered_rows = 0;
         for (part, rows) in std::mem::take(&mut self.buffered) {
             self.write_partition(&part, &rows)?;
         }
@@ -507,6 +597,13 @@ impl Sink for ParquetSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_names_give_their_writer() {
+        assert_eq!(tmp_writer(".part-18f3a-4242-00007.parquet.tmp"), Some(4242));
+        assert_eq!(tmp_writer("part-18f3a-4242-00007.parquet"), None);
+        assert_eq!(tmp_writer(".part-x.parquet.tmp"), None);
+    }
 
     #[test]
     fn partitions_are_utc_dates_and_hours() {

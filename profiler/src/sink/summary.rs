@@ -226,13 +226,14 @@ impl Summary {
         let f = &stats.flow;
         let _ = writeln!(
             s,
-            "\nretransmitted packets {}, gaps {} ({} bytes), reassembly limit hits {}, flows evicted (idle {}, limit {}), non-IP frames {}, orphan fragments {}",
+            "\nretransmitted packets {}, gaps {} ({} bytes), reassembly limit hits {}, flows evicted (idle {}, limit {}, memory {}), non-IP frames {}, orphan fragments {}",
             f.retransmitted_packets,
             f.gaps,
             f.gap_bytes,
             f.reassembly_limit_hits,
             f.evicted_idle,
             f.evicted_limit,
+            f.evicted_memory,
             stats.non_ip_frames,
             stats.orphan_fragments
         );

@@ -3,6 +3,8 @@
 //! link type where libpcap refuses interfaces of different link types.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pcap::{Capture, Offline, Precision};
 
@@ -55,28 +57,39 @@ struct Head {
 }
 
 /// Reads several capture files as one stream, always yielding the earliest buffered packet next.
-/// A file that turns out corrupt is closed with an error; the others go on.
+/// A file that cannot be opened or turns out corrupt is left with an error; the others go on.
 pub struct CaptureSet {
     inputs: Vec<Input>,
     errors: Vec<Error>,
     /// Bytes of capture data read so far (record headers included), for progress reports.
     bytes_read: u64,
+    /// Reading ends early once this is set (a stop request).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 /// Size of a classic pcap record header, used to estimate progress through a file.
 const RECORD_HEADER_LEN: u64 = 16;
 
 impl CaptureSet {
-    /// Opens every file. Fails on the first that cannot be opened or has an unsupported link type.
+    /// Opens every file. A file that cannot be opened (or has an unsupported link type) is left
+    /// out with an error (see [`CaptureSet::take_errors`]); fails only when none opens.
     pub fn open(paths: &[PathBuf]) -> Result<CaptureSet, Error> {
         let mut inputs = Vec::with_capacity(paths.len());
+        let mut errors = Vec::new();
         for path in paths {
-            inputs.push(open_one(path)?);
+            match open_one(path) {
+                Ok(input) => inputs.push(input),
+                Err(e) => errors.push(e),
+            }
+        }
+        if inputs.is_empty() && !errors.is_empty() {
+            return Err(errors.swap_remove(0));
         }
         let mut set = CaptureSet {
             inputs,
-            errors: Vec::new(),
+            errors,
             bytes_read: 0,
+            stop: None,
         };
         for i in 0..set.inputs.len() {
             set.advance(i);
@@ -84,13 +97,24 @@ impl CaptureSet {
         Ok(set)
     }
 
+    /// Ends reading early once `flag` is set (checked before each packet).
+    pub fn stop_when(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
     /// Calls `f` for every packet of every file, in timestamp order across files (each file's own
-    /// order is kept). Returns when all files are exhausted or have failed.
+    /// order is kept). Returns when all files are exhausted or have failed, or when stopped.
     pub fn for_each(&mut self, mut f: impl FnMut(&RawPacket<'_>, u64)) {
         if self.inputs.len() == 1 {
             return self.single(&mut f);
         }
-        loop {
+        while !self.stopped() {
             let next = self
                 .inputs
                 .iter()
@@ -123,7 +147,11 @@ impl CaptureSet {
             };
             f(&pkt, self.bytes_read);
         }
-        loop {
+        while !self
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             match input.reader.next() {
                 Ok(Some(pkt)) => {
                     input.read += 1;

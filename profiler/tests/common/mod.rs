@@ -52,6 +52,69 @@ pub fn wakuprof(args: &[&str]) -> std::process::Output {
         .expect("wakuprof runs")
 }
 
+/// Runs the `wakuprof` binary with `args` to its end; returns its output and its peak RSS in
+/// bytes (from wait4's rusage, so the child's own).
+pub fn wakuprof_rss(args: &[&str]) -> (std::process::Output, u64) {
+    let child = spawn_wakuprof(args);
+    wait_rss(child)
+}
+
+/// Starts the `wakuprof` binary with `args`, its stdout and stderr going to files that
+/// [`wait_rss`] reads back.
+pub fn spawn_wakuprof(args: &[&str]) -> Spawned {
+    let stdout = tempfile::tempfile().expect("temp file");
+    let stderr = tempfile::tempfile().expect("temp file");
+    let child = Command::new(env!("CARGO_BIN_EXE_wakuprof"))
+        .args(args)
+        .stdout(stdout.try_clone().expect("dup"))
+        .stderr(stderr.try_clone().expect("dup"))
+        .spawn()
+        .expect("wakuprof starts");
+    Spawned {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+/// A running `wakuprof` and the files its output goes to.
+pub struct Spawned {
+    pub child: std::process::Child,
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+}
+
+/// Waits for a spawned `wakuprof`; returns its output and peak RSS in bytes.
+pub fn wait_rss(s: Spawned) -> (std::process::Output, u64) {
+    use std::io::{Read, Seek};
+    use std::os::unix::process::ExitStatusExt;
+    let pid = s.child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage holds only integers, for which all-zero bytes are a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not reaped yet; status and usage are live and writable.
+    while unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } < 0 {
+        assert_eq!(
+            std::io::Error::last_os_error().kind(),
+            std::io::ErrorKind::Interrupted,
+            "wait4"
+        );
+    }
+    let read = |mut f: std::fs::File| {
+        let mut v = Vec::new();
+        f.rewind().expect("rewind");
+        f.read_to_end(&mut v).expect("read output");
+        v
+    };
+    let out = std::process::Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: read(s.stdout),
+        stderr: read(s.stderr),
+    };
+    // ru_maxrss is in KiB on Linux.
+    (out, usage.ru_maxrss as u64 * 1024)
+}
+
 /// Runs the library pipeline over `paths`; returns all rows and the statistics.
 pub fn analyze(paths: &[PathBuf], cfg: Config) -> (Vec<Row>, Stats, usize) {
     let mut set = CaptureSet::open(paths).expect("captures open");
