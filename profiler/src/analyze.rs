@@ -20,7 +20,7 @@ use crate::decode::error::DecodeErrors;
 use crate::decode::frames::FrameLog;
 use crate::decode::relay_book::{RelayBook, RelayStats};
 use crate::decode::udp::{self, Datagram, UdpState};
-use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span};
+use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span, bittorrent};
 use crate::flow::fragments::Fragments;
 use crate::flow::tcp::{Budget, Seg};
 use crate::flow::{
@@ -509,6 +509,7 @@ impl Analyzer {
         } = self;
         let flow = flows.flows.entry(key).or_insert_with(|| {
             stats.flow.flows += 1;
+            let silent = bittorrent::silent_label(&udp.bittorrent, [key.lo, key.hi], labels);
             Flow::new(
                 &key,
                 src_is_lo,
@@ -520,6 +521,7 @@ impl Analyzer {
                 transport_name,
                 fixed,
                 labels,
+                silent,
             )
         });
         flow.last_ns = flow.last_ns.max(ts);

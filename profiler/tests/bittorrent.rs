@@ -1,15 +1,19 @@
 //! The BitTorrent samples against what aria2, transmission and opentracker reported: the
 //! scenario's bytes are `bittorrent`, the peer-wire messages by kind equal those the clients
 //! logged, the file's blocks travel as piece messages (or uTP data), the UDP tracker and DHT
-//! exchanges are there, and RC4-encrypted MSE connections are attributed by correlation.
+//! exchanges are there, and RC4-encrypted MSE connections are attributed by correlation. Between
+//! aria2 and transmission, in each of their MSE/PE modes, every byte of every peer connection is
+//! `bittorrent`, each connection's bytes from transmission equal what it wrote, and the outcome
+//! of its MSE handshake (plaintext or RC4) is the one transmission logged.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use wakuprof::account::record::{Category, Method, Row};
+use wakuprof::account::record::{Category, Direction, Method, Row};
 use wakuprof::analyze::Config;
 
 fn bt_samples() -> Vec<(PathBuf, Value)> {
@@ -95,6 +99,10 @@ fn bittorrent_samples_match_the_clients() {
                 got, want,
                 "{name}: HTTP tracker {action} requests + responses"
             );
+        }
+        if mixed(&t) {
+            // aria2 and transmission: see `mse_in_every_outcome`.
+            continue;
         }
         let non_empty = |key: &str| t[key].as_object().is_some_and(|m| !m.is_empty());
         if non_empty("tracker_udp") {
@@ -215,4 +223,144 @@ fn peer_wire_matches(name: &str, rows: &[Row], t: &Value) {
         pieces, blocks,
         "{name}: one piece message per block, no duplicate"
     );
+}
+
+/// Whether a sample pairs aria2 with transmission (its truth lists transmission's peers).
+fn mixed(t: &Value) -> bool {
+    t["transmission_peers"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+}
+
+/// The address whose bytes a row counts.
+fn source(r: &Row) -> Option<IpAddr> {
+    match r.direction {
+        Direction::Out => r.endpoints.local_addr,
+        Direction::In => r.endpoints.remote_addr,
+    }
+}
+
+/// Whether a row is of the TCP connection between `addr` and the endpoint `peer`.
+fn of_connection(r: &Row, addr: IpAddr, peer: (IpAddr, u16)) -> bool {
+    let e = &r.endpoints;
+    let local = (e.local_addr, e.local_port);
+    let remote = (e.remote_addr, e.remote_port);
+    let peer = (Some(peer.0), Some(peer.1));
+    e.transport == "tcp"
+        && ((local == peer && e.remote_addr == Some(addr))
+            || (remote == peer && e.local_addr == Some(addr)))
+}
+
+/// aria2 against transmission in each MSE/PE mode: every TCP byte but the tracker's is
+/// `bittorrent`; per connection transmission logged, the payload bytes it sent equal what it
+/// wrote, and the labels follow its crypto_select: plaintext → the MSE handshake then
+/// the peer wire decoded message by message, RC4 → `mse` only, no MSE → the peer wire.
+#[test]
+fn mse_in_every_outcome() {
+    let samples: Vec<(PathBuf, Value)> =
+        bt_samples().into_iter().filter(|(_, t)| mixed(t)).collect();
+    assert!(
+        samples.len() >= 4,
+        "aria2 × transmission samples in samples/"
+    );
+    let mut outcomes: BTreeMap<(bool, Option<u64>), u64> = BTreeMap::new();
+    for (capture, t) in samples {
+        let name = capture.display().to_string();
+        let (rows, _, errors) = common::analyze(std::slice::from_ref(&capture), Config::default());
+        assert_eq!(errors, 0, "{name}");
+        let tracker = |r: &&Row| {
+            let e = &r.endpoints;
+            e.local_port == Some(6969) || e.remote_port == Some(6969)
+        };
+        let peer_tcp: Vec<Row> = rows
+            .iter()
+            .filter(|r| r.endpoints.transport == "tcp" && !tracker(r))
+            .cloned()
+            .collect();
+        let foreign: Vec<&Row> = peer_tcp
+            .iter()
+            .filter(|r| r.label.category != Category::Bittorrent)
+            .collect();
+        assert!(
+            foreign.is_empty(),
+            "{name}: peer TCP bytes not bittorrent: {:?}",
+            by_label(&peer_tcp)
+        );
+        let address = |role: &str| -> IpAddr {
+            let c = t["clients"].as_array().expect("clients");
+            let c = c.iter().find(|c| c["role"] == role).expect("client");
+            c["address"].as_str().expect("address").parse().expect("ip")
+        };
+        let mut all_plain = true;
+        for p in t["transmission_peers"].as_array().expect("peers") {
+            let own = address(p["client"].as_str().expect("client"));
+            let peer: std::net::SocketAddr =
+                p["peer"].as_str().expect("peer").parse().expect("peer");
+            let conn: Vec<&Row> = peer_tcp
+                .iter()
+                .filter(|r| of_connection(r, own, (peer.ip(), peer.port())))
+                .collect();
+            let payload = |from: IpAddr| -> u64 {
+                conn.iter()
+                    .filter(|r| source(r) == Some(from))
+                    .map(|r| r.counters.payload_bytes)
+                    .sum()
+            };
+            let what = format!("{name}: {} with {peer}", p["client"]);
+            assert_eq!(
+                Some(payload(own)),
+                p["wrote"].as_u64(),
+                "{what}: bytes written"
+            );
+            let has = |protocol: &str, kind: &str| {
+                conn.iter()
+                    .any(|r| r.label.protocol.as_ref() == protocol && r.label.kind.as_ref() == kind)
+            };
+            let select = p["crypto_select"].as_u64();
+            let wire = conn
+                .iter()
+                .any(|r| r.label.protocol.as_ref() == "bittorrent");
+            match select {
+                Some(1) => {
+                    assert!(
+                        has("mse", "handshake"),
+                        "{what}: MSE handshake: {:?}",
+                        by_label(&conn.iter().map(|r| (*r).clone()).collect::<Vec<_>>())
+                    );
+                    assert!(
+                        has("bittorrent", "handshake") || has("bittorrent", "bitfield"),
+                        "{what}: clear peer wire after plaintext"
+                    );
+                    assert!(!has("mse", "encrypted"), "{what}: nothing is RC4");
+                }
+                Some(_) => {
+                    all_plain = false;
+                    assert!(
+                        has("mse", "handshake") && has("mse", "encrypted"),
+                        "{what}: RC4"
+                    );
+                    assert!(!wire, "{what}: no clear peer wire under RC4");
+                }
+                None => {
+                    assert!(has("bittorrent", "handshake"), "{what}: plain handshake");
+                    assert!(!has("mse", "handshake"), "{what}: no MSE");
+                }
+            }
+            *outcomes
+                .entry((p["outgoing"].as_bool() == Some(true), select))
+                .or_default() += 1;
+        }
+        if all_plain {
+            let blocks = t["torrent"]["blocks"].as_u64().expect("blocks");
+            let file_size = t["torrent"]["file_size"].as_u64().expect("file size");
+            piece_bytes_match(&name, &peer_tcp, file_size, blocks);
+        }
+    }
+    eprintln!("(transmission opened, crypto_select) → connections: {outcomes:?}");
+    for outcome in [(false, Some(1)), (false, Some(2)), (true, Some(2))] {
+        assert!(
+            outcomes.contains_key(&outcome),
+            "(transmission opened, crypto_select) {outcome:?} among {outcomes:?}"
+        );
+    }
 }

@@ -375,13 +375,17 @@ The `bt-*` samples are BitTorrent clients from Debian (aria2 1.36, transmission-
 opentracker as UDP (and, once, HTTP) tracker, transferring one 400 KiB file of fixed pseudo-random bytes in network
 namespaces of their own, with the Mainline DHT between the clients; their truth is what the
 clients and the tracker report (see below), and tshark checks them for retransmissions and cut
-frames.
+frames. The `bt-mse-*` samples pair aria2 with transmission (uTP off, so peers use TCP) in each
+of their MSE/PE modes: aria2 with its defaults, `--bt-require-crypto` and
+`--bt-min-crypto-level=plain|arc4`, transmission with encryption tolerated, preferred and
+required; one seeds and the other leeches, and either may open a connection.
 
 `discovery-discv5-dns` starts six nodes of the `discv5` crate 0.11, each in its own process (four
 with Waku's protocol id `d5waku`, two with the standard `discv5`) on 127.0.0.2-7:9000; dnsmasq
 serves an EIP-1459 tree of the Waku nodes' ENRs (root, branches, leaves and a link to a second
-tree) that dig walks as a client would, once more over TCP, plus one A lookup; then the nodes run
-their lookups.
+tree) that dig walks as a client would, once more over TCP, plus libp2p's dnsaddr bootstrap
+lookup (TXT `_dnsaddr.bootstrap.test`, answered with two `dnsaddr=` multiaddrs of a peer), a TXT
+lookup of another name and one A lookup; then the nodes run their lookups.
 `services-rpc-tls` runs a jsonrpsee 0.26 server with HTTP and WebSocket clients making a known set
 of calls and batches, rustls clients asking for four server names (an RPC provider, a DoH
 resolver, the telemetry host, an unlisted host), and curl fetching from Python's http.server on
@@ -426,14 +430,17 @@ const README_TAIL: &str = "
   messages by kind), `dht_sent` (KRPC queries and responses by method) and `tracker_udp` (UDP
   tracker requests sent and replies received by action), counted from both clients' debug logs;
   for transmission, `transmission_stats`: each daemon's own `stats.json` (downloaded and
-  uploaded payload bytes).
+  uploaded payload bytes). With both clients, `peer_wire_sent_to` (aria2's messages by the
+  address they went to) and `transmission_peers[]`: per peer transmission's deep log
+  (`TR_DEBUG_FD`) names, whether transmission opened the connection, the MSE `crypto_provide`,
+  `crypto_select` (1 plaintext, 2 RC4) and `ia_len` it logged, and the bytes it `wrote`.
 - Discovery: `udp_endpoints[]` (per UDP endpoint, the payload bytes `sent` and `received` as its
   implementation counted them: the discv5 crate's `Discv5::metrics()` per node process, dig's
   QUERY SIZE and MSG SIZE for the DNS server), `discv5_nodes[]` (address, protocol id, node id,
   ENR, bytes, `sessions_established`: the crate's `SessionEstablished` events, one at each end of
   a session), `discv5_packets` (UDP packets on port 9000 in the capture), `dns[]` (every dig run:
-  transport, name, type, query and response sizes, the tree record the answer held) and
-  `enrtree_domains`.
+  transport, name, type, query and response sizes, the tree or `dnsaddr` record the answer
+  held), `enrtree_domains` and `dnsaddr_records` (what dnsmasq served for the dnsaddr domain).
 - Services: `connections[]` with the `service` each one is for, counted by the server's socket
   (bytes read and written) or by curl; `calls_made[]` (per transport and method, calls the
   clients made, batches included) and `calls_served` (per method, calls the server's handlers ran).

@@ -11,8 +11,10 @@ pub struct Classifier {
     held: [Vec<u8>; 2],
     conn: Conn,
     state: State,
-    /// `other` / `tcp`: the label while probing and when no decoder claims the connection.
+    /// `other` / `tcp`: the label when no decoder claims the connection.
     unknown: LabelId,
+    /// The label while probing: of a connection that never carries a payload byte.
+    silent: LabelId,
 }
 
 enum State {
@@ -23,13 +25,16 @@ enum State {
 }
 
 impl Classifier {
-    /// A classifier for connection `conn`.
-    pub fn new(conn: Conn, labels: &mut LabelTable) -> Classifier {
+    /// A classifier for connection `conn`; `silent`, if given, labels it while no payload byte
+    /// has told what it is (else `other` / `tcp`).
+    pub fn new(conn: Conn, labels: &mut LabelTable, silent: Option<LabelId>) -> Classifier {
+        let unknown = unknown_tcp(labels);
         Classifier {
             held: [Vec::new(), Vec::new()],
             conn,
             state: State::Probing,
-            unknown: unknown_tcp(labels),
+            unknown,
+            silent: silent.unwrap_or(unknown),
         }
     }
 
@@ -112,7 +117,9 @@ impl StreamDecoder for Classifier {
     fn connection_label(&self) -> LabelId {
         match &self.state {
             State::Decoding(d) => d.connection_label(),
-            State::Unknown | State::Probing => self.unknown,
+            State::Unknown => self.unknown,
+            State::Probing if self.held.iter().all(Vec::is_empty) => self.silent,
+            State::Probing => self.unknown,
         }
     }
 

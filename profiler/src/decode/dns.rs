@@ -2,8 +2,10 @@
 //! EIP-1459 node discovery (protocols.md §6.2) are `discovery` / `dns-enrtree`: TXT queries at or
 //! under a tree domain (configured, or learned from earlier answers), TXT queries whose first
 //! label is a record hash, and answers holding `enrtree-root:`, `enrtree-branch:`, `enrtree://`
-//! or `enr:` records. Every other DNS message is `other` / `dns`. Kinds: `query`, and for answers
-//! the tree record they hold (`root`, `branch`, `link`, `enr`) or `response`.
+//! or `enr:` records. Messages of libp2p's dnsaddr bootstrap (TXT queries of `_dnsaddr.<domain>`,
+//! and answers holding `dnsaddr=<multiaddr>` records) are `discovery` / `dnsaddr`. Every other DNS
+//! message is `other` / `dns`. Kinds: `query`, and for answers the tree record they hold (`root`,
+//! `branch`, `link`, `enr`) or `response`.
 
 use super::datagram::{Datagram, DatagramDecoder, Labelled};
 use super::discv5::Discv5State;
@@ -19,6 +21,10 @@ const HEADER_LEN: usize = 12;
 const TXT: u16 = 16;
 /// Tree domains learned from answers, at most.
 const LEARNED_DOMAINS: usize = 256;
+/// First label of the names libp2p's dnsaddr resolution asks for (TXT).
+const DNSADDR_LABEL: &str = "_dnsaddr.";
+/// Start of a TXT record holding a dnsaddr multiaddr.
+const DNSADDR_RECORD: &str = "dnsaddr=";
 /// Length of a record hash label: base32 (no padding) of 16 bytes.
 const HASH_LABEL_LEN: usize = 26;
 
@@ -42,6 +48,8 @@ pub struct Message {
     pub qtype: u16,
     /// The first tree record among the TXT answers.
     pub record: Option<TreeRecord>,
+    /// Whether a TXT answer holds a `dnsaddr=` multiaddr.
+    pub dnsaddr: bool,
 }
 
 /// Reads a DNS message; `None` if it is not one (too short, no question, names running off).
@@ -60,6 +68,7 @@ pub fn parse(msg: &[u8]) -> Option<Message> {
         at = skip_name(msg, at)? + 4;
     }
     let mut record = None;
+    let mut dnsaddr = false;
     for _ in 0..answers {
         at = skip_name(msg, at)?;
         let fixed = msg.get(at..at + 10)?;
@@ -67,8 +76,12 @@ pub fn parse(msg: &[u8]) -> Option<Message> {
         let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
         let rdata = msg.get(at + 10..at + 10 + rdlen)?;
         at += 10 + rdlen;
-        if rtype == TXT && record.is_none() {
-            record = tree_record(&txt_text(rdata));
+        if rtype == TXT {
+            let text = txt_text(rdata);
+            dnsaddr |= text.starts_with(DNSADDR_RECORD);
+            if record.is_none() {
+                record = tree_record(&text);
+            }
         }
     }
     Some(Message {
@@ -76,6 +89,7 @@ pub fn parse(msg: &[u8]) -> Option<Message> {
         qname,
         qtype,
         record,
+        dnsaddr,
     })
 }
 
@@ -169,6 +183,8 @@ struct Labels {
     branch: LabelId,
     link: LabelId,
     enr: LabelId,
+    dnsaddr_query: LabelId,
+    dnsaddr_response: LabelId,
     query: LabelId,
     response: LabelId,
     /// Port 53 bytes that do not parse as DNS.
@@ -187,6 +203,8 @@ impl Labels {
             branch: tree(t, "branch"),
             link: tree(t, "link"),
             enr: tree(t, "enr"),
+            dnsaddr_query: t.decoded(Category::Discovery, "dnsaddr", "query"),
+            dnsaddr_response: t.decoded(Category::Discovery, "dnsaddr", "response"),
             query: dns(t, "query"),
             response: dns(t, "response"),
             unparsed: t.with_method(unparsed, Method::Port, PORT_CONFIDENCE),
@@ -223,6 +241,14 @@ impl DnsState {
         let Some(m) = parse(body) else {
             return l.unparsed;
         };
+        let dnsaddr = m.dnsaddr || (m.qtype == TXT && m.qname.starts_with(DNSADDR_LABEL));
+        if dnsaddr {
+            return if m.response {
+                l.dnsaddr_response
+            } else {
+                l.dnsaddr_query
+            };
+        }
         let tree_name = m.qtype == TXT
             && (in_any(&m.qname, &rules.discovery.enrtree_domains)
                 || in_any(&m.qname, &self.learned)
@@ -417,6 +443,23 @@ mod tests {
         assert_eq!(kind(&mut st, &mut t, &fleet), "dns-enrtree/query");
         let enr = message(true, "q.unknown.test", TXT, &["enr:-abc"]);
         assert_eq!(kind(&mut st, &mut t, &enr), "dns-enrtree/enr");
+    }
+
+    #[test]
+    fn dnsaddr_lookups_are_discovery() {
+        let (mut st, mut t) = (DnsState::default(), LabelTable::default());
+        let query = message(false, "_dnsaddr.bootstrap.libp2p.io", TXT, &[]);
+        assert_eq!(kind(&mut st, &mut t, &query), "dnsaddr/query");
+        let record =
+            "dnsaddr=/ip4/127.0.0.1/tcp/60000/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN";
+        let answer = message(true, "_dnsaddr.bootstrap.libp2p.io", TXT, &[record]);
+        assert_eq!(kind(&mut st, &mut t, &answer), "dnsaddr/response");
+        let empty = message(true, "_dnsaddr.bootstrap.test", TXT, &[]);
+        assert_eq!(kind(&mut st, &mut t, &empty), "dnsaddr/response");
+        let other = message(true, "bootstrap.test", TXT, &["v=spf1 -all"]);
+        assert_eq!(kind(&mut st, &mut t, &other), "dns/response");
+        let a = message(false, "_dnsaddr.bootstrap.test", 1, &[]);
+        assert_eq!(kind(&mut st, &mut t, &a), "dns/query");
     }
 
     #[test]

@@ -193,7 +193,9 @@ pub struct TcpPacket<'a> {
 }
 
 impl Flow {
-    /// A new flow; `src_is_lo` and `src_initiates` orient it, `ours` decides which end is ours.
+    /// A new flow; `src_is_lo` and `src_initiates` orient it, `ours` decides which end is ours;
+    /// `silent` labels a TCP connection that never carries a payload byte (default `other`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: &FlowKey,
         src_is_lo: bool,
@@ -202,6 +204,7 @@ impl Flow {
         transport: &'static str,
         state_label: Option<LabelId>,
         labels: &mut LabelTable,
+        silent: Option<LabelId>,
     ) -> Flow {
         let lo_initiates = src_is_lo == src_initiates;
         let (init, resp) = if lo_initiates {
@@ -243,6 +246,7 @@ impl Flow {
                         responder: resp,
                     },
                     labels,
+                    silent,
                 ),
                 early: Vec::new(),
             })),

@@ -48,6 +48,40 @@ pub enum Clients {
     /// connects to loopback peers), peers over uTP; captured on `any` in the seeder's namespace,
     /// where the tracker runs.
     Transmission,
+    /// aria2 and transmission-daemon on the veth pair, peers over TCP (transmission's uTP off),
+    /// each in an MSE/PE mode of its own.
+    Mixed(Mixed),
+}
+
+/// Who seeds and how each client of a mixed sample treats MSE/PE.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Mixed {
+    /// Whether aria2 seeds (and transmission leeches) or the other way round.
+    pub aria2_seeds: bool,
+    /// aria2's options on MSE/PE (none: its default, plaintext allowed).
+    pub aria2_crypto: &'static [&'static str],
+    /// transmission's `encryption`: 0 tolerated (prefers plaintext), 1 preferred, 2 required.
+    pub transmission_encryption: u8,
+}
+
+impl Mixed {
+    /// transmission's name of its encryption mode.
+    fn transmission_mode(self) -> &'static str {
+        match self.transmission_encryption {
+            0 => "tolerated",
+            1 => "preferred",
+            _ => "required",
+        }
+    }
+
+    /// aria2's MSE/PE options as its command line reads them.
+    fn aria2_mode(self) -> String {
+        if self.aria2_crypto.is_empty() {
+            "default options".to_owned()
+        } else {
+            self.aria2_crypto.join(" ")
+        }
+    }
 }
 
 /// The BitTorrent samples.
@@ -70,6 +104,42 @@ pub static SAMPLES: &[Sample] = &[
     Sample {
         name: "bt-transmission-utp",
         clients: Clients::Transmission,
+        http_tracker: false,
+    },
+    Sample {
+        name: "bt-mse-tolerated",
+        clients: Clients::Mixed(Mixed {
+            aria2_seeds: false,
+            aria2_crypto: &[],
+            transmission_encryption: 0,
+        }),
+        http_tracker: false,
+    },
+    Sample {
+        name: "bt-mse-preferred",
+        clients: Clients::Mixed(Mixed {
+            aria2_seeds: true,
+            aria2_crypto: &["--bt-require-crypto=true", "--bt-min-crypto-level=plain"],
+            transmission_encryption: 1,
+        }),
+        http_tracker: false,
+    },
+    Sample {
+        name: "bt-mse-required",
+        clients: Clients::Mixed(Mixed {
+            aria2_seeds: true,
+            aria2_crypto: &[],
+            transmission_encryption: 2,
+        }),
+        http_tracker: false,
+    },
+    Sample {
+        name: "bt-mse-arc4",
+        clients: Clients::Mixed(Mixed {
+            aria2_seeds: false,
+            aria2_crypto: &["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"],
+            transmission_encryption: 1,
+        }),
         http_tracker: false,
     },
 ];
@@ -133,6 +203,8 @@ struct Truth {
     clients: Vec<ClientTruth>,
     /// Peer-wire messages sent, by kind, over all clients.
     peer_wire_sent: BTreeMap<String, u64>,
+    /// The same by the address they were sent to (a client's connections to itself included).
+    peer_wire_sent_to: BTreeMap<String, BTreeMap<String, u64>>,
     /// DHT messages sent, by `query`/`response` and method, over all clients.
     dht_sent: BTreeMap<String, u64>,
     /// UDP tracker requests sent and replies received, by action, over all clients (aria2).
@@ -143,6 +215,26 @@ struct Truth {
     tracker_http_stats: BTreeMap<String, u64>,
     /// transmission's own counters (`stats.json`) per client.
     transmission_stats: BTreeMap<&'static str, serde_json::Value>,
+    /// transmission's peer connections as its deep log tells them, per client and peer.
+    transmission_peers: Vec<TransmissionPeer>,
+}
+
+/// One peer of a transmission client, from its deep log (`TR_DEBUG_FD`).
+#[derive(Serialize, Default)]
+struct TransmissionPeer {
+    /// The client's role (its address is in `clients[]`).
+    client: &'static str,
+    /// The peer's address and port as transmission names it.
+    peer: String,
+    /// Whether transmission opened the connection.
+    outgoing: bool,
+    /// MSE crypto_provide (responder) and crypto_select (either side): 1 plaintext, 2 RC4.
+    crypto_provide: Option<u8>,
+    crypto_select: Option<u8>,
+    /// Length of the initiator's initial payload (IA), as the responder read it.
+    ia_len: Option<u64>,
+    /// Bytes transmission wrote into the peer's socket (its reads are not all logged).
+    wrote: u64,
 }
 
 #[derive(Serialize)]
@@ -155,7 +247,7 @@ struct TorrentTruth {
     blocks: u64,
     sha256: String,
     downloaded_sha256: String,
-    encryption: &'static str,
+    encryption: String,
 }
 
 #[derive(Serialize)]
@@ -191,9 +283,17 @@ fn in_ns(ns: &str, program: &str) -> Command {
     c
 }
 
-/// transmission-daemon's settings: uTP and DHT on, LPD, PEX, port mapping, blocklists and RPC
-/// off, plaintext preferred, bound to the client's address.
-fn transmission(client: Client, work: &Path) -> anyhow::Result<Command> {
+/// How transmission-daemon treats its peers: `encryption` 0 tolerated, 1 preferred, 2 required.
+#[derive(Clone, Copy)]
+struct TransmissionMode {
+    encryption: u8,
+    utp: bool,
+}
+
+/// transmission-daemon's settings: DHT on, LPD, PEX, port mapping, blocklists and RPC off, uTP
+/// and encryption as `mode` says, bound to the client's address; its deep log (every handshake
+/// step and message) goes to its output.
+fn transmission(client: Client, work: &Path, mode: TransmissionMode) -> anyhow::Result<Command> {
     let home = work.join(client.role);
     let (config, download, watch) = (home.join("config"), home.join("data"), home.join("watch"));
     for dir in [&config, &download, &watch] {
@@ -204,7 +304,7 @@ fn transmission(client: Client, work: &Path) -> anyhow::Result<Command> {
         "blocklist-enabled": false,
         "dht-enabled": true,
         "download-dir": download,
-        "encryption": 0,
+        "encryption": mode.encryption,
         "idle-seeding-limit-enabled": false,
         "incomplete-dir-enabled": false,
         "lpd-enabled": false,
@@ -216,23 +316,28 @@ fn transmission(client: Client, work: &Path) -> anyhow::Result<Command> {
         "ratio-limit-enabled": false,
         "rpc-enabled": false,
         "start-added-torrents": true,
-        "utp-enabled": true,
+        "utp-enabled": mode.utp,
         "watch-dir": watch,
         "watch-dir-enabled": true,
     });
     fs::write(config.join("settings.json"), settings.to_string())?;
-    let ns = if client.role == "seeder" {
-        NETNS_PAIR[0]
-    } else {
-        NETNS_PAIR[1]
-    };
-    let mut c = in_ns(ns, "transmission-daemon");
-    c.arg("-f")
+    let mut c = in_ns(veth_ns(client), "transmission-daemon");
+    c.env("TR_DEBUG_FD", "2")
+        .arg("-f")
         .arg("-g")
         .arg(&config)
         .arg("--logfile")
         .arg(home.join("transmission.log"));
     Ok(c)
+}
+
+/// The namespace of a client on the veth pair: the seeder's (with the tracker) or the leecher's.
+fn veth_ns(client: Client) -> &'static str {
+    if client.role == "seeder" {
+        NETNS_PAIR[0]
+    } else {
+        NETNS_PAIR[1]
+    }
 }
 
 /// Two namespaces joined by a veth pair with the veth seeder and leecher addresses, IPv6 off
@@ -326,9 +431,9 @@ fn field<'a>(listing: &'a str, key: &str) -> anyhow::Result<&'a str> {
 }
 
 /// aria2's options shared by both clients: no LPD, no PEX, no bootstrap nodes but the peer,
-/// debug log (which names every message sent and received).
-fn aria2(client: Client, dir: &Path, encrypted: bool) -> Command {
-    let mut c = in_ns(NETNS, "aria2c");
+/// debug log (which names every message sent and received), `crypto` for MSE/PE.
+fn aria2(client: Client, ns: &str, dir: &Path, crypto: &[&str]) -> Command {
+    let mut c = in_ns(ns, "aria2c");
     let port = client.port.to_string();
     c.arg(format!("--interface={}", client.addr))
         .arg(format!("--listen-port={port}"))
@@ -351,12 +456,13 @@ fn aria2(client: Client, dir: &Path, encrypted: bool) -> Command {
             "--summary-interval=0",
             "--follow-torrent=false",
         ])
-        .arg(format!("--log={}/{}.log", dir.display(), client.role));
-    if encrypted {
-        c.args(["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"]);
-    }
+        .arg(format!("--log={}/{}.log", dir.display(), client.role))
+        .args(crypto);
     c
 }
+
+/// aria2's options that require RC4.
+const ARIA2_RC4: &[&str] = &["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"];
 
 /// aria2's name of a peer-wire message (as its log writes it) and the profiler's kind.
 const ARIA2_MESSAGES: &[(&str, &str)] = &[
@@ -384,13 +490,20 @@ const ARIA2_MESSAGES: &[(&str, &str)] = &[
 fn count_log(log: &str, truth: &mut Truth) {
     for line in log.lines() {
         if let Some((_, rest)) = line.split_once(" - To: ") {
-            let text = rest.split_once(' ').map_or("", |(_, t)| t);
+            let (to, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let to = to.rsplit_once(':').map_or(to, |(addr, _)| addr);
             let kind = ARIA2_MESSAGES.iter().find(|(name, _)| {
                 text.strip_prefix(name)
                     .is_some_and(|r| r.is_empty() || r.starts_with(' '))
             });
             let kind = kind.map_or("unknown", |(_, k)| k);
             *truth.peer_wire_sent.entry(kind.to_owned()).or_default() += 1;
+            *truth
+                .peer_wire_sent_to
+                .entry(to.to_owned())
+                .or_default()
+                .entry(kind.to_owned())
+                .or_default() += 1;
         } else if let Some((_, rest)) = line.split_once("Message sent: dht ") {
             let mut words = rest.split(' ');
             if let (Some(y), Some(method)) = (words.next(), words.next()) {
@@ -410,6 +523,70 @@ fn count_log(log: &str, truth: &mut Truth) {
                 .or_default() += 1;
         }
     }
+}
+
+/// The peers of a transmission client from its deep log, whose lines read
+/// `[time] [address]:port message (file.c:line)`; peers on the client's own address (its
+/// connections to itself, which the capture does not see) are left out.
+fn transmission_peers(log: &str, client: Client, truth: &mut Truth) {
+    let mut peers: BTreeMap<String, TransmissionPeer> = BTreeMap::new();
+    for line in log.lines() {
+        let Some(rest) = line.split_once("] [").map(|(_, r)| r) else {
+            continue;
+        };
+        let Some((addr, message)) = rest.split_once("]:") else {
+            continue;
+        };
+        let Some((port, message)) = message.split_once(' ') else {
+            continue;
+        };
+        if addr == client.addr || port.parse::<u16>().is_err() {
+            continue;
+        }
+        let number = |prefix: &str| {
+            let rest = message.strip_prefix(prefix)?;
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            rest[..end].parse::<u64>().ok()
+        };
+        let p = peers
+            .entry(format!("{addr}:{port}"))
+            .or_insert_with(|| TransmissionPeer {
+                client: client.role,
+                peer: format!("{addr}:{port}"),
+                ..TransmissionPeer::default()
+            });
+        if let Some(n) = number("wrote ") {
+            p.wrote += n;
+        } else if let Some(n) = number("crypto_provide is ") {
+            p.crypto_provide = u8::try_from(n).ok();
+        } else if let Some(n) =
+            number("crypto select is ").or_else(|| number("selecting crypto mode '"))
+        {
+            p.crypto_select = u8::try_from(n).ok();
+        } else if let Some(n) = number("ia_len is ") {
+            p.ia_len = Some(n);
+        }
+    }
+    for line in log
+        .lines()
+        .filter(|l| l.contains("Starting an OUTGOING connection with ["))
+    {
+        if let Some((_, peer)) = line.split_once("connection with [") {
+            let key = peer
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .replacen(']', "", 1);
+            if let Some(p) = peers.get_mut(&key) {
+                p.outgoing = true;
+            }
+        }
+    }
+    truth
+        .transmission_peers
+        .extend(peers.into_values().filter(|p| p.wrote > 0));
 }
 
 /// What a run of the clients left behind.
@@ -469,12 +646,130 @@ fn stats_section(
     Ok(out)
 }
 
+/// Which program runs one end of a sample, and how.
+#[derive(Clone, Copy)]
+enum Program {
+    Aria2 { crypto: &'static [&'static str] },
+    Transmission(TransmissionMode),
+}
+
+impl Clients {
+    /// The programs of the seeder and the leecher.
+    fn programs(self) -> [Program; 2] {
+        match self {
+            Clients::Aria2 { encrypted } => {
+                let crypto = if encrypted { ARIA2_RC4 } else { &[] };
+                [Program::Aria2 { crypto }; 2]
+            }
+            Clients::Transmission => {
+                [Program::Transmission(TransmissionMode {
+                    encryption: 0,
+                    utp: true,
+                }); 2]
+            }
+            Clients::Mixed(m) => {
+                let aria2 = Program::Aria2 {
+                    crypto: m.aria2_crypto,
+                };
+                let transmission = Program::Transmission(TransmissionMode {
+                    encryption: m.transmission_encryption,
+                    utp: false,
+                });
+                if m.aria2_seeds {
+                    [aria2, transmission]
+                } else {
+                    [transmission, aria2]
+                }
+            }
+        }
+    }
+
+    /// The seeder's and the leecher's address and port.
+    fn addresses(self) -> (Client, Client) {
+        match self {
+            Clients::Aria2 { .. } => (SEEDER, LEECHER),
+            Clients::Transmission | Clients::Mixed(_) => (VETH_SEEDER, VETH_LEECHER),
+        }
+    }
+}
+
+/// The namespace a client runs in: the aria2-only samples share one on loopback.
+fn client_ns(client: Client) -> &'static str {
+    if client.addr.starts_with("127.") {
+        NETNS
+    } else {
+        veth_ns(client)
+    }
+}
+
+/// Starts the seeder of `work`/file.bin.
+fn seed(program: Program, client: Client, work: &Path, torrent: &Path) -> anyhow::Result<Process> {
+    let log = work.join("seeder.out");
+    match program {
+        Program::Aria2 { crypto } => {
+            let mut cmd = aria2(client, client_ns(client), work, crypto);
+            cmd.args(["--seed-ratio=0.0", "--check-integrity=true", "-d"])
+                .arg(work)
+                .arg(torrent);
+            Process::spawn(cmd, "aria2c seeder", &log)
+        }
+        Program::Transmission(mode) => {
+            let cmd = transmission(client, work, mode)?;
+            fs::copy(work.join("file.bin"), work.join("seeder/data/file.bin"))?;
+            fs::copy(torrent, work.join("seeder/watch/file.torrent"))?;
+            Process::spawn(cmd, "transmission seeder", &log)
+        }
+    }
+}
+
+/// Starts the leecher and returns once it has the whole file, with where it wrote it.
+fn leech(
+    program: Program,
+    client: Client,
+    seeder: Client,
+    work: &Path,
+    torrent: &Path,
+) -> anyhow::Result<(Process, PathBuf)> {
+    let log = work.join("leecher.out");
+    match program {
+        Program::Aria2 { crypto } => {
+            let dir = work.join("leech");
+            let mut cmd = aria2(client, client_ns(client), work, crypto);
+            cmd.arg(format!("--dht-entry-point={}:{}", seeder.addr, seeder.port))
+                .args(["--seed-time=0", "-d"])
+                .arg(&dir)
+                .arg(torrent);
+            let mut leecher = Process::spawn(cmd, "aria2c leecher", &log)?;
+            leecher.wait(LEECH_LIMIT)?;
+            Ok((leecher, dir.join("file.bin")))
+        }
+        Program::Transmission(mode) => {
+            let cmd = transmission(client, work, mode)?;
+            fs::copy(torrent, work.join("leecher/watch/file.torrent"))?;
+            let leecher = Process::spawn(cmd, "transmission leecher", &log)?;
+            let downloaded = work.join("leecher/data/file.bin");
+            let want = fs::read(work.join("file.bin"))?;
+            let start = Instant::now();
+            while fs::read(&downloaded).ok().as_ref() != Some(&want) {
+                ensure!(
+                    start.elapsed() < LEECH_LIMIT,
+                    "the leecher did not finish in time"
+                );
+                thread::sleep(Duration::from_millis(200));
+            }
+            Ok((leecher, downloaded))
+        }
+    }
+}
+
 /// Starts the tracker, the capture, the seeder and the leecher; stops them once the leecher has
 /// the file.
 fn run_clients(sample: &Sample, work: &Path, torrent: &Path, out: &Path) -> anyhow::Result<Ran> {
     let (tracker_ns, tracker_addr, device, capture_ns) = match sample.clients {
         Clients::Aria2 { .. } => (NETNS, "127.0.0.1", "lo", NETNS),
-        Clients::Transmission => (NETNS_PAIR[0], VETH_SEEDER.addr, "any", NETNS_PAIR[0]),
+        Clients::Transmission | Clients::Mixed(_) => {
+            (NETNS_PAIR[0], VETH_SEEDER.addr, "any", NETNS_PAIR[0])
+        }
     };
     let mut tracker_cmd = in_ns(tracker_ns, "opentracker");
     let port = TRACKER_PORT.to_string();
@@ -503,55 +798,16 @@ fn run_clients(sample: &Sample, work: &Path, torrent: &Path, out: &Path) -> anyh
         filter: FILTER.into(),
         out: out.to_path_buf(),
     })?;
-    let file = work.join("file.bin");
-    let (seeder, mut leecher, downloaded) = match sample.clients {
-        Clients::Aria2 { encrypted } => {
-            let mut seed_cmd = aria2(SEEDER, work, encrypted);
-            seed_cmd
-                .args(["--seed-ratio=0.0", "--check-integrity=true", "-d"])
-                .arg(work)
-                .arg(torrent);
-            let seeder = Process::spawn(seed_cmd, "aria2c seeder", &work.join("seeder.out"))?;
-            thread::sleep(Duration::from_secs(1));
-            let leech_dir = work.join("leech");
-            let mut leech_cmd = aria2(LEECHER, work, encrypted);
-            leech_cmd
-                .arg(format!("--dht-entry-point={}:{}", SEEDER.addr, SEEDER.port))
-                .args(["--seed-time=0", "-d"])
-                .arg(&leech_dir)
-                .arg(torrent);
-            let mut leecher =
-                Process::spawn(leech_cmd, "aria2c leecher", &work.join("leecher.out"))?;
-            leecher.wait(LEECH_LIMIT)?;
-            (seeder, leecher, leech_dir.join("file.bin"))
-        }
-        Clients::Transmission => {
-            let seed_cmd = transmission(VETH_SEEDER, work)?;
-            fs::copy(&file, work.join("seeder/data/file.bin"))?;
-            fs::copy(torrent, work.join("seeder/watch/file.torrent"))?;
-            let seeder = Process::spawn(seed_cmd, "transmission seeder", &work.join("seeder.out"))?;
-            thread::sleep(Duration::from_secs(2));
-            let leech_cmd = transmission(VETH_LEECHER, work)?;
-            fs::copy(torrent, work.join("leecher/watch/file.torrent"))?;
-            let leecher =
-                Process::spawn(leech_cmd, "transmission leecher", &work.join("leecher.out"))?;
-            let downloaded = work.join("leecher/data/file.bin");
-            let want = fs::read(&file)?;
-            let start = Instant::now();
-            while fs::read(&downloaded).ok().as_ref() != Some(&want) {
-                ensure!(
-                    start.elapsed() < LEECH_LIMIT,
-                    "the leecher did not finish in time"
-                );
-                thread::sleep(Duration::from_millis(200));
-            }
-            (seeder, leecher, downloaded)
-        }
-    };
+    let [seed_program, leech_program] = sample.clients.programs();
+    let (seeder_client, leecher_client) = sample.clients.addresses();
+    let seeder = seed(seed_program, seeder_client, work, torrent)?;
+    thread::sleep(Duration::from_secs(2));
+    let (mut leecher, downloaded) =
+        leech(leech_program, leecher_client, seeder_client, work, torrent)?;
     thread::sleep(SETTLE);
-    let leecher_exit = match sample.clients {
-        Clients::Aria2 { .. } => leecher.wait(Duration::ZERO)?,
-        Clients::Transmission => leecher.stop(STOP_LIMIT)?,
+    let leecher_exit = match leech_program {
+        Program::Aria2 { .. } => leecher.wait(Duration::ZERO)?,
+        Program::Transmission(_) => leecher.stop(STOP_LIMIT)?,
     };
     let seeder_exit = seeder.stop(STOP_LIMIT)?;
     thread::sleep(SETTLE);
@@ -580,9 +836,10 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
     let data = file_bytes();
     let file = work.join("file.bin");
     fs::write(&file, &data)?;
-    let (seeder, leecher, tracker_addr) = match sample.clients {
-        Clients::Aria2 { .. } => (SEEDER, LEECHER, "127.0.0.1"),
-        Clients::Transmission => (VETH_SEEDER, VETH_LEECHER, VETH_SEEDER.addr),
+    let (seeder, leecher) = sample.clients.addresses();
+    let tracker_addr = match sample.clients {
+        Clients::Aria2 { .. } => "127.0.0.1",
+        Clients::Transmission | Clients::Mixed(_) => VETH_SEEDER.addr,
     };
     let torrent = work.join("file.torrent");
     let scheme = if sample.http_tracker { "http" } else { "udp" };
@@ -599,7 +856,7 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
 
     let _namespaces = match sample.clients {
         Clients::Aria2 { .. } => Namespaces::create(&[NETNS])?,
-        Clients::Transmission => veth_pair()?,
+        Clients::Transmission | Clients::Mixed(_) => veth_pair()?,
     };
     let out = out_dir.join(format!("{}.pcap", sample.name));
     let ran = run_clients(sample, &work, &torrent, &out)?;
@@ -613,24 +870,41 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
     let tracker = if sample.http_tracker { "HTTP" } else { "UDP" };
     let (clients, peers) = match sample.clients {
         Clients::Aria2 { encrypted: false } => (
-            "aria2 1.36 (seeder and leecher)",
-            "TCP, each opened with an MSE/PE handshake that selects plaintext (aria2's default)",
+            "aria2 1.36 (seeder and leecher)".to_owned(),
+            "TCP, each opened with an MSE/PE handshake that selects plaintext (aria2's default)"
+                .to_owned(),
         ),
         Clients::Aria2 { encrypted: true } => (
-            "aria2 1.36 (seeder and leecher)",
-            "TCP, MSE/PE with RC4 required (aria2 --bt-require-crypto --bt-min-crypto-level=arc4)",
+            "aria2 1.36 (seeder and leecher)".to_owned(),
+            "TCP, MSE/PE with RC4 required (aria2 --bt-require-crypto --bt-min-crypto-level=arc4)"
+                .to_owned(),
         ),
         Clients::Transmission => (
-            "transmission-daemon 3.00 (seeder and leecher)",
-            "uTP, plaintext preferred (transmission encryption 0)",
+            "transmission-daemon 3.00 (seeder and leecher)".to_owned(),
+            "uTP, plaintext preferred (transmission encryption 0)".to_owned(),
         ),
+        Clients::Mixed(m) => {
+            let (aria2, transmission) = if m.aria2_seeds {
+                ("seeder", "leecher")
+            } else {
+                ("leecher", "seeder")
+            };
+            (
+                format!("aria2 1.36 ({aria2}) and transmission-daemon 3.00 ({transmission})"),
+                format!(
+                    "TCP, MSE/PE: aria2 with {}, transmission with encryption {}",
+                    m.aria2_mode(),
+                    m.transmission_mode()
+                ),
+            )
+        }
     };
     let made_by = format!("{clients} and opentracker ({tracker} tracker), Debian");
     let place = match sample.clients {
         Clients::Aria2 { .. } => format!(
             "on the loopback of a namespace, opentracker on {tracker_addr}:{TRACKER_PORT} ({tracker})"
         ),
-        Clients::Transmission => format!(
+        Clients::Transmission | Clients::Mixed(_) => format!(
             "in two namespaces joined by a veth pair, opentracker on {tracker_addr}:{TRACKER_PORT} \
              ({tracker}) in the seeder's namespace"
         ),
@@ -676,12 +950,14 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         tracker_stats: ran.tracker_stats,
         tracker_http_stats: ran.tracker_http_stats,
         peer_wire_sent: BTreeMap::new(),
+        peer_wire_sent_to: BTreeMap::new(),
         dht_sent: BTreeMap::new(),
         tracker_udp: BTreeMap::new(),
         transmission_stats: BTreeMap::new(),
+        transmission_peers: Vec::new(),
     };
-    for client in [seeder, leecher] {
-        if let Clients::Aria2 { .. } = sample.clients {
+    for (client, program) in [seeder, leecher].into_iter().zip(sample.clients.programs()) {
+        if let Program::Aria2 { .. } = program {
             let log: PathBuf = work.join(format!("{}.log", client.role));
             let text =
                 fs::read_to_string(&log).with_context(|| format!("read {}", log.display()))?;
@@ -693,6 +969,9 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
             truth
                 .transmission_stats
                 .insert(client.role, serde_json::from_str(&text)?);
+            let out = work.join(format!("{}.out", client.role));
+            let log = fs::read(&out).with_context(|| format!("read {}", out.display()))?;
+            transmission_peers(&String::from_utf8_lossy(&log), client, &mut truth);
         }
     }
     let truth_path = out_dir.join(format!("{}.truth.json", sample.name));

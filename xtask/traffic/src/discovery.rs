@@ -1,5 +1,7 @@
 //! The discovery sample: an EIP-1459 tree of Waku nodes' ENRs (with a link to a second tree)
-//! served by dnsmasq and walked with dig, over UDP and once over TCP, plus one ordinary A lookup;
+//! served by dnsmasq and walked with dig, over UDP and once over TCP, plus libp2p's dnsaddr
+//! bootstrap lookup (TXT `_dnsaddr.<domain>`, answered with `dnsaddr=<multiaddr>` records), one
+//! TXT lookup of another name and one ordinary A lookup;
 //! then the discv5 nodes of the `discv5` crate behind those ENRs (four with Waku's `d5waku`
 //! protocol id, two with the standard `discv5` that are in no tree), each in a process of its
 //! own, run their lookups. Everything runs in a network namespace of its own and is captured on
@@ -40,6 +42,11 @@ const TREE: &str = "nodes.waku.test";
 const LINKED_TREE: &str = "linked.waku.test";
 /// A name outside any tree, answered with an A record.
 const PLAIN_NAME: &str = "other.waku.test";
+/// The domain of libp2p's dnsaddr bootstrap lookup, and a TXT name that is not one.
+const DNSADDR_DOMAIN: &str = "bootstrap.test";
+const DNSADDR_NAME: &str = "_dnsaddr.bootstrap.test";
+/// Listen port the dnsaddr records name for the bootstrap peer.
+const DNSADDR_PORT: u16 = 60000;
 /// Source port of the one DNS-over-TCP query, so the connection is known in the truth.
 const TCP_QUERY_PORT: u16 = 45053;
 const DISCV5_PORT: u16 = 9000;
@@ -64,6 +71,8 @@ struct Truth {
     discv5_packets: u64,
     dns: Vec<DnsExchange>,
     enrtree_domains: Vec<&'static str>,
+    /// The `dnsaddr=` records dnsmasq served for the dnsaddr domain.
+    dnsaddr_records: Vec<String>,
 }
 
 /// UDP payload bytes an endpoint sent and received, as its implementation counted them.
@@ -164,7 +173,14 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
         nodes.push(node);
     }
 
-    let records = tree_records(&waku_enrs)?;
+    let mut records = tree_records(&waku_enrs)?;
+    let dnsaddr_records = dnsaddr_records();
+    records.extend(
+        dnsaddr_records
+            .iter()
+            .map(|r| (DNSADDR_NAME.to_owned(), r.clone())),
+    );
+    records.push((DNSADDR_DOMAIN.into(), "v=spf1 -all".into()));
     let conf_dir = tempfile_dir()?;
     let mut dnsmasq = start_dnsmasq(&records, &conf_dir)?;
     let walked = walk();
@@ -213,8 +229,9 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
             link_type: stats.linktype.get_name()?,
             made_by: "discv5 crate 0.11 (one process per node), dnsmasq 2.90, dig 9.18".into(),
             description: "an EIP-1459 tree (with a link) of the d5waku nodes' ENRs walked by dig \
-                          over UDP and TCP, one A lookup; then discv5 lookups with ids d5waku \
-                          (4 nodes) and discv5 (2 nodes)"
+                          over UDP and TCP, a libp2p dnsaddr lookup (TXT _dnsaddr.bootstrap.test, \
+                          two dnsaddr= records), a TXT and an A lookup of other names; then \
+                          discv5 lookups with ids d5waku (4 nodes) and discv5 (2 nodes)"
                 .into(),
             capture: CaptureTruth::new("lo", Some(NETNS), filter, Precision::Micro, &stats),
         },
@@ -224,10 +241,24 @@ pub fn make(out_dir: &Path) -> anyhow::Result<()> {
         discv5_nodes: reports,
         dns,
         enrtree_domains: vec![TREE, LINKED_TREE],
+        dnsaddr_records,
     };
     let path = out_dir.join(format!("{SAMPLE}.truth.json"));
     fs::write(&path, serde_json::to_string_pretty(&truth)? + "\n")
         .with_context(|| format!("write {}", path.display()))
+}
+
+/// The bootstrap peer's `dnsaddr=` records, as a libp2p bootstrap domain publishes them: TCP and
+/// QUIC multiaddrs ending in the peer id of a fresh secp256k1 key.
+fn dnsaddr_records() -> Vec<String> {
+    let peer = libp2p::identity::Keypair::generate_secp256k1()
+        .public()
+        .to_peer_id();
+    [
+        format!("dnsaddr=/ip4/127.0.0.1/tcp/{DNSADDR_PORT}/p2p/{peer}"),
+        format!("dnsaddr=/ip4/127.0.0.1/udp/{DNSADDR_PORT}/quic-v1/p2p/{peer}"),
+    ]
+    .into()
 }
 
 /// A fresh directory for dnsmasq's configuration.
@@ -389,6 +420,7 @@ fn record_kind(text: &str) -> Option<&'static str> {
         ("enrtree-branch:", "branch"),
         ("enrtree://", "link"),
         ("enr:", "enr"),
+        ("dnsaddr=", "dnsaddr"),
     ]
     .iter()
     .find(|(prefix, _)| text.starts_with(prefix))
@@ -396,7 +428,8 @@ fn record_kind(text: &str) -> Option<&'static str> {
 }
 
 /// Walks both trees as an EIP-1459 client does (root, then every branch down to the leaves,
-/// following links), then the root again over TCP, then an A lookup.
+/// following links), then the root again over TCP, then the dnsaddr lookup, a TXT lookup of
+/// another name and an A lookup.
 fn walk() -> anyhow::Result<(Vec<DnsExchange>, Conn)> {
     let mut done = Vec::new();
     let mut todo = vec![TREE.to_owned()];
@@ -458,15 +491,27 @@ fn walk() -> anyhow::Result<(Vec<DnsExchange>, Conn)> {
         response_bytes: over_tcp.response_bytes,
         record: over_tcp.txt.first().and_then(|t| record_kind(t)),
     });
-    let plain = dig(PLAIN_NAME, "A", false)?;
-    done.push(DnsExchange {
-        transport: "udp",
-        name: PLAIN_NAME.into(),
-        qtype: "A",
-        query_bytes: plain.query_bytes,
-        response_bytes: plain.response_bytes,
-        record: None,
-    });
+    for (name, qtype) in [
+        (DNSADDR_NAME, "TXT"),
+        (DNSADDR_DOMAIN, "TXT"),
+        (PLAIN_NAME, "A"),
+    ] {
+        let d = dig(name, qtype, false)?;
+        let record = d.txt.first().and_then(|t| record_kind(t));
+        ensure!(
+            (name == DNSADDR_NAME) == (record == Some("dnsaddr") && d.txt.len() == 2),
+            "dig {qtype} {name} answered {:?}",
+            d.txt
+        );
+        done.push(DnsExchange {
+            transport: "udp",
+            name: name.into(),
+            qtype,
+            query_bytes: d.query_bytes,
+            response_bytes: d.response_bytes,
+            record,
+        });
+    }
     Ok((done, tcp))
 }
 

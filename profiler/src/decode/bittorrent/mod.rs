@@ -1,8 +1,10 @@
 //! BitTorrent (protocols.md §8): the peer wire over TCP, Mainline DHT (KRPC), uTP and UDP
 //! trackers. Connections that hide behind MSE/PE are recognised by correlation with what the UDP
-//! decoders learned: an endpoint that spoke DHT or uTP, or a peer a tracker or the DHT handed out.
+//! decoders learned: an endpoint that spoke DHT or uTP, or a peer a tracker or the DHT handed out;
+//! those that select plaintext, by the clear peer wire after the MSE handshake ([`mse`]).
 
 pub mod krpc;
+pub mod mse;
 pub mod udp_tracker;
 pub mod utp;
 pub mod wire;
@@ -10,10 +12,8 @@ pub mod wire;
 use std::net::IpAddr;
 
 use super::lru::Lru;
-use super::{
-    Conn, DecodeCtx, LabelId, LabelTable, PROBE_WINDOW, Probe, Side, StreamDecoder, StreamProbe,
-};
-use crate::account::record::{Category, Label, Method};
+use super::{Conn, DecodeCtx, LabelId, LabelTable, PROBE_WINDOW, Probe, Side, StreamProbe};
+use crate::account::record::{Category, Method};
 
 /// An (address, port) pair.
 pub type Endpoint = (IpAddr, u16);
@@ -99,194 +99,46 @@ pub fn label(labels: &mut LabelTable, protocol: &str, kind: &str) -> LabelId {
     labels.decoded(Category::Bittorrent, protocol, kind)
 }
 
-/// Recognises the peer wire by its handshake, and MSE/PE-obfuscated connections of known
-/// BitTorrent endpoints once the probe window is full.
+/// The label of a TCP connection with a known BitTorrent endpoint that never carries a payload
+/// byte (a dial dropped before its handshake): `bittorrent` / `unparsed`, by correlation.
+pub fn silent_label(book: &Book, ends: [Endpoint; 2], labels: &mut LabelTable) -> Option<LabelId> {
+    if !ends.iter().any(|e| book.is_peer(e)) {
+        return None;
+    }
+    let l = label(labels, PEER_WIRE, "unparsed");
+    Some(labels.with_method(l, Method::Heuristic, MSE_CONFIDENCE_PERMILLE))
+}
+
+/// Recognises the peer wire by its handshake, and connections that may hide it behind MSE/PE:
+/// those of known BitTorrent endpoints, and those whose initiator opens with uniform bytes (a
+/// Diffie-Hellman public value), which [`mse::Mse`] holds until it knows.
 pub struct BittorrentProbe;
 
 impl StreamProbe for BittorrentProbe {
-    fn probe(&self, _side: Side, first: &[u8], conn: &Conn, ctx: &mut DecodeCtx<'_>) -> Probe {
+    fn probe(&self, side: Side, first: &[u8], conn: &Conn, ctx: &mut DecodeCtx<'_>) -> Probe {
         match wire::starts_with_handshake(first) {
-            Some(true) => return Probe::Yes(Box::new(wire::WireDecoder::new(ctx.labels))),
+            Some(true) => {
+                ctx.udp.bittorrent.learn_peer(conn.responder);
+                return Probe::Yes(Box::new(wire::WireDecoder::new(ctx.labels)));
+            }
             Some(false) => return Probe::NeedMore,
             None => {}
         }
         let book = &ctx.udp.bittorrent;
-        if ![conn.initiator, conn.responder]
+        let anchored = [conn.initiator, conn.responder]
             .iter()
-            .any(|e| book.is_peer(e))
-        {
-            Probe::No
-        } else if first.len() < PROBE_WINDOW {
-            Probe::NeedMore
+            .any(|e| book.is_peer(e));
+        let initiator = side == Side::Initiator;
+        if first.len() < PROBE_WINDOW {
+            if anchored || initiator {
+                Probe::NeedMore
+            } else {
+                Probe::No
+            }
+        } else if anchored || (initiator && mse::looks_random(first)) {
+            Probe::Yes(Box::new(mse::Mse::new(ctx.labels, *conn, anchored)))
         } else {
-            Probe::Yes(Box::new(Mse::new(ctx.labels)))
+            Probe::No
         }
-    }
-}
-
-/// Bytes of a side within which an MSE handshake that selected plaintext must reach the
-/// peer-wire handshake: Ya/Yb (96) + pad (≤ 512) + two hashes (40) + VC (8) + crypto field (4)
-/// + pad length (2) + pad (≤ 512) + initial payload length (2) = 1176, rounded up.
-pub const MSE_SCAN_LIMIT: u64 = 1200;
-
-/// Where one side of an obfuscated connection is.
-enum MseSide {
-    /// Looking for the peer-wire handshake: `seen` bytes so far, `tail` the last ones (too few
-    /// to hold the protocol string) not yet labelled.
-    Scanning { seen: u64, tail: Vec<u8> },
-    /// The handshake selected plaintext: the peer wire follows.
-    Wire(wire::WireStream),
-    /// RC4 (or anything else): every further byte is `encrypted`.
-    Opaque,
-}
-
-/// An obfuscated (MSE/PE) peer connection, heuristic: the key exchange and padding are
-/// `mse` / `handshake`; if the peer wire's handshake then shows in clear (crypto_select
-/// plaintext) the peer wire is decoded from there, else the rest is `mse` / `encrypted`.
-pub struct Mse {
-    sides: [MseSide; 2],
-    handshake: LabelId,
-    encrypted: LabelId,
-    wire: wire::WireLabels,
-}
-
-impl Mse {
-    fn new(labels: &mut LabelTable) -> Mse {
-        let mut heuristic = |kind: &str| {
-            let protocol = labels.string("mse");
-            let kind = labels.string(kind);
-            let mut l = Label::decoded(Category::Bittorrent, &protocol, &kind);
-            l.method = Method::Heuristic;
-            l.confidence_permille = MSE_CONFIDENCE_PERMILLE;
-            labels.intern(l)
-        };
-        let (handshake, encrypted) = (heuristic("handshake"), heuristic("encrypted"));
-        Mse {
-            sides: [0, 1].map(|_| MseSide::Scanning {
-                seen: 0,
-                tail: Vec::new(),
-            }),
-            handshake,
-            encrypted,
-            wire: wire::WireLabels::new(labels, PEER_WIRE),
-        }
-    }
-}
-
-/// Where `needle` starts in `hay`, if it does.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-impl StreamDecoder for Mse {
-    fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) {
-        let state = &mut self.sides[side.index()];
-        let mut emit = |len: u64, label: LabelId, units: u32| ctx.emit(side, len, label, units);
-        match state {
-            MseSide::Scanning { seen, tail } => {
-                let first = u32::from(*seen == 0);
-                tail.extend_from_slice(bytes);
-                let buf = std::mem::take(tail);
-                if let Some(at) = find(&buf, wire::PROTOCOL) {
-                    emit(at as u64, self.handshake, first);
-                    let mut stream = wire::WireStream::default();
-                    stream.feed(&buf[at..], &self.wire, &mut emit);
-                    *state = MseSide::Wire(stream);
-                } else if *seen + buf.len() as u64 >= MSE_SCAN_LIMIT {
-                    let n = (MSE_SCAN_LIMIT.saturating_sub(*seen) as usize).min(buf.len());
-                    emit(n as u64, self.handshake, first);
-                    emit((buf.len() - n) as u64, self.encrypted, 0);
-                    *state = MseSide::Opaque;
-                } else {
-                    let keep = buf.len().min(wire::PROTOCOL.len() - 1);
-                    let done = buf.len() - keep;
-                    emit(done as u64, self.handshake, first);
-                    *seen += done as u64;
-                    *tail = buf[done..].to_vec();
-                }
-            }
-            MseSide::Wire(stream) => stream.feed(bytes, &self.wire, &mut emit),
-            MseSide::Opaque => emit(bytes.len() as u64, self.encrypted, 0),
-        }
-    }
-
-    fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {
-        let state = &mut self.sides[side.index()];
-        let held = match state {
-            MseSide::Scanning { tail, .. } => tail.len() as u64,
-            MseSide::Wire(stream) => stream.held(),
-            MseSide::Opaque => 0,
-        };
-        ctx.emit(side, held + len, self.encrypted, 0);
-        *state = MseSide::Opaque;
-    }
-
-    fn connection_label(&self) -> LabelId {
-        self.encrypted
-    }
-
-    fn settled(&self, side: Side) -> Option<LabelId> {
-        matches!(self.sides[side.index()], MseSide::Opaque).then_some(self.encrypted)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decode::TestCtx;
-
-    fn kinds(t: &TestCtx) -> Vec<(String, String, u64)> {
-        let mut out: Vec<(String, String, u64)> = Vec::new();
-        for s in &t.spans {
-            let l = t.labels.get(s.label);
-            let key = (l.protocol.to_string(), l.kind.to_string());
-            match out.last_mut() {
-                Some(last) if (last.0.as_str(), last.1.as_str()) == (&key.0, &key.1) => {
-                    last.2 += s.len
-                }
-                _ => out.push((key.0, key.1, s.len)),
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn plaintext_after_the_key_exchange_is_decoded() {
-        let mut s = vec![0x5a; 150];
-        s.extend_from_slice(wire::PROTOCOL);
-        s.extend_from_slice(&[0; 48]);
-        s.extend_from_slice(&[0, 0, 0, 1, 1]);
-        for cut in 0..s.len() {
-            let mut t = TestCtx::default();
-            let mut d = Mse::new(&mut t.labels);
-            for chunk in [&s[..cut], &s[cut..]] {
-                d.data(Side::Initiator, chunk, &mut t.ctx());
-            }
-            let want = vec![
-                ("mse".to_owned(), "handshake".to_owned(), 150),
-                ("bittorrent".to_owned(), "handshake".to_owned(), 68),
-                ("bittorrent".to_owned(), "unchoke".to_owned(), 5),
-            ];
-            assert_eq!(kinds(&t), want, "cut {cut}");
-        }
-    }
-
-    #[test]
-    fn without_the_signature_the_rest_is_encrypted() {
-        let mut t = TestCtx::default();
-        let mut d = Mse::new(&mut t.labels);
-        for _ in 0..10 {
-            d.data(Side::Responder, &[0x33; 200], &mut t.ctx());
-        }
-        let want = vec![
-            ("mse".to_owned(), "handshake".to_owned(), MSE_SCAN_LIMIT),
-            (
-                "mse".to_owned(),
-                "encrypted".to_owned(),
-                2000 - MSE_SCAN_LIMIT,
-            ),
-        ];
-        assert_eq!(kinds(&t), want);
-        assert!(d.settled(Side::Responder).is_some());
     }
 }
