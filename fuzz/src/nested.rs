@@ -278,7 +278,7 @@ impl Session {
         let mut o = Owned::default();
         let conn = super::stream_input(&[0, 0xea, 0x60]).map(|(c, _)| c);
         let Some(conn) = conn else { return };
-        let mut d = Classifier::new(conn, &mut o.labels);
+        let mut d = Classifier::new(conn, &mut o.labels, None);
         super::feed(&mut d, &pieces, &mut o);
     }
 }
