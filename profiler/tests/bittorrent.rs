@@ -240,6 +240,14 @@ fn source(r: &Row) -> Option<IpAddr> {
     }
 }
 
+/// The address a row's bytes went to.
+fn destination(r: &Row) -> Option<IpAddr> {
+    match r.direction {
+        Direction::Out => r.endpoints.remote_addr,
+        Direction::In => r.endpoints.local_addr,
+    }
+}
+
 /// Whether a row is of the TCP connection between `addr` and the endpoint `peer`.
 fn of_connection(r: &Row, addr: IpAddr, peer: (IpAddr, u16)) -> bool {
     let e = &r.endpoints;
@@ -354,6 +362,12 @@ fn mse_in_every_outcome() {
             let blocks = t["torrent"]["blocks"].as_u64().expect("blocks");
             let file_size = t["torrent"]["file_size"].as_u64().expect("file size");
             piece_bytes_match(&name, &peer_tcp, file_size, blocks);
+            let (aria2, transmission) = if t["transmission_stats"]["seeder"].is_null() {
+                (address("seeder"), address("leecher"))
+            } else {
+                (address("leecher"), address("seeder"))
+            };
+            aria2_sent_matches(&name, &peer_tcp, &t, aria2, transmission);
         }
     }
     eprintln!("(transmission opened, crypto_select) → connections: {outcomes:?}");
@@ -363,4 +377,29 @@ fn mse_in_every_outcome() {
             "(transmission opened, crypto_select) {outcome:?} among {outcomes:?}"
         );
     }
+}
+
+/// Peer-wire messages by kind aria2 sent to transmission equal those it logged as sent to
+/// transmission's address (its connections to itself, on its own address, are not compared).
+fn aria2_sent_matches(name: &str, rows: &[Row], t: &Value, aria2: IpAddr, to: IpAddr) {
+    let logged = t["peer_wire_sent_to"][to.to_string()]
+        .as_object()
+        .expect("peer_wire_sent_to");
+    let want: BTreeMap<String, u64> = logged
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().expect("count")))
+        .collect();
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rows.iter().filter(|r| {
+        r.label.protocol.as_ref() == "bittorrent"
+            && r.counters.messages > 0
+            && source(r) == Some(aria2)
+            && destination(r) == Some(to)
+    }) {
+        *got.entry(r.label.kind.to_string()).or_default() += r.counters.messages;
+    }
+    assert_eq!(
+        got, want,
+        "{name}: peer-wire messages aria2 sent to {to}, by kind"
+    );
 }

@@ -198,6 +198,14 @@ fn the_tree_walk_is_discovery_message_by_message() {
     let (_, t) = sample();
     let rows = rows_of(config(Vec::new()));
     let truth = dns_truth(&t);
+    for kind in ["query", "response"] {
+        let dnsaddr = truth.get(&("dnsaddr".into(), kind.into()));
+        assert_eq!(
+            dnsaddr.map(|m| m.0),
+            Some(1),
+            "one dnsaddr {kind} in the truth"
+        );
+    }
     assert_eq!(dns_counted(&rows), truth, "(messages, payload) per kind");
     for r in rows.iter().filter(|r| uses_port(r, 53)) {
         let expected = match r.label.protocol.as_ref() {
@@ -236,5 +244,42 @@ fn an_unconfigured_tree_is_learned_from_its_root_answer() {
         dns_counted(&rows),
         expected,
         "only the first root query, before any answer named the tree, is plain DNS"
+    );
+}
+
+/// libp2p's dnsaddr lookup is discovery / dnsaddr: one query and one answer, whose bytes are
+/// dig's message sizes plus an IPv4 and a UDP header each.
+#[test]
+fn the_dnsaddr_lookup_is_discovery() {
+    let (_, t) = sample();
+    let rows = rows_of(Config::default());
+    let lookups: Vec<&Value> = t["dns"]
+        .as_array()
+        .expect("dns")
+        .iter()
+        .filter(|d| d["record"] == "dnsaddr")
+        .collect();
+    assert_eq!(lookups.len(), 1, "one dnsaddr lookup in the truth");
+    let dig = lookups[0];
+    assert_eq!(dig["transport"], "udp");
+    let dnsaddr: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.label.protocol.as_ref() == "dnsaddr")
+        .collect();
+    assert!(
+        dnsaddr
+            .iter()
+            .all(|r| r.label.category == Category::Discovery && uses_port(r, 53)),
+        "{dnsaddr:?}"
+    );
+    let sum = |f: fn(&Row) -> u64| -> u64 { dnsaddr.iter().map(|r| f(r)).sum() };
+    let payload = u(&dig["query_bytes"]) + u(&dig["response_bytes"]);
+    assert_eq!(sum(|r| r.counters.messages), 2, "a query and its answer");
+    assert_eq!(sum(|r| r.counters.packets), 2, "one datagram each");
+    assert_eq!(sum(|r| r.counters.payload_bytes), payload, "dig's sizes");
+    assert_eq!(
+        sum(|r| r.counters.bytes),
+        payload + 2 * (20 + 8),
+        "IPv4 and UDP headers around dig's messages"
     );
 }
