@@ -434,8 +434,8 @@ with tshark.
 Fit and measure: a model of the encrypted framing is fitted (or tuned) on the samples marked
 `[fit]` and measured on `js-libp2p-noise-yamux-measure`, which is never used to fit: another
 size mix (messages at the 16 KiB and 64 KiB boundaries, and tiny ones), another topology (a ring
-of four and a late joiner dialing two, mesh D = 1), another pace (300 ms between messages,
-heartbeats every 500 ms, 4 s of idle gossip) and no flood publishing.
+of four and a late joiner dialing two, mesh D = 1), another pace (100 ms between messages,
+heartbeats every second, 4 s of idle gossip) and no flood publishing.
 
 | file | link type | packets | bytes | how it was made |
 |---|---|---|---|---|
