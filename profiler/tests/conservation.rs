@@ -1,5 +1,6 @@
 //! Rule 1: Σ bytes over all rows equals Σ IP total lengths (frame lengths for non-IP frames), per
-//! direction, on every bundled sample and on the shared mixed capture; tshark is the reference.
+//! direction, on every bundled sample (the JavaScript stacks' included) and on the shared mixed
+//! capture; tshark is the reference.
 
 mod common;
 
@@ -59,6 +60,18 @@ fn conservation_on_the_mixed_capture_with_small_windows_and_few_flows() {
 fn conservation_on_every_sample() {
     let samples = common::samples();
     assert!(!samples.is_empty(), "samples/ holds captures");
+    for s in samples {
+        check(&s, Config::default());
+    }
+}
+
+#[test]
+fn conservation_on_every_js_sample() {
+    let samples = common::js_samples();
+    assert!(
+        samples.len() >= 4,
+        "samples/js/ holds captures: {samples:?}"
+    );
     for s in samples {
         check(&s, Config::default());
     }

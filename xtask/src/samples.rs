@@ -1,6 +1,7 @@
 //! `cargo xtask samples`: makes the captures in samples/ with the `traffic` binary (real
-//! rust-libp2p nodes, captured live by libpcap), checks each capture against the ground truth the
-//! nodes reported, using tshark, and writes samples/README.md.
+//! rust-libp2p nodes, and js-libp2p nodes under Node for samples/js/, captured live by libpcap),
+//! checks each capture against the ground truth the nodes reported, using tshark, and writes
+//! samples/README.md.
 
 use std::{
     collections::BTreeMap,
@@ -25,8 +26,17 @@ pub struct SamplesArgs {
 
 /// What making and checking the samples needs besides the build: `ip` for the network
 /// namespaces, editcap and capinfos, tshark as the independent reader of the captures, and the
-/// real implementations the discovery, services and BitTorrent samples run.
+/// real implementations the discovery, services, BitTorrent and JS samples run (Node and npm,
+/// which installs the pinned js-libp2p packages of xtask/js with `npm ci`).
 const PACKAGES: &[Package] = &[
+    Package {
+        name: "nodejs",
+        marker: "/usr/bin/node",
+    },
+    Package {
+        name: "npm",
+        marker: "/usr/bin/npm",
+    },
     Package {
         name: "iproute2",
         marker: "/sbin/ip",
@@ -142,14 +152,24 @@ pub fn run(args: &SamplesArgs) -> anyhow::Result<()> {
     for truth in &made {
         check(staging.path(), truth).with_context(|| format!("sample {}", truth.sample))?;
     }
+    let js = samples.join(JS_DIR);
+    fs::create_dir_all(&js)?;
     for truth in &made {
+        let home = if truth.sample.starts_with("js-") {
+            &js
+        } else {
+            &samples
+        };
         for name in [truth.file.clone(), format!("{}.truth.json", truth.sample)] {
-            fs::rename(staging.path().join(&name), samples.join(&name))
-                .with_context(|| format!("move {name} into samples/"))?;
+            fs::rename(staging.path().join(&name), home.join(&name))
+                .with_context(|| format!("move {name} into {}", home.display()))?;
         }
     }
     write_readme(&samples)
 }
+
+/// The folder of samples/ holding the captures of the JavaScript stacks (`js-*`).
+const JS_DIR: &str = "js";
 
 /// Reads every `*.truth.json` in `dir`, sorted by file name.
 fn truths_in(dir: &Path) -> anyhow::Result<Vec<Truth>> {
@@ -396,6 +416,35 @@ and, for discovery, the UDP payload each endpoint sent and received.
 |---|---|---|---|---|
 ";
 
+const README_JS: &str = "
+## The JavaScript stacks (samples/js/)
+
+The `js-*` captures come from js-libp2p nodes run by Node in a network namespace of their own
+(`xtask/js/relay.mjs`; the npm packages are pinned by `xtask/js/package-lock.json` and installed
+with `npm ci`). Every node is set up as js-waku sets up its relay: gossipsub (@chainsafe/libp2p-gossipsub)
+speaking only `/vac/waku/relay/2.0.0`, StrictNoSign, message id = sha256 of the WakuMessage bytes
+(as nwaku), no floodsub fallback, identify and ping; the WakuMessages are encoded by @waku/proto.
+`js-waku-ws-noise-mplex` runs the versions of libp2p, Noise, mplex, WebSocket, identify and ping that
+@waku/sdk 0.0.36 pins, over `/ws`; the `js-libp2p-*` ones run TCP with Noise or TLS 1.3 (the muxer
+chosen by ALPN, without multistream-select) and yamux. Each has 5 nodes, one of which joins after
+the messages and gets them through IHAVE/IWANT. The truth comes from inside the nodes: every
+socket's own byte counters (Node's `net` diagnostics channels), the plaintext each connection's
+Noise or TLS layer took from the muxer and the plaintext the other end's layer delivered, and
+every muxed stream's bytes where the muxer sends and delivers them, decoded into relay parts as
+for the rust-libp2p samples. The generator checks that what one node wrote on each stream is what
+the other node's muxer delivered, byte for byte, and xtask checks each connection's TCP payload
+with tshark.
+
+Fit and measure: a model of the encrypted framing is fitted (or tuned) on the samples marked
+`[fit]` and measured on `js-libp2p-noise-yamux-measure`, which is never used to fit: another
+size mix (messages at the 16 KiB and 64 KiB boundaries, and tiny ones), another topology (a ring
+of four and a late joiner dialing two, mesh D = 1), another pace (100 ms between messages,
+heartbeats every second, 4 s of idle gossip) and no flood publishing.
+
+| file | link type | packets | bytes | how it was made |
+|---|---|---|---|---|
+";
+
 const README_TAIL: &str = "
 ## What a truth file holds
 
@@ -412,6 +461,12 @@ const README_TAIL: &str = "
   statistics (`received`, `dropped`, `if_dropped`; on `lo` and `any` the kernel counts each
   loopback packet twice, as sent and as received, and libpcap keeps one) and `converted` when the
   file is not libpcap's own output.
+- JS samples' `connections[]` also hold the `transport` (`tcp` or `ws`) and
+  `plaintext_dialer_to_listener` / `plaintext_listener_to_dialer`: the bytes each side's Noise or
+  TLS layer took from its muxer to encrypt, and `plaintext_read_by_*`: what the layer decrypted
+  and handed to the muxer (the last muxer frames of a close may go unread). On the wire, the
+  security layer adds its handshake and framing to the plaintext (and `/ws` its HTTP upgrade and
+  WebSocket frame headers).
 - `relay_parts[]`: per sending and receiving socket, relay stream protocol, kind and pubsub
   topic, the `entries` and payload `bytes` the sending node wrote, split as design.md rule 4 says.
   Every node's muxer is tapped: the bytes it wrote on each substream, above security and muxer
@@ -446,11 +501,21 @@ const README_TAIL: &str = "
   clients made, batches included) and `calls_served` (per method, calls the server's handlers ran).
 ";
 
-/// Writes samples/README.md: one line per sample in the directory, from its truth file.
+/// Writes samples/README.md: one line per sample in samples/ and in samples/js/, from its truth
+/// file.
 fn write_readme(samples: &Path) -> anyhow::Result<()> {
     let mut text = README_HEAD.to_owned();
-    for truth in truths_in(samples)? {
-        let path = samples.join(&truth.file);
+    table(&mut text, samples)?;
+    text.push_str(README_JS);
+    table(&mut text, &samples.join(JS_DIR))?;
+    text.push_str(README_TAIL);
+    fs::write(samples.join("README.md"), text).context("write samples/README.md")
+}
+
+/// Appends one table row per sample in `dir`.
+fn table(text: &mut String, dir: &Path) -> anyhow::Result<()> {
+    for truth in truths_in(dir)? {
+        let path = dir.join(&truth.file);
         let info = file_info(&path)?;
         let bytes = fs::metadata(&path)?.len();
         writeln!(
@@ -463,6 +528,5 @@ fn write_readme(samples: &Path) -> anyhow::Result<()> {
             truth.file, truth.link_type, info.packets
         );
     }
-    text.push_str(README_TAIL);
-    fs::write(samples.join("README.md"), text).context("write samples/README.md")
+    Ok(())
 }

@@ -20,8 +20,18 @@ pub fn repo() -> PathBuf {
 
 /// The bundled samples, every pcap/pcapng under samples/.
 pub fn samples() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join("samples"))
-        .expect("samples/ is readable")
+    captures_in("samples")
+}
+
+/// The bundled captures of the JavaScript stacks (js-libp2p, js-waku), under samples/js/.
+pub fn js_samples() -> Vec<PathBuf> {
+    captures_in("samples/js")
+}
+
+/// Every pcap/pcapng in `dir` (relative to the repository), sorted.
+fn captures_in(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}/ is readable: {e}"))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
         .collect();

@@ -1,4 +1,4 @@
-//! `traffic`: runs real rust-libp2p nodes the way Waku relays do, captures their packets with
+//! `traffic`: runs real rust-libp2p nodes (and js-libp2p ones, under Node) the way Waku relays do, captures their packets with
 //! libpcap and writes the ground truth the nodes themselves report (bytes per socket and
 //! direction, negotiated protocols, gossipsub message counts). Needs root for capture and
 //! network namespaces; `cargo xtask samples` drives it.
@@ -8,6 +8,7 @@ mod capture;
 mod discovery;
 mod discv5_node;
 mod host_tcp;
+mod js_relay;
 mod netns;
 mod node;
 mod relay_truth;
@@ -59,6 +60,9 @@ fn samples() -> Vec<(&'static str, Maker)> {
     }
     for s in bittorrent::SAMPLES {
         all.push((s.name, Box::new(move |dir: &Path| bittorrent::make(s, dir))));
+    }
+    for s in js_relay::SAMPLES {
+        all.push((s.name, Box::new(move |dir: &Path| js_relay::make(s, dir))));
     }
     all.push((discovery::SAMPLE, Box::new(discovery::make)));
     all.push((services::SAMPLE, Box::new(services::make)));

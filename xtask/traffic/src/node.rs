@@ -20,7 +20,7 @@ use libp2p::{
     ping,
     swarm::{NetworkBehaviour, Swarm, SwarmEvent},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -82,7 +82,7 @@ pub enum Report {
 }
 
 /// Per-topic message counts of one node, from gossipsub's own events.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TopicCounts {
     /// Messages this node published.
     pub published: u64,

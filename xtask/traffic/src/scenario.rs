@@ -261,69 +261,79 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// VLAN id on the veth wire.
 const VLAN_ID: u16 = 100;
 
-/// The ground truth written as `<name>.truth.json`.
+/// The ground truth written as `<name>.truth.json` (the js-libp2p samples write it too).
 #[derive(Serialize)]
-struct Truth {
+pub struct Truth<C> {
     #[serde(flatten)]
-    head: Head,
-    relay: RelayTruth,
-    relay_parts: Vec<RelayPart>,
-    deliveries: Vec<Delivery>,
-    nodes: Vec<NodeTruth>,
-    connections: Vec<ConnTruth>,
-    topics: Vec<TopicTruth>,
-    messages: Vec<MessageTruth>,
+    pub head: Head,
+    pub relay: RelayTruth,
+    pub relay_parts: Vec<RelayPart>,
+    pub deliveries: Vec<Delivery>,
+    pub nodes: Vec<NodeTruth>,
+    pub connections: Vec<C>,
+    pub topics: Vec<TopicTruth>,
+    pub messages: Vec<MessageTruth>,
 }
 
+/// How the nodes ran gossipsub.
 #[derive(Serialize)]
-struct RelayTruth {
-    protocol_id: &'static str,
-    gossipsub: &'static str,
-    late_joiner: Option<String>,
-    left: Option<String>,
-    validation_mode: &'static str,
-    message_id: &'static str,
+pub struct RelayTruth {
+    pub protocol_id: &'static str,
+    pub gossipsub: String,
+    pub late_joiner: Option<String>,
+    pub left: Option<String>,
+    pub validation_mode: &'static str,
+    pub message_id: &'static str,
 }
 
+/// What every truth says of the gossipsub validation mode and message id.
+pub const VALIDATION_MODE: &str = "Anonymous (StrictNoSign: no from, seqno, signature, key)";
+/// How every node makes gossipsub message ids, as nwaku.
+pub const MESSAGE_ID: &str = "sha256(WakuMessage bytes)";
+
+/// A node: name, peer id, listen address and namespace.
 #[derive(Serialize)]
-struct NodeTruth {
-    name: String,
-    peer_id: String,
-    listen: SocketAddr,
-    netns: Option<String>,
+pub struct NodeTruth {
+    pub name: String,
+    pub peer_id: String,
+    pub listen: SocketAddr,
+    pub netns: Option<String>,
 }
 
+/// One TCP connection: both ends, the protocols they agreed on and the bytes each wrote and read.
 #[derive(Serialize)]
-struct ConnTruth {
-    dialer: SocketAddr,
-    listener: SocketAddr,
-    dialer_node: String,
-    listener_node: String,
-    security: String,
-    muxer: String,
-    bytes_dialer_to_listener: u64,
-    bytes_listener_to_dialer: u64,
-    bytes_read_by_listener: u64,
-    bytes_read_by_dialer: u64,
+pub struct ConnTruth {
+    pub dialer: SocketAddr,
+    pub listener: SocketAddr,
+    pub dialer_node: String,
+    pub listener_node: String,
+    pub security: String,
+    pub muxer: String,
+    pub bytes_dialer_to_listener: u64,
+    pub bytes_listener_to_dialer: u64,
+    pub bytes_read_by_listener: u64,
+    pub bytes_read_by_dialer: u64,
 }
 
+/// Gossipsub's message counts of one node on one pubsub topic.
 #[derive(Serialize)]
-struct TopicTruth {
-    node: String,
-    pubsub_topic: &'static str,
+pub struct TopicTruth {
+    pub node: String,
+    pub pubsub_topic: String,
     #[serde(flatten)]
-    counts: TopicCounts,
+    pub counts: TopicCounts,
 }
 
+/// One published message.
 #[derive(Serialize)]
-struct MessageTruth {
-    publisher: String,
-    pubsub_topic: &'static str,
-    content_topic: &'static str,
-    payload_bytes: usize,
-    waku_message_bytes: usize,
-    message_id: String,
-    received_by: usize,
+pub struct MessageTruth {
+    pub publisher: String,
+    pub pubsub_topic: String,
+    pub content_topic: String,
+    pub payload_bytes: usize,
+    pub waku_message_bytes: usize,
+    pub message_id: String,
+    pub received_by: usize,
 }
 
 /// The namespaces a scenario runs in, if any; dropping this removes them.
@@ -341,7 +351,8 @@ struct Layout {
     how: String,
 }
 
-fn node_name(index: usize) -> String {
+/// The name of node `index`.
+pub fn node_name(index: usize) -> String {
     format!("node{index}")
 }
 
@@ -579,8 +590,8 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         })?;
         messages.push(MessageTruth {
             publisher: node_name(publisher),
-            pubsub_topic: planned.pubsub_topic,
-            content_topic: planned.content_topic,
+            pubsub_topic: planned.pubsub_topic.to_owned(),
+            content_topic: planned.content_topic.to_owned(),
             payload_bytes: planned.payload_len,
             waku_message_bytes,
             message_id: hex(&id),
@@ -617,7 +628,7 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         for (pubsub_topic, counts) in handle.join()? {
             topics.push(TopicTruth {
                 node: node_name(i),
-                pubsub_topic,
+                pubsub_topic: pubsub_topic.to_owned(),
                 counts,
             });
         }
@@ -709,11 +720,11 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
                 Relay::Waku => RELAY_PROTOCOL,
                 Relay::Meshsub => "/meshsub/1.3.0",
             },
-            gossipsub: sample.relay.describe(),
+            gossipsub: sample.relay.describe().to_owned(),
             late_joiner: sample.late_joiner.then(|| node_name(count - 1)),
             left: sample.leave.map(|t| format!("{} left {t}", node_name(0))),
-            validation_mode: "Anonymous (StrictNoSign: no from, seqno, signature, key)",
-            message_id: "sha256(WakuMessage bytes)",
+            validation_mode: VALIDATION_MODE,
+            message_id: MESSAGE_ID,
         },
         relay_parts: relay.parts,
         deliveries: relay.deliveries,
@@ -770,7 +781,7 @@ fn finish(
 }
 
 /// Pairs the dialer's and the listener's view of every connection.
-fn connections(sides: &[std::sync::Arc<ConnSide>]) -> anyhow::Result<Vec<ConnTruth>> {
+pub fn connections(sides: &[std::sync::Arc<ConnSide>]) -> anyhow::Result<Vec<ConnTruth>> {
     let mut out = Vec::new();
     for dialer in sides.iter().filter(|s| s.dialer) {
         let listener = sides

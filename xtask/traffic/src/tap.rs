@@ -38,6 +38,15 @@ impl StreamRecord {
             .clone()
     }
 
+    /// A record of bytes another process tapped (the js-libp2p nodes' muxers).
+    pub fn recorded(outbound: bool, written: Vec<u8>, read: Vec<u8>) -> Self {
+        StreamRecord {
+            outbound,
+            written: Mutex::new(written),
+            read: Mutex::new(read),
+        }
+    }
+
     /// An empty record, for tests.
     #[cfg(test)]
     pub fn for_test(outbound: bool) -> Self {

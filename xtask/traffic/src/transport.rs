@@ -117,6 +117,28 @@ impl ConnSide {
     }
 }
 
+/// One connection side as another process reported it (the js-libp2p nodes).
+pub struct ReportedSide {
+    /// Index of the node owning the socket.
+    pub node: usize,
+    /// Whether this side dialed.
+    pub dialer: bool,
+    /// Local socket address.
+    pub local: SocketAddr,
+    /// Remote socket address.
+    pub remote: SocketAddr,
+    /// Bytes written into the socket.
+    pub written: u64,
+    /// Bytes read from the socket.
+    pub read: u64,
+    /// The negotiated security protocol id.
+    pub security: String,
+    /// The negotiated muxer id.
+    pub muxer: String,
+    /// Every substream, in the order this side opened or accepted them.
+    pub streams: Vec<StreamRecord>,
+}
+
 /// Every connection side of every node of a scenario, shared by the node threads.
 #[derive(Clone, Default)]
 pub struct Registry(Arc<Mutex<Vec<Arc<ConnSide>>>>);
@@ -145,6 +167,23 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner)
             .push(side.clone());
         side
+    }
+
+    /// Registers a connection side another process reported.
+    pub fn add_reported(&self, side: ReportedSide) {
+        let added = self.open(side.node, side.dialer, side.local, side.remote);
+        added.written.store(side.written, Ordering::SeqCst);
+        added.read.store(side.read, Ordering::SeqCst);
+        *added
+            .security
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(side.security);
+        *added.muxer.lock().unwrap_or_else(PoisonError::into_inner) = Some(side.muxer);
+        added
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(side.streams.into_iter().map(Arc::new));
     }
 
     /// A snapshot of all connection sides seen so far.

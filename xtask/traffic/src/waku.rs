@@ -63,7 +63,7 @@ pub const RLN_PROOF_LEN: usize = 128 + 3 + 6 * (32 + 2);
 const STATUS_CONTENT_TOPIC: &str = "/waku/1/0xb5b1c6cf/rfc26";
 const APP_CONTENT_TOPIC: &str = "/wakuprof/1/samples/proto";
 
-const fn planned(publisher: usize, pubsub_topic: &'static str, payload_len: usize) -> Planned {
+pub const fn planned(publisher: usize, pubsub_topic: &'static str, payload_len: usize) -> Planned {
     let content_topic = if payload_len < 1024 {
         APP_CONTENT_TOPIC
     } else {
@@ -81,7 +81,7 @@ const fn planned(publisher: usize, pubsub_topic: &'static str, payload_len: usiz
 }
 
 /// A planned message with signature-sized `meta` and/or an RLN-sized proof.
-const fn with(p: Planned, meta: bool, rln: bool) -> Planned {
+pub const fn with(p: Planned, meta: bool, rln: bool) -> Planned {
     Planned { meta, rln, ..p }
 }
 
