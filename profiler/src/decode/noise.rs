@@ -92,15 +92,6 @@ impl Security for NoiseLayer {
     fn held(&self, side: Side) -> usize {
         self.framers[side.index()].held()
     }
-
-    fn heap_bytes(&self) -> usize {
-        self.held(Side::Initiator)
-            + self.held(Side::Responder)
-            + self
-                .inference
-                .as_ref()
-                .map_or(0, |_| size_of::<Inference>())
-    }
 }
 
 #[cfg(test)]

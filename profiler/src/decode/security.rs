@@ -21,9 +21,10 @@ pub trait Security {
     ) -> Result<Option<&'b [u8]>, (DecodeError, u64)>;
     /// Bytes of `side` held and not yet labelled (a header split across chunks).
     fn held(&self, side: Side) -> usize;
-    /// Approximate heap memory the layer holds (for the memory budget).
+    /// Approximate heap memory the layer holds (for the memory budget): itself, boxed, and the
+    /// bytes it holds.
     fn heap_bytes(&self) -> usize {
-        self.held(Side::Initiator) + self.held(Side::Responder)
+        std::mem::size_of_val(self) + self.held(Side::Initiator) + self.held(Side::Responder)
     }
 }
 

@@ -133,15 +133,6 @@ impl Security for TlsLayer {
     fn held(&self, side: Side) -> usize {
         self.framers[side.index()].held()
     }
-
-    fn heap_bytes(&self) -> usize {
-        self.held(Side::Initiator)
-            + self.held(Side::Responder)
-            + self
-                .inference
-                .as_ref()
-                .map_or(0, |_| size_of::<Inference>())
-    }
 }
 
 /// Puts a record of `body` bytes, taken for `kind`, in the frames table.
