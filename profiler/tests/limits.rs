@@ -12,6 +12,10 @@ use serde_json::Value;
 /// The budget the floods run under.
 const BUDGET: &str = "16M";
 const BUDGET_BYTES: u64 = 16 << 20;
+/// The fixed overhead beyond the small flood's RSS: the allocator's slack, which varies by about
+/// 1 MiB between runs of the same input (measured peaks of the 150 k floods: 35.3–36.0 MiB against
+/// a small flood's 19.6–20.4 MiB at a 16 MiB budget).
+const SLACK: u64 = 2 << 20;
 
 /// Runs `analyze` on `capture` with `budget`, Parquet under `out`; returns the JSON summary and
 /// the peak RSS.
@@ -65,9 +69,15 @@ fn floods_of_flows_stay_within_the_budget_and_conserve_bytes() {
         let (summary, rss) = analyze(&capture, BUDGET, &out);
         assert_conserved(&summary, written, &out);
         assert!(evicted_for_memory(&summary) > 0, "{kind:?}: flows retired");
+        println!(
+            "{kind:?}: peak RSS {} KiB, the small flood's {} KiB, budget {} KiB",
+            rss >> 10,
+            overhead >> 10,
+            BUDGET_BYTES >> 10
+        );
         assert!(
-            rss <= overhead + BUDGET_BYTES,
-            "{kind:?}: peak RSS {} MiB > {} MiB (the small flood's) + the budget",
+            rss <= overhead + SLACK + BUDGET_BYTES,
+            "{kind:?}: peak RSS {} MiB > {} MiB (the small flood's) + 2 MiB + the budget",
             rss >> 20,
             overhead >> 20
         );
@@ -76,7 +86,7 @@ fn floods_of_flows_stay_within_the_budget_and_conserve_bytes() {
             let (summary, rss) = analyze(&capture, "1G", &dir.path().join("unbounded"));
             assert_eq!(evicted_for_memory(&summary), 0);
             assert!(
-                rss > overhead + BUDGET_BYTES,
+                rss > overhead + SLACK + BUDGET_BYTES,
                 "without the bound the flood takes {} MiB",
                 rss >> 20
             );
