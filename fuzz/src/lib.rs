@@ -15,17 +15,11 @@ use wakuprof::analyze::{Analyzer, Config};
 use wakuprof::decode::bittorrent::{BittorrentProbe, krpc::Dht, udp_tracker::UdpTracker, utp::Utp};
 use wakuprof::decode::discv5::Discv5Decoder;
 use wakuprof::decode::dns::{DnsDatagrams, DnsProbe};
-use wakuprof::decode::error::DecodeErrors;
-use wakuprof::decode::frames::FrameLog;
 use wakuprof::decode::http::HttpProbe;
 use wakuprof::decode::libp2p::Libp2pProbe;
-use wakuprof::decode::relay_book::RelayBook;
 use wakuprof::decode::tls_sni::TlsProbe;
-use wakuprof::decode::udp::{Datagram, DatagramDecoder, UdpState};
-use wakuprof::decode::{
-    Conn, DecodeCtx, LabelTable, PROBE_WINDOW, Probe, Side, Span, StreamDecoder, StreamProbe,
-};
-use wakuprof::rules::Rules;
+use wakuprof::decode::udp::{Datagram, DatagramDecoder};
+use wakuprof::decode::{Conn, PROBE_WINDOW, Probe, Side, StreamDecoder, StreamProbe, TestCtx};
 use wakuprof::source::link::{self, Frame};
 use wakuprof::source::pcap_file::CaptureSet;
 use wakuprof::source::{LinkType, RawPacket};
@@ -57,40 +51,13 @@ pub fn run(target: &str, data: &[u8]) -> bool {
     true
 }
 
-/// What a [`DecodeCtx`] borrows, owned.
-#[derive(Default)]
-struct Owned {
-    labels: LabelTable,
-    spans: Vec<Span>,
-    relay: RelayBook,
-    udp: UdpState,
-    rules: Rules,
-    frames: FrameLog,
-    errors: DecodeErrors,
-}
-
-impl Owned {
-    fn ctx(&mut self) -> DecodeCtx<'_> {
-        DecodeCtx {
-            labels: &mut self.labels,
-            spans: &mut self.spans,
-            relay: &mut self.relay,
-            udp: &mut self.udp,
-            rules: &self.rules,
-            now_ns: 0,
-            frames: &mut self.frames,
-            errors: &mut self.errors,
-        }
+/// Bytes the spans emitted so far cover, per side.
+fn covered(o: &TestCtx) -> [u64; 2] {
+    let mut c = [0u64; 2];
+    for s in &o.spans {
+        c[s.side.index()] += s.len;
     }
-
-    /// Bytes the spans emitted so far cover, per side.
-    fn covered(&self) -> [u64; 2] {
-        let mut c = [0u64; 2];
-        for s in &self.spans {
-            c[s.side.index()] += s.len;
-        }
-        c
-    }
+    c
 }
 
 /// A big-endian u16 at the front of `input`, consumed.
@@ -158,7 +125,7 @@ pub fn stream(probe: &dyn StreamProbe, input: &[u8]) {
 
 /// [`stream`] on pieces already built.
 pub fn run_stream(probe: &dyn StreamProbe, conn: &Conn, pieces: &[Piece<'_>]) {
-    let mut o = Owned::default();
+    let mut o = TestCtx::default();
     let mut held: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     for (n, piece) in pieces.iter().enumerate() {
         let Piece::Data(side, bytes) = piece else {
@@ -183,7 +150,7 @@ pub fn run_stream(probe: &dyn StreamProbe, conn: &Conn, pieces: &[Piece<'_>]) {
 }
 
 /// Hands every piece to `d`; after each, the spans cover no more bytes of a side than it sent.
-fn feed(d: &mut dyn StreamDecoder, pieces: &[Piece<'_>], o: &mut Owned) {
+fn feed(d: &mut dyn StreamDecoder, pieces: &[Piece<'_>], o: &mut TestCtx) {
     let mut given = [0u64; 2];
     for piece in pieces {
         let mut ctx = o.ctx();
@@ -201,7 +168,7 @@ fn feed(d: &mut dyn StreamDecoder, pieces: &[Piece<'_>], o: &mut Owned) {
             let _ = d.settled(s);
         }
         let _ = (d.connection_label(), d.connection_known());
-        let covered = o.covered();
+        let covered = covered(o);
         for s in Side::BOTH {
             assert!(
                 covered[s.index()] <= given[s.index()],
@@ -218,7 +185,7 @@ fn feed(d: &mut dyn StreamDecoder, pieces: &[Piece<'_>], o: &mut Owned) {
 /// capture cut the payload (the UDP header states 100 bytes more). Each goes to `decoder`, with
 /// state kept across them; the spans of a datagram never cover more than its payload.
 pub fn datagrams(decoder: &dyn DatagramDecoder, mut input: &[u8]) {
-    let mut o = Owned::default();
+    let mut o = TestCtx::default();
     let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
     while let Some((&tag, rest)) = input.split_first() {

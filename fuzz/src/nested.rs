@@ -10,7 +10,8 @@ use wakuprof::decode::classify::Classifier;
 use wakuprof::decode::gossipsub_pb::{ControlIHave, ControlIds, ControlTopic, Message, SubOpts};
 use wakuprof::decode::{Side, protocols};
 
-use super::{Owned, Piece};
+use super::Piece;
+use wakuprof::decode::TestCtx;
 
 /// A whole connection.
 #[derive(Arbitrary, Debug)]
@@ -275,7 +276,7 @@ impl Session {
                 rest = later;
             }
         }
-        let mut o = Owned::default();
+        let mut o = TestCtx::default();
         let conn = super::stream_input(&[0, 0xea, 0x60]).map(|(c, _)| c);
         let Some(conn) = conn else { return };
         let mut d = Classifier::new(conn, &mut o.labels, None);

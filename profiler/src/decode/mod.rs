@@ -97,8 +97,7 @@ pub struct DecodeCtx<'a> {
     pub errors: &'a mut error::DecodeErrors,
 }
 
-/// Owns what a [`DecodeCtx`] borrows, for unit tests of single decoders.
-#[cfg(test)]
+/// Owns what a [`DecodeCtx`] borrows, for unit tests of single decoders and the fuzz harness.
 #[derive(Default)]
 pub struct TestCtx {
     pub labels: LabelTable,
@@ -110,7 +109,6 @@ pub struct TestCtx {
     pub errors: error::DecodeErrors,
 }
 
-#[cfg(test)]
 impl TestCtx {
     /// The kind `decoder` gives a datagram from `src` to `dst` carrying `payload` whole, or
     /// `None` if it does not know it.
