@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+/// The link types the profiler reads, as error messages list them.
+const SUPPORTED_LINKS: &str = "supported: Ethernet, Linux SLL/SLL2, BSD loopback, raw IPv4/IPv6";
+
 /// Everything the library can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -17,13 +20,22 @@ pub enum Error {
         message: String,
     },
     /// A capture uses a link type the profiler cannot read.
-    #[error(
-        "{path}: unsupported link type {linktype} ({name}); supported: Ethernet, Linux SLL/SLL2, BSD loopback, raw IPv4/IPv6"
-    )]
+    #[error("{path}: unsupported link type {linktype} ({name}); {SUPPORTED_LINKS}")]
     UnsupportedLinkType {
         path: PathBuf,
         linktype: i32,
         name: String,
+    },
+    /// A pcapng interface has a link type the profiler cannot read: its packets were skipped,
+    /// the other interfaces' packets counted.
+    #[error(
+        "{path}: {packets} packets of pcapng interface {interface} skipped: unsupported link type {linktype}; {SUPPORTED_LINKS}"
+    )]
+    SkippedInterface {
+        path: PathBuf,
+        interface: usize,
+        linktype: u16,
+        packets: u64,
     },
     /// Reading or writing a file failed. The I/O error is part of the message, not a source
     /// of it: printed as a chain, it would repeat (`File exists (os error 17): File exists …`).

@@ -1,13 +1,15 @@
 //! Hostile input: every input a fuzz target crashed on (tests/fuzz_regressions/<target>/, the
 //! classes found before fuzzing included) replayed through the same harness the targets use, and
-//! captures whose timestamps are past 2038.
+//! captures whose timestamps are past 2038, pcapng files mixing link types.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use wakuprof::analyze::Config;
+use wakuprof::analyze::{Analyzer, Config};
+use wakuprof::error::Error;
+use wakuprof::source::pcap_file::CaptureSet;
 
 #[path = "../../fuzz/src/lib.rs"]
 #[allow(dead_code)]
@@ -141,5 +143,66 @@ fn a_pcapng_of_ethernet_and_raw_ip_interfaces_is_read_whole() {
         rows.iter().map(|r| r.counters.bytes).sum::<u64>(),
         reference,
         "Σ bytes vs tshark"
+    );
+}
+
+#[test]
+fn a_pcapng_interface_of_an_unreadable_link_type_is_skipped_and_said() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+    let (eth, wifi, mixed) = (
+        dir.path().join("eth.pcapng"),
+        dir.path().join("wifi.pcapng"),
+        dir.path().join("mixed.pcapng"),
+    );
+    let pcapng = Path::new("-F");
+    let format = Path::new("pcapng");
+    let vlan = samples.join("libp2p-plaintext-vlan.pcap");
+    tool("editcap", &[pcapng, format, &vlan, &eth]);
+    // The same packets labelled 802.11 (link type 105), which wakuprof does not read.
+    let raw = samples.join("libp2p-noise-raw.pcap");
+    let encap = Path::new("ieee-802-11");
+    tool(
+        "editcap",
+        &[pcapng, format, Path::new("-T"), encap, &raw, &wifi],
+    );
+    tool(
+        "mergecap",
+        &[pcapng, format, Path::new("-w"), &mixed, &eth, &wifi],
+    );
+
+    let (alone, alone_stats, _) = common::analyze(std::slice::from_ref(&eth), Config::default());
+    let mut set = CaptureSet::open(std::slice::from_ref(&mixed)).expect("opens");
+    let mut a = Analyzer::new(Config::default());
+    let mut bytes = 0;
+    set.for_each(|p, _| {
+        a.packet(p);
+        bytes += a.take_rows().iter().map(|r| r.counters.bytes).sum::<u64>();
+    });
+    let stats = a.finish();
+    bytes += a
+        .drain(usize::MAX)
+        .iter()
+        .map(|r| r.counters.bytes)
+        .sum::<u64>();
+    let errors = set.take_errors();
+
+    assert_eq!(
+        stats.packets, alone_stats.packets,
+        "the Ethernet interface's packets"
+    );
+    assert_eq!(
+        bytes,
+        alone.iter().map(|r| r.counters.bytes).sum::<u64>(),
+        "the Ethernet interface's bytes, all of them"
+    );
+    let (_, wifi_frames) = common::tshark_wire_bytes(&wifi);
+    let said: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [Error::SkippedInterface { linktype: 105, packets, .. }] if *packets == wifi_frames
+        ),
+        "one error naming the skipped interface's {wifi_frames} packets: {said:?}"
     );
 }

@@ -24,9 +24,9 @@ enum Command {
     Demo,
     /// Install what the build needs, the eBPF probe's toolchain included; nothing else.
     Setup,
-    /// Install what the tests need (libpcap, the probe's toolchain, tshark, Chromium, DuckDB) and
-    /// run the whole test suite (as root: the live tests attach the probe and make network
-    /// namespaces).
+    /// Install what the tests need (libpcap, the probe's toolchain, tshark, DuckDB, cargo-fuzz)
+    /// and run the whole test suite (as root: the live tests attach the probe and make network
+    /// namespaces), then every fuzz target for 5 seconds.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -153,7 +153,13 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .current_dir(workspace_root())
             .args(["test", "--workspace"])
             .args(args),
-    )
+    )?;
+    // Every fuzz target for a few seconds: a crash on the seeds or near them fails the run.
+    fuzz::run(&fuzz::FuzzArgs {
+        seconds: 5,
+        targets: Vec::new(),
+        jobs: 1,
+    })
 }
 
 /// The workspace root: xtask lives one level below it.

@@ -198,12 +198,16 @@ impl StreamDecoder for WsStream {
 
     fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {
         let i = side.index();
+        if let Some(label) = self.sides[i].settled {
+            ctx.emit(side, len, label, 0);
+            return;
+        }
         self.inner
             .gap(side, 0, &mut ctx.with_spans(&mut self.above));
         self.place(ctx);
         let label = self.inner.connection_label();
         self.splices[i].flush(side, label, ctx);
-        let held = self.sides[i].head.len() as u64;
+        let held = std::mem::take(&mut self.sides[i].head).len() as u64;
         ctx.emit(side, held + len, label, 0);
         self.sides[i].settled = Some(label);
     }

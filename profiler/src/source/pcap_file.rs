@@ -158,7 +158,10 @@ impl CaptureSet {
                     self.bytes_read += RECORD_HEADER_LEN + pkt.data.len() as u64;
                     f(&pkt, self.bytes_read);
                 }
-                Ok(None) => return,
+                Ok(None) => {
+                    self.finish(0);
+                    return;
+                }
                 Err(message) => {
                     self.fail(0, message);
                     return;
@@ -176,6 +179,21 @@ impl CaptureSet {
             counted: input.read,
             message,
         });
+    }
+
+    /// Input `i` ended: the packets it skipped (interfaces of unreadable link types) are errors.
+    fn finish(&mut self, i: usize) {
+        let input = &self.inputs[i];
+        if let Reader::Pcapng(r) = &input.reader {
+            let path = &input.path;
+            self.errors
+                .extend(r.skipped().into_iter().map(|s| Error::SkippedInterface {
+                    path: path.clone(),
+                    interface: s.interface,
+                    linktype: s.linktype,
+                    packets: s.packets,
+                }));
+        }
     }
 
     /// Errors met while reading (corrupt or truncated files), in the order they happened.
@@ -202,7 +220,7 @@ impl CaptureSet {
                 self.bytes_read += RECORD_HEADER_LEN + p.data.len() as u64;
                 input.head = Some(head);
             }
-            Ok(None) => {}
+            Ok(None) => self.finish(i),
             Err(message) => self.fail(i, message),
         }
     }

@@ -28,8 +28,10 @@ const IF_TSOFFSET: u16 = 14;
 
 /// One interface of the current section.
 struct Interface {
-    /// `None` for a link type wakuprof cannot read (its packets are an error).
+    /// `Err(linktype)` for a link type wakuprof cannot read (its packets are skipped).
     link: Result<LinkType, u16>,
+    /// Packets of this interface skipped because its link type cannot be read.
+    skipped: u64,
     /// Time units per second.
     units: u128,
     /// Seconds added to every time.
@@ -46,6 +48,14 @@ pub struct Reader {
     last_ns: i64,
     /// Packets whose time did not fit (counted, warned about once).
     pub saturated: u64,
+}
+
+/// Packets of one interface that were skipped: wakuprof cannot read its link type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub interface: usize,
+    pub linktype: u16,
+    pub packets: u64,
 }
 
 impl Reader {
@@ -80,7 +90,39 @@ impl Reader {
         Ok(r)
     }
 
+    /// Counts a packet of `interface`, whose link type cannot be read; warns at its first.
+    fn skip(&mut self, interface: usize) {
+        let Some(iface) = self.interfaces.get_mut(interface) else {
+            return;
+        };
+        iface.skipped += 1;
+        if iface.skipped == 1
+            && let Err(linktype) = iface.link
+        {
+            tracing::warn!(
+                "pcapng: interface {interface} has link type {linktype}, which wakuprof cannot read; its packets are skipped"
+            );
+        }
+    }
+
+    /// The interfaces whose packets were skipped so far, with how many.
+    pub fn skipped(&self) -> Vec<Skipped> {
+        self.interfaces
+            .iter()
+            .enumerate()
+            .filter_map(|(interface, i)| match i.link {
+                Err(linktype) if i.skipped > 0 => Some(Skipped {
+                    interface,
+                    linktype,
+                    packets: i.skipped,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The next packet, `Ok(None)` at the end of the file, or what is wrong with the file.
+    /// Packets of an interface whose link type cannot be read are skipped (see [`Reader::skipped`]).
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, String> {
         loop {
             let Some((kind, body_len)) = self.next_block()? else {
@@ -113,8 +155,10 @@ impl Reader {
                 format!("a packet of interface {interface}, which is not defined")
             })?;
             let (link, units, offset) = (iface.link, iface.units, iface.offset);
-            let link = link
-                .map_err(|t| format!("interface {interface} has link type {t}, not supported"))?;
+            let Ok(link) = link else {
+                self.skip(interface);
+                continue;
+            };
             let ts_ns = match ts {
                 Some((high, low)) => {
                     let t = u128::from(high) << 32 | u128::from(low);
@@ -269,6 +313,7 @@ impl Reader {
             units: units.max(1),
             offset,
             snaplen,
+            skipped: 0,
         });
         Ok(())
     }
