@@ -288,7 +288,7 @@ fn count(ctx: &SkBuffContext, direction: u32) {
     } else {
         (0, 0)
     };
-    let len = u64::from(ctx.len()) + split_bytes;
+    let wire_len = u64::from(ctx.len()) + split_bytes;
     let packets = 1 + split_packets;
     // SAFETY: the helper takes this program type's context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
@@ -308,7 +308,7 @@ fn count(ctx: &SkBuffContext, direction: u32) {
                     if let Some(o) = OVERFLOW.get_ptr_mut(direction) {
                         // SAFETY: a live map value.
                         unsafe {
-                            add(&raw mut (*o).bytes, len);
+                            add(&raw mut (*o).bytes, wire_len);
                             add(&raw mut (*o).packets, packets);
                         }
                     }
@@ -319,7 +319,7 @@ fn count(ctx: &SkBuffContext, direction: u32) {
     };
     // SAFETY: a live map value; fields are updated atomically.
     unsafe {
-        add(&raw mut (*counts).bytes, len);
+        add(&raw mut (*counts).bytes, wire_len);
         add(&raw mut (*counts).packets, packets);
     }
     // SAFETY: as above; a racing reader may see a slightly old value, which only moves the
@@ -349,7 +349,7 @@ fn count(ctx: &SkBuffContext, direction: u32) {
                 unsafe { add(&raw mut (*counts).copied, copied) };
                 (split_bytes, split_packets)
             }
-            None => (len, packets),
+            None => (wire_len, packets),
         };
     if unsampled_packets > 0 {
         // SAFETY: as above.
@@ -365,11 +365,7 @@ fn count(ctx: &SkBuffContext, direction: u32) {
 fn sample(ctx: &SkBuffContext, direction: u32, cookie: u64) -> Option<u64> {
     let ev = SCRATCH.get_ptr_mut(0)?;
     let len = ctx.len();
-    let n = if (len as usize) < SNAP {
-        len
-    } else {
-        SNAP as u32
-    };
+    let n = if (len as usize) < SNAP { len } else { SNAP as u32 };
     if n == 0 || n as usize > SNAP {
         return None;
     }
