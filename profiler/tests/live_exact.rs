@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::Command;
@@ -152,42 +153,54 @@ impl Stream {
     }
 }
 
-/// Frames a capture saw of TCP or UDP port `port`: sent from it, and sent to it.
-fn capture_frames(capture: &Path, port: u16) -> [u64; 2] {
+/// Frames a capture saw of each TCP or UDP port in `ports`: sent from it, and sent to it.
+fn capture_frames(capture: &Path, ports: &[u16]) -> Vec<[u64; 2]> {
     let out = Command::new("tshark")
         .arg("-r")
         .arg(capture)
         .args(["-T", "fields", "-e", "tcp.srcport", "-e", "udp.srcport"])
-        .arg(format!("tcp.port == {port} || udp.port == {port}"))
+        .args(["-e", "tcp.dstport", "-e", "udp.dstport"])
         .output()
         .expect("tshark runs");
     assert!(out.status.success(), "tshark failed");
-    let mut frames = [0; 2];
+    let mut frames = vec![[0; 2]; ports.len()];
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let src = line.split('\t').find(|f| !f.is_empty()).expect("a port");
-        frames[usize::from(src.parse::<u16>().expect("a port") != port)] += 1;
+        let f: Vec<&str> = line.split('\t').collect();
+        let port = |pair: &[&str]| pair.iter().find_map(|p| p.parse::<u16>().ok());
+        let (src, dst) = (port(&f[..2]), port(&f[2..]));
+        for (i, &p) in ports.iter().enumerate() {
+            if src == Some(p) {
+                frames[i][0] += 1;
+            } else if dst == Some(p) {
+                frames[i][1] += 1;
+            }
+        }
     }
     frames
 }
 
-/// Packets of `pid` sent on rows touching `port`.
-fn packets_sent(live: &Live, port: u16, pid: u32) -> u64 {
+/// Packets each process sent on rows touching `ports`.
+fn packets_sent(live: &Live, ports: &[u16]) -> BTreeMap<u32, u64> {
+    let ports = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "select coalesce(sum(packets), 0) from {} where (local_port = {port} or remote_port = {port}) and pid = {pid} and direction = 'out'",
+        "select pid, sum(packets) from {} where direction = 'out' and pid is not null and (local_port in ({ports}) or remote_port in ({ports})) group by pid",
         live.parquet()
     );
-    common::duckdb_rows(&sql)[0][0].parse().expect("a sum")
+    common::duckdb_rows(&sql)
+        .into_iter()
+        .map(|r| (r[0].parse().expect("a pid"), r[1].parse().expect("a sum")))
+        .collect()
 }
 
-/// Each sender's packets equal the frames the capture saw from it: a packet the device split
-/// counts as its segments.
-fn check_packets_sent(live: &Live, capture: &Path, port: u16, server: u32, client: u32) {
-    let [from_server, to_server] = capture_frames(capture, port);
-    for (who, pid, frames) in [
-        ("server", server, from_server),
-        ("client", client, to_server),
-    ] {
-        let packets = packets_sent(live, port, pid);
+/// Each sender's packets equal the frames the capture saw from it (`frames`: from the server's
+/// port, to it): a packet the device split counts as its segments.
+fn check_packets_sent(sent: &BTreeMap<u32, u64>, port: u16, frames: [u64; 2], pids: [u32; 2]) {
+    for ((who, pid), frames) in ["server", "client"].into_iter().zip(pids).zip(frames) {
+        let packets = sent.get(&pid).copied().unwrap_or(0);
         println!("port {port}: {who} sent {packets} packets, libpcap saw {frames} frames");
         assert_eq!(
             packets, frames,
@@ -222,14 +235,18 @@ fn every_workload_is_exact(route: &Route, first_port: u16, tmp: &Path) {
     let summary = live.stop();
     let capture = capture.finish();
     assert!(summary.contains("\"ring_drops\": 0"), "{summary}");
-    for (port, server, client) in [
+    let exchanges = [
         (bulk, bulk_server, bulk_client),
         (short, short_server, short_client),
         (stream_port, stream_server, stream_client),
         (burst, burst_server, burst_client),
-    ] {
+    ];
+    let ports = exchanges.map(|(port, ..)| port);
+    let frames = capture_frames(&capture, &ports);
+    let sent = packets_sent(&live, &ports);
+    for ((port, server, client), frames) in exchanges.into_iter().zip(frames) {
         check_owners(&live, &capture, port, server, client, &cg);
-        check_packets_sent(&live, &capture, port, server, client);
+        check_packets_sent(&sent, port, frames, [server, client]);
     }
     drop(live);
     assert_nothing_attached();
