@@ -51,12 +51,15 @@ pub struct Key {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Σ IP lengths (`skb->len` at the cgroup hook) of every packet.
+    /// Σ IP lengths (`skb->len` at the cgroup hook) of every packet, and the packets. A large
+    /// (GSO) packet that its device splits in software counts as the segments on the wire: its
+    /// length plus the IP and transport headers of each segment past the first.
     pub bytes: u64,
     pub packets: u64,
-    /// Σ IP lengths and number of the packets whose event did not reach the ring buffer (past
-    /// the head, or no room). Counted apart rather than as a difference, so a reader never sees
-    /// a packet between being counted and being sampled.
+    /// Bytes and packets on the wire that no event carries: packets whose event did not reach
+    /// the ring buffer (past the head, or no room), and the extra segment headers of packets
+    /// split in software. Counted apart rather than as a difference, so a reader never sees a
+    /// packet between being counted and being sampled.
     pub unsampled_bytes: u64,
     pub unsampled_packets: u64,
     /// Packet bytes copied into events so far (compared with [`HEAD_BYTES`]).
@@ -106,6 +109,39 @@ pub struct PacketEvent {
     pub data: [u8; SNAP],
 }
 
+/// Where the probe finds, in this kernel's own structures, what tells whether the device a socket
+/// sends through splits its large (GSO) packets in software (the kernel's own test is
+/// `gso_features_check` and `skb_gso_ok` in net/core/dev.c): byte offsets and feature bit
+/// numbers from the kernel's BTF, written into the probe at load time (the probe has no CO-RE
+/// relocations). All zero when unknown: then no packet is taken as split.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `struct sock` → `sk_dst_cache` (the route a connected socket sends on).
+    pub sock_dst: u32,
+    /// `struct dst_entry` → `dev` (the route's output device).
+    pub dst_dev: u32,
+    /// `struct net_device` → `features` (a 64-bit `netdev_features_t`).
+    pub dev_features: u32,
+    /// `struct net_device` → `ifindex`.
+    pub dev_ifindex: u32,
+    /// `struct net_device` → `gso_max_size` (IPv6, and IPv4 on kernels before 6.3) and
+    /// `gso_ipv4_max_size`, both `u32`: a packet this long or longer with its link header is
+    /// split in software whatever the features say.
+    pub dev_gso_max_size: u32,
+    pub dev_gso_ipv4_max_size: u32,
+    /// `struct net_device` → `gso_max_segs` (`u16`): so is a packet of more segments.
+    pub dev_gso_max_segs: u32,
+    /// `struct net_device` → `hard_header_len` (`u16`), the link header's length.
+    pub dev_hard_header_len: u32,
+    /// Bit numbers in `features` of TCP over IPv4 and IPv6 segmentation (`NETIF_F_TSO_BIT`,
+    /// `NETIF_F_TSO6_BIT`) and UDP segmentation (`NETIF_F_GSO_UDP_L4_BIT`).
+    pub tso_bit: u32,
+    pub tso6_bit: u32,
+    pub udp_bit: u32,
+    pub _pad: u32,
+}
+
 /// A socket reached TCP_CLOSE: its counters are final.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -119,4 +155,5 @@ mod user {
     unsafe impl aya::Pod for super::Key {}
     unsafe impl aya::Pod for super::Counts {}
     unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::KernelLayout {}
 }

@@ -1,7 +1,8 @@
 //! wakuprof's eBPF probe. cgroup_skb programs on the cgroup v2 root count every packet per
 //! (socket cookie, direction) and sample packet heads into a ring buffer; socket owners are
 //! recorded in process context (socket creation, sendmsg, recvmsg); TCP_CLOSE is announced so
-//! userspace can read a socket's last counts and forget it.
+//! userspace can read a socket's last counts and forget it. A large (GSO) packet leaving by a
+//! device that splits it in software counts as the segments on the wire.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -13,15 +14,33 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_load_bytes,
+    bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_sk_fullsock,
+    bpf_skb_load_bytes,
 };
 use aya_ebpf::macros::{btf_tracepoint, cgroup_skb, cgroup_sock, map};
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{BtfTracePointContext, SkBuffContext, SockContext};
 use wakuprof_probe_common::{
-    CloseEvent, Counts, EGRESS, EVENT_CLOSE, EVENT_PACKET, EventHeader, HEAD_BYTES, INGRESS, Key,
-    MAX_SOCKETS, Owner, PacketEvent, RING_BYTES, SNAP, STAT_MAP_FULL, STAT_RING_DROPS, STATS_LEN,
-    WAKEUP_BYTES,
+    CloseEvent, Counts, EGRESS, EVENT_CLOSE, EVENT_PACKET, EventHeader, HEAD_BYTES, INGRESS,
+    KernelLayout, Key, MAX_SOCKETS, Owner, PacketEvent, RING_BYTES, SNAP, STAT_MAP_FULL,
+    STAT_RING_DROPS, STATS_LEN, WAKEUP_BYTES,
+};
+
+/// This kernel's structure layout, written by userspace before the probe is loaded.
+#[unsafe(no_mangle)]
+static LAYOUT: KernelLayout = KernelLayout {
+    sock_dst: 0,
+    dst_dev: 0,
+    dev_features: 0,
+    dev_ifindex: 0,
+    dev_gso_max_size: 0,
+    dev_gso_ipv4_max_size: 0,
+    dev_gso_max_segs: 0,
+    dev_hard_header_len: 0,
+    tso_bit: 0,
+    tso6_bit: 0,
+    udp_bit: 0,
+    _pad: 0,
 };
 
 #[map]
@@ -44,8 +63,9 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(1, 0);
 
-/// IP protocol numbers sampled past the head budget (everything but TCP).
+/// IP protocol numbers: TCP (sampled only up to the head budget) and UDP.
 const TCP: u8 = 6;
+const UDP: u8 = 17;
 /// `ETH_P_IP` / `ETH_P_IPV6` as `__sk_buff.protocol` holds them (network byte order).
 const ETH_P_IP_BE: u32 = 0x0008;
 const ETH_P_IPV6_BE: u32 = 0xdd86;
@@ -165,8 +185,111 @@ fn ip_protocol(ctx: &SkBuffContext) -> Option<u8> {
     ctx.load::<u8>(offset).ok()
 }
 
+/// The bytes and segments a device adds to an egress packet when it splits it in software: the
+/// IP and transport headers of each segment past the first. The socket's hook sees one large
+/// (GSO) packet; the wire, and a capture on the device, as many packets as its `gso_segs`.
+fn software_split(ctx: &SkBuffContext) -> (u64, u64) {
+    // SAFETY: fields of the program's context.
+    let (segs, family) = unsafe { ((*ctx.skb.skb).gso_segs, (*ctx.skb.skb).protocol) };
+    if segs <= 1 {
+        return (0, 0);
+    }
+    // SAFETY: a read-only global, set before load.
+    let layout = unsafe { core::ptr::read_volatile(&raw const LAYOUT) };
+    let v4 = family == ETH_P_IP_BE;
+    let ip_header = match family {
+        ETH_P_IP_BE => ctx.load::<u8>(0).map(|b| usize::from(b & 0x0f) * 4),
+        ETH_P_IPV6_BE => Ok(40),
+        _ => return (0, 0),
+    };
+    let Ok(ip_header) = ip_header else {
+        return (0, 0);
+    };
+    let (bit, transport_header) = match ip_protocol(ctx) {
+        Some(TCP) => (
+            if v4 { layout.tso_bit } else { layout.tso6_bit },
+            ctx.load::<u8>(ip_header + 12)
+                .map(|b| usize::from(b >> 4) * 4)
+                .unwrap_or(0),
+        ),
+        Some(UDP) => (layout.udp_bit, 8),
+        _ => return (0, 0),
+    };
+    if transport_header == 0 || layout.sock_dst == 0 || bit >= 64 {
+        return (0, 0);
+    }
+    let Some(dev) = device(ctx, &layout, v4) else {
+        return (0, 0);
+    };
+    let split = dev.features & (1 << bit) == 0
+        || segs > dev.gso_max_segs
+        || ctx.len() + dev.hard_header_len >= dev.gso_max_size;
+    if !split {
+        return (0, 0);
+    }
+    let extra = u64::from(segs - 1);
+    (extra * (ip_header + transport_header) as u64, extra)
+}
+
+/// What decides whether a device splits a large packet in software.
+struct Device {
+    features: u64,
+    /// For the packet's IP version.
+    gso_max_size: u32,
+    gso_max_segs: u32,
+    hard_header_len: u32,
+}
+
+/// The device the packet leaves by, read through its socket's route (only when that route's
+/// device is the packet's).
+fn device(ctx: &SkBuffContext, layout: &KernelLayout, v4: bool) -> Option<Device> {
+    // SAFETY: a field of the program's context.
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null socket of the context.
+    let full = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return None;
+    }
+    // The socket's address as a number (the verifier allows no arithmetic on a socket pointer):
+    // read back from the stack slot it is stored in.
+    // SAFETY: reads 8 bytes of this stack frame.
+    let sock: u64 = unsafe { bpf_probe_read_kernel((&raw const full).cast::<u64>()) }.ok()?;
+    let dst = read::<u64>(sock, layout.sock_dst).filter(|&a| a != 0)?;
+    let dev = read::<u64>(dst, layout.dst_dev).filter(|&a| a != 0)?;
+    // SAFETY: a field of the program's context.
+    if read::<u32>(dev, layout.dev_ifindex)? != unsafe { (*ctx.skb.skb).ifindex } {
+        return None;
+    }
+    let max_size = if v4 {
+        layout.dev_gso_ipv4_max_size
+    } else {
+        layout.dev_gso_max_size
+    };
+    Some(Device {
+        features: read::<u64>(dev, layout.dev_features)?,
+        gso_max_size: read::<u32>(dev, max_size)?,
+        gso_max_segs: u32::from(read::<u16>(dev, layout.dev_gso_max_segs)?),
+        hard_header_len: u32::from(read::<u16>(dev, layout.dev_hard_header_len)?),
+    })
+}
+
+/// A `T` at `offset` bytes into the kernel object at `base`.
+fn read<T>(base: u64, offset: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one fails the read.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok()
+}
+
 fn count(ctx: &SkBuffContext, direction: u32) {
-    let len = u64::from(ctx.len());
+    let (split_bytes, split_packets) = if direction == EGRESS {
+        software_split(ctx)
+    } else {
+        (0, 0)
+    };
+    let wire_len = u64::from(ctx.len()) + split_bytes;
+    let packets = 1 + split_packets;
     // SAFETY: the helper takes this program type's context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
     let key = Key {
@@ -185,8 +308,8 @@ fn count(ctx: &SkBuffContext, direction: u32) {
                     if let Some(o) = OVERFLOW.get_ptr_mut(direction) {
                         // SAFETY: a live map value.
                         unsafe {
-                            add(&raw mut (*o).bytes, len);
-                            add(&raw mut (*o).packets, 1);
+                            add(&raw mut (*o).bytes, wire_len);
+                            add(&raw mut (*o).packets, packets);
                         }
                     }
                     return;
@@ -196,8 +319,8 @@ fn count(ctx: &SkBuffContext, direction: u32) {
     };
     // SAFETY: a live map value; fields are updated atomically.
     unsafe {
-        add(&raw mut (*counts).bytes, len);
-        add(&raw mut (*counts).packets, 1);
+        add(&raw mut (*counts).bytes, wire_len);
+        add(&raw mut (*counts).packets, packets);
     }
     // SAFETY: as above; a racing reader may see a slightly old value, which only moves the
     // head budget by a packet.
@@ -217,14 +340,23 @@ fn count(ctx: &SkBuffContext, direction: u32) {
             }
             known
         });
-    match (!skip).then(|| sample(ctx, direction, cookie)).flatten() {
+    // The event of a sampled packet carries the packet as the socket sent it: the headers a
+    // split adds are carried by no event.
+    let (unsampled_bytes, unsampled_packets) =
+        match (!skip).then(|| sample(ctx, direction, cookie)).flatten() {
+            Some(copied) => {
+                // SAFETY: as above.
+                unsafe { add(&raw mut (*counts).copied, copied) };
+                (split_bytes, split_packets)
+            }
+            None => (wire_len, packets),
+        };
+    if unsampled_packets > 0 {
         // SAFETY: as above.
-        Some(copied) => unsafe { add(&raw mut (*counts).copied, copied) },
-        // SAFETY: as above.
-        None => unsafe {
-            add(&raw mut (*counts).unsampled_bytes, len);
-            add(&raw mut (*counts).unsampled_packets, 1);
-        },
+        unsafe {
+            add(&raw mut (*counts).unsampled_bytes, unsampled_bytes);
+            add(&raw mut (*counts).unsampled_packets, unsampled_packets);
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Packet sources: everything that does capture I/O. Capture files and live libpcap yield raw
 //! frames with their link type; the eBPF probe yields per-socket counters and packet heads;
-//! `procfs` says who owns a socket. `link` turns a frame into the L3/L4 view the flow table needs.
+//! `procfs` says who owns a socket; `btf` reads the kernel layout the probe is given. `link` turns a frame into the L3/L4 view the flow table needs.
 
+pub mod btf;
 pub mod caps;
 pub mod link;
 pub mod live_pcap;

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock};
-use aya::{Btf, Ebpf};
+use aya::{Btf, Ebpf, EbpfLoader};
 use wakuprof_probe_common::{
-    CloseEvent, Counts, EVENT_CLOSE, EVENT_PACKET, EventHeader, Key, Owner, PacketEvent,
-    STAT_MAP_FULL, STAT_RING_DROPS,
+    CloseEvent, Counts, EVENT_CLOSE, EVENT_PACKET, EventHeader, KernelLayout, Key, Owner,
+    PacketEvent, STAT_MAP_FULL, STAT_RING_DROPS,
 };
 
+use super::btf::KernelBtf;
 use super::caps;
 use crate::Error;
 
@@ -100,7 +101,18 @@ impl Probe {
         let cgroup_root = cgroup2_root()?;
         let cgroup = File::open(&cgroup_root)
             .map_err(|e| Error::Probe(format!("{}: {e}", cgroup_root.display())))?;
-        let mut ebpf = Ebpf::load(object).map_err(|e| load_error("loading the object", &e))?;
+        let layout = KernelBtf::read()
+            .and_then(|btf| btf.layout().map_err(Error::Probe))
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    "{e}: packets that a device without segmentation offload splits count as the socket sent them (short by a header per extra segment)"
+                );
+                KernelLayout::default()
+            });
+        let mut ebpf = EbpfLoader::new()
+            .set_global("LAYOUT", &layout, true)
+            .load(object)
+            .map_err(|e| load_error("loading the object", &e))?;
         for (name, attach) in SKB_PROGRAMS {
             let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
             prog.load().map_err(|e| load_error(name, &e))?;
