@@ -10,10 +10,14 @@
 use super::datagram::{Datagram, DatagramDecoder, Labelled};
 use super::discv5::Discv5State;
 use super::enr;
+use super::error::DecodeError;
 use super::http::PORT_CONFIDENCE;
 use super::{Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
 use crate::account::record::{Category, Method};
 use crate::rules::{Rules, in_any};
+
+/// The protocol id of plain DNS rows and of its decode errors.
+const PROTOCOL: &str = "dns";
 
 /// The DNS port.
 pub const PORT: u16 = 53;
@@ -194,7 +198,7 @@ struct Labels {
 impl Labels {
     fn new(t: &mut LabelTable) -> Labels {
         let tree = |t: &mut LabelTable, kind| t.decoded(Category::Discovery, "dns-enrtree", kind);
-        let dns = |t: &mut LabelTable, kind| t.decoded(Category::Other, "dns", kind);
+        let dns = |t: &mut LabelTable, kind| t.decoded(Category::Other, PROTOCOL, kind);
         let unparsed = dns(t, "unparsed");
         Labels {
             tree_query: tree(t, "query"),
@@ -227,27 +231,26 @@ impl DnsState {
         self.learned.push(domain.to_string());
     }
 
-    /// The label of one DNS message (the bytes of its body, without any TCP length prefix).
-    /// Node records in tree answers teach `discv5` their nodes' ids and endpoints.
+    /// The label of one DNS message (the bytes of its body, without any TCP length prefix),
+    /// or why it is not one. Node records in tree answers teach `discv5` their nodes' ids and
+    /// endpoints.
     pub fn label(
         &mut self,
         body: &[u8],
         rules: &Rules,
         table: &mut LabelTable,
         discv5: &mut Discv5State,
-    ) -> LabelId {
+    ) -> Result<LabelId, DecodeError> {
         let l = self.labels(table);
         self.messages += 1;
-        let Some(m) = parse(body) else {
-            return l.unparsed;
-        };
+        let m = parse(body).ok_or(DecodeError::new(PROTOCOL, "unparsable message"))?;
         let dnsaddr = m.dnsaddr || (m.qtype == TXT && m.qname.starts_with(DNSADDR_LABEL));
         if dnsaddr {
-            return if m.response {
+            return Ok(if m.response {
                 l.dnsaddr_response
             } else {
                 l.dnsaddr_query
-            };
+            });
         }
         let tree_name = m.qtype == TXT
             && (in_any(&m.qname, &rules.discovery.enrtree_domains)
@@ -279,7 +282,7 @@ impl DnsState {
             None => l.query,
         };
         self.enrtree += u64::from(tree_name || m.record.is_some());
-        label
+        Ok(label)
     }
 }
 
@@ -293,16 +296,23 @@ fn learn_shards(ctx: &mut DecodeCtx<'_>) {
     }
 }
 
+/// The label of one DNS message; a malformed one is counted and `unparsed`.
+fn message_label(body: &[u8], ctx: &mut DecodeCtx<'_>) -> LabelId {
+    let udp = &mut *ctx.udp;
+    let label = udp.dns.label(body, ctx.rules, ctx.labels, &mut udp.discv5);
+    learn_shards(ctx);
+    label.unwrap_or_else(|e| {
+        ctx.malformed(e);
+        ctx.udp.dns.labels(ctx.labels).unparsed
+    })
+}
+
 impl DatagramDecoder for DnsDatagrams {
     fn datagram(&self, d: &Datagram<'_>, ctx: &mut DecodeCtx<'_>) -> Option<Labelled> {
         if d.src.1 != PORT && d.dst.1 != PORT {
             return None;
         }
-        let udp = &mut *ctx.udp;
-        let label = udp
-            .dns
-            .label(d.payload, ctx.rules, ctx.labels, &mut udp.discv5);
-        learn_shards(ctx);
+        let label = message_label(d.payload, ctx);
         Some(Labelled { label, units: 1 })
     }
 }
@@ -353,11 +363,7 @@ impl StreamDecoder for DnsStream {
             let Some(message) = held.get(2..need) else {
                 break;
             };
-            let udp = &mut *ctx.udp;
-            let label = udp
-                .dns
-                .label(message, ctx.rules, ctx.labels, &mut udp.discv5);
-            learn_shards(ctx);
+            let label = message_label(message, ctx);
             self.first.get_or_insert(label);
             ctx.emit(side, need as u64, label, 1);
             held.drain(..need);
@@ -409,7 +415,9 @@ mod tests {
     }
 
     fn kind(st: &mut DnsState, t: &mut LabelTable, msg: &[u8]) -> String {
-        let id = st.label(msg, &Rules::default(), t, &mut Discv5State::default());
+        let id = st
+            .label(msg, &Rules::default(), t, &mut Discv5State::default())
+            .expect("a DNS message");
         let l = t.get(id);
         format!("{}/{}", l.protocol, l.kind)
     }
@@ -474,6 +482,16 @@ mod tests {
                 &mut Discv5State::default(),
             );
         }
-        assert_eq!(kind(&mut st, &mut t, &[0xC0; 40]), "dns/unparsed");
+        let garbage = st.label(
+            &[0xC0; 40],
+            &Rules::default(),
+            &mut t,
+            &mut Discv5State::default(),
+        );
+        assert_eq!(
+            garbage,
+            Err(DecodeError::new(PROTOCOL, "unparsable message")),
+            "reported as malformed"
+        );
     }
 }

@@ -156,10 +156,13 @@ impl Mse {
         let st = &mut self.sides[side.index()];
         if let Stage::Wire(stream) = &mut st.stage {
             let labelled = &mut st.labelled;
-            stream.feed(bytes, &self.labels.wire, &mut |len, label, units| {
+            let broken = stream.feed(bytes, &self.labels.wire, &mut |len, label, units| {
                 *labelled += len;
                 ctx.emit(side, len, label, units);
             });
+            if let Some(e) = broken {
+                ctx.malformed(e);
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 use super::wire::{WireLabels, WireStream};
 use super::{PEER_WIRE, label};
 use crate::decode::datagram::{Datagram, DatagramDecoder, Labelled};
+use crate::decode::error::DecodeError;
 use crate::decode::{DecodeCtx, LabelId, Side, Span};
 
 /// Protocol name of uTP.
@@ -40,10 +41,17 @@ pub struct UtpStream {
 impl UtpStream {
     /// Pushes spans for the `payload` of a data packet with sequence number `seq`: in order it
     /// feeds the peer wire, a repeat is left to the packet's label, a jump settles the stream.
-    fn data(&mut self, seq: u16, payload: &[u8], l: &WireLabels, spans: &mut Vec<Span>) {
+    /// Returns the error when the payload broke the peer wire's framing.
+    fn data(
+        &mut self,
+        seq: u16,
+        payload: &[u8],
+        l: &WireLabels,
+        spans: &mut Vec<Span>,
+    ) -> Option<DecodeError> {
         if let Some(next) = self.next {
             if (next.wrapping_sub(seq) as i16) > 0 {
-                return;
+                return None;
             }
             if seq != next {
                 self.wire.settle();
@@ -51,12 +59,13 @@ impl UtpStream {
         }
         self.next = Some(seq.wrapping_add(1));
         let mut carried = self.carried;
-        self.wire.feed(payload, l, &mut |len, label, units| {
+        let broken = self.wire.feed(payload, l, &mut |len, label, units| {
             let old = len.min(carried);
             carried -= old;
             push(spans, len - old, label, units);
         });
         self.carried = self.wire.held();
+        broken
     }
 }
 
@@ -128,7 +137,9 @@ impl DatagramDecoder for Utp {
                 (book.utp_streams.get_mut(&key), seq, body)
             {
                 push(ctx.spans, header_len as u64, packet, 1);
-                stream.data(u16::from_be_bytes(seq), body, wire, ctx.spans);
+                if let Some(e) = stream.data(u16::from_be_bytes(seq), body, wire, ctx.spans) {
+                    ctx.malformed(e);
+                }
             }
         }
         Some(Labelled {

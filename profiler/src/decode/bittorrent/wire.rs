@@ -3,6 +3,7 @@
 //! length prefix, id and payload.
 
 use super::{PEER_WIRE, label};
+use crate::decode::error::DecodeError;
 use crate::decode::framing::{Framer, Piece};
 use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, StreamDecoder};
 
@@ -134,13 +135,15 @@ impl Default for WireStream {
 
 impl WireStream {
     /// Labels `bytes`, the next in-order bytes of this direction, calling `emit(len, label,
-    /// units)` for each run in order.
+    /// units)` for each run in order. Returns the error when these bytes broke the framing
+    /// (everything from there on is `unparsed`).
+    #[must_use]
     pub fn feed(
         &mut self,
         mut bytes: &[u8],
         l: &WireLabels,
         emit: &mut impl FnMut(u64, LabelId, u32),
-    ) {
+    ) -> Option<DecodeError> {
         while !bytes.is_empty() {
             match &mut self.phase {
                 Phase::Start => {
@@ -193,15 +196,20 @@ impl WireStream {
                     });
                     if broken {
                         self.phase = Phase::Settled;
+                        return Some(DecodeError::new(
+                            "bittorrent",
+                            "message longer than the protocol allows",
+                        ));
                     }
-                    return;
+                    return None;
                 }
                 Phase::Settled => {
                     emit(bytes.len() as u64, l.unparsed, 0);
-                    return;
+                    return None;
                 }
             }
         }
+        None
     }
 
     /// Bytes received but not labelled yet (a split length prefix, a message without its id).
@@ -239,9 +247,12 @@ impl WireDecoder {
 impl StreamDecoder for WireDecoder {
     fn data(&mut self, side: Side, bytes: &[u8], ctx: &mut DecodeCtx<'_>) {
         let stream = &mut self.sides[side.index()];
-        stream.feed(bytes, &self.labels, &mut |len, label, units| {
+        let broken = stream.feed(bytes, &self.labels, &mut |len, label, units| {
             ctx.emit(side, len, label, units)
         });
+        if let Some(e) = broken {
+            ctx.malformed(e);
+        }
     }
 
     fn gap(&mut self, side: Side, len: u64, ctx: &mut DecodeCtx<'_>) {
@@ -321,5 +332,10 @@ mod tests {
         d.data(Side::Responder, &[0x7f, 0, 0, 0, 1, 2, 3], &mut t.ctx());
         assert_eq!(kinds(&t), vec![("unparsed".to_owned(), 7, 0)]);
         assert!(d.settled(Side::Responder).is_some());
+        assert_eq!(
+            t.errors.iter().collect::<Vec<_>>(),
+            vec![("bittorrent", 1)],
+            "counted as malformed"
+        );
     }
 }
