@@ -62,8 +62,6 @@ const ID_ENTRY: u64 = 34;
 const TOPIC_LENS: std::ops::RangeInclusive<u64> = 14..=18;
 /// Message frames after an IWANT in which its answer is looked for.
 const ANSWER_WITHIN: u32 = 3;
-/// IHAVE entries (one per topic) one RPC may hold.
-const IHAVE_TOPICS: u64 = 1;
 
 /// Confidence of each inference, per mille: how often the shape alone is right on the
 /// measured samples (README, "Encrypted connections").
@@ -572,35 +570,18 @@ fn answered(s: &mut SideState, relay: &mut RelayBook, now: i64) -> u32 {
 }
 
 /// The number of 34-byte ids of an RPC of `d` bytes shaped as IWANT/IDONTWANT
-/// (`RPC.control.{iwant,idontwant}.messageIDs`, no topic) or as IHAVE (one entry per topic, each
-/// on a static-sharding topic), and whether it names topics.
+/// (`RPC.control.{iwant,idontwant}.messageIDs`, no topic) or as IHAVE (with a static-sharding
+/// topic), and whether it names a topic.
 fn gossip_ids(d: u64) -> Option<(usize, bool)> {
-    let control = (d.saturating_sub(8)..d).find(|&c| rpc(field(c)) == d)?;
     let k0 = (d / ID_ENTRY).saturating_sub(1).max(1);
     for k in k0..=k0 + 1 {
-        if field(ID_ENTRY * k) == control {
+        let ids = ID_ENTRY * k;
+        if rpc(field(field(ids))) == d {
             return Some((k as usize, false));
         }
-    }
-    // IHAVE entries of `k_i` ids each: field(2 + topic + 34 k_i), whose length varint is one
-    // byte up to 3 ids and two bytes from 4 up to 481.
-    for entries in 1..=IHAVE_TOPICS {
         for t in TOPIC_LENS {
-            // Several entries are believed only when each has 4 ids or more.
-            let short = if entries == 1 {
-                0..=1
-            } else {
-                entries..=entries
-            };
-            for long in short {
-                let fixed = entries * (1 + 1 + 2 + t) + long;
-                let Some(ids) = control.checked_sub(fixed).filter(|i| i % ID_ENTRY == 0) else {
-                    continue;
-                };
-                let k = ids / ID_ENTRY;
-                if (entries + 3 * long..=3 * entries + 478 * long).contains(&k) {
-                    return Some((k as usize, true));
-                }
+            if rpc(field(field(2 + t + ids))) == d {
+                return Some((k as usize, true));
             }
         }
     }
