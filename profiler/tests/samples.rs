@@ -408,6 +408,10 @@ fn inferred_relay(security: &str) -> Vec<(String, Inferred)> {
                 .all(|r| r.label.method == wakuprof::account::record::Method::Inferred),
             "{name}: relay rows of {security} connections are inferred"
         );
+        assert!(
+            rows.iter().all(|r| r.label.category != Category::Other),
+            "{name}: no libp2p connection left other"
+        );
         let payload = |c: Category| -> u64 {
             relay
                 .iter()
