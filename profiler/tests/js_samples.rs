@@ -230,7 +230,7 @@ fn error_pct(got: u64, want: u64) -> f64 {
 /// connection's start, and js-libp2p sends IHAVE for two topics in one RPC).
 const BOUNDS: [(&str, f64, f64, f64); 4] = [
     ("js-libp2p-noise-yamux", 5.0, 5.0, 2.0),
-    ("js-libp2p-noise-yamux-measure", 5.0, 5.0, 5.0),
+    ("js-libp2p-noise-yamux-measure", 5.0, 5.0, 10.0),
     ("js-libp2p-tls-yamux", 5.0, 30.0, 45.0),
     ("js-waku-ws-noise-mplex", 5.0, 30.0, 10.0),
 ];

@@ -20,6 +20,12 @@ const TAG: u64 = 16;
 const YAMUX_HEADER: u64 = 12;
 /// Largest yamux data frame rust-libp2p sends: longer messages span several frames.
 pub const SPLIT_SIZE: u64 = 16 * 1024;
+/// The data of yamux frames that a longer write goes on after: rust-libp2p's split, and
+/// js-libp2p's `maxMessageSize` of 64 KiB, header included.
+const YAMUX_SPLITS: [u64; 2] = [SPLIT_SIZE, 64 * 1024 - YAMUX_HEADER];
+/// The data of mplex frames that a longer write goes on after: rust-libp2p's `split_send_size`
+/// (8 KiB) and js-libp2p's `maxMsgSize` (1 MiB).
+const MPLEX_SPLITS: [u64; 2] = [8 * 1024, 1 << 20];
 /// mplex frames this short carry no stream data: a close or reset (two varints, the length 0)
 /// or a new stream named by its number (js-libp2p, rust-libp2p).
 const MPLEX_FRAMING_MAX: u64 = 5;
@@ -277,6 +283,8 @@ struct SideState {
     run: Run,
     /// Entry bytes of the publish entries of the message frames of the current run.
     entry: u64,
+    /// Data bytes of the muxer frame the last message frame belongs to.
+    frame_data: u64,
     /// Message ids the other side asked for (IWANT) and this side has not answered yet, and
     /// the message frames left in which the answer is looked for.
     asked: u32,
@@ -488,13 +496,12 @@ impl Inference {
             };
             let d = plain - header;
             s.entry += d;
-            s.run = if cut {
-                Run::Cut
-            } else if muxer == Muxer::Yamux && d == SPLIT_SIZE {
-                Run::Muxed
+            s.frame_data = if s.run == Run::Cut {
+                s.frame_data + d
             } else {
-                Run::None
+                d
             };
+            s.run = next(cut, muxer, s.frame_data);
             if s.run == Run::None {
                 self.more = answered(s, relay, now);
             }
@@ -539,18 +546,29 @@ impl Inference {
             _ => {}
         }
         relay.saw_message(now);
-        s.entry = d - rpc_prefix(d);
-        s.run = if cut {
-            Run::Cut
-        } else if muxer == Muxer::Yamux && d == SPLIT_SIZE {
-            Run::Muxed
-        } else {
-            Run::None
-        };
+        s.frame_data = d;
+        s.run = next(cut, muxer, d);
+        s.entry = d - if s.run == Run::None { rpc_prefix(d) } else { 3 };
         if s.run == Run::None {
             self.more = answered(s, relay, now);
         }
         Guess::Message
+    }
+}
+
+/// How the frame after a message's frame of a muxer frame of `data` bytes goes on with it:
+/// after a cut frame, or after a muxer frame of the size a muxer splits long writes at.
+fn next(cut: bool, muxer: Muxer, data: u64) -> Run {
+    let splits: &[u64] = match muxer {
+        Muxer::Yamux => &YAMUX_SPLITS,
+        Muxer::Mplex => &MPLEX_SPLITS,
+    };
+    if cut {
+        Run::Cut
+    } else if splits.contains(&data) {
+        Run::Muxed
+    } else {
+        Run::None
     }
 }
 
