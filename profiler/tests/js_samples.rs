@@ -235,16 +235,6 @@ const BOUNDS: [(&str, f64, f64, f64); 4] = [
     ("js-waku-ws-noise-mplex", 5.0, 30.0, 10.0),
 ];
 
-/// The inferred relay kind a truth kind is counted under (GRAFT, PRUNE and subscriptions are
-/// one `control` kind; IWANT and IDONTWANT one `iwant|idontwant`).
-fn inferred_kind(truth: &str) -> &str {
-    match truth {
-        "graft" | "prune" | "subscribe" | "unsubscribe" => "control",
-        "iwant" | "idontwant" => "iwant|idontwant",
-        k => k,
-    }
-}
-
 /// Payload bytes per (sender, receiver, inferred kind) of the relay rows, with the confidence
 /// the rows carry.
 fn counted_kinds(rows: &[Row]) -> BTreeMap<(SocketAddr, SocketAddr, String), (u64, u16)> {
@@ -341,7 +331,7 @@ fn profiler_reassembles_every_js_connection_and_infers_its_relay_traffic() {
         let mut truth_kinds: BTreeMap<(SocketAddr, SocketAddr, String), u64> = BTreeMap::new();
         for ((from, to, kind, _), (_, b)) in &parts {
             *truth_kinds
-                .entry((*from, *to, inferred_kind(kind).to_owned()))
+                .entry((*from, *to, common::inferred_kind(kind).to_owned()))
                 .or_default() += b;
         }
         let got_kinds = counted_kinds(&rows);
