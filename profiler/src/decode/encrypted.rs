@@ -59,8 +59,9 @@ const PING: u64 = 32;
 /// Identify is the first body of at least this size in the first frames of a direction.
 const IDENTIFY_MIN: u64 = 100;
 const IDENTIFY_WITHIN: u32 = 40;
-/// Relay RPC bodies this small are control (GRAFT, PRUNE, subscriptions, short gossip).
-const CONTROL_MAX: u64 = 64;
+/// Relay RPC bodies this small are control (GRAFT, PRUNE, subscriptions, short gossip): 64
+/// bytes, and two header-only yamux frames written with them (Node's TLS coalesces writes).
+const CONTROL_MAX: u64 = 64 + 2 * YAMUX_HEADER;
 /// A message id entry (`bytes` field of 32 bytes: tag, length, id).
 const ID_ENTRY: u64 = 34;
 /// Lengths of the static-sharding topics `/waku/2/rs/<cluster>/<shard>` an IHAVE may name:
@@ -279,6 +280,8 @@ struct SideState {
     /// The muxer is negotiated: frames carry a muxer header.
     muxed: bool,
     identified: bool,
+    /// The side sent its first relay RPC (gossipsub's subscriptions, sent first on a stream).
+    hello: bool,
     /// Inside a message longer than one frame.
     run: Run,
     /// Entry bytes of the publish entries of the message frames of the current run.
@@ -313,6 +316,8 @@ pub struct Inference {
     expect: u32,
     /// Messages the current frame's body starts beyond its first (an RPC answering an IWANT).
     more: u32,
+    /// Bytes of header-only muxer frames before the current frame's body.
+    lead: u64,
 }
 
 impl Inference {
@@ -340,6 +345,7 @@ impl Inference {
             sides: Default::default(),
             expect: 0,
             more: 0,
+            lead: 0,
         }
     }
 
@@ -428,7 +434,7 @@ impl Inference {
         // a cut message's next frame has no header.
         let header = match run {
             Run::Cut if guess == Guess::MessageContinued => 0,
-            _ => self.muxer.header(plain).unwrap_or(0),
+            _ => self.muxer.header(plain).unwrap_or(0) + self.lead,
         };
         let d = plain - header;
         // An RPC's varint length prefix is relay framing; a message longer than one frame
@@ -474,6 +480,7 @@ impl Inference {
     /// The kind of a frame of `plain` plaintext bytes on `side`; sets `more` for its body.
     fn guess(&mut self, side: Side, plain: u64, relay: &mut RelayBook, now: i64) -> Guess {
         self.more = 0;
+        self.lead = 0;
         let (muxer, full) = (self.muxer, self.wrap.full);
         let s = &mut self.sides[side.index()];
         s.frames += 1;
@@ -511,16 +518,17 @@ impl Inference {
             return Guess::MuxerFraming;
         };
         let d = plain - header;
-        let proposal = |d: u64| STREAM_PROTOCOLS.iter().any(|p| p.len() as u64 + 2 == d);
-        if d == MULTISTREAM_HEADER {
-            self.expect += 1;
+        if negotiation(d, &mut self.expect) {
             return Guess::Negotiation;
         }
-        if d > MULTISTREAM_HEADER && proposal(d - MULTISTREAM_HEADER) {
-            return Guess::Negotiation;
-        }
-        if self.expect > 0 && proposal(d) {
-            self.expect -= 1;
+        // A window update written together with a stream's opening, header and proposal
+        // (Node's TLS coalesces them), while the connection sets up its first streams.
+        if muxer == Muxer::Yamux
+            && !s.identified
+            && d > YAMUX_HEADER + MULTISTREAM_HEADER
+            && proposal(d - YAMUX_HEADER - MULTISTREAM_HEADER)
+        {
+            self.lead = YAMUX_HEADER;
             return Guess::Negotiation;
         }
         if d == PING {
@@ -530,7 +538,10 @@ impl Inference {
             s.identified = true;
             return Guess::Identify;
         }
-        if d <= CONTROL_MAX {
+        // A side's first relay RPC is its subscriptions, however long (with the stream's
+        // negotiation when both are written together).
+        if d <= CONTROL_MAX || !s.hello {
+            s.hello = true;
             return Guess::RelayControl;
         }
         let recent = relay.recent_messages(now);
@@ -554,6 +565,28 @@ impl Inference {
         }
         Guess::Message
     }
+}
+
+/// Whether a stream body of `d` bytes is multistream-select: its header, the header and a
+/// proposal, or an echo after a header seen (`expect` counts headers whose echo may follow).
+fn negotiation(d: u64, expect: &mut u32) -> bool {
+    if d == MULTISTREAM_HEADER {
+        *expect += 1;
+        return true;
+    }
+    if d > MULTISTREAM_HEADER && proposal(d - MULTISTREAM_HEADER) {
+        return true;
+    }
+    if *expect > 0 && proposal(d) {
+        *expect -= 1;
+        return true;
+    }
+    false
+}
+
+/// Whether `d` bytes are the multistream proposal (or echo) of a stream protocol.
+fn proposal(d: u64) -> bool {
+    STREAM_PROTOCOLS.iter().any(|p| p.len() as u64 + 2 == d)
 }
 
 /// How the frame after a message's frame of a muxer frame of `data` bytes goes on with it:
@@ -643,6 +676,8 @@ mod tests {
         let ids3 = rpc(field(field(3 * ID_ENTRY)));
         assert_eq!(g(Side::Initiator, 12 + ids3), Guess::Message);
         assert_eq!(g(Side::Responder, 12 + 500), Guess::Identify);
+        // A side's first relay RPC is its subscriptions, however long.
+        assert_eq!(g(Side::Responder, 12 + 120), Guess::RelayControl);
         assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
         assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
         assert_eq!(g(Side::Initiator, 12 + ids3), Guess::Ids);
@@ -664,8 +699,10 @@ mod tests {
         inf.consume(Side::Initiator, 2 + 20 + TAG, &mut ctx);
         inf.start(Side::Initiator, 14 + TAG, &mut ctx);
         inf.consume(Side::Initiator, 2 + 14 + TAG, &mut ctx);
-        inf.start(Side::Initiator, YAMUX_HEADER + 300 + TAG, &mut ctx);
-        inf.consume(Side::Initiator, 2 + YAMUX_HEADER + 300 + TAG, &mut ctx);
+        for d in [300, 45] {
+            inf.start(Side::Initiator, YAMUX_HEADER + d + TAG, &mut ctx);
+            inf.consume(Side::Initiator, 2 + YAMUX_HEADER + d + TAG, &mut ctx);
+        }
         ctx.spans.clear();
         let d = 1000;
         let body = YAMUX_HEADER + d + TAG;
@@ -683,6 +720,70 @@ mod tests {
             .sum();
         assert_eq!(entry, d - varint_len(d));
         assert_eq!(spans.iter().map(|s| s.units).sum::<u32>(), 1);
+    }
+
+    /// A connection whose frames are shorter than a yamux header carries mplex: its headers are
+    /// two varints; a Noise frame filled to the maximum goes on in the next, without a header;
+    /// js-libp2p's yamux frames of 64 KiB go on in the next yamux frame.
+    #[test]
+    fn mplex_and_long_messages() {
+        let mut t = TestCtx::default();
+        let mut inf = Inference::noise(conn(), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |plain: u64| inf.start(Side::Initiator, plain + TAG, &mut ctx);
+        assert_eq!(g(3), Guess::MuxerFraming);
+        assert_eq!(g(2 + 20 + 16), Guess::Negotiation);
+        assert_eq!(g(3 + 382), Guess::Identify);
+        assert_eq!(g(2 + 45), Guess::RelayControl);
+        assert_eq!(g(3 + 1091), Guess::Message);
+        assert_eq!(g(NOISE_MAX[0]), Guess::Message);
+        assert_eq!(g(100), Guess::MessageContinued);
+        assert_eq!(g(3 + 1091), Guess::Message);
+        assert_eq!(inf.muxer, Muxer::Mplex);
+
+        let mut t = TestCtx::default();
+        let mut inf = Inference::noise(conn(), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |plain: u64| inf.start(Side::Initiator, plain + TAG, &mut ctx);
+        assert_eq!(g(12 + 400), Guess::Identify);
+        assert_eq!(g(12 + 45), Guess::RelayControl);
+        assert_eq!(g(NOISE_MAX[0]), Guess::Message);
+        assert_eq!(g(64 * 1024 - NOISE_MAX[0]), Guess::MessageContinued);
+        assert_eq!(g(12 + 6227), Guess::MessageContinued);
+        assert_eq!(g(12 + 6227), Guess::Message);
+    }
+
+    /// After an IWANT of k ids, an RPC whose entries add up to messages that went by counts as
+    /// that many messages.
+    #[test]
+    fn an_iwant_answer_counts_its_messages() {
+        let mut t = TestCtx::default();
+        let mut inf = Inference::noise(conn(), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |side, plain: u64| {
+            let guess = inf.start(side, plain + TAG, &mut ctx);
+            inf.consume(side, 2 + plain + TAG, &mut ctx);
+            guess
+        };
+        for side in Side::BOTH {
+            assert_eq!(g(side, 12 + 400), Guess::Identify);
+            assert_eq!(g(side, 12 + 45), Guess::RelayControl);
+        }
+        let entries = [1089, 10305, 165];
+        for e in entries {
+            assert_eq!(g(Side::Responder, 12 + rpc(e)), Guess::Message);
+        }
+        let iwant = rpc(field(field(3 * ID_ENTRY)));
+        assert_eq!(g(Side::Initiator, 12 + iwant), Guess::Ids);
+        let answer = 12 + rpc(entries.iter().sum());
+        assert_eq!(g(Side::Responder, answer), Guess::Message);
+        let spans = std::mem::take(ctx.spans);
+        let messages: u32 = spans
+            .iter()
+            .filter(|s| t.labels.get(s.label).kind.as_ref() == "message")
+            .map(|s| s.units)
+            .sum();
+        assert_eq!(messages, 3 + 3);
     }
 
     #[test]

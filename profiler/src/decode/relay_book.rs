@@ -28,19 +28,27 @@ pub const RECENT_MAX: usize = 1 << 16;
 pub const SUM_SEARCH: u32 = 20_000;
 
 /// The number of items (at most `most`) of `sizes` (size, times it may be used; largest first)
-/// adding up to `total`, searching depth first within `steps`.
-fn sum_of(sizes: &[(u64, u32)], total: u64, most: u32, steps: &mut u32) -> Option<u32> {
+/// adding up to `total`, searching depth first within `steps`. `room[i]` is what the items from
+/// `i` on add up to at most.
+fn sum_of(
+    sizes: &[(u64, u32)],
+    room: &[u64],
+    total: u64,
+    most: u32,
+    steps: &mut u32,
+) -> Option<u32> {
     if total == 0 {
         return Some(0);
     }
     let ((size, times), rest) = sizes.split_first()?;
-    if most == 0 || *steps == 0 {
+    if most == 0 || *steps == 0 || room.first().is_some_and(|&r| total > r) {
         return None;
     }
     *steps -= 1;
     let fit = u32::try_from(total / size).unwrap_or(u32::MAX);
     for n in (0..=(*times).min(fit).min(most)).rev() {
-        if let Some(m) = sum_of(rest, total - u64::from(n) * size, most - n, steps) {
+        let left = total - u64::from(n) * size;
+        if let Some(m) = sum_of(rest, room.get(1..).unwrap_or(&[]), left, most - n, steps) {
             return Some(n + m);
         }
     }
@@ -116,6 +124,7 @@ pub struct RelayBook {
     /// The publish entry bytes of messages inferred whole, with when, oldest first: what an
     /// answer to an IWANT may be made of.
     sizes: VecDeque<(i64, u64)>,
+
     /// The node's peers and their shards, for relay bytes of encrypted connections.
     pub peers: PeerBook,
 }
@@ -184,15 +193,20 @@ impl RelayBook {
         self.sizes.push_back((now, entry));
     }
 
+    /// Forgets message sizes older than [`CACHE_WINDOW_NS`] before `now`.
+    fn forget_sizes(&mut self, now: i64) {
+        let since = now.saturating_sub(CACHE_WINDOW_NS);
+        while self.sizes.front().is_some_and(|&(t, _)| t < since) {
+            self.sizes.pop_front();
+        }
+    }
+
     /// How many (from 2 to `most`) of the messages inferred within [`CACHE_WINDOW_NS`] before
     /// `now` have entries adding up to `total` bytes, or to `total` less an empty control field
     /// (js-libp2p-gossipsub sends one): an RPC answering an IWANT carries messages that went
     /// by. `None` when no such set is found within [`SUM_SEARCH`] steps.
     pub fn messages_summing(&mut self, total: u64, most: u32, now: i64) -> Option<u32> {
-        let since = now.saturating_sub(CACHE_WINDOW_NS);
-        while self.sizes.front().is_some_and(|&(t, _)| t < since) {
-            self.sizes.pop_front();
-        }
+        self.forget_sizes(now);
         // Distinct sizes, largest first, each usable as often as it went by (at most `most`).
         let mut sizes: Vec<(u64, u32)> = Vec::new();
         let mut all: Vec<u64> = self
@@ -208,11 +222,20 @@ impl RelayBook {
                 _ => sizes.push((e, 1)),
             }
         }
+        let mut room: Vec<u64> = sizes
+            .iter()
+            .rev()
+            .scan(0, |r, &(s, n)| {
+                *r += s * u64::from(n);
+                Some(*r)
+            })
+            .collect();
+        room.reverse();
         [total, total.saturating_sub(EMPTY_FIELD)]
             .into_iter()
             .find_map(|t| {
                 let mut steps = SUM_SEARCH;
-                sum_of(&sizes, t, most, &mut steps)
+                sum_of(&sizes, &room, t, most, &mut steps)
             })
             .filter(|&n| n >= 2)
     }

@@ -387,9 +387,11 @@ mod tests {
         for _ in 0..3 {
             wire.extend(record(APPLICATION_DATA, 300));
         }
-        // The muxer's multistream header, identify, then a yamux frame with a 500-byte RPC.
+        // The muxer's multistream header, identify, the first relay RPC (subscriptions), then
+        // a yamux frame with a 500-byte RPC.
         wire.extend(record(APPLICATION_DATA, 20 + trailer));
         wire.extend(record(APPLICATION_DATA, 12 + 400 + trailer));
+        wire.extend(record(APPLICATION_DATA, 12 + 45 + trailer));
         wire.extend(record(APPLICATION_DATA, 12 + 500 + trailer));
         for chunk in wire.chunks(7) {
             let rest = layer.data(Side::Initiator, chunk, &mut t.ctx());
@@ -411,6 +413,78 @@ mod tests {
         assert_eq!(kind_bytes("negotiation"), 5 + 20 + trailer as u64);
         assert_eq!(kind_bytes("data"), 5 + 12 + 400 + trailer as u64);
         assert_eq!(kind_bytes("message"), 5 + 12 + 500 + trailer as u64 - 2);
+    }
+
+    /// The server's records before the client's Finished, and then two session tickets of one
+    /// size, are the handshake; the yamux frames after them are inferred.
+    #[test]
+    fn session_tickets_after_the_clients_finished() {
+        let mut t = crate::decode::TestCtx::default();
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let conn = Conn {
+            initiator: (ip, 40000),
+            responder: (ip, 60000),
+        };
+        let mut layer = TlsLayer::new(conn, &mut t.labels);
+        let mut feed = |side, wire: Vec<u8>| {
+            let rest = layer.data(side, &wire, &mut t.ctx());
+            assert!(matches!(rest, Ok(None)));
+        };
+        feed(Side::Initiator, hello("peer"));
+        let mut flight = record(HANDSHAKE, 122);
+        for body in [42, 62, 409, 96, 69] {
+            flight.extend(record(APPLICATION_DATA, body));
+        }
+        feed(Side::Responder, flight);
+        let client: Vec<u8> = [410, 96, 69, 29]
+            .into_iter()
+            .flat_map(|b| record(APPLICATION_DATA, b))
+            .collect();
+        feed(Side::Initiator, client);
+        let server: Vec<u8> = [650, 650, 29, 558]
+            .into_iter()
+            .flat_map(|b| record(APPLICATION_DATA, b))
+            .collect();
+        feed(Side::Responder, server);
+        let handshake: u64 = t
+            .spans
+            .iter()
+            .filter(|s| t.labels.get(s.label).kind.as_ref() == "handshake")
+            .map(|s| s.len)
+            .sum();
+        let records = |bodies: &[u64]| bodies.iter().map(|b| 5 + b).sum::<u64>();
+        let hello_len = hello("peer").len() as u64;
+        assert_eq!(
+            handshake,
+            hello_len + records(&[122, 42, 62, 409, 96, 69, 410, 96, 69, 650, 650])
+        );
+    }
+
+    #[test]
+    fn alpn_lists_the_offered_protocols_in_order() {
+        let mut rec = hello("x");
+        // Append an ALPN extension (16) offering yamux, then libp2p.
+        let list: Vec<u8> = [&b"/yamux/1.0.0"[..], b"libp2p"]
+            .iter()
+            .flat_map(|p| std::iter::once(p.len() as u8).chain(p.iter().copied()))
+            .collect();
+        let mut ext = vec![0, 16];
+        ext.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&list);
+        let grow = |at: usize, rec: &mut Vec<u8>, by: usize| {
+            let v = u16::from_be_bytes([rec[at], rec[at + 1]]) as usize + by;
+            rec[at..at + 2].copy_from_slice(&(v as u16).to_be_bytes());
+        };
+        // Record length, handshake length (low two of three bytes), extensions length.
+        grow(3, &mut rec, ext.len());
+        grow(7, &mut rec, ext.len());
+        let ext_len_at = 5 + 4 + 2 + 32 + 1 + 2 + 2 + 2;
+        grow(ext_len_at, &mut rec, ext.len());
+        rec.extend_from_slice(&ext);
+        assert_eq!(alpn(&rec), vec![&b"/yamux/1.0.0"[..], b"libp2p"]);
+        assert_eq!(client_hello(&rec), Hello::ClientHello(Some("x".into())));
+        assert!(alpn(&rec[..20]).is_empty());
     }
 
     #[test]
