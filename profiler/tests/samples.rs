@@ -408,6 +408,10 @@ fn inferred_relay(security: &str) -> Vec<(String, Inferred)> {
                 .all(|r| r.label.method == wakuprof::account::record::Method::Inferred),
             "{name}: relay rows of {security} connections are inferred"
         );
+        assert!(
+            rows.iter().all(|r| r.label.category != Category::Other),
+            "{name}: no libp2p connection left other"
+        );
         let payload = |c: Category| -> u64 {
             relay
                 .iter()
@@ -430,6 +434,15 @@ fn inferred_relay(security: &str) -> Vec<(String, Inferred)> {
             .filter(|(k, _)| k.2 == "message")
             .map(|(_, v)| v.0)
             .sum();
+        let parts = truth_parts(&t);
+        let mut per_kind: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for ((_, _, kind, _), (_, b)) in &parts {
+            per_kind.entry(common::inferred_kind(kind)).or_default().1 += b;
+        }
+        for r in &relay {
+            per_kind.entry(r.label.kind.as_ref()).or_default().0 += r.counters.payload_bytes;
+        }
+        eprintln!("{name}: per kind (inferred, truth): {per_kind:?}");
         let inferred = Inferred {
             message_error_pct: error_pct(got_message, message),
             control_error_pct: error_pct(got_control, control),

@@ -441,6 +441,13 @@ size mix (messages at the 16 KiB and 64 KiB boundaries, and tiny ones), another 
 of four and a late joiner dialing two, mesh D = 1), another pace (100 ms between messages,
 heartbeats every second, 4 s of idle gossip) and no flood publishing.
 
+Which samples tune the inference of encrypted connections (README, \"Encrypted connections\") and
+which only measure it: it was built on the rust-libp2p Noise samples above (`libp2p-noise-*`,
+`relay-noise-*`) and tuned on `js-libp2p-noise-yamux`, `js-libp2p-tls-yamux` and
+`js-waku-ws-noise-mplex` (`[fit]`); `js-libp2p-noise-yamux-measure` (`[measure]`) only measures
+it: no rule or constant was chosen to fit it (the rules come from the stacks' sources and the fit
+samples), and its errors are reported as measured, also where they are larger.
+
 | file | link type | packets | bytes | how it was made |
 |---|---|---|---|---|
 ";

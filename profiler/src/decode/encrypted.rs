@@ -1,23 +1,43 @@
-//! What the sizes of encrypted frames say about the yamux traffic they hide (design.md method
+//! What the sizes of encrypted frames say about the muxed traffic they hide (design.md method
 //! `inferred`): the inference is the security layer of a Noise or TLS connection, guessing what
-//! the layers above would have emitted. rust-libp2p and nwaku put one yamux frame in each Noise
-//! frame (and rustls one in each TLS record), so a frame's plaintext is a 12-byte yamux header
-//! and a body whose size matches a multistream message, a ping, identify, a gossipsub control
-//! RPC (IHAVE/IWANT/IDONTWANT carry 34-byte ids) or an RPC publishing a message. Every frame is
-//! labelled by those shapes; payload_bytes follow rule 4 as the plaintext decoder would count
-//! them. The muxer is negotiated with multistream-select inside the channel, or (go-libp2p's TLS)
-//! named in ALPN: a first frame of another size is taken as already muxed.
+//! the layers above would have emitted. Every libp2p stack writes one muxer frame per write and
+//! its security layer encrypts each write as one frame, cut at the frame's maximum (README,
+//! "Encrypted connections"), so a frame's plaintext is a muxer header (yamux: 12 bytes; mplex:
+//! two varints) and a body whose size matches a multistream message, a ping, identify, a
+//! gossipsub control RPC (IHAVE/IWANT/IDONTWANT carry 34-byte ids) or an RPC publishing
+//! messages; a frame filled to the maximum goes on in the next one. Every frame is labelled by
+//! those shapes; payload_bytes follow rule 4 as the plaintext decoder would count them. The muxer
+//! is named in ALPN (TLS), negotiated with multistream-select inside the channel, or (js-libp2p's
+//! Noise extensions) agreed in the handshake: then a frame shorter than a yamux header shows mplex.
 
 use super::relay_book::RelayBook;
-use super::{Conn, DecodeCtx, LabelId, LabelTable, Side};
+use super::{Conn, DecodeCtx, LabelId, LabelTable, Side, mplex, yamux};
 use crate::account::record::{Category, Method};
 
 /// The AEAD tag of a Noise frame or TLS 1.3 record.
 const TAG: u64 = 16;
 /// A yamux frame header.
 const YAMUX_HEADER: u64 = 12;
-/// Largest yamux data frame rust-libp2p and nwaku send: longer messages span several frames.
+/// Largest yamux data frame rust-libp2p sends: longer messages span several frames.
 pub const SPLIT_SIZE: u64 = 16 * 1024;
+/// The data of yamux frames that a longer write goes on after: rust-libp2p's split, and
+/// js-libp2p's `maxMessageSize` of 64 KiB, header included.
+const YAMUX_SPLITS: [u64; 2] = [SPLIT_SIZE, 64 * 1024 - YAMUX_HEADER];
+/// The data of mplex frames that a longer write goes on after: rust-libp2p's `split_send_size`
+/// (8 KiB) and js-libp2p's `maxMsgSize` (1 MiB).
+const MPLEX_SPLITS: [u64; 2] = [8 * 1024, 1 << 20];
+/// mplex frames this short carry no stream data: a close or reset (two varints, the length 0)
+/// or a new stream named by its number (js-libp2p, rust-libp2p).
+const MPLEX_FRAMING_MAX: u64 = 5;
+/// Largest Noise plaintext: 65,535 less the tag (js-libp2p, go-libp2p, rust-libp2p), and
+/// nim-libp2p's 65,535 − 32 − 16.
+const NOISE_MAX: [u64; 2] = [65_535 - TAG, 65_535 - 32 - TAG];
+/// Largest TLS record plaintext (RFC 8446 §5.1).
+const TLS_MAX: u64 = 16_384;
+/// Go's crypto/tls sizes the records of a connection's first 128 KiB to grow by this much per
+/// record (one TCP segment's worth: 1,208 less header, tag and content type).
+const GO_TLS_STEP: u64 = 1_208 - 5 - TAG - 1;
+const GO_TLS_BOOST: u64 = 128 * 1024;
 /// multistream-select's header `/multistream/1.0.0\n` with its length prefix.
 const MULTISTREAM_HEADER: u64 = 20;
 /// Plaintext sizes while the muxer is negotiated inside Noise: the header, `/yamux/1.0.0\n`
@@ -39,19 +59,24 @@ const PING: u64 = 32;
 /// Identify is the first body of at least this size in the first frames of a direction.
 const IDENTIFY_MIN: u64 = 100;
 const IDENTIFY_WITHIN: u32 = 40;
-/// Relay RPC bodies this small are control (GRAFT, PRUNE, subscriptions, short gossip).
-const CONTROL_MAX: u64 = 64;
+/// Relay RPC bodies this small are control (GRAFT, PRUNE, subscriptions, short gossip): 64
+/// bytes, and two header-only yamux frames written with them (Node's TLS coalesces writes).
+const CONTROL_MAX: u64 = 64 + 2 * YAMUX_HEADER;
 /// A message id entry (`bytes` field of 32 bytes: tag, length, id).
 const ID_ENTRY: u64 = 34;
 /// Lengths of the static-sharding topics `/waku/2/rs/<cluster>/<shard>` an IHAVE may name:
 /// clusters and shards of up to four digits together (wider ranges mistake messages for gossip).
 const TOPIC_LENS: std::ops::RangeInclusive<u64> = 14..=18;
+/// Message frames after an IWANT in which its answer is looked for.
+const ANSWER_WITHIN: u32 = 3;
 
-/// Confidence of each inference, per mille: how often the shape alone is right on the
-/// measured samples (README, "Encrypted connections").
+/// Confidence of each inference, per mille: how much of the bytes of rows of that shape the
+/// truth of the samples holds too (README, "Encrypted connections", calibration; tested in
+/// tests/js_samples.rs). Gossip and control shapes are right for about half their bytes on the
+/// JavaScript stacks.
 const SURE: u16 = 990;
 const LIKELY: u16 = 900;
-const GUESS: u16 = 700;
+const GUESS: u16 = 500;
 
 /// Bytes of a protobuf varint holding `v`.
 pub fn varint_len(v: u64) -> u64 {
@@ -82,25 +107,65 @@ struct Wrap {
     prefix: u64,
     /// Bytes after the plaintext: the tag (and TLS 1.3's inner content type byte).
     trailer: u64,
+    /// Whether a frame of `plain` bytes was cut from a longer write, given the frames and
+    /// bytes its side sent before it.
+    full: fn(plain: u64, frames: u32, bytes: u64) -> bool,
 }
 
 /// Noise: `u16` length, ciphertext, tag.
 const NOISE: Wrap = Wrap {
     prefix: 2,
     trailer: TAG,
+    full: |plain, _, _| NOISE_MAX.contains(&plain),
 };
 /// TLS 1.3 application data record: 5-byte header, ciphertext, content type byte, tag.
 const TLS: Wrap = Wrap {
     prefix: 5,
     trailer: TAG + 1,
+    full: |plain, frames, bytes| {
+        plain == TLS_MAX
+            || (bytes < GO_TLS_BOOST && plain == (GO_TLS_STEP * u64::from(frames)).min(TLS_MAX))
+    },
 };
+
+/// The muxer whose frames an encrypted connection is taken to carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Muxer {
+    Yamux,
+    Mplex,
+}
+
+impl Muxer {
+    /// The protocol id of its framing label.
+    fn id(self) -> &'static str {
+        match self {
+            Muxer::Yamux => "/yamux/1.0.0",
+            Muxer::Mplex => "/mplex/6.7.0",
+        }
+    }
+
+    /// The header bytes of a frame of `plain` plaintext bytes that carries stream data, or
+    /// `None` for a frame of the muxer's own (all header).
+    fn header(self, plain: u64) -> Option<u64> {
+        match self {
+            Muxer::Yamux => (plain > YAMUX_HEADER).then_some(YAMUX_HEADER),
+            // A one-byte stream varint (streams 0 to 15) and the body's length varint.
+            Muxer::Mplex => (plain > MPLEX_FRAMING_MAX).then(|| {
+                (1..=4)
+                    .map(|v| 1 + v)
+                    .find(|&h| varint_len(plain - h) == h - 1)
+                    .unwrap_or(2)
+            }),
+        }
+    }
+}
 
 /// The labels an inference gives, all with method `inferred`.
 #[derive(Clone, Copy, Debug)]
 struct Labels {
     /// `<security>` / `framing`: the frame's prefix and trailer.
     security: LabelId,
-    yamux: LabelId,
+    muxer: LabelId,
     negotiation: LabelId,
     ping: LabelId,
     identify: LabelId,
@@ -126,7 +191,7 @@ impl Labels {
         self
     }
 
-    fn new(security: &str, labels: &mut LabelTable) -> Labels {
+    fn new(security: &str, muxer: Muxer, labels: &mut LabelTable) -> Labels {
         let mut l = |category, protocol: &str, kind: &str, permille| {
             let id = labels.decoded(category, protocol, kind);
             labels.with_method(id, Method::Inferred, permille)
@@ -134,7 +199,7 @@ impl Labels {
         let relay = "/vac/waku/relay/2.0.0";
         Labels {
             security: l(Category::Libp2p, security, "framing", SURE),
-            yamux: l(Category::Libp2p, "/yamux/1.0.0", "framing", SURE),
+            muxer: l(Category::Libp2p, muxer.id(), "framing", SURE),
             negotiation: l(
                 Category::Libp2p,
                 "/multistream/1.0.0",
@@ -172,7 +237,7 @@ impl Guess {
     pub fn as_str(self) -> &'static str {
         match self {
             Guess::MuxerNegotiation => "muxer-negotiation",
-            Guess::MuxerFraming => "yamux-framing",
+            Guess::MuxerFraming => "muxer-framing",
             Guess::Negotiation => "negotiation",
             Guess::Ping => "ping",
             Guess::Identify => "identify",
@@ -195,15 +260,38 @@ struct Seg {
     framing: Option<LabelId>,
 }
 
+/// How the frame after a message's frame goes on with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Run {
+    #[default]
+    None,
+    /// In a new yamux frame (rust-libp2p's 16 KiB split): it has a muxer header.
+    Muxed,
+    /// Where the security layer cut the write: it has no header of its own.
+    Cut,
+}
+
 /// What one direction has seen.
 #[derive(Debug, Default)]
 struct SideState {
     frames: u32,
-    /// The muxer is negotiated: frames carry a yamux header.
+    /// Plaintext bytes of the frames so far.
+    bytes: u64,
+    /// The muxer is negotiated: frames carry a muxer header.
     muxed: bool,
     identified: bool,
-    /// Inside a message longer than one yamux frame.
-    run: bool,
+    /// The side sent its first relay RPC (gossipsub's subscriptions, sent first on a stream).
+    hello: bool,
+    /// Inside a message longer than one frame.
+    run: Run,
+    /// Entry bytes of the publish entries of the message frames of the current run.
+    entry: u64,
+    /// Data bytes of the muxer frame the last message frame belongs to.
+    frame_data: u64,
+    /// Message ids the other side asked for (IWANT) and this side has not answered yet, and
+    /// the message frames left in which the answer is looked for.
+    asked: u32,
+    asked_within: u32,
     /// The current frame's segments, consumed in order as its bytes arrive.
     plan: Vec<Seg>,
     next: usize,
@@ -214,6 +302,10 @@ struct SideState {
 pub struct Inference {
     conn: Conn,
     wrap: Wrap,
+    /// The security protocol's id, and the muxer: named (ALPN) or taken from the frames.
+    security: &'static str,
+    muxer: Muxer,
+    muxer_named: bool,
     /// The labels without a shard, and those in use: on the shard of a peer known to serve
     /// only one, as of peer book generation `peers_seen`.
     base: Labels,
@@ -222,28 +314,58 @@ pub struct Inference {
     sides: [SideState; 2],
     /// multistream headers seen whose proposal or echo may come alone.
     expect: u32,
+    /// Messages the current frame's body starts beyond its first (an RPC answering an IWANT).
+    more: u32,
+    /// Bytes of header-only muxer frames before the current frame's body.
+    lead: u64,
 }
 
 impl Inference {
     /// The inference for the Noise transport frames of connection `conn`.
     pub fn noise(conn: Conn, labels: &mut LabelTable) -> Inference {
-        Inference::new(conn, NOISE, Labels::new("/noise", labels))
+        Inference::new(conn, NOISE, "/noise", labels)
     }
 
     /// The inference for the TLS 1.3 application data records of connection `conn`.
     pub fn tls(conn: Conn, labels: &mut LabelTable) -> Inference {
-        Inference::new(conn, TLS, Labels::new("/tls/1.0.0", labels))
+        Inference::new(conn, TLS, "/tls/1.0.0", labels)
     }
 
-    fn new(conn: Conn, wrap: Wrap, base: Labels) -> Inference {
+    fn new(conn: Conn, wrap: Wrap, security: &'static str, labels: &mut LabelTable) -> Inference {
+        let base = Labels::new(security, Muxer::Yamux, labels);
         Inference {
             conn,
             wrap,
+            security,
+            muxer: Muxer::Yamux,
+            muxer_named: false,
             base,
             labels: base,
             peers_seen: None,
             sides: Default::default(),
             expect: 0,
+            more: 0,
+            lead: 0,
+        }
+    }
+
+    /// The muxer the connection agreed on (ALPN), when it is one the inference knows.
+    pub fn name_muxer(&mut self, id: &[u8], labels: &mut LabelTable) {
+        let muxer = match id {
+            yamux::ID => Muxer::Yamux,
+            mplex::ID => Muxer::Mplex,
+            _ => return,
+        };
+        self.set_muxer(muxer, labels);
+        self.muxer_named = true;
+    }
+
+    fn set_muxer(&mut self, muxer: Muxer, labels: &mut LabelTable) {
+        if muxer != self.muxer {
+            self.muxer = muxer;
+            self.base = Labels::new(self.security, muxer, labels);
+            self.labels = self.base;
+            self.peers_seen = None;
         }
     }
 
@@ -253,8 +375,15 @@ impl Inference {
         let Wrap {
             prefix: head,
             trailer,
+            ..
         } = self.wrap;
         let plain = body.saturating_sub(trailer);
+        let was = &self.sides[side.index()];
+        let run = was.run;
+        if !self.muxer_named && run == Run::None && plain < YAMUX_HEADER {
+            // No yamux frame is that short.
+            self.set_muxer(Muxer::Mplex, ctx.labels);
+        }
         let guess = self.guess(side, plain, ctx.relay, ctx.now_ns);
         let peers = &ctx.relay.peers;
         if self.peers_seen != Some(peers.generation) {
@@ -285,7 +414,7 @@ impl Inference {
         let unit = match guess {
             Guess::MuxerNegotiation | Guess::MuxerFraming => {
                 let unit = if guess == Guess::MuxerFraming {
-                    l.yamux
+                    l.muxer
                 } else {
                     l.negotiation
                 };
@@ -301,24 +430,28 @@ impl Inference {
             Guess::Ids => l.ids,
             Guess::Message | Guess::MessageContinued => l.message,
         };
-        // Every guess but muxer framing has more than a yamux header (see `infer`).
-        let d = plain.saturating_sub(YAMUX_HEADER);
-        // An RPC's varint length prefix is relay framing; a message longer than one yamux
-        // frame (16 KiB to 2 MiB) has a 3-byte one.
+        // Every guess but muxer framing has a body after the muxer header (see `guess`), but
+        // a cut message's next frame has no header.
+        let header = match run {
+            Run::Cut if guess == Guess::MessageContinued => 0,
+            _ => self.muxer.header(plain).unwrap_or(0) + self.lead,
+        };
+        let d = plain - header;
+        // An RPC's varint length prefix is relay framing; a message longer than one frame
+        // (16 KiB to 2 MiB) has a 3-byte one.
         let prefix = match guess {
-            Guess::Message if d == SPLIT_SIZE => 3,
+            Guess::Message if s.run != Run::None => 3,
             Guess::Message | Guess::RelayControl | Guess::Ihave | Guess::Ids => rpc_prefix(d),
             _ => 0,
         };
+        let units = match guess {
+            Guess::MessageContinued => self.more,
+            _ => 1 + self.more,
+        };
         seg(head, unit, 0, Some(l.security));
-        seg(YAMUX_HEADER, unit, 0, Some(l.yamux));
+        seg(header, unit, 0, Some(l.muxer));
         seg(prefix, l.relay_framing, 0, None);
-        seg(
-            d - prefix,
-            unit,
-            u32::from(guess != Guess::MessageContinued),
-            None,
-        );
+        seg(d - prefix, unit, units, None);
         seg(body - plain, unit, 0, Some(l.security));
         guess
     }
@@ -344,10 +477,15 @@ impl Inference {
         }
     }
 
-    /// The kind of a frame of `plain` plaintext bytes on `side`.
+    /// The kind of a frame of `plain` plaintext bytes on `side`; sets `more` for its body.
     fn guess(&mut self, side: Side, plain: u64, relay: &mut RelayBook, now: i64) -> Guess {
+        self.more = 0;
+        self.lead = 0;
+        let (muxer, full) = (self.muxer, self.wrap.full);
         let s = &mut self.sides[side.index()];
         s.frames += 1;
+        let cut = full(plain, s.frames, s.bytes);
+        s.bytes += plain;
         if !s.muxed {
             match plain {
                 MULTISTREAM_HEADER => return Guess::MuxerNegotiation,
@@ -358,23 +496,39 @@ impl Inference {
                 _ => s.muxed = true,
             }
         }
-        let Some(d) = plain.checked_sub(YAMUX_HEADER).filter(|&d| d > 0) else {
-            return Guess::MuxerFraming;
-        };
-        if s.run {
-            s.run = d == SPLIT_SIZE;
+        if s.run != Run::None {
+            let header = match s.run {
+                Run::Cut => 0,
+                _ => muxer.header(plain).unwrap_or(plain),
+            };
+            let d = plain - header;
+            s.entry += d;
+            s.frame_data = if s.run == Run::Cut {
+                s.frame_data + d
+            } else {
+                d
+            };
+            s.run = next(cut, muxer, s.frame_data);
+            if s.run == Run::None {
+                self.more = answered(s, relay, now);
+            }
             return Guess::MessageContinued;
         }
-        let proposal = |d: u64| STREAM_PROTOCOLS.iter().any(|p| p.len() as u64 + 2 == d);
-        if d == MULTISTREAM_HEADER {
-            self.expect += 1;
+        let Some(header) = muxer.header(plain) else {
+            return Guess::MuxerFraming;
+        };
+        let d = plain - header;
+        if negotiation(d, &mut self.expect) {
             return Guess::Negotiation;
         }
-        if d > MULTISTREAM_HEADER && proposal(d - MULTISTREAM_HEADER) {
-            return Guess::Negotiation;
-        }
-        if self.expect > 0 && proposal(d) {
-            self.expect -= 1;
+        // A window update written together with a stream's opening, header and proposal
+        // (Node's TLS coalesces them), while the connection sets up its first streams.
+        if muxer == Muxer::Yamux
+            && !s.identified
+            && d > YAMUX_HEADER + MULTISTREAM_HEADER
+            && proposal(d - YAMUX_HEADER - MULTISTREAM_HEADER)
+        {
+            self.lead = YAMUX_HEADER;
             return Guess::Negotiation;
         }
         if d == PING {
@@ -384,20 +538,88 @@ impl Inference {
             s.identified = true;
             return Guess::Identify;
         }
-        if d <= CONTROL_MAX {
+        // A side's first relay RPC is its subscriptions, however long (with the stream's
+        // negotiation when both are written together).
+        if d <= CONTROL_MAX || !s.hello {
+            s.hello = true;
             return Guess::RelayControl;
         }
         let recent = relay.recent_messages(now);
         match gossip_ids(d) {
             Some((k, topic)) if k <= recent => {
+                if !topic {
+                    let other = &mut self.sides[side.other().index()];
+                    other.asked = u32::try_from(k).unwrap_or(u32::MAX);
+                    other.asked_within = ANSWER_WITHIN;
+                }
                 return if topic { Guess::Ihave } else { Guess::Ids };
             }
             _ => {}
         }
         relay.saw_message(now);
-        s.run = d == SPLIT_SIZE;
+        s.frame_data = d;
+        s.run = next(cut, muxer, d);
+        s.entry = d - if s.run == Run::None { rpc_prefix(d) } else { 3 };
+        if s.run == Run::None {
+            self.more = answered(s, relay, now);
+        }
         Guess::Message
     }
+}
+
+/// Whether a stream body of `d` bytes is multistream-select: its header, the header and a
+/// proposal, or an echo after a header seen (`expect` counts headers whose echo may follow).
+fn negotiation(d: u64, expect: &mut u32) -> bool {
+    if d == MULTISTREAM_HEADER {
+        *expect += 1;
+        return true;
+    }
+    if d > MULTISTREAM_HEADER && proposal(d - MULTISTREAM_HEADER) {
+        return true;
+    }
+    if *expect > 0 && proposal(d) {
+        *expect -= 1;
+        return true;
+    }
+    false
+}
+
+/// Whether `d` bytes are the multistream proposal (or echo) of a stream protocol.
+fn proposal(d: u64) -> bool {
+    STREAM_PROTOCOLS.iter().any(|p| p.len() as u64 + 2 == d)
+}
+
+/// How the frame after a message's frame of a muxer frame of `data` bytes goes on with it:
+/// after a cut frame, or after a muxer frame of the size a muxer splits long writes at.
+fn next(cut: bool, muxer: Muxer, data: u64) -> Run {
+    let splits: &[u64] = match muxer {
+        Muxer::Yamux => &YAMUX_SPLITS,
+        Muxer::Mplex => &MPLEX_SPLITS,
+    };
+    if cut {
+        Run::Cut
+    } else if splits.contains(&data) {
+        Run::Muxed
+    } else {
+        Run::None
+    }
+}
+
+/// When `s` owes an answer to an IWANT, the messages beyond the first that its message just
+/// ended holds, if its entries add up to messages that went by recently; notes its size.
+fn answered(s: &mut SideState, relay: &mut RelayBook, now: i64) -> u32 {
+    let n = match s.asked {
+        0 | 1 => 1,
+        asked => relay.messages_summing(s.entry, asked, now).unwrap_or(1),
+    };
+    s.asked_within = s.asked_within.saturating_sub(1);
+    if n > 1 || s.asked_within == 0 {
+        s.asked = 0;
+    }
+    if n == 1 {
+        relay.message_size(now, s.entry);
+    }
+    n.saturating_sub(1)
 }
 
 /// The number of 34-byte ids of an RPC of `d` bytes shaped as IWANT/IDONTWANT
@@ -454,6 +676,8 @@ mod tests {
         let ids3 = rpc(field(field(3 * ID_ENTRY)));
         assert_eq!(g(Side::Initiator, 12 + ids3), Guess::Message);
         assert_eq!(g(Side::Responder, 12 + 500), Guess::Identify);
+        // A side's first relay RPC is its subscriptions, however long.
+        assert_eq!(g(Side::Responder, 12 + 120), Guess::RelayControl);
         assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
         assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
         assert_eq!(g(Side::Initiator, 12 + ids3), Guess::Ids);
@@ -475,8 +699,10 @@ mod tests {
         inf.consume(Side::Initiator, 2 + 20 + TAG, &mut ctx);
         inf.start(Side::Initiator, 14 + TAG, &mut ctx);
         inf.consume(Side::Initiator, 2 + 14 + TAG, &mut ctx);
-        inf.start(Side::Initiator, YAMUX_HEADER + 300 + TAG, &mut ctx);
-        inf.consume(Side::Initiator, 2 + YAMUX_HEADER + 300 + TAG, &mut ctx);
+        for d in [300, 45] {
+            inf.start(Side::Initiator, YAMUX_HEADER + d + TAG, &mut ctx);
+            inf.consume(Side::Initiator, 2 + YAMUX_HEADER + d + TAG, &mut ctx);
+        }
         ctx.spans.clear();
         let d = 1000;
         let body = YAMUX_HEADER + d + TAG;
@@ -494,6 +720,70 @@ mod tests {
             .sum();
         assert_eq!(entry, d - varint_len(d));
         assert_eq!(spans.iter().map(|s| s.units).sum::<u32>(), 1);
+    }
+
+    /// A connection whose frames are shorter than a yamux header carries mplex: its headers are
+    /// two varints; a Noise frame filled to the maximum goes on in the next, without a header;
+    /// js-libp2p's yamux frames of 64 KiB go on in the next yamux frame.
+    #[test]
+    fn mplex_and_long_messages() {
+        let mut t = TestCtx::default();
+        let mut inf = Inference::noise(conn(), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |plain: u64| inf.start(Side::Initiator, plain + TAG, &mut ctx);
+        assert_eq!(g(3), Guess::MuxerFraming);
+        assert_eq!(g(2 + 20 + 16), Guess::Negotiation);
+        assert_eq!(g(3 + 382), Guess::Identify);
+        assert_eq!(g(2 + 45), Guess::RelayControl);
+        assert_eq!(g(3 + 1091), Guess::Message);
+        assert_eq!(g(NOISE_MAX[0]), Guess::Message);
+        assert_eq!(g(100), Guess::MessageContinued);
+        assert_eq!(g(3 + 1091), Guess::Message);
+        assert_eq!(inf.muxer, Muxer::Mplex);
+
+        let mut t = TestCtx::default();
+        let mut inf = Inference::noise(conn(), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |plain: u64| inf.start(Side::Initiator, plain + TAG, &mut ctx);
+        assert_eq!(g(12 + 400), Guess::Identify);
+        assert_eq!(g(12 + 45), Guess::RelayControl);
+        assert_eq!(g(NOISE_MAX[0]), Guess::Message);
+        assert_eq!(g(64 * 1024 - NOISE_MAX[0]), Guess::MessageContinued);
+        assert_eq!(g(12 + 6227), Guess::MessageContinued);
+        assert_eq!(g(12 + 6227), Guess::Message);
+    }
+
+    /// After an IWANT of k ids, an RPC whose entries add up to messages that went by counts as
+    /// that many messages.
+    #[test]
+    fn an_iwant_answer_counts_its_messages() {
+        let mut t = TestCtx::default();
+        let mut inf = Inference::noise(conn(), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |side, plain: u64| {
+            let guess = inf.start(side, plain + TAG, &mut ctx);
+            inf.consume(side, 2 + plain + TAG, &mut ctx);
+            guess
+        };
+        for side in Side::BOTH {
+            assert_eq!(g(side, 12 + 400), Guess::Identify);
+            assert_eq!(g(side, 12 + 45), Guess::RelayControl);
+        }
+        let entries = [1089, 10305, 165];
+        for e in entries {
+            assert_eq!(g(Side::Responder, 12 + rpc(e)), Guess::Message);
+        }
+        let iwant = rpc(field(field(3 * ID_ENTRY)));
+        assert_eq!(g(Side::Initiator, 12 + iwant), Guess::Ids);
+        let answer = 12 + rpc(entries.iter().sum());
+        assert_eq!(g(Side::Responder, answer), Guess::Message);
+        let spans = std::mem::take(ctx.spans);
+        let messages: u32 = spans
+            .iter()
+            .filter(|s| t.labels.get(s.label).kind.as_ref() == "message")
+            .map(|s| s.units)
+            .sum();
+        assert_eq!(messages, 3 + 3);
     }
 
     #[test]

@@ -59,6 +59,14 @@ impl Side {
     /// Both sides, initiator first.
     pub const BOTH: [Side; 2] = [Side::Initiator, Side::Responder];
 
+    /// The other end.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Initiator => Side::Responder,
+            Side::Responder => Side::Initiator,
+        }
+    }
+
     /// Index 0 for the initiator, 1 for the responder, for per-side arrays.
     pub fn index(self) -> usize {
         match self {

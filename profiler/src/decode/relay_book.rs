@@ -17,8 +17,43 @@ pub const MESSAGE_IDS: usize = 1 << 16;
 /// Gossip announces messages of the last heartbeats: an IHAVE or IWANT of k ids is believed
 /// only if at least k messages went by in this window.
 pub const GOSSIP_WINDOW_NS: i64 = 3_500_000_000;
+/// Gossipsub answers an IWANT from its message cache, five heartbeats (of a second in nwaku,
+/// go-waku and rust-libp2p, 0.7 s in js-libp2p) long.
+pub const CACHE_WINDOW_NS: i64 = 6_000_000_000;
+/// An empty length-delimited field: tag and a zero length.
+const EMPTY_FIELD: u64 = 2;
 /// Recent message timestamps kept, at most.
 pub const RECENT_MAX: usize = 1 << 16;
+/// Steps the search for messages adding up to an IWANT answer may take.
+pub const SUM_SEARCH: u32 = 20_000;
+
+/// The number of items (at most `most`) of `sizes` (size, times it may be used; largest first)
+/// adding up to `total`, searching depth first within `steps`. `room[i]` is what the items from
+/// `i` on add up to at most.
+fn sum_of(
+    sizes: &[(u64, u32)],
+    room: &[u64],
+    total: u64,
+    most: u32,
+    steps: &mut u32,
+) -> Option<u32> {
+    if total == 0 {
+        return Some(0);
+    }
+    let ((size, times), rest) = sizes.split_first()?;
+    if most == 0 || *steps == 0 || room.first().is_some_and(|&r| total > r) {
+        return None;
+    }
+    *steps -= 1;
+    let fit = u32::try_from(total / size).unwrap_or(u32::MAX);
+    for n in (0..=(*times).min(fit).min(most)).rev() {
+        let left = total - u64::from(n) * size;
+        if let Some(m) = sum_of(rest, room.get(1..).unwrap_or(&[]), left, most - n, steps) {
+            return Some(n + m);
+        }
+    }
+    None
+}
 
 /// One `RPC.publish` entry read completely on a relay stream.
 #[derive(Clone, Debug)]
@@ -86,6 +121,10 @@ pub struct RelayBook {
     /// When messages were inferred on encrypted connections, oldest first: gossip of k ids
     /// is believed only when k messages went by recently.
     recent: VecDeque<i64>,
+    /// The publish entry bytes of messages inferred whole, with when, oldest first: what an
+    /// answer to an IWANT may be made of.
+    sizes: VecDeque<(i64, u64)>,
+
     /// The node's peers and their shards, for relay bytes of encrypted connections.
     pub peers: PeerBook,
 }
@@ -106,6 +145,7 @@ impl RelayBook {
             mesh_on: false,
             stats: RelayStats::default(),
             recent: VecDeque::new(),
+            sizes: VecDeque::new(),
             peers: PeerBook::default(),
         }
     }
@@ -125,6 +165,7 @@ impl RelayBook {
             + self.topics.len() * 32
             + crate::memory::vec_bytes(&self.published)
             + crate::memory::deque_bytes(&self.recent)
+            + crate::memory::deque_bytes(&self.sizes)
     }
 
     /// Notes a message inferred on an encrypted connection at `now` (ns).
@@ -142,6 +183,61 @@ impl RelayBook {
             self.recent.pop_front();
         }
         self.recent.len()
+    }
+
+    /// Notes the publish entry bytes of a message inferred at `now` (ns).
+    pub fn message_size(&mut self, now: i64, entry: u64) {
+        if self.sizes.len() >= RECENT_MAX {
+            self.sizes.pop_front();
+        }
+        self.sizes.push_back((now, entry));
+    }
+
+    /// Forgets message sizes older than [`CACHE_WINDOW_NS`] before `now`.
+    fn forget_sizes(&mut self, now: i64) {
+        let since = now.saturating_sub(CACHE_WINDOW_NS);
+        while self.sizes.front().is_some_and(|&(t, _)| t < since) {
+            self.sizes.pop_front();
+        }
+    }
+
+    /// How many (from 2 to `most`) of the messages inferred within [`CACHE_WINDOW_NS`] before
+    /// `now` have entries adding up to `total` bytes, or to `total` less an empty control field
+    /// (js-libp2p-gossipsub sends one): an RPC answering an IWANT carries messages that went
+    /// by. `None` when no such set is found within [`SUM_SEARCH`] steps.
+    pub fn messages_summing(&mut self, total: u64, most: u32, now: i64) -> Option<u32> {
+        self.forget_sizes(now);
+        // Distinct sizes, largest first, each usable as often as it went by (at most `most`).
+        let mut sizes: Vec<(u64, u32)> = Vec::new();
+        let mut all: Vec<u64> = self
+            .sizes
+            .iter()
+            .map(|&(_, e)| e)
+            .filter(|&e| e > 0)
+            .collect();
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        for e in all {
+            match sizes.last_mut() {
+                Some((s, n)) if *s == e => *n = (*n + 1).min(most),
+                _ => sizes.push((e, 1)),
+            }
+        }
+        let mut room: Vec<u64> = sizes
+            .iter()
+            .rev()
+            .scan(0, |r, &(s, n)| {
+                *r += s * u64::from(n);
+                Some(*r)
+            })
+            .collect();
+        room.reverse();
+        [total, total.saturating_sub(EMPTY_FIELD)]
+            .into_iter()
+            .find_map(|t| {
+                let mut steps = SUM_SEARCH;
+                sum_of(&sizes, &room, t, most, &mut steps)
+            })
+            .filter(|&n| n >= 2)
     }
 
     /// Notes a mesh event, when mesh health is tracked.

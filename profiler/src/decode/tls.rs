@@ -63,20 +63,68 @@ pub fn feed_records(
     });
 }
 
-/// Application data records each side sends to finish a libp2p TLS 1.3 handshake (mutual
-/// authentication): the client its Certificate, CertificateVerify and Finished; the server its
-/// EncryptedExtensions, Certificate, CertificateVerify and Finished, then the two session tickets
-/// rustls sends by default. One record per message, as rustls writes them.
-const HANDSHAKE_RECORDS: [u32; 2] = [3, 6];
+/// Application data records a client sends to finish a libp2p TLS 1.3 handshake (mutual
+/// authentication): its Certificate, CertificateVerify and Finished, one record each (rustls,
+/// OpenSSL, Go). The server's are those it sends before the client's Finished (its first flight,
+/// where Go also puts its session ticket), then up to [`TICKETS`] session tickets of one size
+/// (rustls and OpenSSL send two after the client's Finished).
+const CLIENT_RECORDS: u32 = 3;
+const TICKETS: u32 = 2;
+/// A NewSessionTicket's plaintext is at least this long (lifetime, age_add, nonce and a ticket);
+/// a muxer's first frame after the handshake is shorter (yamux: a 12-byte window update).
+const TICKET_MIN: u64 = 64;
 
-/// The TLS records of one libp2p connection: cleartext handshake records and the first
-/// application data records (the encrypted handshake) are `handshake`, the others are labelled
-/// by [`Inference`].
+/// Where the encrypted handshake of one connection stands.
+#[derive(Debug, Default)]
+struct Handshake {
+    /// Application data records seen per side.
+    protected: [u32; 2],
+    /// Session tickets taken after the client's Finished, and the record size of the first.
+    tickets: u32,
+    ticket: Option<u64>,
+    /// The server sent a record that is not part of the handshake.
+    server_done: bool,
+}
+
+impl Handshake {
+    /// Whether an application data record of `body` bytes from `side` is part of the handshake.
+    fn takes(&mut self, side: Side, body: u64) -> bool {
+        let i = side.index();
+        self.protected[i] += 1;
+        match side {
+            Side::Initiator => self.protected[i] <= CLIENT_RECORDS,
+            Side::Responder if self.server_done => false,
+            Side::Responder if self.protected[0] < CLIENT_RECORDS => true,
+            Side::Responder => {
+                let ticket = self.tickets < TICKETS
+                    && body >= TICKET_MIN + TAG_AND_TYPE
+                    && self.ticket.is_none_or(|t| t == body);
+                if ticket {
+                    self.tickets += 1;
+                    self.ticket = Some(body);
+                } else {
+                    self.server_done = true;
+                }
+                ticket
+            }
+        }
+    }
+}
+
+/// The tag and inner content type after a TLS 1.3 record's plaintext.
+const TAG_AND_TYPE: u64 = 17;
+
+/// The TLS records of one libp2p connection: cleartext handshake records and the encrypted
+/// handshake are `handshake`, the others are labelled by [`Inference`], told the muxer the
+/// client offers first in ALPN.
 pub struct TlsLayer {
     conn: Conn,
     framers: [Framer<RECORD_HEADER_LEN>; 2],
-    /// Application data records seen per side.
-    protected: [u32; 2],
+    handshake_state: Handshake,
+    /// Per side, whether the record in progress belongs to the handshake.
+    in_handshake: [bool; 2],
+    /// The client's first bytes were read for ALPN.
+    hello_read: bool,
     handshake: LabelId,
     inference: Option<Inference>,
 }
@@ -87,7 +135,9 @@ impl TlsLayer {
         TlsLayer {
             conn,
             framers: Default::default(),
-            protected: [0; 2],
+            handshake_state: Handshake::default(),
+            in_handshake: [true; 2],
+            hello_read: false,
             handshake: labels.decoded(Category::Libp2p, "/tls/1.0.0", "handshake"),
             inference: None,
         }
@@ -103,18 +153,27 @@ impl Security for TlsLayer {
     ) -> Result<Option<&'b [u8]>, (DecodeError, u64)> {
         let i = side.index();
         let (conn, handshake) = (self.conn, self.handshake);
-        let protected = &mut self.protected[i];
+        let state = &mut self.handshake_state;
+        let in_handshake = &mut self.in_handshake[i];
         let inference = self
             .inference
             .get_or_insert_with(|| Inference::tls(conn, ctx.labels));
+        if side == Side::Initiator && !std::mem::replace(&mut self.hello_read, true) {
+            let muxer = alpn(bytes)
+                .into_iter()
+                .find(|p| super::muxer::framer(p).is_some());
+            if let Some(id) = muxer {
+                inference.name_muxer(id, ctx.labels);
+            }
+        }
         self.framers[i].feed(bytes, body_len, |p| {
             let record_type = p.header[0];
             let body = body_len(&p.header);
             let data = record_type == APPLICATION_DATA;
-            if p.starts && data {
-                *protected += 1;
+            if p.starts {
+                *in_handshake = !data || state.takes(side, body);
             }
-            if !data || *protected <= HANDSHAKE_RECORDS[i] {
+            if *in_handshake {
                 if p.starts {
                     log_record(ctx, side, body, record_type_name(record_type));
                 }
@@ -181,6 +240,46 @@ pub fn client_hello(first: &[u8]) -> Hello {
 
 /// The host_name of the server_name extension of a ClientHello handshake message.
 fn server_name(msg: &[u8]) -> Option<String> {
+    let mut names = Reader(extension(msg, 0)?);
+    let list = names.u16()?;
+    let mut list = Reader(names.take(usize::from(list))?);
+    while let (Some(name_type), Some(n)) = (list.u8(), list.u16()) {
+        let name = list.take(usize::from(n))?;
+        if name_type == 0 {
+            return std::str::from_utf8(name)
+                .ok()
+                .map(|s| s.to_ascii_lowercase());
+        }
+    }
+    None
+}
+
+/// The protocols a client offers in ALPN (RFC 7301), in its order of preference, read from its
+/// first bytes (a ClientHello record); none when they hold no complete ClientHello.
+pub fn alpn(first: &[u8]) -> Vec<&[u8]> {
+    let msg = first
+        .get(..RECORD_HEADER_LEN)
+        .filter(|h| h[0] == HANDSHAKE)
+        .and_then(|h| {
+            first.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + body_len(&h.try_into().ok()?) as usize)
+        })
+        .filter(|m| m.first() == Some(&1));
+    let Some(mut r) = msg.and_then(|m| extension(m, 16)).map(Reader) else {
+        return Vec::new();
+    };
+    let mut list = match r.u16().and_then(|n| r.take(usize::from(n))) {
+        Some(l) => Reader(l),
+        None => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    while let Some(p) = list.u8().and_then(|n| list.take(usize::from(n))) {
+        out.push(p);
+    }
+    out
+}
+
+/// The data of extension `kind` of a ClientHello handshake message.
+fn extension(msg: &[u8], kind: u16) -> Option<&[u8]> {
     let mut r = Reader(msg.get(4..)?);
     r.take(2 + 32)?;
     let session = r.u8()?;
@@ -191,21 +290,10 @@ fn server_name(msg: &[u8]) -> Option<String> {
     r.take(usize::from(compression))?;
     let ext_len = r.u16()?;
     let mut exts = Reader(r.take(usize::from(ext_len))?);
-    while let (Some(kind), Some(len)) = (exts.u16(), exts.u16()) {
+    while let (Some(k), Some(len)) = (exts.u16(), exts.u16()) {
         let data = exts.take(usize::from(len))?;
-        if kind != 0 {
-            continue;
-        }
-        let mut names = Reader(data);
-        let list = names.u16()?;
-        let mut list = Reader(names.take(usize::from(list))?);
-        while let (Some(name_type), Some(n)) = (list.u8(), list.u16()) {
-            let name = list.take(usize::from(n))?;
-            if name_type == 0 {
-                return std::str::from_utf8(name)
-                    .ok()
-                    .map(|s| s.to_ascii_lowercase());
-            }
+        if k == kind {
+            return Some(data);
         }
     }
     None
@@ -299,9 +387,11 @@ mod tests {
         for _ in 0..3 {
             wire.extend(record(APPLICATION_DATA, 300));
         }
-        // The muxer's multistream header, identify, then a yamux frame with a 500-byte RPC.
+        // The muxer's multistream header, identify, the first relay RPC (subscriptions), then
+        // a yamux frame with a 500-byte RPC.
         wire.extend(record(APPLICATION_DATA, 20 + trailer));
         wire.extend(record(APPLICATION_DATA, 12 + 400 + trailer));
+        wire.extend(record(APPLICATION_DATA, 12 + 45 + trailer));
         wire.extend(record(APPLICATION_DATA, 12 + 500 + trailer));
         for chunk in wire.chunks(7) {
             let rest = layer.data(Side::Initiator, chunk, &mut t.ctx());
@@ -323,6 +413,78 @@ mod tests {
         assert_eq!(kind_bytes("negotiation"), 5 + 20 + trailer as u64);
         assert_eq!(kind_bytes("data"), 5 + 12 + 400 + trailer as u64);
         assert_eq!(kind_bytes("message"), 5 + 12 + 500 + trailer as u64 - 2);
+    }
+
+    /// The server's records before the client's Finished, and then two session tickets of one
+    /// size, are the handshake; the yamux frames after them are inferred.
+    #[test]
+    fn session_tickets_after_the_clients_finished() {
+        let mut t = crate::decode::TestCtx::default();
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let conn = Conn {
+            initiator: (ip, 40000),
+            responder: (ip, 60000),
+        };
+        let mut layer = TlsLayer::new(conn, &mut t.labels);
+        let mut feed = |side, wire: Vec<u8>| {
+            let rest = layer.data(side, &wire, &mut t.ctx());
+            assert!(matches!(rest, Ok(None)));
+        };
+        feed(Side::Initiator, hello("peer"));
+        let mut flight = record(HANDSHAKE, 122);
+        for body in [42, 62, 409, 96, 69] {
+            flight.extend(record(APPLICATION_DATA, body));
+        }
+        feed(Side::Responder, flight);
+        let client: Vec<u8> = [410, 96, 69, 29]
+            .into_iter()
+            .flat_map(|b| record(APPLICATION_DATA, b))
+            .collect();
+        feed(Side::Initiator, client);
+        let server: Vec<u8> = [650, 650, 29, 558]
+            .into_iter()
+            .flat_map(|b| record(APPLICATION_DATA, b))
+            .collect();
+        feed(Side::Responder, server);
+        let handshake: u64 = t
+            .spans
+            .iter()
+            .filter(|s| t.labels.get(s.label).kind.as_ref() == "handshake")
+            .map(|s| s.len)
+            .sum();
+        let records = |bodies: &[u64]| bodies.iter().map(|b| 5 + b).sum::<u64>();
+        let hello_len = hello("peer").len() as u64;
+        assert_eq!(
+            handshake,
+            hello_len + records(&[122, 42, 62, 409, 96, 69, 410, 96, 69, 650, 650])
+        );
+    }
+
+    #[test]
+    fn alpn_lists_the_offered_protocols_in_order() {
+        let mut rec = hello("x");
+        // Append an ALPN extension (16) offering yamux, then libp2p.
+        let list: Vec<u8> = [&b"/yamux/1.0.0"[..], b"libp2p"]
+            .iter()
+            .flat_map(|p| std::iter::once(p.len() as u8).chain(p.iter().copied()))
+            .collect();
+        let mut ext = vec![0, 16];
+        ext.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&list);
+        let grow = |at: usize, rec: &mut Vec<u8>, by: usize| {
+            let v = u16::from_be_bytes([rec[at], rec[at + 1]]) as usize + by;
+            rec[at..at + 2].copy_from_slice(&(v as u16).to_be_bytes());
+        };
+        // Record length, handshake length (low two of three bytes), extensions length.
+        grow(3, &mut rec, ext.len());
+        grow(7, &mut rec, ext.len());
+        let ext_len_at = 5 + 4 + 2 + 32 + 1 + 2 + 2 + 2;
+        grow(ext_len_at, &mut rec, ext.len());
+        rec.extend_from_slice(&ext);
+        assert_eq!(alpn(&rec), vec![&b"/yamux/1.0.0"[..], b"libp2p"]);
+        assert_eq!(client_hello(&rec), Hello::ClientHello(Some("x".into())));
+        assert!(alpn(&rec[..20]).is_empty());
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub const FRAME_COLUMNS: &[Column] = &[
         "inferred",
         ColumnType::Utf8,
         false,
-        "what the frame was taken for: handshake, yamux-framing, negotiation, ping, identify, relay-message, relay-message-continued, relay-control, ihave, iwant|idontwant (Noise); the record type (TLS)",
+        "what the frame was taken for: handshake, muxer-framing, negotiation, ping, identify, relay-message, relay-message-continued, relay-control, ihave, iwant|idontwant (Noise); the record type (TLS)",
     ),
 ];
 

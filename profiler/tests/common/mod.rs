@@ -39,6 +39,17 @@ fn captures_in(dir: &str) -> Vec<PathBuf> {
     v
 }
 
+/// The kind of an inferred relay row that a relay part of a truth file is counted under:
+/// GRAFT, PRUNE and subscriptions are one `control` kind, IWANT and IDONTWANT one
+/// `iwant|idontwant`.
+pub fn inferred_kind(truth: &str) -> &str {
+    match truth {
+        "graft" | "prune" | "subscribe" | "unsubscribe" => "control",
+        "iwant" | "idontwant" => "iwant|idontwant",
+        k => k,
+    }
+}
+
 /// The shared mixed capture (shared/captures/ndpi-mix.pcap beside the repository, or
 /// `$WAKUPROF_SHARED/captures/ndpi-mix.pcap`).
 pub fn ndpi_mix() -> PathBuf {
