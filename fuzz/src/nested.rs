@@ -7,7 +7,9 @@
 use arbitrary::Arbitrary;
 use prost::Message as _;
 use wakuprof::decode::classify::Classifier;
-use wakuprof::decode::gossipsub_pb::{ControlIHave, ControlIds, ControlTopic, Message, SubOpts};
+use wakuprof::decode::relay::gossipsub_pb::{
+    ControlIHave, ControlIds, ControlTopic, Message, SubOpts,
+};
 use wakuprof::decode::{Side, protocols};
 
 use super::Piece;

@@ -18,7 +18,7 @@ use crate::account::record::{Category, Direction, Endpoints, Method, Row};
 use crate::account::table::{RowKey, UsageTable};
 use crate::decode::error::DecodeErrors;
 use crate::decode::frames::FrameLog;
-use crate::decode::relay_book::{RelayBook, RelayStats};
+use crate::decode::relay::relay_book::{RelayBook, RelayStats};
 use crate::decode::udp::{self, Datagram, UdpState};
 use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span, bittorrent};
 use crate::flow::fragments::Fragments;

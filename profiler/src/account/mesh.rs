@@ -11,7 +11,7 @@ use rustc_hash::FxHashSet;
 
 use super::record::Direction;
 use crate::decode::LabelTable;
-use crate::decode::relay_book::{MeshEvent, MeshKind};
+use crate::decode::relay::relay_book::{MeshEvent, MeshKind};
 use crate::flow::Flow;
 use crate::node::peers::PeerBook;
 

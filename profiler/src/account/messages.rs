@@ -8,8 +8,8 @@ use super::record::{Counters, Direction, Endpoints};
 use super::table::UsageTable;
 use crate::decode::LabelTable;
 use crate::decode::lru::Lru;
-use crate::decode::relay_book::Published;
-use crate::decode::waku_message::WakuInfo;
+use crate::decode::relay::relay_book::Published;
+use crate::decode::relay::waku_message::WakuInfo;
 use crate::flow::Flow;
 
 /// (receiving host, message) pairs remembered for duplicate detection.

@@ -3,42 +3,24 @@
 //! A stream decoder sees each direction's reassembled TCP bytes once, in order, and answers with
 //! [`Span`]s: runs of bytes and their label, in stream order, covering every byte exactly once.
 //! It may lag (hold bytes until it knows what they are); accounting keeps the packets of unlabelled
-//! bytes pending until then. A new protocol is one file here plus one line in [`TCP_PROBES`].
+//! bytes pending until then. A new protocol is one file in its family's folder (`libp2p/`, `relay/`,
+//! `discovery/`, `services/`, `bittorrent/`) plus one line in [`TCP_PROBES`].
 
 pub mod bittorrent;
 pub mod classify;
 pub mod datagram;
-pub mod discv5;
-pub mod dns;
-pub mod encrypted;
-pub mod enr;
+pub mod discovery;
 pub mod error;
 pub mod frames;
 pub mod framing;
-pub mod gossipsub;
-pub mod gossipsub_pb;
-pub mod http;
-pub mod jsonrpc;
 pub mod labels;
 pub mod libp2p;
 pub mod lru;
-pub mod mplex;
-pub mod multistream;
-pub mod muxer;
-pub mod noise;
 pub mod ordered;
-pub mod plaintext;
 pub mod protocols;
-pub mod relay_book;
-pub mod security;
-pub mod streams;
-pub mod tls;
-pub mod tls_sni;
+pub mod relay;
+pub mod services;
 pub mod udp;
-pub mod waku_message;
-pub mod websocket;
-pub mod ws_stream;
-pub mod yamux;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -94,7 +76,7 @@ pub struct Span {
 pub struct DecodeCtx<'a> {
     pub labels: &'a mut LabelTable,
     pub spans: &'a mut Vec<Span>,
-    pub relay: &'a mut relay_book::RelayBook,
+    pub relay: &'a mut relay::relay_book::RelayBook,
     pub udp: &'a mut udp::UdpState,
     pub rules: &'a Rules,
     /// Capture time (ns) of the packet whose bytes are being decoded.
@@ -110,7 +92,7 @@ pub struct DecodeCtx<'a> {
 pub struct TestCtx {
     pub labels: LabelTable,
     pub spans: Vec<Span>,
-    pub relay: relay_book::RelayBook,
+    pub relay: relay::relay_book::RelayBook,
     pub udp: udp::UdpState,
     pub rules: Rules,
     pub frames: frames::FrameLog,
@@ -280,9 +262,9 @@ pub trait StreamProbe: Sync {
 /// The TCP decoders, in the order they are tried.
 pub static TCP_PROBES: &[&dyn StreamProbe] = &[
     &libp2p::Libp2pProbe,
-    &dns::DnsProbe,
-    &http::HttpProbe,
-    &tls_sni::TlsProbe,
+    &discovery::dns::DnsProbe,
+    &services::http::HttpProbe,
+    &services::tls_sni::TlsProbe,
     &bittorrent::BittorrentProbe,
 ];
 

@@ -6,7 +6,9 @@
 //! flows (node ids, peers) lives in [`UdpState`].
 
 pub use super::datagram::{Datagram, DatagramDecoder, Labelled};
-use super::{DecodeCtx, bittorrent, discv5, dns};
+use super::{DecodeCtx, bittorrent};
+use crate::decode::discovery::discv5;
+use crate::decode::discovery::dns;
 
 /// The UDP decoders, in the order they are tried.
 /// discv5 comes before uTP: a random masking IV can look like a uTP header, a uTP packet

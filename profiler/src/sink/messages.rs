@@ -12,7 +12,7 @@ use super::parquet::{
 };
 use crate::account::messages::MessageRow;
 use crate::account::record::Row;
-use crate::decode::waku_message::hex;
+use crate::decode::relay::waku_message::hex;
 
 /// The message table's columns, in file order.
 pub const MESSAGE_COLUMNS: &[Column] = &[
@@ -149,7 +149,7 @@ impl Table for Messages {
     }
 
     fn columns(rows: &[MessageRow]) -> Vec<ArrayRef> {
-        let waku = |f: fn(&crate::decode::waku_message::WakuInfo) -> u64| {
+        let waku = |f: fn(&crate::decode::relay::waku_message::WakuInfo) -> u64| {
             u64s_opt(rows.iter().map(move |r| r.waku.as_ref().map(f)))
         };
         let ids: Vec<String> = rows.iter().map(|r| hex(&r.message_id)).collect();

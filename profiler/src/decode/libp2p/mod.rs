@@ -5,13 +5,27 @@
 //! protocol it negotiated. The decoder takes its bytes from TCP or from a layer below it
 //! (WebSocket), so the same stack serves every transport.
 
-use super::multistream::{self, Parsed};
-use super::muxer::{self, MuxFramer};
-use super::ordered::{Ordered, Pending};
-use super::security::{self, Security};
-use super::streams::Streams;
-use super::{Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
+pub mod encrypted;
+pub mod mplex;
+pub mod multistream;
+pub mod muxer;
+pub mod noise;
+pub mod plaintext;
+pub mod security;
+pub mod streams;
+pub mod tls;
+pub mod ws_stream;
+pub mod yamux;
+
 use crate::account::record::Category;
+use crate::decode::ordered::{Ordered, Pending};
+use crate::decode::{
+    Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe,
+};
+use multistream::Parsed;
+use muxer::MuxFramer;
+use security::Security;
+use streams::Streams;
 
 /// Recognises a libp2p connection by the multistream header either side sends first.
 pub struct Libp2pProbe;

@@ -2,9 +2,9 @@
 //! data` with `header = stream id << 3 | flag`. Stream ids are chosen by each stream's opener, so a
 //! stream is (id, which side opened it); the flag says whether the sender is that opener.
 
-use super::error::DecodeError;
-use super::muxer::{MuxFramer, MuxPiece, StreamEnd};
-use super::{Side, uvarint};
+use crate::decode::error::DecodeError;
+use crate::decode::libp2p::muxer::{MuxFramer, MuxPiece, StreamEnd};
+use crate::decode::{Side, uvarint};
 
 /// The protocol id multistream-select names.
 pub const ID: &[u8] = b"/mplex/6.7.0";

@@ -5,11 +5,11 @@
 
 use rustc_hash::FxHashMap;
 
-use super::gossipsub::{RelayLabels, RpcWalker};
-use super::multistream::{self, Parsed};
-use super::ordered::{Ordered, Pending};
-use super::{DecodeCtx, LabelId, LabelTable, Side, protocols};
 use crate::account::record::Category;
+use crate::decode::libp2p::multistream::{self, Parsed};
+use crate::decode::ordered::{Ordered, Pending};
+use crate::decode::relay::gossipsub::{RelayLabels, RpcWalker};
+use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, protocols};
 
 /// Open streams tracked per connection; the bytes of further streams get the plain multistream
 /// label. Streams are forgotten when reset or closed by both sides.

@@ -1,13 +1,13 @@
 //! TLS record layer (RFC 8446 §5.1): `type(1) || version(2) || length(2) || fragment`, and the
 //! server name (SNI) of a ClientHello (RFC 8446 §4.1.2, RFC 6066 §3).
 
-use super::encrypted::Inference;
-use super::error::DecodeError;
-use super::frames::FrameEvent;
-use super::framing::Framer;
-use super::security::Security;
-use super::{Conn, DecodeCtx, LabelId, LabelTable, Side};
 use crate::account::record::Category;
+use crate::decode::error::DecodeError;
+use crate::decode::frames::FrameEvent;
+use crate::decode::framing::Framer;
+use crate::decode::libp2p::encrypted::Inference;
+use crate::decode::libp2p::security::Security;
+use crate::decode::{Conn, DecodeCtx, LabelId, LabelTable, Side};
 
 /// The protocol id multistream-select names for libp2p's TLS 1.3 (protocols.md §1.5).
 pub const ID: &[u8] = b"/tls/1.0.0";

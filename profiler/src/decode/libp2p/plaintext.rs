@@ -2,10 +2,10 @@
 //! (its peer id and public key), then the connection is in the clear and the muxer is negotiated
 //! with multistream-select.
 
-use super::error::DecodeError;
-use super::security::Security;
-use super::{DecodeCtx, LabelId, LabelTable, Side, uvarint};
 use crate::account::record::Category;
+use crate::decode::error::DecodeError;
+use crate::decode::libp2p::security::Security;
+use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, uvarint};
 
 /// The protocol id multistream-select names.
 pub const ID: &[u8] = b"/plaintext/2.0.0";

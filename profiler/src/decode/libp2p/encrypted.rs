@@ -10,9 +10,11 @@
 //! is named in ALPN (TLS), negotiated with multistream-select inside the channel, or (js-libp2p's
 //! Noise extensions) agreed in the handshake: then a frame shorter than a yamux header shows mplex.
 
-use super::relay_book::RelayBook;
-use super::{Conn, DecodeCtx, LabelId, LabelTable, Side, mplex, yamux};
 use crate::account::record::{Category, Method};
+use crate::decode::libp2p::mplex;
+use crate::decode::libp2p::yamux;
+use crate::decode::relay::relay_book::RelayBook;
+use crate::decode::{Conn, DecodeCtx, LabelId, LabelTable, Side};
 
 /// The AEAD tag of a Noise frame or TLS 1.3 record.
 const TAG: u64 = 16;

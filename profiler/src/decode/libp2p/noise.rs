@@ -2,13 +2,13 @@
 //! `u16 BE len || body`, body = ciphertext + 16-byte tag. Only lengths are read: the handshake
 //! frames are labelled as such, the transport frames by [`Inference`].
 
-use super::encrypted::Inference;
-use super::error::DecodeError;
-use super::frames::FrameEvent;
-use super::framing::Framer;
-use super::security::Security;
-use super::{Conn, DecodeCtx, LabelId, LabelTable, Side};
 use crate::account::record::Category;
+use crate::decode::error::DecodeError;
+use crate::decode::frames::FrameEvent;
+use crate::decode::framing::Framer;
+use crate::decode::libp2p::encrypted::Inference;
+use crate::decode::libp2p::security::Security;
+use crate::decode::{Conn, DecodeCtx, LabelId, LabelTable, Side};
 
 /// The protocol id multistream-select names.
 pub const ID: &[u8] = b"/noise";

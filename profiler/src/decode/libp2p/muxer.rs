@@ -2,11 +2,13 @@
 //! pieces, and every muxer feeds the same stream table ([`Streams`]) through [`route`]. Muxers
 //! are found by protocol id in [`MUXERS`]; a new one is a framer and one line there.
 
-use super::error::DecodeError;
-use super::framing::Framer;
-use super::ordered::{Ordered, Pending};
-use super::streams::Streams;
-use super::{DecodeCtx, LabelId, Side, mplex, yamux};
+use crate::decode::error::DecodeError;
+use crate::decode::framing::Framer;
+use crate::decode::libp2p::mplex;
+use crate::decode::libp2p::streams::Streams;
+use crate::decode::libp2p::yamux;
+use crate::decode::ordered::{Ordered, Pending};
+use crate::decode::{DecodeCtx, LabelId, Side};
 
 /// How a frame ends a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

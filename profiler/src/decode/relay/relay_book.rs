@@ -6,9 +6,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::lru::Lru;
-use super::waku_message::WakuInfo;
-use super::{LabelId, Side};
+use crate::decode::lru::Lru;
+use crate::decode::relay::waku_message::WakuInfo;
+use crate::decode::{LabelId, Side};
 use crate::node::peers::PeerBook;
 
 /// Message ids remembered with their topic. Waku's seen-TTL is 2 min; at 100 messages/s, both

@@ -6,9 +6,9 @@
 
 use std::collections::VecDeque;
 
-use super::websocket;
-use super::{DecodeCtx, LabelId, LabelTable, Side, Span, StreamDecoder};
 use crate::account::record::Category;
+use crate::decode::services::websocket;
+use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span, StreamDecoder};
 
 /// Longest frame header: 2 bytes, a 64-bit length and a mask key.
 const MAX_HEADER: usize = 14;

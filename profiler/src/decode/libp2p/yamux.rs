@@ -1,9 +1,9 @@
 //! yamux (`/yamux/1.0.0`, protocols.md §1.7): every frame is a 12-byte big-endian header, and
 //! only Data frames carry a body of `length` bytes.
 
-use super::framing::Framer;
-use super::muxer::{MuxFramer, MuxPiece, StreamEnd};
-use super::{Side, error::DecodeError};
+use crate::decode::framing::Framer;
+use crate::decode::libp2p::muxer::{MuxFramer, MuxPiece, StreamEnd};
+use crate::decode::{Side, error::DecodeError};
 
 /// The protocol id multistream-select or ALPN names.
 pub const ID: &[u8] = b"/yamux/1.0.0";

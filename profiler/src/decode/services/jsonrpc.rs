@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::lru::Lru;
+use crate::decode::lru::Lru;
 
 /// Kind of a response whose request was not seen, and of calls whose method is not a plain
 /// `namespace_name` (bounded so that hostile method strings cannot multiply labels).

@@ -3,10 +3,10 @@
 //! telemetry service (`other` / `telemetry`), anything else `other` / `tls`. Records are units:
 //! kind `handshake` for cleartext handshake records, `data` for protected ones.
 
-use super::framing::Framer;
-use super::tls::{self, Hello, RECORD_HEADER_LEN};
-use super::{Conn, DecodeCtx, LabelId, Probe, Side, StreamDecoder, StreamProbe};
 use crate::account::record::Category;
+use crate::decode::framing::Framer;
+use crate::decode::libp2p::tls::{self, Hello, RECORD_HEADER_LEN};
+use crate::decode::{Conn, DecodeCtx, LabelId, Probe, Side, StreamDecoder, StreamProbe};
 use crate::rules::{Rules, in_any};
 
 /// Longest first flight held while the ClientHello is incomplete (one record at most).

@@ -9,13 +9,14 @@
 
 use std::collections::VecDeque;
 
-use super::error::DecodeError;
-use super::jsonrpc::{Calls, Element};
-use super::libp2p::Libp2pDecoder;
-use super::ws_stream::WsStream;
-use super::{Conn, DecodeCtx, LabelId, Probe, Settled, Side, StreamDecoder, StreamProbe};
-use super::{multistream, websocket};
 use crate::account::record::{Category, Method};
+use crate::decode::error::DecodeError;
+use crate::decode::libp2p::Libp2pDecoder;
+use crate::decode::libp2p::multistream;
+use crate::decode::libp2p::ws_stream::WsStream;
+use crate::decode::services::jsonrpc::{Calls, Element};
+use crate::decode::services::websocket;
+use crate::decode::{Conn, DecodeCtx, LabelId, Probe, Settled, Side, StreamDecoder, StreamProbe};
 use crate::rules::is_loopback;
 
 /// Longest head held; a longer one ends decoding of that side.

@@ -1,7 +1,7 @@
 //! multistream-select 1.0 messages: `uvarint(len) || text || '\n'`, len counting the newline
 //! (protocols.md §1.1).
 
-use super::uvarint;
+use crate::decode::uvarint;
 
 /// The protocol's own id, sent first by both ends.
 pub const HEADER: &[u8] = b"/multistream/1.0.0";

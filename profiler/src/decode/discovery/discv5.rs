@@ -11,11 +11,11 @@ use std::net::IpAddr;
 use aes::Aes128;
 use ctr::cipher::{KeyIvInit, StreamCipher};
 
-use super::datagram::{Datagram, DatagramDecoder, Labelled};
-use super::enr::Record;
-use super::lru::Lru;
-use super::{DecodeCtx, LabelId, LabelTable};
 use crate::account::record::{Category, Method};
+use crate::decode::datagram::{Datagram, DatagramDecoder, Labelled};
+use crate::decode::discovery::enr::Record;
+use crate::decode::lru::Lru;
+use crate::decode::{DecodeCtx, LabelId, LabelTable};
 
 /// Smallest packet: a WHOAREYOU, 16 + 23 + 24 bytes.
 pub const WHOAREYOU_LEN: usize = 63;

@@ -7,13 +7,15 @@
 //! message is `other` / `dns`. Kinds: `query`, and for answers the tree record they hold (`root`,
 //! `branch`, `link`, `enr`) or `response`.
 
-use super::datagram::{Datagram, DatagramDecoder, Labelled};
-use super::discv5::Discv5State;
-use super::enr;
-use super::error::DecodeError;
-use super::http::PORT_CONFIDENCE;
-use super::{Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe};
 use crate::account::record::{Category, Method};
+use crate::decode::datagram::{Datagram, DatagramDecoder, Labelled};
+use crate::decode::discovery::discv5::Discv5State;
+use crate::decode::discovery::enr;
+use crate::decode::error::DecodeError;
+use crate::decode::services::http::PORT_CONFIDENCE;
+use crate::decode::{
+    Conn, DecodeCtx, LabelId, LabelTable, Probe, Side, StreamDecoder, StreamProbe,
+};
 use crate::rules::{Rules, in_any};
 
 /// The protocol id of plain DNS rows and of its decode errors.

@@ -5,8 +5,11 @@
 //! handshake back to the connection, which negotiates the muxer next; an encrypted one labels
 //! every further byte itself, by inference.
 
-use super::error::DecodeError;
-use super::{Conn, DecodeCtx, LabelTable, Side, noise, plaintext, tls};
+use crate::decode::error::DecodeError;
+use crate::decode::libp2p::noise;
+use crate::decode::libp2p::plaintext;
+use crate::decode::libp2p::tls;
+use crate::decode::{Conn, DecodeCtx, LabelTable, Side};
 
 /// One security protocol on one connection (both directions).
 pub trait Security {

@@ -11,13 +11,15 @@ use std::sync::Arc;
 
 use prost::Message as _;
 
-use super::error::DecodeError;
-use super::gossipsub_pb::{ControlIHave, ControlIds, ControlTopic, Message, SubOpts};
-use super::ordered::{Ordered, Pending, WAIT_LIMIT};
-use super::relay_book::{MeshKind, Published, RelayBook};
-use super::waku_message::{self, relay_id};
-use super::{DecodeCtx, LabelId, LabelTable, Side};
 use crate::account::record::Category;
+use crate::decode::error::DecodeError;
+use crate::decode::ordered::{Ordered, Pending, WAIT_LIMIT};
+use crate::decode::relay::gossipsub_pb::{
+    ControlIHave, ControlIds, ControlTopic, Message, SubOpts,
+};
+use crate::decode::relay::relay_book::{MeshKind, Published, RelayBook};
+use crate::decode::relay::waku_message::{self, relay_id};
+use crate::decode::{DecodeCtx, LabelId, LabelTable, Side};
 
 /// Longest varint read (a u64).
 const MAX_VARINT: usize = 10;
