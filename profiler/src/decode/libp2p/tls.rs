@@ -373,15 +373,20 @@ mod tests {
         r
     }
 
-    #[test]
-    fn the_encrypted_handshake_then_inferred_records() {
-        let mut t = crate::decode::TestCtx::default();
+    /// A TLS layer of a loopback connection.
+    fn loopback_layer(t: &mut crate::decode::TestCtx) -> TlsLayer {
         let ip = std::net::IpAddr::from([127, 0, 0, 1]);
         let conn = Conn {
             initiator: (ip, 40000),
             responder: (ip, 60000),
         };
-        let mut layer = TlsLayer::new(conn, &mut t.labels);
+        TlsLayer::new(conn, &mut t.labels)
+    }
+
+    #[test]
+    fn the_encrypted_handshake_then_inferred_records() {
+        let mut t = crate::decode::TestCtx::default();
+        let mut layer = loopback_layer(&mut t);
         let trailer = 17;
         let mut wire = record(HANDSHAKE, 200);
         for _ in 0..3 {
@@ -420,12 +425,7 @@ mod tests {
     #[test]
     fn session_tickets_after_the_clients_finished() {
         let mut t = crate::decode::TestCtx::default();
-        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
-        let conn = Conn {
-            initiator: (ip, 40000),
-            responder: (ip, 60000),
-        };
-        let mut layer = TlsLayer::new(conn, &mut t.labels);
+        let mut layer = loopback_layer(&mut t);
         let mut feed = |side, wire: Vec<u8>| {
             let rest = layer.data(side, &wire, &mut t.ctx());
             assert!(matches!(rest, Ok(None)));
