@@ -84,13 +84,13 @@ impl ProbeSizes {
         let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
             return Err(Error::Probe(format!(
-                "the ring buffer must be a power of two of at least {page} bytes, not {}",
+                "the probe's ring buffer (--probe-ring) must be a power of two of at least {page} bytes, not {}",
                 self.ring_bytes
             )));
         }
         if self.sockets == 0 || self.sockets > u32::MAX / 2 {
             return Err(Error::Probe(format!(
-                "the socket map must hold between 1 and {} sockets, not {}",
+                "the probe's socket map (--probe-sockets) must hold between 1 and {} sockets, not {}",
                 u32::MAX / 2,
                 self.sockets
             )));
