@@ -360,3 +360,22 @@ pub fn cgroup2_root() -> Result<PathBuf, Error> {
             Error::Probe("no cgroup v2 hierarchy is mounted (see /proc/mounts); mount one or use --source pcap".into())
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ProbeSizes;
+
+    #[test]
+    fn sizes_the_kernel_refuses_are_refused_first() {
+        let sized = |sockets, ring_bytes| ProbeSizes {
+            sockets,
+            ring_bytes,
+        };
+        assert!(ProbeSizes::default().check().is_ok());
+        assert!(sized(64, 16 << 10).check().is_ok());
+        let ring = sized(64, 10 << 10).check().expect_err("not a power of two");
+        assert!(ring.to_string().contains("--probe-ring"), "{ring}");
+        assert!(sized(64, 1024).check().is_err(), "under a page");
+        assert!(sized(0, 16 << 10).check().is_err(), "no sockets");
+    }
+}
