@@ -388,9 +388,9 @@ struct EbpfState {
     /// sockets the probe's map had no room for and no owner is known of, counted as
     /// `other`/`unsampled` with no owner.
     overflow: [(u64, u64); 2],
-    /// The per-process counters (bytes, packets) at the last tick: packets of sockets the
-    /// probe's map had no room for, counted as `other`/`unsampled` of their process.
-    per_process: FxHashMap<wakuprof_probe_common::ProcessKey, (u64, u64)>,
+    /// The per-process counters at the last tick: packets of sockets the probe's map had no
+    /// room for, counted as `other`/`unsampled` of their process.
+    per_process: FxHashMap<wakuprof_probe_common::ProcessKey, Seen>,
     /// Events waiting for [`OWNER_DELAY`] to pass.
     queue: std::collections::VecDeque<Queued>,
     /// Packet buffers of handled events, reused for new ones.
@@ -624,16 +624,44 @@ impl EbpfState {
             );
         }
         for (key, t) in probe.per_process() {
-            let seen = self
-                .per_process
-                .insert(key, (t.bytes, t.packets))
-                .unwrap_or_default();
-            if t.bytes > seen.0 {
+            let seen = self.per_process.get(&key).copied().unwrap_or_default();
+            // Every byte counted per process is unsampled.
+            if t.bytes > seen.unsampled_bytes {
                 let owner = run.intern_probe_owner(&key.owner);
-                let delta = (t.bytes - seen.0, t.packets.saturating_sub(seen.1));
+                let delta = (
+                    t.bytes - seen.unsampled_bytes,
+                    t.packets.saturating_sub(seen.unsampled_packets),
+                );
                 unsampled_apart(run, now, owner, key.direction, delta);
             }
+            let changed = if t.bytes != seen.bytes || seen.changed == 0 {
+                self.ticks
+            } else {
+                seen.changed
+            };
+            self.per_process.insert(
+                key,
+                Seen {
+                    unsampled_bytes: t.bytes,
+                    unsampled_packets: t.packets,
+                    bytes: t.bytes,
+                    changed,
+                    waited: 0,
+                },
+            );
         }
+        // A process silent that long (most often gone) gives its room to others.
+        let ticks = self.ticks;
+        self.per_process.retain(|key, seen| {
+            ticks - seen.changed <= IDLE_TICKS
+                || !probe.forget_process(
+                    key,
+                    wakuprof_probe_common::Traffic {
+                        bytes: seen.unsampled_bytes,
+                        packets: seen.unsampled_packets,
+                    },
+                )
+        });
         let stats = probe.stats();
         for (direction, &(bytes, packets)) in [INGRESS, EGRESS].into_iter().zip(&stats.overflow) {
             let (seen_bytes, seen_packets) = self.overflow[direction as usize];
@@ -643,7 +671,6 @@ impl EbpfState {
             }
             self.overflow[direction as usize] = (bytes, packets);
         }
-        let ticks = self.ticks;
         let idle = self
             .last
             .iter()

@@ -124,6 +124,8 @@ impl Owners<'_> {
 pub struct Probe {
     counts: HashMap<MapData, Key, Counts>,
     fallback: HashMap<MapData, ProcessKey, Traffic>,
+    /// Per direction, what per-process counters held when they were forgotten.
+    forgotten: [(u64, u64); 2],
     overflow: Array<MapData, Traffic>,
     stats: Array<MapData, u64>,
     ring: RingBuf<MapData>,
@@ -193,6 +195,7 @@ impl Probe {
         Ok(Probe {
             counts: map(&mut ebpf, "COUNTS")?,
             fallback: map(&mut ebpf, "FALLBACK")?,
+            forgotten: [(0, 0); 2],
             overflow: map(&mut ebpf, "OVERFLOW")?,
             stats: map(&mut ebpf, "STATS")?,
             ring: map(&mut ebpf, "EVENTS")?,
@@ -240,6 +243,18 @@ impl Probe {
         self.fallback.iter().filter_map(Result::ok).collect()
     }
 
+    /// Forgets a process's per-process counter if it still holds `last` (what was read of it
+    /// last); returns whether it was forgotten.
+    pub fn forget_process(&mut self, key: &ProcessKey, last: Traffic) -> bool {
+        if self.fallback.get(key, 0).ok() != Some(last) || self.fallback.remove(key).is_err() {
+            return false;
+        }
+        if let Some(f) = self.forgotten.get_mut(key.direction as usize) {
+            *f = (f.0 + last.bytes, f.1 + last.packets);
+        }
+        true
+    }
+
     /// Forgets a socket whose counters have been read for the last time.
     pub fn forget(&mut self, cookie: u64) {
         for direction in [INGRESS, EGRESS] {
@@ -259,7 +274,7 @@ impl Probe {
                 .get(&d, 0)
                 .map_or((0, 0), |t| (t.bytes, t.packets))
         };
-        let mut per_process = [(0, 0); 2];
+        let mut per_process = self.forgotten;
         for (key, t) in self.per_process() {
             if let Some(p) = per_process.get_mut(key.direction as usize) {
                 *p = (p.0 + t.bytes, p.1 + t.packets);
