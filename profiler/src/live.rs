@@ -434,9 +434,12 @@ impl EbpfState {
             return None;
         }
         match owners.get(cookie) {
-            Some(o) => {
+            Some((o, last)) => {
                 let id = run.intern_probe_owner(&o);
-                self.owners.insert(cookie, id);
+                // A listener's owner may yet give way to the accepting process's.
+                if last {
+                    self.owners.insert(cookie, id);
+                }
                 self.unowned.remove(&cookie);
                 Some(id)
             }

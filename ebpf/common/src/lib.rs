@@ -71,7 +71,9 @@ pub struct Counts {
     pub copied: u64,
     /// IP protocol of the socket's first packet.
     pub protocol: u32,
-    /// 1 once `owner` is filled (then only the head budget decides sampling).
+    /// [`OWNED`] once `owner` is filled, [`INHERITED`] while it is the listener's that an
+    /// accepted socket inherited (until a process sends or receives on it); then only the head
+    /// budget decides sampling.
     pub owned: u32,
     /// Who owns the socket, once known.
     pub owner: Owner,
@@ -90,6 +92,11 @@ pub struct Owner {
     /// The thread's command name, NUL-padded.
     pub comm: [u8; 16],
 }
+
+/// `Counts::owned` of a socket whose owner was recorded in process context.
+pub const OWNED: u32 = 1;
+/// `Counts::owned` of an accepted socket whose owner is, so far, its listener's.
+pub const INHERITED: u32 = 2;
 
 /// Key of the `FALLBACK` map: packets of a process's sockets the `COUNTS` map had no room for.
 #[repr(C)]

@@ -27,8 +27,8 @@ use aya_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{BtfTracePointContext, SkBuffContext, SockContext};
 use wakuprof_probe_common::{
     CloseEvent, Counts, EGRESS, EVENT_CLOSE, EVENT_PACKET, EventHeader, HEAD_BYTES, INGRESS,
-    KernelLayout, Key, MAX_PROCESSES, MAX_SOCKETS, Owner, PacketEvent, ProcessKey, RING_BYTES,
-    SNAP, STAT_MAP_FULL, STAT_RING_DROPS, STATS_LEN, Traffic, WAKEUP_BYTES,
+    INHERITED, KernelLayout, Key, MAX_PROCESSES, MAX_SOCKETS, OWNED, Owner, PacketEvent,
+    ProcessKey, RING_BYTES, SNAP, STAT_MAP_FULL, STAT_RING_DROPS, STATS_LEN, Traffic, WAKEUP_BYTES,
 };
 
 /// This kernel's structure layout, written by userspace before the probe is loaded.
@@ -60,13 +60,22 @@ static FALLBACK: HashMap<ProcessKey, Traffic> = HashMap::with_max_entries(MAX_PR
 #[map]
 static OVERFLOW: Array<Traffic> = Array::with_max_entries(2, 0);
 
+/// A socket's owner as its storage holds it, with the socket it was recorded for: an accepted
+/// socket inherits its listener's (another cookie) until a process sends or receives on it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Recorded {
+    owner: Owner,
+    cookie: u64,
+}
+
 /// BTF definition of a socket-local storage map (the kernel frees a socket's value with the
 /// socket, so it has no size limit) whose values a listener's accepted sockets inherit.
 #[repr(C)]
 pub struct SocketStorage {
     r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
     key: *const i32,
-    value: *const Owner,
+    value: *const Recorded,
     max_entries: *const [i32; 0],
     map_flags: *const [i32; (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize],
 }
@@ -74,7 +83,7 @@ pub struct SocketStorage {
 // SAFETY: the fields only describe the map in BTF; nothing reads them.
 unsafe impl Sync for SocketStorage {}
 
-/// Each socket's owner, recorded once in process context.
+/// Each socket's owner, recorded in process context.
 #[btf_map]
 static OWNER_OF: SocketStorage = SocketStorage {
     r#type: core::ptr::null(),
@@ -118,13 +127,17 @@ pub fn count_egress(ctx: SkBuffContext) -> i32 {
 #[cgroup_sock(sock_create)]
 pub fn owner_at_create(ctx: SockContext) -> i32 {
     // A new socket: nothing counted yet, no owner recorded yet.
-    let mut owner = current_owner();
+    let mut recorded = Recorded {
+        owner: current_owner(),
+        // SAFETY: the helper takes this program type's context.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.sock.cast()) },
+    };
     // SAFETY: in this program type the helper takes the context as the socket.
     unsafe {
         bpf_sk_storage_get(
             owner_storage(),
             ctx.sock.cast(),
-            (&raw mut owner).cast(),
+            (&raw mut recorded).cast(),
             u64::from(BPF_SK_STORAGE_GET_F_CREATE),
         )
     };
@@ -165,31 +178,43 @@ pub fn socket_state(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// Records the current process as the owner of the socket in argument 0 (`struct sock *`) of a
-/// socket tracepoint, unless an owner is known, and gives it to the socket's counters.
+/// socket tracepoint, unless one was recorded for this socket (not inherited from its
+/// listener), and gives it to the socket's counters.
 fn owner_of_arg(ctx: &BtfTracePointContext) {
     let sk: *mut c_void = ctx.arg(0);
     if sk.is_null() {
         return;
     }
-    // SAFETY: a socket the verifier knows by BTF; without the create flag nothing is written.
-    let known = unsafe { bpf_sk_storage_get(owner_storage(), sk, core::ptr::null_mut(), 0) };
-    if !known.is_null() {
-        return;
-    }
-    let mut owner = current_owner();
-    // SAFETY: as above; the value is copied into the socket's new storage.
-    unsafe {
-        bpf_sk_storage_get(
-            owner_storage(),
-            sk,
-            (&raw mut owner).cast(),
-            u64::from(BPF_SK_STORAGE_GET_F_CREATE),
-        )
-    };
     // SAFETY: as in `socket_state`.
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    // A socket counted before it had an owner (opened before the probe started, or accepted
-    // from a listener that was): its last packets may already have been counted.
+    // SAFETY: a socket the verifier knows by BTF; without the create flag nothing is written.
+    let known = unsafe { bpf_sk_storage_get(owner_storage(), sk, core::ptr::null_mut(), 0) }
+        .cast::<Recorded>();
+    let mut recorded = Recorded {
+        owner: current_owner(),
+        cookie,
+    };
+    if known.is_null() {
+        // SAFETY: as above; the value is copied into the socket's new storage.
+        unsafe {
+            bpf_sk_storage_get(
+                owner_storage(),
+                sk,
+                (&raw mut recorded).cast(),
+                u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+            )
+        };
+    } else {
+        // SAFETY: a live storage value of this map's type.
+        unsafe {
+            if (*known).cookie == cookie {
+                return;
+            }
+            *known = recorded;
+        }
+    }
+    // A socket counted before it had an owner of its own (opened before the probe started, or
+    // accepted): its last packets may already have been counted.
     for direction in [INGRESS, EGRESS] {
         let key = Key {
             cookie,
@@ -197,7 +222,7 @@ fn owner_of_arg(ctx: &BtfTracePointContext) {
             _pad: 0,
         };
         if let Some(c) = COUNTS.get_ptr_mut(&key) {
-            own(c, &owner);
+            own(c, &recorded.owner, OWNED);
         }
     }
 }
@@ -216,8 +241,9 @@ fn owner_storage() -> *mut c_void {
     (&raw const OWNER_OF).cast_mut().cast()
 }
 
-/// The recorded owner of the packet's socket.
-fn owner_of_packet(ctx: &SkBuffContext) -> Option<Owner> {
+/// The recorded owner of the packet's socket (`cookie`), and whether it is its own ([`OWNED`])
+/// or its listener's ([`INHERITED`]).
+fn owner_of_packet(ctx: &SkBuffContext, cookie: u64) -> Option<(Owner, u32)> {
     // SAFETY: a field of the program's context.
     let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
     if sk.is_null() {
@@ -230,17 +256,27 @@ fn owner_of_packet(ctx: &SkBuffContext) -> Option<Owner> {
     }
     // SAFETY: a full socket; without the create flag nothing is written.
     let p = unsafe { bpf_sk_storage_get(owner_storage(), full.cast(), core::ptr::null_mut(), 0) };
+    if p.is_null() {
+        return None;
+    }
     // SAFETY: a live storage value of this map's type.
-    (!p.is_null()).then(|| unsafe { *p.cast::<Owner>() })
+    let recorded = unsafe { *p.cast::<Recorded>() };
+    let state = if recorded.cookie == cookie {
+        OWNED
+    } else {
+        INHERITED
+    };
+    Some((recorded.owner, state))
 }
 
-/// Fills a socket's counters' owner, once.
-fn own(counts: *mut Counts, owner: &Owner) {
+/// Fills a socket's counters' owner, unless one as good is there.
+fn own(counts: *mut Counts, owner: &Owner, state: u32) {
     // SAFETY: a live map value; the owner is written before the flag that says it is there.
     unsafe {
-        if (*counts).owned == 0 {
+        let owned = (*counts).owned;
+        if owned == 0 || (owned == INHERITED && state == OWNED) {
             (*counts).owner = *owner;
-            (*counts).owned = 1;
+            (*counts).owned = state;
         }
     }
 }
@@ -398,7 +434,7 @@ fn count(ctx: &SkBuffContext, direction: u32) {
                 Some(c) => c,
                 None => {
                     bump(STAT_MAP_FULL);
-                    count_per_process(ctx, direction, wire_len, packets);
+                    count_per_process(ctx, cookie, direction, wire_len, packets);
                     return;
                 }
             }
@@ -417,9 +453,9 @@ fn count(ctx: &SkBuffContext, direction: u32) {
         // SAFETY: as above (plain stores: any packet of the socket may write the same values).
         unsafe { (*counts).protocol = u32::from(ip_protocol(ctx).unwrap_or(255)) };
     }
-    let owned = owned != 0
-        || owner_of_packet(ctx).is_some_and(|o| {
-            own(counts, &o);
+    let owned = owned == OWNED
+        || owner_of_packet(ctx, cookie).is_some_and(|(o, state)| {
+            own(counts, &o, state);
             true
         });
     let past_head = protocol == u32::from(TCP) && copied_so_far >= u64::from(HEAD_BYTES);
@@ -446,8 +482,8 @@ fn count(ctx: &SkBuffContext, direction: u32) {
 
 /// Counts a packet of a socket that found no room in `COUNTS` against its owning process, or
 /// without an owner when none is known or `FALLBACK` is full too.
-fn count_per_process(ctx: &SkBuffContext, direction: u32, bytes: u64, packets: u64) {
-    let traffic = owner_of_packet(ctx).and_then(|owner| {
+fn count_per_process(ctx: &SkBuffContext, cookie: u64, direction: u32, bytes: u64, packets: u64) {
+    let traffic = owner_of_packet(ctx, cookie).and_then(|(owner, _)| {
         let key = ProcessKey {
             owner,
             direction,

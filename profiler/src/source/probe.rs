@@ -12,7 +12,7 @@ use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachT
 use aya::{Btf, Ebpf, EbpfLoader};
 use wakuprof_probe_common::{
     CloseEvent, Counts, EGRESS, EVENT_CLOSE, EVENT_PACKET, EventHeader, INGRESS, KernelLayout, Key,
-    MAX_SOCKETS, Owner, PacketEvent, ProcessKey, RING_BYTES, STAT_MAP_FULL, STAT_RING_DROPS,
+    MAX_SOCKETS, OWNED, Owner, PacketEvent, ProcessKey, RING_BYTES, STAT_MAP_FULL, STAT_RING_DROPS,
     Traffic,
 };
 
@@ -103,8 +103,9 @@ impl ProbeSizes {
 pub struct Owners<'a>(&'a HashMap<MapData, Key, Counts>);
 
 impl Owners<'_> {
-    /// The recorded owner of a socket.
-    pub fn get(&self, cookie: u64) -> Option<Owner> {
+    /// The recorded owner of a socket, and whether it is final: an accepted socket has its
+    /// listener's until a process sends or receives on it.
+    pub fn get(&self, cookie: u64) -> Option<(Owner, bool)> {
         [INGRESS, EGRESS].into_iter().find_map(|direction| {
             let key = Key {
                 cookie,
@@ -115,7 +116,7 @@ impl Owners<'_> {
                 .get(&key, 0)
                 .ok()
                 .filter(|c| c.owned != 0)
-                .map(|c| c.owner)
+                .map(|c| (c.owner, c.owned == OWNED))
         })
     }
 }
