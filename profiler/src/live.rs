@@ -280,6 +280,13 @@ impl Run {
         Ok(())
     }
 
+    /// The owner id of a socket owner the probe recorded.
+    fn intern_probe_owner(&mut self, o: &wakuprof_probe_common::Owner) -> OwnerId {
+        let end = o.comm.iter().position(|&b| b == 0).unwrap_or(o.comm.len());
+        let comm = String::from_utf8_lossy(&o.comm[..end]).into_owned();
+        self.intern_pid(o.pid, Some(&comm), Some(o.cgroup_id))
+    }
+
     /// The owner id of process `pid`, read from /proc once per (pid, comm, cgroup id): every
     /// socket of a process shares it.
     fn intern_pid(&mut self, pid: u32, comm: Option<&str>, cgroup_id: Option<u64>) -> OwnerId {
@@ -378,8 +385,12 @@ struct EbpfState {
     /// Sockets announced closed since the last tick.
     closed: Vec<u64>,
     /// The overflow counters (bytes, packets) by direction at the last tick: packets of
-    /// sockets the probe's map had no room for, counted as `other`/`unsampled` with no owner.
+    /// sockets the probe's map had no room for and no owner is known of, counted as
+    /// `other`/`unsampled` with no owner.
     overflow: [(u64, u64); 2],
+    /// The per-process counters at the last tick: packets of sockets the probe's map had no
+    /// room for, counted as `other`/`unsampled` of their process.
+    per_process: FxHashMap<wakuprof_probe_common::ProcessKey, Seen>,
     /// Events waiting for [`OWNER_DELAY`] to pass.
     queue: std::collections::VecDeque<Queued>,
     /// Packet buffers of handled events, reused for new ones.
@@ -423,11 +434,12 @@ impl EbpfState {
             return None;
         }
         match owners.get(cookie) {
-            Some(o) => {
-                let end = o.comm.iter().position(|&b| b == 0).unwrap_or(o.comm.len());
-                let comm = String::from_utf8_lossy(&o.comm[..end]).into_owned();
-                let id = run.intern_pid(o.pid, Some(&comm), Some(o.cgroup_id));
-                self.owners.insert(cookie, id);
+            Some((o, last)) => {
+                let id = run.intern_probe_owner(&o);
+                // A listener's owner may yet give way to the accepting process's.
+                if last {
+                    self.owners.insert(cookie, id);
+                }
                 self.unowned.remove(&cookie);
                 Some(id)
             }
@@ -614,28 +626,54 @@ impl EbpfState {
                 },
             );
         }
-        let stats = probe.stats();
-        for (i, &(bytes, packets)) in stats.overflow.iter().enumerate() {
-            let (seen_bytes, seen_packets) = self.overflow[i];
-            if bytes > seen_bytes {
-                run.analyzer.unsampled(
-                    now,
-                    &Unsampled {
-                        vantage: Vantage::default(),
-                        tuple: None,
-                        direction: if i == EGRESS as usize {
-                            Direction::Out
-                        } else {
-                            Direction::In
-                        },
-                        bytes: bytes - seen_bytes,
-                        packets: packets.saturating_sub(seen_packets),
-                    },
+        for (key, t) in probe.per_process() {
+            let seen = self.per_process.get(&key).copied().unwrap_or_default();
+            // Every byte counted per process is unsampled.
+            if t.bytes > seen.unsampled_bytes {
+                let owner = run.intern_probe_owner(&key.owner);
+                let delta = (
+                    t.bytes - seen.unsampled_bytes,
+                    t.packets.saturating_sub(seen.unsampled_packets),
                 );
+                unsampled_apart(run, now, owner, key.direction, delta);
             }
-            self.overflow[i] = (bytes, packets);
+            let changed = if t.bytes != seen.bytes || seen.changed == 0 {
+                self.ticks
+            } else {
+                seen.changed
+            };
+            self.per_process.insert(
+                key,
+                Seen {
+                    unsampled_bytes: t.bytes,
+                    unsampled_packets: t.packets,
+                    bytes: t.bytes,
+                    changed,
+                    waited: 0,
+                },
+            );
         }
+        // A process silent that long (most often gone) gives its room to others.
         let ticks = self.ticks;
+        self.per_process.retain(|key, seen| {
+            ticks - seen.changed <= IDLE_TICKS
+                || !probe.forget_process(
+                    key,
+                    wakuprof_probe_common::Traffic {
+                        bytes: seen.unsampled_bytes,
+                        packets: seen.unsampled_packets,
+                    },
+                )
+        });
+        let stats = probe.stats();
+        for (direction, &(bytes, packets)) in [INGRESS, EGRESS].into_iter().zip(&stats.overflow) {
+            let (seen_bytes, seen_packets) = self.overflow[direction as usize];
+            if bytes > seen_bytes {
+                let delta = (bytes - seen_bytes, packets.saturating_sub(seen_packets));
+                unsampled_apart(run, now, OwnerId::default(), direction, delta);
+            }
+            self.overflow[direction as usize] = (bytes, packets);
+        }
         let idle = self
             .last
             .iter()
@@ -664,6 +702,30 @@ impl EbpfState {
             self.tuples.remove(&cookie);
         }
     }
+}
+
+/// Adds (bytes, packets) the probe counted apart from any socket's counters, as `owner`'s in
+/// `direction` (the probe's [`INGRESS`] or [`EGRESS`]).
+fn unsampled_apart(run: &mut Run, now: i64, owner: OwnerId, direction: u32, delta: (u64, u64)) {
+    let egress = direction == EGRESS;
+    run.analyzer.unsampled(
+        now,
+        &Unsampled {
+            vantage: Vantage {
+                owner,
+                src_local: Some(egress),
+                at_socket: true,
+            },
+            tuple: None,
+            direction: if egress {
+                Direction::Out
+            } else {
+                Direction::In
+            },
+            bytes: delta.0,
+            packets: delta.1,
+        },
+    );
 }
 
 /// What the pcap source remembers: /proc's socket table and the owner found per tuple.

@@ -27,7 +27,7 @@ use wakuprof::sink::parquet::{COLUMNS, Column, ParquetSink};
 use wakuprof::sink::summary::Summary;
 use wakuprof::source::caps;
 use wakuprof::source::live_pcap::LiveCapture;
-use wakuprof::source::probe::Probe;
+use wakuprof::source::probe::{Probe, ProbeSizes};
 
 mod report_cmd;
 
@@ -285,6 +285,14 @@ struct LiveArgs {
     /// approximate), or the probe with libpcap as fallback.
     #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
     source: SourceArg,
+    /// Sockets the probe counts one by one (eBPF source); packets of further sockets are
+    /// counted per process, without their connection's category.
+    #[arg(long, value_name = "N", default_value_t = ProbeSizes::default().sockets, value_parser = clap::value_parser!(u32).range(1..=1 << 30))]
+    probe_sockets: u32,
+    /// Size of the probe's ring buffer of packet samples (eBPF source; a power of two, K and M
+    /// suffixes). Samples it has no room for are counted with method `unsampled`.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    probe_ring: u64,
     /// Interfaces libpcap captures on (pcap source). Repeatable.
     #[arg(long, value_name = "IFACE", default_values_t = ["any".to_string()])]
     interface: Vec<String>,
@@ -816,9 +824,10 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &report.probe
         && p.map_full > 0
     {
+        let unowned: u64 = p.overflow.iter().map(|o| o.1).sum();
         eprintln!(
-            "wakuprof: {} packets of sockets past the probe's 65,536 counted as other/unsampled, without an owner",
-            p.map_full
+            "wakuprof: {} packets of sockets past the probe's {} counted per process as other/unsampled ({unowned} of them with no owner known)",
+            p.map_full, args.probe_sockets
         );
     }
     if report.pcap_dropped > 0 {
@@ -960,10 +969,16 @@ fn open_live_source(args: &LiveArgs) -> anyhow::Result<LiveSource> {
         caps::require(caps::PCAP)?;
         Ok(LiveSource::Pcap(LiveCapture::open(&args.interface)?))
     };
+    let sizes = ProbeSizes {
+        sockets: args.probe_sockets,
+        ring_bytes: u32::try_from(args.probe_ring)
+            .map_err(|_| anyhow::anyhow!("--probe-ring {} is over 2 GiB", args.probe_ring))?,
+    };
+    sizes.check()?;
     match args.source {
         SourceArg::Pcap => pcap(),
-        SourceArg::Ebpf => Ok(LiveSource::Ebpf(Box::new(Probe::load()?))),
-        SourceArg::Auto => match Probe::load() {
+        SourceArg::Ebpf => Ok(LiveSource::Ebpf(Box::new(Probe::load(sizes)?))),
+        SourceArg::Auto => match Probe::load(sizes) {
             Ok(p) => Ok(LiveSource::Ebpf(Box::new(p))),
             Err(e) => {
                 eprintln!(

@@ -1,9 +1,10 @@
 //! Records shared by the eBPF probe and userspace, `#[repr(C)]` so both read the same bytes.
 //!
-//! The probe counts every packet per (socket cookie, direction) in [`Counts`], records each
-//! socket's owner once in [`Owner`], and sends the first [`SNAP`] bytes of some packets (see
-//! [`HEAD_BYTES`]) as [`PacketEvent`]s; sockets reaching TCP_CLOSE are announced by
-//! [`CloseEvent`]s on the same ring buffer.
+//! The probe counts every packet per (socket cookie, direction) in [`Counts`], with the socket's
+//! [`Owner`] once known, and sends the first [`SNAP`] bytes of some packets (see [`HEAD_BYTES`])
+//! as [`PacketEvent`]s; sockets reaching TCP_CLOSE are announced by [`CloseEvent`]s on the same
+//! ring buffer. Packets of sockets the counters have no room for are counted per process
+//! ([`ProcessKey`]), or, with no owner known, per direction only.
 #![no_std]
 
 /// Packet bytes (from the IP header) copied into one [`PacketEvent`].
@@ -11,9 +12,12 @@ pub const SNAP: usize = 2048;
 /// A TCP socket's packets are sampled, per direction, until this many bytes have been copied;
 /// later packets are only counted. UDP and other packets are always sampled.
 pub const HEAD_BYTES: u32 = 64 * 1024;
-/// Most sockets counted at once; packets of further sockets go to the overflow counters.
+/// Most sockets counted at once (the default; userspace may size the map at load time);
+/// packets of further sockets are counted per process.
 pub const MAX_SOCKETS: u32 = 65_536;
-/// Size of the ring buffer that carries events, bytes (a power of two).
+/// Most (process, direction) pairs counted for sockets the socket counters had no room for.
+pub const MAX_PROCESSES: u32 = 4096;
+/// Size of the ring buffer that carries events, bytes (a power of two; the default, as above).
 pub const RING_BYTES: u32 = 16 * 1024 * 1024;
 /// Userspace is woken once this many bytes of events wait (it also polls every 50 ms), so a
 /// busy socket does not cost a wakeup per packet.
@@ -31,7 +35,8 @@ pub const EVENT_CLOSE: u32 = 2;
 
 /// Index in the `STATS` array: events the ring buffer had no room for.
 pub const STAT_RING_DROPS: u32 = 0;
-/// Index in the `STATS` array: packets of sockets the `COUNTS` map had no room for.
+/// Index in the `STATS` array: packets of sockets the `COUNTS` map had no room for (counted
+/// per process, or without an owner).
 pub const STAT_MAP_FULL: u32 = 1;
 /// Length of the `STATS` array.
 pub const STATS_LEN: u32 = 2;
@@ -66,13 +71,18 @@ pub struct Counts {
     pub copied: u64,
     /// IP protocol of the socket's first packet.
     pub protocol: u32,
-    /// 1 once the socket's owner is known (then only the head budget decides sampling).
+    /// [`OWNED`] once `owner` is filled, [`INHERITED`] while it is the listener's that an
+    /// accepted socket inherited (until a process sends or receives on it); then only the head
+    /// budget decides sampling.
     pub owned: u32,
+    /// Who owns the socket, once known.
+    pub owner: Owner,
 }
 
-/// Value of the `OWNERS` map: who owns a socket, recorded once in process context.
+/// Who owns a socket: the process that created it (or, for a socket created before the probe
+/// started, the first that sent or received on it); an accepted socket inherits its listener's.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Owner {
     /// Process id (the kernel's tgid).
     pub pid: u32,
@@ -81,6 +91,29 @@ pub struct Owner {
     pub cgroup_id: u64,
     /// The thread's command name, NUL-padded.
     pub comm: [u8; 16],
+}
+
+/// `Counts::owned` of a socket whose owner was recorded in process context.
+pub const OWNED: u32 = 1;
+/// `Counts::owned` of an accepted socket whose owner is, so far, its listener's.
+pub const INHERITED: u32 = 2;
+
+/// Key of the `FALLBACK` map: packets of a process's sockets the `COUNTS` map had no room for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    pub owner: Owner,
+    /// [`INGRESS`] or [`EGRESS`].
+    pub direction: u32,
+    pub _pad: u32,
+}
+
+/// Bytes (IP lengths, as in [`Counts::bytes`]) and packets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub bytes: u64,
+    pub packets: u64,
 }
 
 /// First bytes of every ring buffer event.
@@ -155,5 +188,7 @@ mod user {
     unsafe impl aya::Pod for super::Key {}
     unsafe impl aya::Pod for super::Counts {}
     unsafe impl aya::Pod for super::Owner {}
+    unsafe impl aya::Pod for super::ProcessKey {}
+    unsafe impl aya::Pod for super::Traffic {}
     unsafe impl aya::Pod for super::KernelLayout {}
 }

@@ -1,8 +1,10 @@
 //! wakuprof's eBPF probe. cgroup_skb programs on the cgroup v2 root count every packet per
 //! (socket cookie, direction) and sample packet heads into a ring buffer; socket owners are
-//! recorded in process context (socket creation, sendmsg, recvmsg); TCP_CLOSE is announced so
-//! userspace can read a socket's last counts and forget it. A large (GSO) packet leaving by a
-//! device that splits it in software counts as the segments on the wire.
+//! recorded in process context (socket creation, sendmsg, recvmsg) in the socket's own storage
+//! (which accepted sockets inherit from their listener) and copied into its counters; TCP_CLOSE
+//! is announced so userspace can read a socket's last counts and forget it. Packets of sockets
+//! the counters have no room for are counted per owning process. A large (GSO) packet leaving
+//! by a device that splits it in software counts as the segments on the wire.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -11,19 +13,22 @@
 use core::ffi::c_void;
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+use aya_ebpf::bindings::{
+    BPF_F_CLONE, BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP,
+    BPF_RB_NO_WAKEUP, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE,
+};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_sk_fullsock,
-    bpf_skb_load_bytes,
+    bpf_sk_storage_get, bpf_skb_load_bytes,
 };
-use aya_ebpf::macros::{btf_tracepoint, cgroup_skb, cgroup_sock, map};
+use aya_ebpf::macros::{btf_map, btf_tracepoint, cgroup_skb, cgroup_sock, map};
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray, RingBuf};
 use aya_ebpf::programs::{BtfTracePointContext, SkBuffContext, SockContext};
 use wakuprof_probe_common::{
     CloseEvent, Counts, EGRESS, EVENT_CLOSE, EVENT_PACKET, EventHeader, HEAD_BYTES, INGRESS,
-    KernelLayout, Key, MAX_SOCKETS, Owner, PacketEvent, RING_BYTES, SNAP, STAT_MAP_FULL,
-    STAT_RING_DROPS, STATS_LEN, WAKEUP_BYTES,
+    INHERITED, KernelLayout, Key, MAX_PROCESSES, MAX_SOCKETS, OWNED, Owner, PacketEvent,
+    ProcessKey, RING_BYTES, SNAP, STAT_MAP_FULL, STAT_RING_DROPS, STATS_LEN, Traffic, WAKEUP_BYTES,
 };
 
 /// This kernel's structure layout, written by userspace before the probe is loaded.
@@ -46,12 +51,47 @@ static LAYOUT: KernelLayout = KernelLayout {
 #[map]
 static COUNTS: HashMap<Key, Counts> = HashMap::with_max_entries(MAX_SOCKETS * 2, 0);
 
+/// Packets of sockets that found no room in `COUNTS`, per owning process and direction.
 #[map]
-static OWNERS: HashMap<u64, Owner> = HashMap::with_max_entries(MAX_SOCKETS, 0);
+static FALLBACK: HashMap<ProcessKey, Traffic> = HashMap::with_max_entries(MAX_PROCESSES * 2, 0);
 
-/// Counts of packets whose socket found no room in `COUNTS`, by direction.
+/// Packets that found no room in `COUNTS` and have no known owner (or no room in `FALLBACK`),
+/// by direction.
 #[map]
-static OVERFLOW: Array<Counts> = Array::with_max_entries(2, 0);
+static OVERFLOW: Array<Traffic> = Array::with_max_entries(2, 0);
+
+/// A socket's owner as its storage holds it, with the socket it was recorded for: an accepted
+/// socket inherits its listener's (another cookie) until a process sends or receives on it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Recorded {
+    owner: Owner,
+    cookie: u64,
+}
+
+/// BTF definition of a socket-local storage map (the kernel frees a socket's value with the
+/// socket, so it has no size limit) whose values a listener's accepted sockets inherit.
+#[repr(C)]
+pub struct SocketStorage {
+    r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const Recorded,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize],
+}
+
+// SAFETY: the fields only describe the map in BTF; nothing reads them.
+unsafe impl Sync for SocketStorage {}
+
+/// Each socket's owner, recorded in process context.
+#[btf_map]
+static OWNER_OF: SocketStorage = SocketStorage {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
 
 #[map]
 static STATS: Array<u64> = Array::with_max_entries(STATS_LEN, 0);
@@ -86,9 +126,21 @@ pub fn count_egress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_sock(sock_create)]
 pub fn owner_at_create(ctx: SockContext) -> i32 {
-    // SAFETY: the helper takes this program type's context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
-    remember_owner(cookie);
+    // A new socket: nothing counted yet, no owner recorded yet.
+    let mut recorded = Recorded {
+        owner: current_owner(),
+        // SAFETY: the helper takes this program type's context.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.sock.cast()) },
+    };
+    // SAFETY: in this program type the helper takes the context as the socket.
+    unsafe {
+        bpf_sk_storage_get(
+            owner_storage(),
+            ctx.sock.cast(),
+            (&raw mut recorded).cast(),
+            u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+        )
+    };
     1
 }
 
@@ -125,7 +177,9 @@ pub fn socket_state(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Records the owner of the socket in argument 0 (`struct sock *`) of a socket tracepoint.
+/// Records the current process as the owner of the socket in argument 0 (`struct sock *`) of a
+/// socket tracepoint, unless one was recorded for this socket (not inherited from its
+/// listener), and gives it to the socket's counters.
 fn owner_of_arg(ctx: &BtfTracePointContext) {
     let sk: *mut c_void = ctx.arg(0);
     if sk.is_null() {
@@ -133,23 +187,98 @@ fn owner_of_arg(ctx: &BtfTracePointContext) {
     }
     // SAFETY: as in `socket_state`.
     let cookie = unsafe { bpf_get_socket_cookie(sk) };
-    remember_owner(cookie);
+    // SAFETY: a socket the verifier knows by BTF; without the create flag nothing is written.
+    let known = unsafe { bpf_sk_storage_get(owner_storage(), sk, core::ptr::null_mut(), 0) }
+        .cast::<Recorded>();
+    let mut recorded = Recorded {
+        owner: current_owner(),
+        cookie,
+    };
+    if known.is_null() {
+        // SAFETY: as above; the value is copied into the socket's new storage.
+        unsafe {
+            bpf_sk_storage_get(
+                owner_storage(),
+                sk,
+                (&raw mut recorded).cast(),
+                u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+            )
+        };
+    } else {
+        // SAFETY: a live storage value of this map's type.
+        unsafe {
+            if (*known).cookie == cookie {
+                return;
+            }
+            *known = recorded;
+        }
+    }
+    // A socket counted before it had an owner of its own (opened before the probe started, or
+    // accepted): its last packets may already have been counted.
+    for direction in [INGRESS, EGRESS] {
+        let key = Key {
+            cookie,
+            direction,
+            _pad: 0,
+        };
+        if let Some(c) = COUNTS.get_ptr_mut(&key) {
+            own(c, &recorded.owner, OWNED);
+        }
+    }
 }
 
-/// Records the current process as the owner of `cookie` unless an owner is known.
-fn remember_owner(cookie: u64) {
-    if OWNERS.get_ptr(&cookie).is_some() {
-        return;
-    }
-    let owner = Owner {
+fn current_owner() -> Owner {
+    Owner {
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         _pad: 0,
         // SAFETY: no arguments; valid in every program type that attaches these hooks.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+fn owner_storage() -> *mut c_void {
+    (&raw const OWNER_OF).cast_mut().cast()
+}
+
+/// The recorded owner of the packet's socket (`cookie`), and whether it is its own ([`OWNED`])
+/// or its listener's ([`INHERITED`]).
+fn owner_of_packet(ctx: &SkBuffContext, cookie: u64) -> Option<(Owner, u32)> {
+    // SAFETY: a field of the program's context.
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null socket of the context.
+    let full = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return None;
+    }
+    // SAFETY: a full socket; without the create flag nothing is written.
+    let p = unsafe { bpf_sk_storage_get(owner_storage(), full.cast(), core::ptr::null_mut(), 0) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a live storage value of this map's type.
+    let recorded = unsafe { *p.cast::<Recorded>() };
+    let state = if recorded.cookie == cookie {
+        OWNED
+    } else {
+        INHERITED
     };
-    // A full map leaves the socket unowned; userspace reports the count of such sockets.
-    let _ = OWNERS.insert(&cookie, &owner, u64::from(BPF_NOEXIST));
+    Some((recorded.owner, state))
+}
+
+/// Fills a socket's counters' owner, unless one as good is there.
+fn own(counts: *mut Counts, owner: &Owner, state: u32) {
+    // SAFETY: a live map value; the owner is written before the flag that says it is there.
+    unsafe {
+        let owned = (*counts).owned;
+        if owned == 0 || (owned == INHERITED && state == OWNED) {
+            (*counts).owner = *owner;
+            (*counts).owned = state;
+        }
+    }
 }
 
 fn header(kind: u32, direction: u32, cookie: u64) -> EventHeader {
@@ -305,13 +434,7 @@ fn count(ctx: &SkBuffContext, direction: u32) {
                 Some(c) => c,
                 None => {
                     bump(STAT_MAP_FULL);
-                    if let Some(o) = OVERFLOW.get_ptr_mut(direction) {
-                        // SAFETY: a live map value.
-                        unsafe {
-                            add(&raw mut (*o).bytes, wire_len);
-                            add(&raw mut (*o).packets, packets);
-                        }
-                    }
+                    count_per_process(ctx, cookie, direction, wire_len, packets);
                     return;
                 }
             }
@@ -330,16 +453,13 @@ fn count(ctx: &SkBuffContext, direction: u32) {
         // SAFETY: as above (plain stores: any packet of the socket may write the same values).
         unsafe { (*counts).protocol = u32::from(ip_protocol(ctx).unwrap_or(255)) };
     }
-    let past_head = protocol == u32::from(TCP) && copied_so_far >= u64::from(HEAD_BYTES);
-    let skip = past_head
-        && (owned != 0 || {
-            let known = OWNERS.get_ptr(&cookie).is_some();
-            if known {
-                // SAFETY: as above.
-                unsafe { (*counts).owned = 1 };
-            }
-            known
+    let owned = owned == OWNED
+        || owner_of_packet(ctx, cookie).is_some_and(|(o, state)| {
+            own(counts, &o, state);
+            true
         });
+    let past_head = protocol == u32::from(TCP) && copied_so_far >= u64::from(HEAD_BYTES);
+    let skip = past_head && owned;
     // The event of a sampled packet carries the packet as the socket sent it: the headers a
     // split adds are carried by no event.
     let (unsampled_bytes, unsampled_packets) =
@@ -360,12 +480,39 @@ fn count(ctx: &SkBuffContext, direction: u32) {
     }
 }
 
+/// Counts a packet of a socket that found no room in `COUNTS` against its owning process, or
+/// without an owner when none is known or `FALLBACK` is full too.
+fn count_per_process(ctx: &SkBuffContext, cookie: u64, direction: u32, bytes: u64, packets: u64) {
+    let traffic = owner_of_packet(ctx, cookie).and_then(|(owner, _)| {
+        let key = ProcessKey {
+            owner,
+            direction,
+            _pad: 0,
+        };
+        FALLBACK.get_ptr_mut(&key).or_else(|| {
+            let _ = FALLBACK.insert(&key, &Traffic::default(), u64::from(BPF_NOEXIST));
+            FALLBACK.get_ptr_mut(&key)
+        })
+    });
+    if let Some(t) = traffic.or_else(|| OVERFLOW.get_ptr_mut(direction)) {
+        // SAFETY: a live map value.
+        unsafe {
+            add(&raw mut (*t).bytes, bytes);
+            add(&raw mut (*t).packets, packets);
+        }
+    }
+}
+
 /// Sends the packet's first bytes to userspace; returns the number copied, `None` if the ring
 /// buffer had no room (counted) or the packet could not be read.
 fn sample(ctx: &SkBuffContext, direction: u32, cookie: u64) -> Option<u64> {
     let ev = SCRATCH.get_ptr_mut(0)?;
     let len = ctx.len();
-    let n = if (len as usize) < SNAP { len } else { SNAP as u32 };
+    let n = if (len as usize) < SNAP {
+        len
+    } else {
+        SNAP as u32
+    };
     if n == 0 || n as usize > SNAP {
         return None;
     }

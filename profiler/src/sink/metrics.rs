@@ -87,7 +87,7 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "wakuprof_probe_map_full_total",
         "counter",
-        "Packets of sockets the probe's counter map had no room for.",
+        "Packets of sockets the probe's counter map had no room for (counted per process).",
     ),
     (
         "wakuprof_flows_evicted_total",

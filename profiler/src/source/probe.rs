@@ -11,8 +11,9 @@ use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock};
 use aya::{Btf, Ebpf, EbpfLoader};
 use wakuprof_probe_common::{
-    CloseEvent, Counts, EVENT_CLOSE, EVENT_PACKET, EventHeader, KernelLayout, Key, Owner,
-    PacketEvent, STAT_MAP_FULL, STAT_RING_DROPS,
+    CloseEvent, Counts, EGRESS, EVENT_CLOSE, EVENT_PACKET, EventHeader, INGRESS, KernelLayout, Key,
+    MAX_SOCKETS, OWNED, Owner, PacketEvent, ProcessKey, RING_BYTES, STAT_MAP_FULL, STAT_RING_DROPS,
+    Traffic,
 };
 
 use super::btf::KernelBtf;
@@ -50,27 +51,83 @@ pub enum Event<'a> {
 pub struct ProbeStats {
     /// Packet samples the ring buffer had no room for (their bytes are still counted).
     pub ring_drops: u64,
-    /// Packets of sockets the counter map had no room for.
+    /// Packets of sockets the socket counters had no room for (counted per process instead).
     pub map_full: u64,
-    /// Bytes and packets of those packets, by direction (ingress, egress).
+    /// Bytes and packets of those packets counted per process, by direction (ingress, egress).
+    pub per_process: [(u64, u64); 2],
+    /// Bytes and packets of those packets with no known owner, by direction.
     pub overflow: [(u64, u64); 2],
 }
 
-/// The probe's record of socket owners, by socket cookie.
-pub struct Owners<'a>(&'a HashMap<MapData, u64, Owner>);
+/// How large the probe's maps are made at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSizes {
+    /// Sockets counted at once.
+    pub sockets: u32,
+    /// Bytes of the ring buffer that carries packet samples (a power of two, at least a page).
+    pub ring_bytes: u32,
+}
+
+impl Default for ProbeSizes {
+    fn default() -> ProbeSizes {
+        ProbeSizes {
+            sockets: MAX_SOCKETS,
+            ring_bytes: RING_BYTES,
+        }
+    }
+}
+
+impl ProbeSizes {
+    /// Checks what the kernel requires of the sizes.
+    pub fn check(&self) -> Result<(), Error> {
+        // SAFETY: no arguments.
+        let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < page {
+            return Err(Error::Probe(format!(
+                "the probe's ring buffer (--probe-ring) must be a power of two of at least {page} bytes, not {}",
+                self.ring_bytes
+            )));
+        }
+        if self.sockets == 0 || self.sockets > u32::MAX / 2 {
+            return Err(Error::Probe(format!(
+                "the probe's socket map (--probe-sockets) must hold between 1 and {} sockets, not {}",
+                u32::MAX / 2,
+                self.sockets
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Socket owners as the probe's counters record them, by socket cookie.
+pub struct Owners<'a>(&'a HashMap<MapData, Key, Counts>);
 
 impl Owners<'_> {
-    /// The recorded owner of a socket.
-    pub fn get(&self, cookie: u64) -> Option<Owner> {
-        self.0.get(&cookie, 0).ok()
+    /// The recorded owner of a socket, and whether it is final: an accepted socket has its
+    /// listener's until a process sends or receives on it.
+    pub fn get(&self, cookie: u64) -> Option<(Owner, bool)> {
+        [INGRESS, EGRESS].into_iter().find_map(|direction| {
+            let key = Key {
+                cookie,
+                direction,
+                _pad: 0,
+            };
+            self.0
+                .get(&key, 0)
+                .ok()
+                .filter(|c| c.owned != 0)
+                .map(|c| (c.owner, c.owned == OWNED))
+        })
     }
 }
 
 /// The loaded, attached probe.
 pub struct Probe {
     counts: HashMap<MapData, Key, Counts>,
-    owners: HashMap<MapData, u64, Owner>,
-    overflow: Array<MapData, Counts>,
+    fallback: HashMap<MapData, ProcessKey, Traffic>,
+    /// Per direction, what per-process counters held when they were forgotten.
+    forgotten: [(u64, u64); 2],
+    overflow: Array<MapData, Traffic>,
     stats: Array<MapData, u64>,
     ring: RingBuf<MapData>,
     /// Where the cgroup programs are attached.
@@ -92,10 +149,11 @@ const TRACEPOINTS: [(&str, &str); 3] = [
 ];
 
 impl Probe {
-    /// Loads the probe and attaches every program; errors name the missing capability or the
-    /// step that failed. Nothing stays attached when this fails.
-    pub fn load() -> Result<Probe, Error> {
+    /// Loads the probe with maps of `sizes` and attaches every program; errors name the missing
+    /// capability or the step that failed. Nothing stays attached when this fails.
+    pub fn load(sizes: ProbeSizes) -> Result<Probe, Error> {
         let object = OBJECT.ok_or_else(|| Error::Probe(NOT_BUILT.to_string()))?;
+        sizes.check()?;
         caps::require(caps::PROBE)?;
         raise_memlock();
         let cgroup_root = cgroup2_root()?;
@@ -111,6 +169,10 @@ impl Probe {
             });
         let mut ebpf = EbpfLoader::new()
             .set_global("LAYOUT", &layout, true)
+            .set_max_entries("COUNTS", sizes.sockets * 2)
+            .set_max_entries("EVENTS", sizes.ring_bytes)
+            // Socket-local storage (`OWNER_OF`) is only used by the programs.
+            .allow_unsupported_maps()
             .load(object)
             .map_err(|e| load_error("loading the object", &e))?;
         for (name, attach) in SKB_PROGRAMS {
@@ -133,7 +195,8 @@ impl Probe {
         }
         Ok(Probe {
             counts: map(&mut ebpf, "COUNTS")?,
-            owners: map(&mut ebpf, "OWNERS")?,
+            fallback: map(&mut ebpf, "FALLBACK")?,
+            forgotten: [(0, 0); 2],
             overflow: map(&mut ebpf, "OVERFLOW")?,
             stats: map(&mut ebpf, "STATS")?,
             ring: map(&mut ebpf, "EVENTS")?,
@@ -173,22 +236,35 @@ impl Probe {
 
     /// The probe's record of socket owners.
     pub fn owners(&self) -> Owners<'_> {
-        Owners(&self.owners)
+        Owners(&self.counts)
+    }
+
+    /// Per process and direction: packets of sockets the socket counters had no room for.
+    pub fn per_process(&self) -> Vec<(ProcessKey, Traffic)> {
+        self.fallback.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Forgets a process's per-process counter if it still holds `last` (what was read of it
+    /// last); returns whether it was forgotten.
+    pub fn forget_process(&mut self, key: &ProcessKey, last: Traffic) -> bool {
+        if self.fallback.get(key, 0).ok() != Some(last) || self.fallback.remove(key).is_err() {
+            return false;
+        }
+        if let Some(f) = self.forgotten.get_mut(key.direction as usize) {
+            *f = (f.0 + last.bytes, f.1 + last.packets);
+        }
+        true
     }
 
     /// Forgets a socket whose counters have been read for the last time.
     pub fn forget(&mut self, cookie: u64) {
-        for direction in [
-            wakuprof_probe_common::INGRESS,
-            wakuprof_probe_common::EGRESS,
-        ] {
+        for direction in [INGRESS, EGRESS] {
             let _ = self.counts.remove(&Key {
                 cookie,
                 direction,
                 _pad: 0,
             });
         }
-        let _ = self.owners.remove(&cookie);
     }
 
     /// The probe's drop and overflow counters.
@@ -197,11 +273,18 @@ impl Probe {
         let over = |d| {
             self.overflow
                 .get(&d, 0)
-                .map_or((0, 0), |c| (c.bytes, c.packets))
+                .map_or((0, 0), |t| (t.bytes, t.packets))
         };
+        let mut per_process = self.forgotten;
+        for (key, t) in self.per_process() {
+            if let Some(p) = per_process.get_mut(key.direction as usize) {
+                *p = (p.0 + t.bytes, p.1 + t.packets);
+            }
+        }
         ProbeStats {
             ring_drops: stat(STAT_RING_DROPS),
             map_full: stat(STAT_MAP_FULL),
+            per_process,
             overflow: [over(0), over(1)],
         }
     }
@@ -292,4 +375,23 @@ pub fn cgroup2_root() -> Result<PathBuf, Error> {
         .ok_or_else(|| {
             Error::Probe("no cgroup v2 hierarchy is mounted (see /proc/mounts); mount one or use --source pcap".into())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProbeSizes;
+
+    #[test]
+    fn sizes_the_kernel_refuses_are_refused_first() {
+        let sized = |sockets, ring_bytes| ProbeSizes {
+            sockets,
+            ring_bytes,
+        };
+        assert!(ProbeSizes::default().check().is_ok());
+        assert!(sized(64, 16 << 10).check().is_ok());
+        let ring = sized(64, 10 << 10).check().expect_err("not a power of two");
+        assert!(ring.to_string().contains("--probe-ring"), "{ring}");
+        assert!(sized(64, 1024).check().is_err(), "under a page");
+        assert!(sized(0, 16 << 10).check().is_err(), "no sockets");
+    }
 }

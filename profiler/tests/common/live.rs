@@ -430,24 +430,10 @@ pub fn check_owners(live: &Live, capture: &Path, port: u16, server: u32, client:
     let (server_in, server_in_cgroups) = of(server, "in");
     let (client_out, _) = of(client, "out");
     let (client_in, _) = of(client, "in");
-    println!(
-        "port {port}: wakuprof / libpcap bytes: server out {server_out} / {from_server}, in {server_in} / {to_server}; client out {client_out} / {to_server}, in {client_in} / {from_server}"
-    );
-    assert_close(
-        &format!("port {port}: server sent"),
-        server_out,
-        from_server,
-    );
-    assert_close(
-        &format!("port {port}: server received"),
-        server_in,
-        to_server,
-    );
-    assert_close(&format!("port {port}: client sent"), client_out, to_server);
-    assert_close(
-        &format!("port {port}: client received"),
-        client_in,
-        from_server,
+    check_ends(
+        port,
+        [server_out, server_in, client_out, client_in],
+        (from_server, to_server),
     );
     let mut server_cgroups = [server_cgroups, server_in_cgroups].concat();
     server_cgroups.sort();
@@ -457,6 +443,26 @@ pub fn check_owners(live: &Live, capture: &Path, port: u16, server: u32, client:
         vec![cg.path.clone()],
         "port {port}: the server's cgroup"
     );
+}
+
+/// Checks one exchange's bytes as wakuprof counted them (`got`: server out, server in, client
+/// out, client in) against the capture's (`seen`: from the server's port, to it).
+pub fn check_ends(port: u16, got: [u64; 4], seen: (u64, u64)) {
+    let [server_out, server_in, client_out, client_in] = got;
+    let (from_server, to_server) = seen;
+    println!(
+        "port {port}: wakuprof / libpcap bytes: server out {server_out} / {from_server}, in {server_in} / {to_server}; client out {client_out} / {to_server}, in {client_in} / {from_server}"
+    );
+    let want = [from_server, to_server, to_server, from_server];
+    let what = [
+        "server sent",
+        "server received",
+        "client sent",
+        "client received",
+    ];
+    for ((what, got), want) in what.into_iter().zip(got).zip(want) {
+        assert_close(&format!("port {port}: {what}"), got, want);
+    }
 }
 
 pub fn assert_nothing_attached() {

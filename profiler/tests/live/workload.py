@@ -14,6 +14,9 @@
                                                await the server's close, close
     workload.py burst-server HOST PORT COUNT   receive datagrams until COUNT arrived or 2 s pass
     workload.py burst-client HOST PORT COUNT   send COUNT datagrams of 400 bytes, no pause
+    workload.py many-server HOST PORT COUNT    accept COUNT connections, then read each to its end
+    workload.py many-client HOST PORT COUNT    open COUNT connections at once, send 10,000
+                                               bytes on each, shut each down, await the closes
 
 Each waits for a line on stdin before opening any socket (so the test can move it into a
 cgroup first), and a server prints "ready" once it listens.
@@ -78,6 +81,27 @@ elif role == "udp-client":
     for i in range(count):
         s.sendto(bytes([i % 256]) * 1000, (host, port))
         s.recvfrom(65536)
+elif role == "many-server":
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(count)
+    ready()
+    conns = [listener.accept()[0] for _ in range(count)]
+    listener.close()
+    for conn in conns:
+        while conn.recv(1 << 20):
+            pass
+        conn.close()
+elif role == "many-client":
+    conns = [socket.create_connection((host, port)) for _ in range(count)]
+    for s in conns:
+        s.sendall(bytes(10_000))
+        s.shutdown(socket.SHUT_WR)
+    for s in conns:
+        while s.recv(65536):
+            pass
+        s.close()
 elif role in ("bulk-server", "short-server", "stream-server"):
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
