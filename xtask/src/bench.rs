@@ -75,6 +75,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Capture::time(&many, many_packets, &wakuprof, args.runs, &bench_dir)?,
     ];
     let idle = IdleFootprint::measure(&wakuprof, &bench_dir);
+    let writer = workspace.writer_bench();
 
     let (cpu, cores) = environment();
     let commit = workspace.commit();
@@ -86,16 +87,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!();
         capture.print();
     }
+    match &writer {
+        Ok(w) => println!(
+            "\nParquet usage writer alone, {} rows of a day: {:.0} rows/s (through the writer thread {:.0} rows/s)",
+            w.rows,
+            w.rows as f64 / w.direct_secs,
+            w.rows as f64 / w.threaded_secs
+        ),
+        Err(_) => println!("\nParquet usage writer alone: failed, see below"),
+    }
     match &idle {
         Ok(f) => println!(
-            "\nwakuprof memory per idle flow (libp2p-like, opened and silent): ({:.1} - {:.1} MiB) / ({} - {} flows) = {:.0} bytes",
+            "wakuprof memory per idle flow (libp2p-like, opened and silent): ({:.1} - {:.1} MiB) / ({} - {} flows) = {:.0} bytes",
             mib(f.rss_n),
             mib(f.rss_1),
             IDLE_FLOWS[1],
             IDLE_FLOWS[0],
             f.bytes_per_flow()
         ),
-        Err(_) => println!("\nwakuprof memory per idle flow: failed, see below"),
+        Err(_) => println!("wakuprof memory per idle flow: failed, see below"),
     }
     let report = json!({
         "commit": commit,
@@ -103,6 +113,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "cores": cores,
         "copies": args.copies,
         "captures": captures.iter().map(Capture::json).collect::<Vec<_>>(),
+        "writer": writer.as_ref().ok().map(|w| json!({
+            "rows": w.rows,
+            "direct_secs": w.direct_secs,
+            "threaded_secs": w.threaded_secs,
+        })),
         "memory_per_idle_flow": idle.as_ref().ok().map(|f| json!({
             "flows": IDLE_FLOWS,
             "peak_rss_bytes": [f.rss_1, f.rss_n],
@@ -116,7 +131,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("{}", path.display()))?;
     println!("numbers written to {}", path.display());
+    writer?;
     idle.map(drop)
+}
+
+/// The last line of `cargo bench -p wakuprof --bench writer`: seconds to write a day of usage
+/// rows directly and through the writer thread.
+#[derive(Deserialize)]
+pub struct WriterTimes {
+    rows: u64,
+    direct_secs: f64,
+    threaded_secs: f64,
 }
 
 /// One benchmarked capture and every run of every tool on it.
@@ -391,6 +416,26 @@ impl Workspace {
             Some(hash) => hash,
             None => "unknown".to_owned(),
         }
+    }
+
+    /// Runs the Parquet writer's own benchmark and reads its numbers.
+    pub fn writer_bench(&self) -> Result<WriterTimes> {
+        eprintln!("bench: cargo bench -p wakuprof --bench writer");
+        let output = setup::cargo()
+            .current_dir(&self.root)
+            .args(["bench", "-p", "wakuprof", "--bench", "writer"])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cannot run cargo bench")?;
+        ensure!(
+            output.status.success(),
+            "cargo bench -p wakuprof --bench writer failed ({})",
+            output.status
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last)
+            .with_context(|| format!("unexpected writer bench output {last:?}"))
     }
 
     /// Builds wakuprof in release mode and returns the binary's path.

@@ -16,7 +16,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::Sink;
 use crate::Error;
@@ -252,8 +252,19 @@ pub const COLUMNS: &[Column] = &[
     ),
 ];
 
-/// Rows buffered per partition before a file is written.
-const ROWS_PER_FILE: usize = 200_000;
+/// Most rows in one row group: DuckDB's own row group size, so that a reader's threads split a
+/// file the way DuckDB splits its tables. Row groups carry min/max statistics (what DuckDB
+/// prunes by); pages do not, as their index would stay in memory until the file closes.
+const ROW_GROUP_ROWS: usize = 122_880;
+/// Largest data page before compression: enough for zstd to find repeats, small enough that a
+/// reader skipping by page statistics reads little.
+const DATA_PAGE_BYTES: usize = 256 << 10;
+/// Row groups in a file before the next file of its hour starts: a file's metadata stays in
+/// memory until it is closed.
+const ROW_GROUPS_PER_FILE: usize = 16;
+/// Partitions (hours) with a file open at once: the current hour and the one before, where rows
+/// of windows still open at the turn of the hour go.
+const OPEN_PARTITIONS: usize = 2;
 /// Start and end of a temporary file's name; between them `<run id>-<seq>.parquet`, the run id
 /// ending with the writing process's id.
 const TMP_PREFIX: &str = ".part-";
@@ -261,7 +272,7 @@ const TMP_SUFFIX: &str = ".tmp";
 
 /// A kind of row written as Parquet: its columns and how rows become them.
 pub trait Table {
-    type Row: Clone;
+    type Row: Clone + Send + 'static;
     /// Columns in file order.
     const COLUMNS: &'static [Column];
     /// The time that places a row in its `date=`/`hour=` partition, µs since the epoch.
@@ -284,15 +295,44 @@ impl Table for Usage {
     }
 }
 
-/// Writes rows of table `T` as Parquet under a directory.
+/// Hours since the epoch: the partition a time falls in.
+type Hour = i64;
+
+/// The partition of a time, µs since the epoch.
+fn hour_of(time_us: i64) -> Hour {
+    time_us.div_euclid(3_600_000_000)
+}
+
+/// A Parquet file being written, under its temporary name.
+struct OpenFile {
+    hour: Hour,
+    rows: usize,
+    tmp: PathBuf,
+    path: PathBuf,
+    writer: ArrowWriter<File>,
+}
+
+/// Writes rows of table `T` as Parquet under a directory: one file per partition (hour) that
+/// stays open while rows of that hour arrive, written a row group at a time. Rows of an hour
+/// whose file was already closed (late packets, unordered captures) are set aside and written
+/// together, so an hour gets one more file per [`ParquetWriter::limit_rows`] rows of them, not
+/// one per late window.
 pub struct ParquetWriter<T: Table> {
     dir: PathBuf,
     run_id: String,
     seq: u32,
     schema: Arc<Schema>,
-    buffered: BTreeMap<(String, u32), Vec<T::Row>>,
-    /// Rows buffered over all partitions, and how many may be before all are written.
-    buffered_rows: usize,
+    props: WriterProperties,
+    /// Files being written, at most [`OPEN_PARTITIONS`].
+    open: Vec<OpenFile>,
+    /// The latest hour whose file was closed since the last [`ParquetWriter::flush`]: rows of
+    /// it or earlier hours not open are late.
+    closed_up_to: Option<Hour>,
+    /// Late rows by hour, and how many there are in all.
+    late: BTreeMap<Hour, Vec<T::Row>>,
+    late_rows: usize,
+    /// Most rows buffered or in a row group before they are written (the memory budget's output
+    /// share).
     row_limit: usize,
     /// Files written so far.
     pub files: Vec<PathBuf>,
@@ -314,73 +354,201 @@ impl<T: Table> ParquetWriter<T> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Ok(ParquetWriter {
+        let mut writer = ParquetWriter {
             dir: dir.to_path_buf(),
             run_id: format!("{nanos:x}-{}", std::process::id()),
             seq: 0,
             schema: Arc::new(Schema::new(fields)),
-            buffered: BTreeMap::new(),
-            buffered_rows: 0,
+            props: WriterProperties::default(),
+            open: Vec::new(),
+            closed_up_to: None,
+            late: BTreeMap::new(),
+            late_rows: 0,
             row_limit: usize::MAX,
             files: Vec::new(),
-        })
+        };
+        writer.limit_rows(ROW_GROUP_ROWS);
+        Ok(writer)
     }
 
-    /// Bounds the rows buffered over all partitions (the memory budget's output share): past
-    /// `rows`, every partition is written.
+    /// Bounds the rows held before they are written (the memory budget's output share): late
+    /// rows past `rows` are written, and a row group holds no more.
     pub fn limit_rows(&mut self, rows: usize) {
         self.row_limit = rows.max(1);
+        self.props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(self.row_limit.min(ROW_GROUP_ROWS)))
+            .set_data_page_size_limit(DATA_PAGE_BYTES)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .build();
     }
 
-    fn write_partition(&mut self, part: &(String, u32), rows: &[T::Row]) -> Result<(), Error> {
-        if rows.is_empty() {
-            return Ok(());
+    /// Writes rows in order: each run of rows of one hour goes to that hour's open file, or is
+    /// set aside when the hour's file was closed already.
+    pub fn add(&mut self, rows: &[T::Row]) -> Result<(), Error> {
+        let result = self.route(rows);
+        if result.is_err() {
+            self.abandon();
         }
+        result
+    }
+
+    fn route(&mut self, rows: &[T::Row]) -> Result<(), Error> {
+        let mut start = 0;
+        while start < rows.len() {
+            let hour = hour_of(T::time_us(&rows[start]));
+            let len = rows[start..]
+                .iter()
+                .position(|r| hour_of(T::time_us(r)) != hour)
+                .unwrap_or(rows.len() - start);
+            let run = &rows[start..start + len];
+            start += len;
+            if let Some(at) = self.open.iter().position(|f| f.hour == hour) {
+                let f = &mut self.open[at];
+                write_batch(f, &self.schema, T::columns(run))?;
+                if f.rows >= self.row_limit.min(ROW_GROUP_ROWS) * ROW_GROUPS_PER_FILE {
+                    let f = self.open.swap_remove(at);
+                    self.close(f)?;
+                }
+            } else if self.closed_up_to.is_some_and(|c| hour <= c) {
+                self.late.entry(hour).or_default().extend_from_slice(run);
+                self.late_rows += run.len();
+                if self.late_rows >= self.row_limit {
+                    self.write_late()?;
+                }
+            } else {
+                if self.open.len() == OPEN_PARTITIONS {
+                    let oldest = (0..self.open.len())
+                        .min_by_key(|&i| self.open[i].hour)
+                        .unwrap_or(0);
+                    let f = self.open.swap_remove(oldest);
+                    self.closed_up_to = self.closed_up_to.max(Some(f.hour));
+                    self.close(f)?;
+                }
+                let mut f = self.create(hour)?;
+                let written = write_batch(&mut f, &self.schema, T::columns(run));
+                self.open.push(f);
+                written?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every open file and writes the late rows: everything added so far is in
+    /// complete files. On an error the rows not written are dropped (the files already written
+    /// stay complete).
+    pub fn flush(&mut self) -> Result<(), Error> {
+        let result = self.close_all();
+        if result.is_err() {
+            self.abandon();
+        }
+        self.closed_up_to = None;
+        result
+    }
+
+    fn close_all(&mut self) -> Result<(), Error> {
+        while let Some(f) = self.open.pop() {
+            self.close(f)?;
+        }
+        self.write_late()
+    }
+
+    /// Writes the late rows, one file per hour.
+    fn write_late(&mut self) -> Result<(), Error> {
+        self.late_rows = 0;
+        for (hour, rows) in std::mem::take(&mut self.late) {
+            let mut f = self.create(hour)?;
+            let written = write_batch(&mut f, &self.schema, T::columns(&rows));
+            match written {
+                Ok(()) => self.close(f)?,
+                Err(e) => {
+                    self.open.push(f);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the open files (removing them) and the late rows, after an error.
+    fn abandon(&mut self) {
+        for f in self.open.drain(..) {
+            drop(f.writer);
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+        self.late.clear();
+        self.late_rows = 0;
+    }
+
+    /// Opens a new file of `hour` under its temporary name.
+    fn create(&mut self, hour: Hour) -> Result<OpenFile, Error> {
+        let (date, hh) = partition(hour * 3_600_000_000);
         let dir = self
             .dir
-            .join(format!("date={}", part.0))
-            .join(format!("hour={:02}", part.1));
+            .join(format!("date={date}"))
+            .join(format!("hour={hh:02}"));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         self.seq += 1;
         let name = format!("{}-{:05}.parquet", self.run_id, self.seq);
         let path = dir.join(format!("part-{name}"));
         let tmp = dir.join(format!("{TMP_PREFIX}{name}{TMP_SUFFIX}"));
-        let result = self
-            .write_file(&tmp, rows)
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let writer = ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(self.props.clone()));
+        match writer {
+            Ok(writer) => Ok(OpenFile {
+                hour,
+                rows: 0,
+                tmp,
+                path,
+                writer,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(parquet_error(&tmp, e))
+            }
+        }
+    }
+
+    /// Finishes a file, syncs it and gives it its final name.
+    fn close(&mut self, f: OpenFile) -> Result<(), Error> {
+        let OpenFile {
+            tmp, path, writer, ..
+        } = f;
+        let result = writer
+            .into_inner()
+            .map_err(|e| parquet_error(&tmp, e))
+            .and_then(|file| file.sync_all().map_err(|e| Error::io(&tmp, e)))
             .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)));
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        if let Ok(d) = File::open(&dir) {
+        if let Some(d) = path.parent().and_then(|d| File::open(d).ok()) {
             let _ = d.sync_all();
         }
         self.files.push(path);
         Ok(())
     }
+}
 
-    fn write_file(&self, tmp: &Path, rows: &[T::Row]) -> Result<(), Error> {
-        let perr = |e: parquet::errors::ParquetError| Error::Parquet {
-            path: tmp.to_path_buf(),
-            message: e.to_string(),
-        };
-        let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(perr)?))
-            .set_max_row_group_row_count(Some(ROWS_PER_FILE))
-            .build();
-        let mut w =
-            ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props)).map_err(perr)?;
-        let batch =
-            RecordBatch::try_new(Arc::clone(&self.schema), T::columns(rows)).map_err(|e| {
-                Error::Parquet {
-                    path: tmp.to_path_buf(),
-                    message: e.to_string(),
-                }
-            })?;
-        w.write(&batch).map_err(perr)?;
-        let file = w.into_inner().map_err(perr)?;
-        file.sync_all().map_err(|e| Error::io(tmp, e))
+/// Appends a batch of columns to an open file.
+fn write_batch(
+    f: &mut OpenFile,
+    schema: &Arc<Schema>,
+    columns: Vec<ArrayRef>,
+) -> Result<(), Error> {
+    let batch = RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::Parquet {
+        path: f.tmp.clone(),
+        message: e.to_string(),
+    })?;
+    f.rows += batch.num_rows();
+    f.writer.write(&batch).map_err(|e| parquet_error(&f.tmp, e))
+}
+
+fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> Error {
+    Error::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     }
 }
 
@@ -541,43 +709,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
-}
-
-impl<T: Table> ParquetWriter<T> {
-    /// Buffers rows by partition; a partition that reaches [`ROWS_PER_FILE`] is written, and
-    /// every partition when the buffered rows reach the row limit.
-    pub fn add(&mut self, rows: &[T::Row]) -> Result<(), Error> {
-        let mut full = Vec::new();
-        for r in rows {
-            let part = partition(T::time_us(r));
-            let buf = self.buffered.entry(part.clone()).or_default();
-            buf.push(r.clone());
-            if buf.len() == ROWS_PER_FILE {
-                full.push(part);
-            }
-        }
-        self.buffered_rows += rows.len();
-        if self.buffered_rows >= self.row_limit {
-            return self.flush();
-        }
-        for part in full {
-            if let Some(rows) = self.buffered.remove(&part) {
-                self.buffered_rows -= rows.len();
-                self.write_partition(&part, &rows)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes every buffered row. On an error the rows not written are dropped (the files
-    /// already written stay complete).
-    pub fn flush(&mut self) -> Result<(), Error> {
-        self.buffered_rows = 0;
-        for (part, rows) in std::mem::take(&mut self.buffered) {
-            self.write_partition(&part, &rows)?;
-        }
-        Ok(())
-    }
 }
 
 impl Sink for ParquetSink {
