@@ -6,9 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::builder::StringBuilder;
 use arrow_array::{
     ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     UInt16Array, UInt32Array, UInt64Array,
@@ -17,6 +19,8 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use rustc_hash::FxHashMap;
 
 use super::Sink;
 use crate::Error;
@@ -260,8 +264,8 @@ const ROW_GROUP_ROWS: usize = 122_880;
 /// reader skipping by page statistics reads little.
 const DATA_PAGE_BYTES: usize = 256 << 10;
 /// Row groups in a file before the next file of its hour starts: a file's metadata stays in
-/// memory until it is closed.
-const ROW_GROUPS_PER_FILE: usize = 16;
+/// memory until it is closed, and a run that is killed loses its open files.
+const ROW_GROUPS_PER_FILE: usize = 4;
 /// Partitions (hours) with a file open at once: the current hour and the one before, where rows
 /// of windows still open at the turn of the hour go.
 const OPEN_PARTITIONS: usize = 2;
@@ -375,11 +379,20 @@ impl<T: Table> ParquetWriter<T> {
     /// rows past `rows` are written, and a row group holds no more.
     pub fn limit_rows(&mut self, rows: usize) {
         self.row_limit = rows.max(1);
-        self.props = WriterProperties::builder()
+        let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(self.row_limit.min(ROW_GROUP_ROWS)))
             .set_data_page_size_limit(DATA_PAGE_BYTES)
-            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_statistics_enabled(EnabledStatistics::Chunk);
+        // Counters take nearly as many values as rows: a dictionary would only be built to be
+        // dropped, so they are written plain (and compressed).
+        let counters = T::COLUMNS
+            .iter()
+            .filter(|c| matches!(c.ty, ColumnType::U64 | ColumnType::I64));
+        self.props = counters
+            .fold(props, |p, c| {
+                p.set_column_dictionary_enabled(ColumnPath::from(c.name), false)
+            })
             .build();
     }
 
@@ -636,16 +649,29 @@ pub fn timestamps(it: impl Iterator<Item = i64>) -> ArrayRef {
 
 /// The five endpoint columns (transport, local addr/port, remote addr/port), in that order.
 pub fn endpoint_columns<'a>(eps: impl Iterator<Item = &'a Endpoints> + Clone) -> Vec<ArrayRef> {
-    let addr = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string());
-    let local: Vec<Option<String>> = eps.clone().map(|e| addr(e.local_addr)).collect();
-    let remote: Vec<Option<String>> = eps.clone().map(|e| addr(e.remote_addr)).collect();
+    let mut text = FxHashMap::default();
     vec![
         strings(eps.clone().map(|e| Some(e.transport))),
-        strings(local.iter().map(|a| a.as_deref())),
+        addresses(eps.clone().map(|e| e.local_addr), &mut text),
         Arc::new(UInt16Array::from_iter(eps.clone().map(|e| e.local_port))),
-        strings(remote.iter().map(|a| a.as_deref())),
+        addresses(eps.clone().map(|e| e.remote_addr), &mut text),
         Arc::new(UInt16Array::from_iter(eps.map(|e| e.remote_port))),
     ]
+}
+
+/// A column of addresses as text, each distinct address formatted once (`text` keeps them).
+fn addresses(
+    addrs: impl Iterator<Item = Option<IpAddr>>,
+    text: &mut FxHashMap<IpAddr, String>,
+) -> ArrayRef {
+    let mut column = StringBuilder::new();
+    for a in addrs {
+        match a {
+            Some(a) => column.append_value(text.entry(a).or_insert_with(|| a.to_string())),
+            None => column.append_null(),
+        }
+    }
+    Arc::new(column.finish())
 }
 
 /// Builds the column arrays of a batch, in [`COLUMNS`] order.
