@@ -407,6 +407,7 @@ impl<T: Table> ParquetWriter<T> {
     }
 
     fn route(&mut self, rows: &[T::Row]) -> Result<(), Error> {
+        let per_file = self.row_limit.min(ROW_GROUP_ROWS) * ROW_GROUPS_PER_FILE;
         let mut start = 0;
         while start < rows.len() {
             let hour = hour_of(T::time_us(&rows[start]));
@@ -415,33 +416,39 @@ impl<T: Table> ParquetWriter<T> {
                 .position(|r| hour_of(T::time_us(r)) != hour)
                 .unwrap_or(rows.len() - start);
             let run = &rows[start..start + len];
-            start += len;
-            if let Some(at) = self.open.iter().position(|f| f.hour == hour) {
-                let f = &mut self.open[at];
-                write_batch(f, &self.schema, T::columns(run))?;
-                if f.rows >= self.row_limit.min(ROW_GROUP_ROWS) * ROW_GROUPS_PER_FILE {
-                    let f = self.open.swap_remove(at);
-                    self.close(f)?;
-                }
-            } else if self.closed_up_to.is_some_and(|c| hour <= c) {
+            let open = self.open.iter().position(|f| f.hour == hour);
+            if open.is_none() && self.closed_up_to.is_some_and(|c| hour <= c) {
                 self.late.entry(hour).or_default().extend_from_slice(run);
                 self.late_rows += run.len();
+                start += len;
                 if self.late_rows >= self.row_limit {
                     self.write_late()?;
                 }
-            } else {
-                if self.open.len() == OPEN_PARTITIONS {
-                    let oldest = (0..self.open.len())
-                        .min_by_key(|&i| self.open[i].hour)
-                        .unwrap_or(0);
-                    let f = self.open.swap_remove(oldest);
-                    self.closed_up_to = self.closed_up_to.max(Some(f.hour));
-                    self.close(f)?;
+                continue;
+            }
+            let at = match open {
+                Some(at) => at,
+                None => {
+                    if self.open.len() == OPEN_PARTITIONS {
+                        let oldest = (0..self.open.len())
+                            .min_by_key(|&i| self.open[i].hour)
+                            .unwrap_or(0);
+                        let f = self.open.swap_remove(oldest);
+                        self.closed_up_to = self.closed_up_to.max(Some(f.hour));
+                        self.close(f)?;
+                    }
+                    let f = self.create(hour)?;
+                    self.open.push(f);
+                    self.open.len() - 1
                 }
-                let mut f = self.create(hour)?;
-                let written = write_batch(&mut f, &self.schema, T::columns(run));
-                self.open.push(f);
-                written?;
+            };
+            let f = &mut self.open[at];
+            let n = run.len().min(per_file - f.rows);
+            write_batch(f, &self.schema, T::columns(&run[..n]))?;
+            start += n;
+            if f.rows >= per_file {
+                let f = self.open.swap_remove(at);
+                self.close(f)?;
             }
         }
         Ok(())
@@ -754,6 +761,85 @@ impl Sink for ParquetSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::record::{Category, Counters, Direction, Label};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    /// A usage row of the window starting `secs` after 2024-01-01 00:00 UTC, counting one byte.
+    fn row(secs: i64) -> Row {
+        Row {
+            window_start_us: (1_704_067_200 + secs) * 1_000_000,
+            window_secs: 10,
+            owner: Arc::default(),
+            endpoints: Endpoints {
+                transport: "tcp",
+                local_addr: Some(IpAddr::from([10, 0, 0, 1])),
+                local_port: Some(40000),
+                remote_addr: Some(IpAddr::from([10, 0, 0, 2])),
+                remote_port: Some(443),
+            },
+            label: Label::decoded(Category::Other, &Arc::from("tcp"), &Arc::from("data")),
+            direction: Direction::Out,
+            counters: Counters {
+                bytes: 1,
+                ..Counters::default()
+            },
+        }
+    }
+
+    /// The rows in each file written, by `hour=` directory.
+    fn rows_by_hour(files: &[PathBuf]) -> BTreeMap<String, Vec<i64>> {
+        let mut hours: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for f in files {
+            let reader = SerializedFileReader::new(File::open(f).unwrap()).unwrap();
+            let hour = f.parent().unwrap().file_name().unwrap().to_string_lossy();
+            hours
+                .entry(hour.into_owned())
+                .or_default()
+                .push(reader.metadata().file_metadata().num_rows());
+        }
+        hours
+    }
+
+    #[test]
+    fn late_rows_of_a_closed_hour_share_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ParquetSink::new(dir.path()).unwrap();
+        for hour in 0..3 {
+            w.add(&[row(hour * 3600), row(hour * 3600 + 10)]).unwrap();
+        }
+        for late in 0..5 {
+            w.add(&[row(late * 10)]).unwrap();
+            w.add(&[row(2 * 3600 + 20)]).unwrap();
+        }
+        w.flush().unwrap();
+        let hours = rows_by_hour(&w.files);
+        assert_eq!(
+            hours["hour=00"],
+            [2, 5],
+            "one file as written, one of its late rows"
+        );
+        assert_eq!(hours["hour=01"], [2]);
+        assert_eq!(
+            hours["hour=02"],
+            [7],
+            "the open hour takes its rows as they come"
+        );
+    }
+
+    #[test]
+    fn an_hour_starts_a_new_file_after_its_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ParquetSink::new(dir.path()).unwrap();
+        w.limit_rows(3);
+        let rows: Vec<Row> = (0..30).map(|i| row(i * 10)).collect();
+        w.add(&rows).unwrap();
+        w.flush().unwrap();
+        let per_file = 3 * ROW_GROUPS_PER_FILE as i64;
+        assert_eq!(
+            rows_by_hour(&w.files)["hour=00"],
+            [per_file, per_file, 30 - 2 * per_file]
+        );
+    }
 
     #[test]
     fn temporary_names_give_their_writer() {
