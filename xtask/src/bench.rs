@@ -1,7 +1,10 @@
-//! `cargo xtask bench`: wakuprof against ndpiReader, tshark and tcpdump on the same capture.
+//! `cargo xtask bench`: wakuprof against ndpiReader, tshark and tcpdump on the same captures.
 //!
-//! The benchmarked capture is FILE repeated `--copies` times, each copy with its own addresses so
-//! that it adds flows of its own; it is written once under `<target dir>/bench/` and reused.
+//! Two captures are timed. The day-long one is FILE repeated `--copies` times, each copy with its
+//! own addresses so that it adds flows of its own, with its timestamps spread evenly over one day
+//! (packets in their order): what a day of capture looks like, 24 hours of Parquet partitions.
+//! The many-flows one holds [`MANY_FLOWS`] connections that open like libp2p and go silent, all at
+//! once. Both are written once under `<target dir>/bench/` and reused.
 
 use std::{
     env,
@@ -17,7 +20,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::setup::{self, Package};
 
@@ -27,13 +30,14 @@ pub struct BenchArgs {
     /// Capture to repeat and benchmark: classic pcap, Ethernet [default: captures/ndpi-mix.pcap
     /// in $WAKUPROF_SHARED, else in the shared/ folder beside the workspace]
     file: Option<PathBuf>,
-    /// Copies of FILE, each with its own addresses, that make up the benchmarked capture.
+    /// Copies of FILE, each with its own addresses, that make up the day-long capture.
     #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u16).range(1..))]
     copies: u16,
-    /// Runs of each tool; the table shows the fastest run and the highest peak RSS.
+    /// Runs of each tool; the table shows the median wall time and the highest peak RSS.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
-    /// Also write the environment, every run's numbers and the memory per flow to this JSON file.
+    /// Where to write the environment and every run's numbers as JSON, for comparison across
+    /// commits [default: <target dir>/bench/bench-<commit>.json]
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
     /// Benchmark this wakuprof binary instead of building one with `cargo build --release`.
@@ -41,7 +45,10 @@ pub struct BenchArgs {
     wakuprof: Option<PathBuf>,
 }
 
-/// Runs every tool `--runs` times on the capture and prints how wakuprof compares.
+/// Connections of the many-flows capture, all open at once.
+pub const MANY_FLOWS: u32 = 100_000;
+
+/// Runs every tool `--runs` times on both captures and prints how wakuprof compares.
 pub fn run(args: &BenchArgs) -> Result<()> {
     setup::ensure_packages(PACKAGES)?;
     let workspace = Workspace::locate()?;
@@ -54,63 +61,40 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let base = fs::canonicalize(&base).with_context(|| format!("{}", base.display()))?;
     let bench_dir = workspace.target.join("bench");
     fs::create_dir_all(&bench_dir).with_context(|| format!("{}", bench_dir.display()))?;
-    let (input, packets) = prepare_input(&base, args.copies, &bench_dir)?;
+    let (day, day_packets) = prepare_input(&base, args.copies, &bench_dir)?;
+    let many = bench_dir.join(format!("flood-libp2p-{MANY_FLOWS}.pcap"));
+    let many_packets = flood::write(&many, flood::Flood::Libp2p, MANY_FLOWS)
+        .with_context(|| format!("{}", many.display()))?
+        .packets;
     let wakuprof = match &args.wakuprof {
         Some(path) => fs::canonicalize(path).with_context(|| format!("{}", path.display()))?,
         None => workspace.build_wakuprof()?,
     };
-    let bytes = fs::metadata(&input)
-        .with_context(|| format!("{}", input.display()))?
-        .len();
-
-    let mut samples = Vec::new();
-    for run in 1..=args.runs {
-        for tool in TOOLS {
-            eprint!("bench: run {run}/{} {:<14} ", args.runs, tool.name());
-            let out = tempfile::tempdir_in(&bench_dir)?;
-            let measured = measure(&mut tool.command(&wakuprof, &input, out.path()));
-            match &measured {
-                Ok((wall, rss)) => eprintln!("{:.2} s, {:.1} MiB", wall.as_secs_f64(), mib(*rss)),
-                Err(_) => eprintln!("failed"),
-            }
-            let (wall, peak_rss) = measured?;
-            samples.push(Sample {
-                tool,
-                run,
-                wall,
-                peak_rss,
-            });
-        }
-    }
-    // A failure here is reported after the table, so that the timings are not lost.
-    let per_flow = (args.copies > 1)
-        .then(|| FlowFootprint::measure(&wakuprof, &base, &input, packets, &bench_dir));
+    let captures = [
+        Capture::time(&day, day_packets, &wakuprof, args.runs, &bench_dir)?,
+        Capture::time(&many, many_packets, &wakuprof, args.runs, &bench_dir)?,
+    ];
     let idle = IdleFootprint::measure(&wakuprof, &bench_dir);
+    let writer = workspace.writer_bench();
 
     let (cpu, cores) = environment();
-    let name = input.file_name().unwrap_or_default().to_string_lossy();
+    let commit = workspace.commit();
     println!(
-        "{cpu}, {cores} cores; {name}: {packets} packets, {:.1} MB; best of {} runs",
-        bytes as f64 / 1e6,
+        "{cpu}, {cores} cores; wakuprof {commit}; median of {} runs",
         args.runs
     );
-    print_table(&samples, packets, bytes);
-    match &per_flow {
-        Some(Ok(f)) => match f.bytes_per_flow() {
-            Some(per_flow) => println!(
-                "wakuprof memory per flow: ({:.1} - {:.1} MiB) / ({} - {} flows) = {per_flow:.0} bytes",
-                mib(f.rss_n),
-                mib(f.rss_1),
-                f.flows_n,
-                f.flows_1
-            ),
-            None => println!(
-                "wakuprof memory per flow: n/a ({} flows at 1x, {} at {}x)",
-                f.flows_1, f.flows_n, args.copies
-            ),
-        },
-        Some(Err(_)) => println!("wakuprof memory per flow: failed, see below"),
-        None => println!("wakuprof memory per flow: n/a with --copies 1"),
+    for capture in &captures {
+        println!();
+        capture.print();
+    }
+    match &writer {
+        Ok(w) => println!(
+            "\nParquet usage writer alone, {} rows of a day: {:.0} rows/s (through the writer thread {:.0} rows/s)",
+            w.rows,
+            w.rows as f64 / w.direct_secs,
+            w.rows as f64 / w.threaded_secs
+        ),
+        Err(_) => println!("\nParquet usage writer alone: failed, see below"),
     }
     match &idle {
         Ok(f) => println!(
@@ -123,42 +107,147 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ),
         Err(_) => println!("wakuprof memory per idle flow: failed, see below"),
     }
-    if let Some(path) = &args.json {
-        let report = json!({
-            "cpu": cpu,
-            "cores": cores,
-            "input": input,
-            "copies": args.copies,
-            "packets": packets,
-            "bytes": bytes,
-            "runs": samples.iter().map(|s| json!({
+    let report = json!({
+        "commit": commit,
+        "cpu": cpu,
+        "cores": cores,
+        "copies": args.copies,
+        "captures": captures.iter().map(Capture::json).collect::<Vec<_>>(),
+        "writer": writer.as_ref().ok().map(|w| json!({
+            "rows": w.rows,
+            "direct_secs": w.direct_secs,
+            "threaded_secs": w.threaded_secs,
+        })),
+        "memory_per_idle_flow": idle.as_ref().ok().map(|f| json!({
+            "flows": IDLE_FLOWS,
+            "peak_rss_bytes": [f.rss_1, f.rss_n],
+            "bytes_per_flow": f.bytes_per_flow(),
+        })),
+    });
+    let path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| bench_dir.join(format!("bench-{commit}.json")));
+    fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("{}", path.display()))?;
+    println!("numbers written to {}", path.display());
+    writer?;
+    idle.map(drop)
+}
+
+/// The last line of `cargo bench -p wakuprof --bench writer`: seconds to write a day of usage
+/// rows directly and through the writer thread.
+#[derive(Deserialize)]
+pub struct WriterTimes {
+    rows: u64,
+    direct_secs: f64,
+    threaded_secs: f64,
+}
+
+/// One benchmarked capture and every run of every tool on it.
+struct Capture {
+    path: PathBuf,
+    packets: u64,
+    bytes: u64,
+    samples: Vec<Sample>,
+}
+
+impl Capture {
+    /// Runs every tool `runs` times on `path`, the tools taking turns.
+    fn time(path: &Path, packets: u64, wakuprof: &Path, runs: u32, scratch: &Path) -> Result<Self> {
+        let bytes = fs::metadata(path)
+            .with_context(|| format!("{}", path.display()))?
+            .len();
+        let mut samples = Vec::new();
+        for run in 1..=runs {
+            for tool in TOOLS {
+                eprint!("bench: run {run}/{runs} {:<14} ", tool.name());
+                let out = tempfile::tempdir_in(scratch)?;
+                let measured = measure(&mut tool.command(wakuprof, path, out.path()));
+                match &measured {
+                    Ok((wall, rss)) => {
+                        eprintln!("{:.2} s, {:.1} MiB", wall.as_secs_f64(), mib(*rss))
+                    }
+                    Err(_) => eprintln!("failed"),
+                }
+                let (wall, peak_rss) = measured?;
+                samples.push(Sample {
+                    tool,
+                    run,
+                    wall,
+                    peak_rss,
+                });
+            }
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            packets,
+            bytes,
+            samples,
+        })
+    }
+
+    /// The median wall time of `tool`'s runs, seconds, and its highest peak RSS.
+    fn summary(&self, tool: Tool) -> (f64, u64) {
+        let runs = self.samples.iter().filter(|s| s.tool == tool);
+        let mut walls: Vec<_> = runs.clone().map(|s| s.wall).collect();
+        walls.sort();
+        let wall = walls.get(walls.len() / 2).copied().unwrap_or_default();
+        let rss = runs.map(|s| s.peak_rss).max().unwrap_or_default();
+        (wall.as_secs_f64(), rss)
+    }
+
+    /// Prints one row per tool, with each tool's wall time over wakuprof's with and without
+    /// Parquet output.
+    fn print(&self) {
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        println!(
+            "{name}: {} packets, {:.1} MB",
+            self.packets,
+            self.bytes as f64 / 1e6
+        );
+        let (out_wall, _) = self.summary(Tool::WakuprofParquet);
+        let (plain_wall, _) = self.summary(Tool::Wakuprof);
+        println!(
+            "{:<14} {:>8} {:>8} {:>8} {:>13} {:>9} {:>9}",
+            "tool", "wall s", "M pkt/s", "MB/s", "peak RSS MiB", "x --out", "x no out"
+        );
+        for tool in TOOLS {
+            let (wall, rss) = self.summary(tool);
+            println!(
+                "{:<14} {wall:>8.3} {:>8.3} {:>8.1} {:>13.1} {:>9.2} {:>9.2}",
+                tool.name(),
+                self.packets as f64 / wall / 1e6,
+                self.bytes as f64 / wall / 1e6,
+                mib(rss),
+                wall / out_wall,
+                wall / plain_wall,
+            );
+        }
+    }
+
+    /// The capture, every run and each tool's median, as JSON.
+    fn json(&self) -> Value {
+        json!({
+            "input": self.path,
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "median": TOOLS.iter().map(|&tool| {
+                let (wall, rss) = self.summary(tool);
+                json!({ "tool": tool.name(), "wall_secs": wall, "peak_rss_bytes": rss })
+            }).collect::<Vec<_>>(),
+            "runs": self.samples.iter().map(|s| json!({
                 "tool": s.tool.name(),
                 "run": s.run,
                 "wall_secs": s.wall.as_secs_f64(),
                 "peak_rss_bytes": s.peak_rss,
             })).collect::<Vec<_>>(),
-            "memory_per_idle_flow": idle.as_ref().ok().map(|f| json!({
-                "flows": IDLE_FLOWS,
-                "peak_rss_bytes": [f.rss_1, f.rss_n],
-                "bytes_per_flow": f.bytes_per_flow(),
-            })),
-            "memory_per_flow": per_flow.as_ref().and_then(|f| f.as_ref().ok()).map(|f| json!({
-                "flows_1x": f.flows_1,
-                "peak_rss_bytes_1x": f.rss_1,
-                "flows_nx": f.flows_n,
-                "peak_rss_bytes_nx": f.rss_n,
-                "bytes_per_flow": f.bytes_per_flow(),
-            })),
-        });
-        fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("{}", path.display()))?;
+        })
     }
-    idle?;
-    per_flow.transpose().map(drop)
 }
 
 /// Flood sizes whose peak RSS difference gives the memory of an idle flow.
-const IDLE_FLOWS: [u32; 2] = [50_000, 100_000];
+const IDLE_FLOWS: [u32; 2] = [50_000, MANY_FLOWS];
 
 /// What wakuprof's memory grows by per idle flow: connections that open like libp2p and go
 /// silent (`cargo xtask flood libp2p`), with a budget large enough that none is retired.
@@ -174,12 +263,11 @@ impl IdleFootprint {
             let capture = scratch.join(format!("flood-libp2p-{n}.pcap"));
             flood::write(&capture, flood::Flood::Libp2p, *n)
                 .with_context(|| format!("{}", capture.display()))?;
-            let (stats, peak) =
-                analyze_json(wakuprof, &capture, scratch, &["--memory-budget", "8G"])?;
+            let (flows, peak) =
+                analyze_flows(wakuprof, &capture, scratch, &["--memory-budget", "8G"])?;
             ensure!(
-                stats.flow.flows == u64::from(*n),
-                "wakuprof counted {} flows in a flood of {n}",
-                stats.flow.flows
+                flows == u64::from(*n),
+                "wakuprof counted {flows} flows in a flood of {n}"
             );
             *rss = peak;
         }
@@ -305,6 +393,51 @@ impl Workspace {
         })
     }
 
+    /// The checked-out commit's short hash, with `-dirty` when files differ from it; `unknown`
+    /// outside a git checkout.
+    pub fn commit(&self) -> String {
+        let git = |args: &[&str]| {
+            Command::new("git")
+                .current_dir(&self.root)
+                .args(args)
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        match git(&["rev-parse", "--short", "HEAD"]) {
+            Some(hash)
+                if git(&["status", "--porcelain", "--untracked-files=no"])
+                    .is_some_and(|s| !s.is_empty()) =>
+            {
+                format!("{hash}-dirty")
+            }
+            Some(hash) => hash,
+            None => "unknown".to_owned(),
+        }
+    }
+
+    /// Runs the Parquet writer's own benchmark and reads its numbers.
+    pub fn writer_bench(&self) -> Result<WriterTimes> {
+        eprintln!("bench: cargo bench -p wakuprof --bench writer");
+        let output = setup::cargo()
+            .current_dir(&self.root)
+            .args(["bench", "-p", "wakuprof", "--bench", "writer"])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cannot run cargo bench")?;
+        ensure!(
+            output.status.success(),
+            "cargo bench -p wakuprof --bench writer failed ({})",
+            output.status
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last)
+            .with_context(|| format!("unexpected writer bench output {last:?}"))
+    }
+
     /// Builds wakuprof in release mode and returns the binary's path.
     pub fn build_wakuprof(&self) -> Result<PathBuf> {
         eprintln!("bench: cargo build --release -p wakuprof");
@@ -364,35 +497,6 @@ fn measure(cmd: &mut Command) -> Result<(Duration, u64)> {
     Ok((wall, u64::try_from(usage.ru_maxrss)? * 1024))
 }
 
-/// Prints one row per tool: its fastest run, its highest peak RSS, and wakuprof's packets/s over its.
-fn print_table(samples: &[Sample], packets: u64, bytes: u64) {
-    let best = |tool: Tool| {
-        let runs = samples.iter().filter(|s| s.tool == tool);
-        let wall = runs.clone().map(|s| s.wall).min().unwrap_or_default();
-        let rss = runs.map(|s| s.peak_rss).max().unwrap_or_default();
-        (wall.as_secs_f64(), rss)
-    };
-    let (wakuprof_wall, _) = best(Tool::Wakuprof);
-    println!(
-        "{:<14} {:>9} {:>8} {:>8} {:>8} {:>13} {:>11}",
-        "tool", "packets", "wall s", "M pkt/s", "MB/s", "peak RSS MiB", "wakuprof x"
-    );
-    for tool in TOOLS {
-        let (wall, rss) = best(tool);
-        let ratio = match tool {
-            Tool::Wakuprof => "-".to_owned(),
-            _ => format!("{:.2}", wall / wakuprof_wall),
-        };
-        println!(
-            "{:<14} {packets:>9} {wall:>8.3} {:>8.3} {:>8.1} {:>13.1} {ratio:>11}",
-            tool.name(),
-            packets as f64 / wall / 1e6,
-            bytes as f64 / wall / 1e6,
-            mib(rss)
-        );
-    }
-}
-
 /// Bytes as MiB, for display.
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
@@ -413,72 +517,25 @@ pub fn environment() -> (String, usize) {
     (cpu, cores)
 }
 
-/// What wakuprof's memory grows by per flow, from its peak RSS and flow count on the 1x and the
-/// Nx capture.
-struct FlowFootprint {
-    flows_1: u64,
-    rss_1: u64,
-    flows_n: u64,
-    rss_n: u64,
-}
-
-impl FlowFootprint {
-    /// Runs `wakuprof analyze --format json` on both captures; warns if wakuprof's packet count
-    /// for the Nx one is not `packets`.
-    fn measure(
-        wakuprof: &Path,
-        base: &Path,
-        input: &Path,
-        packets: u64,
-        scratch: &Path,
-    ) -> Result<Self> {
-        let (stats_1, rss_1) = analyze_json(wakuprof, base, scratch, &[])?;
-        let (stats_n, rss_n) = analyze_json(wakuprof, input, scratch, &[])?;
-        if stats_n.packets != packets {
-            eprintln!(
-                "bench: warning: wakuprof counted {} packets in {}, which holds {packets}",
-                stats_n.packets,
-                input.display()
-            );
-        }
-        Ok(Self {
-            flows_1: stats_1.flow.flows,
-            rss_1,
-            flows_n: stats_n.flow.flows,
-            rss_n,
-        })
-    }
-
-    /// Extra peak RSS per extra flow, when the Nx capture made more flows.
-    fn bytes_per_flow(&self) -> Option<f64> {
-        (self.flows_n > self.flows_1)
-            .then(|| (self.rss_n as f64 - self.rss_1 as f64) / (self.flows_n - self.flows_1) as f64)
-    }
-}
-
-/// The `stats` object of `wakuprof analyze --format json`; other fields are skipped.
-#[derive(Deserialize)]
-struct Stats {
-    packets: u64,
-    flow: FlowStats,
-}
-
-/// `stats.flow`: the flow table's counters.
-#[derive(Deserialize)]
-struct FlowStats {
-    flows: u64,
-}
-
-/// Runs `wakuprof analyze CAPTURE --format json EXTRA…` and returns its stats and peak RSS.
-fn analyze_json(
+/// Runs `wakuprof analyze CAPTURE --format json EXTRA…` and returns the flows it counted and its
+/// peak RSS.
+fn analyze_flows(
     wakuprof: &Path,
     capture: &Path,
     scratch: &Path,
     extra: &[&str],
-) -> Result<(Stats, u64)> {
+) -> Result<(u64, u64)> {
     #[derive(Deserialize)]
     struct Output {
         stats: Stats,
+    }
+    #[derive(Deserialize)]
+    struct Stats {
+        flow: FlowStats,
+    }
+    #[derive(Deserialize)]
+    struct FlowStats {
+        flows: u64,
     }
     eprint!("bench: wakuprof --format json on {} ", capture.display());
     let out = tempfile::tempdir_in(scratch)?;
@@ -498,20 +555,16 @@ fn analyze_json(
     }
     let (_, rss) = measured?;
     let output: Output = serde_json::from_reader(BufReader::new(File::open(&json)?))
-        .context("wakuprof's JSON output has no stats.packets and stats.flow.flows")?;
-    Ok((output.stats, rss))
+        .context("wakuprof's JSON output has no stats.flow.flows")?;
+    Ok((output.stats.flow.flows, rss))
 }
 
-/// Returns the capture to benchmark and its packet count: `base` itself for one copy, else
-/// `copies` of it, written to `dir` unless a complete copy newer than `base` is there already.
+/// Returns the day-long capture and its packet count: `copies` of `base`, written to `dir` unless
+/// a complete one newer than `base` is there already.
 fn prepare_input(base: &Path, copies: u16, dir: &Path) -> Result<(PathBuf, u64)> {
-    let scan = Scan::of(base)?;
-    if copies == 1 {
-        return Ok((base.to_owned(), scan.packets));
-    }
+    let packets = count_records(base)? * u64::from(copies);
     let stem = base.file_stem().unwrap_or_default().to_string_lossy();
-    let input = dir.join(format!("{stem}-x{copies}.pcap"));
-    let packets = scan.packets * u64::from(copies);
+    let input = dir.join(format!("{stem}-x{copies}-day.pcap"));
     let base_meta = fs::metadata(base)?;
     let expected_len =
         HEADER_LEN as u64 + u64::from(copies) * (base_meta.len() - HEADER_LEN as u64);
@@ -523,11 +576,11 @@ fn prepare_input(base: &Path, copies: u16, dir: &Path) -> Result<(PathBuf, u64)>
         eprintln!("bench: using {}", input.display());
     } else {
         eprintln!(
-            "bench: writing {copies} copies of {} to {}",
+            "bench: writing {copies} copies of {} over one day to {}",
             base.display(),
             input.display()
         );
-        multiply(base, &scan, copies, &input)?;
+        multiply(base, packets, copies, &input)?;
     }
     Ok((input, packets))
 }
@@ -596,9 +649,8 @@ struct PcapReader {
     offset: u64,
 }
 
-/// A record's timestamp, in the file's units since the epoch, and its original length.
+/// What a record says besides its bytes: the packet's original length.
 struct Record {
-    ts: u64,
     orig_len: u32,
 }
 
@@ -666,43 +718,32 @@ impl PcapReader {
             .with_context(|| format!("{}: record at byte {at} cut short", self.path.display()))?;
         self.offset += (RECORD_HEADER_LEN + len) as u64;
         Ok(Some(Record {
-            ts: u64::from(format.get(&header, 0)) * format.units_per_sec
-                + u64::from(format.get(&header, 4)),
             orig_len: format.get(&header, 12),
         }))
     }
 }
 
-/// What one pass over a capture learns: its record count and timestamp range.
-struct Scan {
-    packets: u64,
-    earliest: u64,
-    latest: u64,
-}
-
-impl Scan {
-    /// Reads every record of `path`.
-    fn of(path: &Path) -> Result<Self> {
-        let mut reader = PcapReader::open(path)?;
-        let mut scan = Self {
-            packets: 0,
-            earliest: u64::MAX,
-            latest: 0,
-        };
-        let mut data = Vec::new();
-        while let Some(record) = reader.next(&mut data)? {
-            scan.packets += 1;
-            scan.earliest = scan.earliest.min(record.ts);
-            scan.latest = scan.latest.max(record.ts);
-        }
-        Ok(scan)
+/// The number of records in `path` (each one read, so a corrupt file fails here).
+fn count_records(path: &Path) -> Result<u64> {
+    let mut reader = PcapReader::open(path)?;
+    let mut data = Vec::new();
+    let mut packets = 0;
+    while reader.next(&mut data)?.is_some() {
+        packets += 1;
     }
+    Ok(packets)
 }
 
-/// Writes `copies` copies of the Ethernet capture `src` to `dst`, one after the other. Copy k has
-/// its IP addresses remapped by k and its timestamps moved k spans of the capture later, or less
-/// when that would not fit in 32-bit seconds; within a copy, time runs as in `src`.
-fn multiply(src: &Path, scan: &Scan, copies: u16, dst: &Path) -> Result<()> {
+/// Start of the day-long capture: 2024-01-01 00:00:00 UTC, seconds since the epoch.
+const DAY_START_SECS: u64 = 1_704_067_200;
+
+/// Seconds in the day the capture spans.
+const DAY_SECS: u64 = 86_400;
+
+/// Writes `copies` copies of the Ethernet capture `src` (`packets` records in all) to `dst`, one
+/// after the other. Copy k has its IP addresses remapped by k; record j of the whole is stamped
+/// `DAY_START_SECS + j × DAY_SECS / packets`, so that the records keep their order and span the day.
+fn multiply(src: &Path, packets: u64, copies: u16, dst: &Path) -> Result<()> {
     let mut reader = PcapReader::open(src)?;
     let link_type = reader.link_type();
     ensure!(
@@ -711,32 +752,24 @@ fn multiply(src: &Path, scan: &Scan, copies: u16, dst: &Path) -> Result<()> {
         src.display()
     );
     let format = reader.format;
-    let limit = (u64::from(u32::MAX) + 1) * format.units_per_sec - 1;
-    let span = scan.latest.saturating_sub(scan.earliest) + 1;
-    let room = limit.saturating_sub(scan.latest) / u64::from(copies - 1);
-    let shift = span.min(room);
-    if shift < span {
-        eprintln!(
-            "bench: {} spans {:.0} s; copies start {:.0} s apart so that timestamps fit in 32 bits",
-            src.display(),
-            span as f64 / format.units_per_sec as f64,
-            shift as f64 / format.units_per_sec as f64
-        );
-    }
+    let units = u128::from(format.units_per_sec);
     let partial = dst.with_extension("pcap.partial");
     let file = File::create(&partial).with_context(|| format!("{}", partial.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     out.write_all(&reader.header)?;
     let mut data = Vec::new();
+    let mut j: u64 = 0;
     for k in 0..copies {
         if k > 0 {
             reader = PcapReader::open(src)?;
         }
         while let Some(record) = reader.next(&mut data)? {
             remap_ethernet(&mut data, k);
-            let ts = record.ts + u64::from(k) * shift;
-            let secs = u32::try_from(ts / format.units_per_sec)?;
-            let frac = u32::try_from(ts % format.units_per_sec)?;
+            let offset = u128::from(j) * u128::from(DAY_SECS) * units / u128::from(packets.max(1));
+            let ts = u128::from(DAY_START_SECS) * units + offset;
+            j += 1;
+            let secs = u32::try_from(ts / units)?;
+            let frac = u32::try_from(ts % units)?;
             let len = u32::try_from(data.len())?;
             for field in [secs, frac, len, record.orig_len] {
                 out.write_all(&format.put(field))?;
@@ -744,6 +777,11 @@ fn multiply(src: &Path, scan: &Scan, copies: u16, dst: &Path) -> Result<()> {
             out.write_all(&data)?;
         }
     }
+    ensure!(
+        j == packets,
+        "{} changed while it was copied ({j} records, {packets} before)",
+        src.display()
+    );
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
     fs::rename(&partial, dst).with_context(|| format!("{}", dst.display()))
@@ -950,7 +988,7 @@ mod tests {
     }
 
     #[test]
-    fn multiplies_both_byte_orders_and_units() {
+    fn multiplies_over_a_day_in_both_byte_orders_and_units() {
         let dir = tempfile::tempdir().unwrap();
         for magic in [
             [0xa1, 0xb2, 0xc3, 0xd4],
@@ -962,30 +1000,33 @@ mod tests {
             let src = dir.path().join("in.pcap");
             let dst = dir.path().join("out.pcap");
             fs::write(&src, pcap(format, magic)).unwrap();
-            let scan = Scan::of(&src).unwrap();
-            assert_eq!(scan.packets, 2);
-            multiply(&src, &scan, 3, &dst).unwrap();
+            assert_eq!(count_records(&src).unwrap(), 2);
+            multiply(&src, 6, 3, &dst).unwrap();
 
             let mut reader = PcapReader::open(&dst).unwrap();
             assert_eq!(reader.header[..], fs::read(&src).unwrap()[..HEADER_LEN]);
             let unit = format.units_per_sec;
-            let span = 10 * unit + unit / 2 + 1;
             let mut data = Vec::new();
             let mut seen = Vec::new();
+            let mut at = HEADER_LEN;
+            let file = fs::read(&dst).unwrap();
             while let Some(record) = reader.next(&mut data).unwrap() {
-                seen.push((record.ts, data[26..34].to_vec()));
+                let secs = u64::from(format.get(&file, at));
+                let ts = secs * unit + u64::from(format.get(&file, at + 4));
+                seen.push((ts, data[26..34].to_vec()));
                 assert_eq!(record.orig_len as usize, data.len());
+                at += RECORD_HEADER_LEN + data.len();
             }
             let expected: Vec<_> = (0..3u16)
                 .flat_map(|k| {
                     let mut frame = udp4_frame();
                     remap_ethernet(&mut frame, k);
                     let addresses = frame[26..34].to_vec();
-                    let shift = u64::from(k) * span;
-                    [
-                        (100 * unit + unit / 2 + shift, addresses.clone()),
-                        (90 * unit + shift, addresses),
-                    ]
+                    (0..2).map(move |i| {
+                        let j = u64::from(k) * 2 + i;
+                        let ts = DAY_START_SECS * unit + j * DAY_SECS * unit / 6;
+                        (ts, addresses.clone())
+                    })
                 })
                 .collect();
             assert_eq!(seen, expected);
@@ -1002,7 +1043,7 @@ mod tests {
         for len in 0..whole.len() {
             fs::write(&path, &whole[..len]).unwrap();
             let complete = len == HEADER_LEN || len == one_record;
-            assert_eq!(Scan::of(&path).is_ok(), complete, "length {len}");
+            assert_eq!(count_records(&path).is_ok(), complete, "length {len}");
         }
         fs::write(&path, b"\x0a\x0d\x0d\x0a pcapng, not classic pcap").unwrap();
         assert!(PcapReader::open(&path).is_err());

@@ -1,5 +1,6 @@
 //! Where finished rows go: Parquet files, the terminal summary, and later telemetry and metrics.
 
+pub mod background;
 pub mod frames;
 pub mod mesh;
 pub mod messages;

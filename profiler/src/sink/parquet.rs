@@ -6,9 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::builder::StringBuilder;
 use arrow_array::{
     ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     UInt16Array, UInt32Array, UInt64Array,
@@ -16,7 +18,9 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use rustc_hash::FxHashMap;
 
 use super::Sink;
 use crate::Error;
@@ -252,8 +256,19 @@ pub const COLUMNS: &[Column] = &[
     ),
 ];
 
-/// Rows buffered per partition before a file is written.
-const ROWS_PER_FILE: usize = 200_000;
+/// Most rows in one row group: DuckDB's own row group size, so that a reader's threads split a
+/// file the way DuckDB splits its tables. Row groups carry min/max statistics (what DuckDB
+/// prunes by); pages do not, as their index would stay in memory until the file closes.
+const ROW_GROUP_ROWS: usize = 122_880;
+/// Largest data page before compression: enough for zstd to find repeats, small enough that a
+/// reader skipping by page statistics reads little.
+const DATA_PAGE_BYTES: usize = 256 << 10;
+/// Row groups in a file before the next file of its hour starts: a file's metadata stays in
+/// memory until it is closed, and a run that is killed loses its open files.
+const ROW_GROUPS_PER_FILE: usize = 4;
+/// Partitions (hours) with a file open at once: the current hour and the one before, where rows
+/// of windows still open at the turn of the hour go.
+const OPEN_PARTITIONS: usize = 2;
 /// Start and end of a temporary file's name; between them `<run id>-<seq>.parquet`, the run id
 /// ending with the writing process's id.
 const TMP_PREFIX: &str = ".part-";
@@ -261,7 +276,7 @@ const TMP_SUFFIX: &str = ".tmp";
 
 /// A kind of row written as Parquet: its columns and how rows become them.
 pub trait Table {
-    type Row: Clone;
+    type Row: Clone + Send + 'static;
     /// Columns in file order.
     const COLUMNS: &'static [Column];
     /// The time that places a row in its `date=`/`hour=` partition, µs since the epoch.
@@ -284,15 +299,44 @@ impl Table for Usage {
     }
 }
 
-/// Writes rows of table `T` as Parquet under a directory.
+/// Hours since the epoch: the partition a time falls in.
+type Hour = i64;
+
+/// The partition of a time, µs since the epoch.
+fn hour_of(time_us: i64) -> Hour {
+    time_us.div_euclid(3_600_000_000)
+}
+
+/// A Parquet file being written, under its temporary name.
+struct OpenFile {
+    hour: Hour,
+    rows: usize,
+    tmp: PathBuf,
+    path: PathBuf,
+    writer: ArrowWriter<File>,
+}
+
+/// Writes rows of table `T` as Parquet under a directory: one file per partition (hour) that
+/// stays open while rows of that hour arrive, written a row group at a time. Rows of an hour
+/// whose file was already closed (late packets, unordered captures) are set aside and written
+/// together, so an hour gets one more file per [`ParquetWriter::limit_rows`] rows of them, not
+/// one per late window.
 pub struct ParquetWriter<T: Table> {
     dir: PathBuf,
     run_id: String,
     seq: u32,
     schema: Arc<Schema>,
-    buffered: BTreeMap<(String, u32), Vec<T::Row>>,
-    /// Rows buffered over all partitions, and how many may be before all are written.
-    buffered_rows: usize,
+    props: WriterProperties,
+    /// Files being written, at most [`OPEN_PARTITIONS`].
+    open: Vec<OpenFile>,
+    /// The latest hour whose file was closed since the last [`ParquetWriter::flush`]: rows of
+    /// it or earlier hours not open are late.
+    closed_up_to: Option<Hour>,
+    /// Late rows by hour, and how many there are in all.
+    late: BTreeMap<Hour, Vec<T::Row>>,
+    late_rows: usize,
+    /// Most rows buffered or in a row group before they are written (the memory budget's output
+    /// share).
     row_limit: usize,
     /// Files written so far.
     pub files: Vec<PathBuf>,
@@ -314,73 +358,217 @@ impl<T: Table> ParquetWriter<T> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Ok(ParquetWriter {
+        let mut writer = ParquetWriter {
             dir: dir.to_path_buf(),
             run_id: format!("{nanos:x}-{}", std::process::id()),
             seq: 0,
             schema: Arc::new(Schema::new(fields)),
-            buffered: BTreeMap::new(),
-            buffered_rows: 0,
+            props: WriterProperties::default(),
+            open: Vec::new(),
+            closed_up_to: None,
+            late: BTreeMap::new(),
+            late_rows: 0,
             row_limit: usize::MAX,
             files: Vec::new(),
-        })
+        };
+        writer.limit_rows(ROW_GROUP_ROWS);
+        Ok(writer)
     }
 
-    /// Bounds the rows buffered over all partitions (the memory budget's output share): past
-    /// `rows`, every partition is written.
+    /// Bounds the rows held before they are written (the memory budget's output share): late
+    /// rows past `rows` are written, and a row group holds no more.
     pub fn limit_rows(&mut self, rows: usize) {
         self.row_limit = rows.max(1);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(self.row_limit.min(ROW_GROUP_ROWS)))
+            .set_data_page_size_limit(DATA_PAGE_BYTES)
+            .set_statistics_enabled(EnabledStatistics::Chunk);
+        // Counters take nearly as many values as rows: a dictionary would only be built to be
+        // dropped, so they are written plain (and compressed).
+        let counters = T::COLUMNS
+            .iter()
+            .filter(|c| matches!(c.ty, ColumnType::U64 | ColumnType::I64));
+        self.props = counters
+            .fold(props, |p, c| {
+                p.set_column_dictionary_enabled(ColumnPath::from(c.name), false)
+            })
+            .build();
     }
 
-    fn write_partition(&mut self, part: &(String, u32), rows: &[T::Row]) -> Result<(), Error> {
-        if rows.is_empty() {
-            return Ok(());
+    /// Writes rows in order: each run of rows of one hour goes to that hour's open file, or is
+    /// set aside when the hour's file was closed already.
+    pub fn add(&mut self, rows: &[T::Row]) -> Result<(), Error> {
+        let result = self.route(rows);
+        if result.is_err() {
+            self.abandon();
         }
+        result
+    }
+
+    fn route(&mut self, rows: &[T::Row]) -> Result<(), Error> {
+        let per_file = self.row_limit.min(ROW_GROUP_ROWS) * ROW_GROUPS_PER_FILE;
+        let mut start = 0;
+        while start < rows.len() {
+            let hour = hour_of(T::time_us(&rows[start]));
+            let len = rows[start..]
+                .iter()
+                .position(|r| hour_of(T::time_us(r)) != hour)
+                .unwrap_or(rows.len() - start);
+            let run = &rows[start..start + len];
+            let open = self.open.iter().position(|f| f.hour == hour);
+            if open.is_none() && self.closed_up_to.is_some_and(|c| hour <= c) {
+                self.late.entry(hour).or_default().extend_from_slice(run);
+                self.late_rows += run.len();
+                start += len;
+                if self.late_rows >= self.row_limit {
+                    self.write_late()?;
+                }
+                continue;
+            }
+            let at = match open {
+                Some(at) => at,
+                None => {
+                    if self.open.len() == OPEN_PARTITIONS {
+                        let oldest = (0..self.open.len())
+                            .min_by_key(|&i| self.open[i].hour)
+                            .unwrap_or(0);
+                        let f = self.open.swap_remove(oldest);
+                        self.closed_up_to = self.closed_up_to.max(Some(f.hour));
+                        self.close(f)?;
+                    }
+                    let f = self.create(hour)?;
+                    self.open.push(f);
+                    self.open.len() - 1
+                }
+            };
+            let f = &mut self.open[at];
+            let n = run.len().min(per_file - f.rows);
+            write_batch(f, &self.schema, T::columns(&run[..n]))?;
+            start += n;
+            if f.rows >= per_file {
+                let f = self.open.swap_remove(at);
+                self.close(f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every open file and writes the late rows: everything added so far is in
+    /// complete files. On an error the rows not written are dropped (the files already written
+    /// stay complete).
+    pub fn flush(&mut self) -> Result<(), Error> {
+        let result = self.close_all();
+        if result.is_err() {
+            self.abandon();
+        }
+        self.closed_up_to = None;
+        result
+    }
+
+    fn close_all(&mut self) -> Result<(), Error> {
+        while let Some(f) = self.open.pop() {
+            self.close(f)?;
+        }
+        self.write_late()
+    }
+
+    /// Writes the late rows, one file per hour.
+    fn write_late(&mut self) -> Result<(), Error> {
+        self.late_rows = 0;
+        for (hour, rows) in std::mem::take(&mut self.late) {
+            let mut f = self.create(hour)?;
+            let written = write_batch(&mut f, &self.schema, T::columns(&rows));
+            match written {
+                Ok(()) => self.close(f)?,
+                Err(e) => {
+                    self.open.push(f);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the open files (removing them) and the late rows, after an error.
+    fn abandon(&mut self) {
+        for f in self.open.drain(..) {
+            drop(f.writer);
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+        self.late.clear();
+        self.late_rows = 0;
+    }
+
+    /// Opens a new file of `hour` under its temporary name.
+    fn create(&mut self, hour: Hour) -> Result<OpenFile, Error> {
+        let (date, hh) = partition(hour * 3_600_000_000);
         let dir = self
             .dir
-            .join(format!("date={}", part.0))
-            .join(format!("hour={:02}", part.1));
+            .join(format!("date={date}"))
+            .join(format!("hour={hh:02}"));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         self.seq += 1;
         let name = format!("{}-{:05}.parquet", self.run_id, self.seq);
         let path = dir.join(format!("part-{name}"));
         let tmp = dir.join(format!("{TMP_PREFIX}{name}{TMP_SUFFIX}"));
-        let result = self
-            .write_file(&tmp, rows)
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let writer = ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(self.props.clone()));
+        match writer {
+            Ok(writer) => Ok(OpenFile {
+                hour,
+                rows: 0,
+                tmp,
+                path,
+                writer,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(parquet_error(&tmp, e))
+            }
+        }
+    }
+
+    /// Finishes a file, syncs it and gives it its final name.
+    fn close(&mut self, f: OpenFile) -> Result<(), Error> {
+        let OpenFile {
+            tmp, path, writer, ..
+        } = f;
+        let result = writer
+            .into_inner()
+            .map_err(|e| parquet_error(&tmp, e))
+            .and_then(|file| file.sync_all().map_err(|e| Error::io(&tmp, e)))
             .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)));
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        if let Ok(d) = File::open(&dir) {
+        if let Some(d) = path.parent().and_then(|d| File::open(d).ok()) {
             let _ = d.sync_all();
         }
         self.files.push(path);
         Ok(())
     }
+}
 
-    fn write_file(&self, tmp: &Path, rows: &[T::Row]) -> Result<(), Error> {
-        let perr = |e: parquet::errors::ParquetError| Error::Parquet {
-            path: tmp.to_path_buf(),
-            message: e.to_string(),
-        };
-        let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(perr)?))
-            .set_max_row_group_row_count(Some(ROWS_PER_FILE))
-            .build();
-        let mut w =
-            ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props)).map_err(perr)?;
-        let batch =
-            RecordBatch::try_new(Arc::clone(&self.schema), T::columns(rows)).map_err(|e| {
-                Error::Parquet {
-                    path: tmp.to_path_buf(),
-                    message: e.to_string(),
-                }
-            })?;
-        w.write(&batch).map_err(perr)?;
-        let file = w.into_inner().map_err(perr)?;
-        file.sync_all().map_err(|e| Error::io(tmp, e))
+/// Appends a batch of columns to an open file.
+fn write_batch(
+    f: &mut OpenFile,
+    schema: &Arc<Schema>,
+    columns: Vec<ArrayRef>,
+) -> Result<(), Error> {
+    let batch = RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| Error::Parquet {
+        path: f.tmp.clone(),
+        message: e.to_string(),
+    })?;
+    f.rows += batch.num_rows();
+    f.writer.write(&batch).map_err(|e| parquet_error(&f.tmp, e))
+}
+
+fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> Error {
+    Error::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     }
 }
 
@@ -468,16 +656,29 @@ pub fn timestamps(it: impl Iterator<Item = i64>) -> ArrayRef {
 
 /// The five endpoint columns (transport, local addr/port, remote addr/port), in that order.
 pub fn endpoint_columns<'a>(eps: impl Iterator<Item = &'a Endpoints> + Clone) -> Vec<ArrayRef> {
-    let addr = |a: Option<std::net::IpAddr>| a.map(|a| a.to_string());
-    let local: Vec<Option<String>> = eps.clone().map(|e| addr(e.local_addr)).collect();
-    let remote: Vec<Option<String>> = eps.clone().map(|e| addr(e.remote_addr)).collect();
+    let mut text = FxHashMap::default();
     vec![
         strings(eps.clone().map(|e| Some(e.transport))),
-        strings(local.iter().map(|a| a.as_deref())),
+        addresses(eps.clone().map(|e| e.local_addr), &mut text),
         Arc::new(UInt16Array::from_iter(eps.clone().map(|e| e.local_port))),
-        strings(remote.iter().map(|a| a.as_deref())),
+        addresses(eps.clone().map(|e| e.remote_addr), &mut text),
         Arc::new(UInt16Array::from_iter(eps.map(|e| e.remote_port))),
     ]
+}
+
+/// A column of addresses as text, each distinct address formatted once (`text` keeps them).
+fn addresses(
+    addrs: impl Iterator<Item = Option<IpAddr>>,
+    text: &mut FxHashMap<IpAddr, String>,
+) -> ArrayRef {
+    let mut column = StringBuilder::new();
+    for a in addrs {
+        match a {
+            Some(a) => column.append_value(text.entry(a).or_insert_with(|| a.to_string())),
+            None => column.append_null(),
+        }
+    }
+    Arc::new(column.finish())
 }
 
 /// Builds the column arrays of a batch, in [`COLUMNS`] order.
@@ -543,43 +744,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-impl<T: Table> ParquetWriter<T> {
-    /// Buffers rows by partition; a partition that reaches [`ROWS_PER_FILE`] is written, and
-    /// every partition when the buffered rows reach the row limit.
-    pub fn add(&mut self, rows: &[T::Row]) -> Result<(), Error> {
-        let mut full = Vec::new();
-        for r in rows {
-            let part = partition(T::time_us(r));
-            let buf = self.buffered.entry(part.clone()).or_default();
-            buf.push(r.clone());
-            if buf.len() == ROWS_PER_FILE {
-                full.push(part);
-            }
-        }
-        self.buffered_rows += rows.len();
-        if self.buffered_rows >= self.row_limit {
-            return self.flush();
-        }
-        for part in full {
-            if let Some(rows) = self.buffered.remove(&part) {
-                self.buffered_rows -= rows.len();
-                self.write_partition(&part, &rows)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes every buffered row. On an error the rows not written are dropped (the files
-    /// already written stay complete).
-    pub fn flush(&mut self) -> Result<(), Error> {
-        self.buffered_rows = 0;
-        for (part, rows) in std::mem::take(&mut self.buffered) {
-            self.write_partition(&part, &rows)?;
-        }
-        Ok(())
-    }
-}
-
 impl Sink for ParquetSink {
     fn write(&mut self, rows: &[Row]) -> Result<(), Error> {
         self.add(rows)
@@ -597,6 +761,85 @@ impl Sink for ParquetSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::record::{Category, Counters, Direction, Label};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    /// A usage row of the window starting `secs` after 2024-01-01 00:00 UTC, counting one byte.
+    fn row(secs: i64) -> Row {
+        Row {
+            window_start_us: (1_704_067_200 + secs) * 1_000_000,
+            window_secs: 10,
+            owner: Arc::default(),
+            endpoints: Endpoints {
+                transport: "tcp",
+                local_addr: Some(IpAddr::from([10, 0, 0, 1])),
+                local_port: Some(40000),
+                remote_addr: Some(IpAddr::from([10, 0, 0, 2])),
+                remote_port: Some(443),
+            },
+            label: Label::decoded(Category::Other, &Arc::from("tcp"), &Arc::from("data")),
+            direction: Direction::Out,
+            counters: Counters {
+                bytes: 1,
+                ..Counters::default()
+            },
+        }
+    }
+
+    /// The rows in each file written, by `hour=` directory.
+    fn rows_by_hour(files: &[PathBuf]) -> BTreeMap<String, Vec<i64>> {
+        let mut hours: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for f in files {
+            let reader = SerializedFileReader::new(File::open(f).unwrap()).unwrap();
+            let hour = f.parent().unwrap().file_name().unwrap().to_string_lossy();
+            hours
+                .entry(hour.into_owned())
+                .or_default()
+                .push(reader.metadata().file_metadata().num_rows());
+        }
+        hours
+    }
+
+    #[test]
+    fn late_rows_of_a_closed_hour_share_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ParquetSink::new(dir.path()).unwrap();
+        for hour in 0..3 {
+            w.add(&[row(hour * 3600), row(hour * 3600 + 10)]).unwrap();
+        }
+        for late in 0..5 {
+            w.add(&[row(late * 10)]).unwrap();
+            w.add(&[row(2 * 3600 + 20)]).unwrap();
+        }
+        w.flush().unwrap();
+        let hours = rows_by_hour(&w.files);
+        assert_eq!(
+            hours["hour=00"],
+            [2, 5],
+            "one file as written, one of its late rows"
+        );
+        assert_eq!(hours["hour=01"], [2]);
+        assert_eq!(
+            hours["hour=02"],
+            [7],
+            "the open hour takes its rows as they come"
+        );
+    }
+
+    #[test]
+    fn an_hour_starts_a_new_file_after_its_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ParquetSink::new(dir.path()).unwrap();
+        w.limit_rows(3);
+        let rows: Vec<Row> = (0..30).map(|i| row(i * 10)).collect();
+        w.add(&rows).unwrap();
+        w.flush().unwrap();
+        let per_file = 3 * ROW_GROUPS_PER_FILE as i64;
+        assert_eq!(
+            rows_by_hour(&w.files)["hour=00"],
+            [per_file, per_file, 30 - 2 * per_file]
+        );
+    }
 
     #[test]
     fn temporary_names_give_their_writer() {
