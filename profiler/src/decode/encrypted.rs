@@ -703,7 +703,9 @@ fn hello(d: u64, muxer: Muxer) -> Option<Hello> {
             return Some(Hello::Negotiation { lead });
         }
     }
-    let mut best: Option<Hello> = None;
+    // The fewest header-only frames (and the negotiation) of the splits, and their topic lengths.
+    let mut best: Option<(u64, u64)> = None;
+    let mut topic_lens = 0;
     for topic_len in TOPIC_LENS {
         for n in 1..=SUBSCRIPTIONS_MAX {
             for b in opened.clone().take(2) {
@@ -711,42 +713,24 @@ fn hello(d: u64, muxer: Muxer) -> Option<Hello> {
                     continue;
                 };
                 let Some(lead) = lead(rest, b) else { continue };
-                let (lens, fewer) = match best {
-                    Some(Hello::Rpc {
-                        lead: l,
-                        topic_lens,
-                        ..
-                    }) => (topic_lens, lead < l),
-                    _ => (0, true),
-                };
-                let topic_lens = lens | 1 << topic_len;
-                best = Some(match (fewer, best) {
-                    (
-                        false,
-                        Some(Hello::Rpc {
-                            lead, negotiated, ..
-                        }),
-                    ) => Hello::Rpc {
-                        lead,
-                        negotiated,
-                        topic_lens,
-                    },
-                    _ => Hello::Rpc {
-                        lead,
-                        negotiated: b * negotiation,
-                        topic_lens,
-                    },
-                });
+                topic_lens |= 1 << topic_len;
+                if best.is_none_or(|(l, _)| lead < l) {
+                    best = Some((lead, b * negotiation));
+                }
             }
         }
     }
-    best
+    best.map(|(lead, negotiated)| Hello::Rpc {
+        lead,
+        negotiated,
+        topic_lens,
+    })
 }
 
 /// The gossip an RPC of `d` bytes may be, with at most `most` 34-byte ids: the number of ids
 /// and whether they are IHAVE. IWANT/IDONTWANT is `RPC.control.{iwant,idontwant}.messageIDs`
 /// (no topic). IHAVE is the gossip of a heartbeat: `RPC.control.ihave` entries, one per topic
-/// (js-libp2p-gossipsub names up to two topics in one RPC here; nwaku and rust-libp2p one),
+/// (js-libp2p-gossipsub names all its topics in one RPC; up to two are looked for),
 /// each a static-sharding topic and its ids, and the GRAFT a heartbeat may send with them.
 fn gossip_ids(d: u64, most: u64, lens: u32) -> Option<(u64, bool)> {
     // Without the topics' lengths, many shapes fit almost any size: one topic of any length.

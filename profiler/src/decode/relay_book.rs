@@ -299,3 +299,34 @@ impl RelayBook {
         topic
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recent messages are the most one connection carried in the gossip window; a message's
+    /// copies on other connections are not counted again, and old ones are forgotten.
+    #[test]
+    fn recent_messages_are_one_connections() {
+        let mut book = RelayBook::default();
+        let (a, b) = (book.link(), book.link());
+        for t in 0..3 {
+            book.saw_message(t, a);
+            book.saw_message(t, b);
+        }
+        book.saw_message(3, b);
+        assert_eq!(book.recent_messages(4), 4);
+        assert_eq!(book.recent_messages(GOSSIP_WINDOW_NS + 2), 2);
+        assert_eq!(book.recent_messages(GOSSIP_WINDOW_NS + 4), 0);
+    }
+
+    /// A size inferred as a message within the cache window is known; older ones are not.
+    #[test]
+    fn message_sizes_seen() {
+        let mut book = RelayBook::default();
+        book.message_size(0, 434);
+        assert!(book.seen_size(1, 434));
+        assert!(!book.seen_size(1, 435));
+        assert!(!book.seen_size(CACHE_WINDOW_NS + 1, 434));
+    }
+}
