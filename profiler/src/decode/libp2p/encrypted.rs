@@ -69,6 +69,10 @@ const ID_ENTRY: u64 = 34;
 /// Lengths of the static-sharding topics `/waku/2/rs/<cluster>/<shard>` an IHAVE may name:
 /// clusters and shards of up to four digits together (wider ranges mistake messages for gossip).
 const TOPIC_LENS: std::ops::RangeInclusive<u64> = 14..=18;
+/// The proposal of `/vac/waku/relay/2.0.0` with its length prefix and newline.
+const RELAY_PROPOSAL: u64 = 23;
+/// Topics a side's first relay RPC is looked at for, at most.
+const SUBSCRIPTIONS_MAX: u64 = 16;
 /// Message frames after an IWANT in which its answer is looked for.
 const ANSWER_WITHIN: u32 = 3;
 
@@ -284,6 +288,8 @@ struct SideState {
     identified: bool,
     /// The side sent its first relay RPC (gossipsub's subscriptions, sent first on a stream).
     hello: bool,
+    /// The topic name lengths (bit t set) its subscriptions may have named.
+    topic_lens: u32,
     /// Inside a message longer than one frame.
     run: Run,
     /// Entry bytes of the publish entries of the message frames of the current run.
@@ -320,6 +326,10 @@ pub struct Inference {
     more: u32,
     /// Bytes of header-only muxer frames before the current frame's body.
     lead: u64,
+    /// Bytes of a stream's negotiation written before the current frame's body.
+    negotiated: u64,
+    /// The connection's number in the relay book, once it carried a relay frame.
+    link: Option<u64>,
 }
 
 impl Inference {
@@ -348,6 +358,8 @@ impl Inference {
             expect: 0,
             more: 0,
             lead: 0,
+            negotiated: 0,
+            link: None,
         }
     }
 
@@ -438,7 +450,7 @@ impl Inference {
             Run::Cut if guess == Guess::MessageContinued => 0,
             _ => self.muxer.header(plain).unwrap_or(0) + self.lead,
         };
-        let d = plain - header;
+        let d = plain - header - self.negotiated;
         // An RPC's varint length prefix is relay framing; a message longer than one frame
         // (16 KiB to 2 MiB) has a 3-byte one.
         let prefix = match guess {
@@ -452,6 +464,7 @@ impl Inference {
         };
         seg(head, unit, 0, Some(l.security));
         seg(header, unit, 0, Some(l.muxer));
+        seg(self.negotiated, l.negotiation, 0, None);
         seg(prefix, l.relay_framing, 0, None);
         seg(d - prefix, unit, units, None);
         seg(body - plain, unit, 0, Some(l.security));
@@ -483,7 +496,12 @@ impl Inference {
     fn guess(&mut self, side: Side, plain: u64, relay: &mut RelayBook, now: i64) -> Guess {
         self.more = 0;
         self.lead = 0;
+        self.negotiated = 0;
         let (muxer, full) = (self.muxer, self.wrap.full);
+        let link = *self.link.get_or_insert_with(|| relay.link());
+        // The topic lengths both sides' subscriptions agree on (the frame of one may have held
+        // more than its subscriptions).
+        let lens = self.sides[0].topic_lens & self.sides[1].topic_lens;
         let s = &mut self.sides[side.index()];
         s.frames += 1;
         let cut = full(plain, s.frames, s.bytes);
@@ -512,7 +530,7 @@ impl Inference {
             };
             s.run = next(cut, muxer, s.frame_data);
             if s.run == Run::None {
-                self.more = answered(s, relay, now);
+                self.more = answered(s, relay, now, link);
             }
             return Guess::MessageContinued;
         }
@@ -520,7 +538,10 @@ impl Inference {
             return Guess::MuxerFraming;
         };
         let d = plain - header;
-        if negotiation(d, &mut self.expect) {
+        // Once a side's relay stream is open, the size of its negotiation is an RPC of two
+        // GRAFTs (a 16-character topic each).
+        let relay_again = s.hello && d == MULTISTREAM_HEADER + RELAY_PROPOSAL;
+        if !relay_again && negotiation(d, &mut self.expect) {
             return Guess::Negotiation;
         }
         // A window update written together with a stream's opening, header and proposal
@@ -541,29 +562,46 @@ impl Inference {
             return Guess::Identify;
         }
         // A side's first relay RPC is its subscriptions, however long (with the stream's
-        // negotiation when both are written together).
-        if d <= CONTROL_MAX || !s.hello {
+        // negotiation and header-only frames when they are written together).
+        if !s.hello {
+            match hello(d, muxer) {
+                Some(Hello::Negotiation { lead }) => {
+                    self.lead = lead;
+                    return Guess::Negotiation;
+                }
+                Some(Hello::Rpc {
+                    lead,
+                    negotiated,
+                    topic_lens,
+                }) => {
+                    self.lead = lead;
+                    self.negotiated = negotiated;
+                    s.topic_lens = topic_lens;
+                }
+                None => {}
+            }
             s.hello = true;
             return Guess::RelayControl;
         }
-        let recent = relay.recent_messages(now);
-        match gossip_ids(d) {
-            Some((k, topic)) if k <= recent => {
-                if !topic {
-                    let other = &mut self.sides[side.other().index()];
-                    other.asked = u32::try_from(k).unwrap_or(u32::MAX);
-                    other.asked_within = ANSWER_WITHIN;
-                }
-                return if topic { Guess::Ihave } else { Guess::Ids };
-            }
-            _ => {}
+        if d <= CONTROL_MAX {
+            return Guess::RelayControl;
         }
-        relay.saw_message(now);
+        let recent = relay.recent_messages(now) as u64;
+        let seen = relay.seen_size(now, d - rpc_prefix(d));
+        if let Some((k, topic)) = gossip_ids(d, recent, lens).filter(|_| !seen) {
+            if !topic {
+                let other = &mut self.sides[side.other().index()];
+                other.asked = u32::try_from(k).unwrap_or(u32::MAX);
+                other.asked_within = ANSWER_WITHIN;
+            }
+            return if topic { Guess::Ihave } else { Guess::Ids };
+        }
+        relay.saw_message(now, link);
         s.frame_data = d;
         s.run = next(cut, muxer, d);
         s.entry = d - if s.run == Run::None { rpc_prefix(d) } else { 3 };
         if s.run == Run::None {
-            self.more = answered(s, relay, now);
+            self.more = answered(s, relay, now, link);
         }
         Guess::Message
     }
@@ -608,8 +646,9 @@ fn next(cut: bool, muxer: Muxer, data: u64) -> Run {
 }
 
 /// When `s` owes an answer to an IWANT, the messages beyond the first that its message just
-/// ended holds, if its entries add up to messages that went by recently; notes its size.
-fn answered(s: &mut SideState, relay: &mut RelayBook, now: i64) -> u32 {
+/// ended holds, if its entries add up to messages that went by recently; notes its size, or
+/// the messages beyond the first as carried by connection `link`.
+fn answered(s: &mut SideState, relay: &mut RelayBook, now: i64, link: u64) -> u32 {
     let n = match s.asked {
         0 | 1 => 1,
         asked => relay.messages_summing(s.entry, asked, now).unwrap_or(1),
@@ -621,22 +660,116 @@ fn answered(s: &mut SideState, relay: &mut RelayBook, now: i64) -> u32 {
     if n == 1 {
         relay.message_size(now, s.entry);
     }
+    for _ in 1..n {
+        relay.saw_message(now, link);
+    }
     n.saturating_sub(1)
 }
 
-/// The number of 34-byte ids of an RPC of `d` bytes shaped as IWANT/IDONTWANT
-/// (`RPC.control.{iwant,idontwant}.messageIDs`, no topic) or as IHAVE (with a static-sharding
-/// topic), and whether it names a topic.
-fn gossip_ids(d: u64) -> Option<(usize, bool)> {
-    let k0 = (d / ID_ENTRY).saturating_sub(1).max(1);
-    for k in k0..=k0 + 1 {
-        let ids = ID_ENTRY * k;
-        if rpc(field(field(ids))) == d {
-            return Some((k as usize, false));
+/// What a side's first relay frame holds besides its subscriptions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hello {
+    /// Only the negotiation of relay streams (one side's, or the echo and its own) after
+    /// `lead` bytes of header-only yamux frames: the subscriptions are still to come.
+    Negotiation { lead: u64 },
+    /// `lead` bytes of header-only yamux frames, `negotiated` bytes of the stream's
+    /// negotiation, then an RPC subscribing to topics of one of the lengths of `topic_lens`
+    /// (bit t set: those of every split that fits).
+    Rpc {
+        lead: u64,
+        negotiated: u64,
+        topic_lens: u32,
+    },
+}
+
+/// How a side's first relay frame of `d` stream data bytes splits (Node's TLS writes a relay
+/// stream's opening, its negotiation and the first RPC in one record): `RPC.subscriptions`
+/// entries of `subscribe` and `topicid` are 6 bytes and the name each. Of the splits that fit,
+/// the one with the fewest header-only frames, and the topic lengths of all; `None` when none
+/// does.
+fn hello(d: u64, muxer: Muxer) -> Option<Hello> {
+    let negotiation = MULTISTREAM_HEADER + RELAY_PROPOSAL;
+    let (headers, opened) = match muxer {
+        Muxer::Yamux => (YAMUX_HEADER, 0..=2),
+        Muxer::Mplex => (u64::MAX, 0..=0),
+    };
+    // Header-only frames, if `rest` bytes are only those. Each write after the frame's first
+    // is a data frame of its own: `writes` more headers at least.
+    let lead = |rest: u64, writes: u64| {
+        rest.is_multiple_of(headers)
+            .then_some(rest)
+            .filter(|&r| r >= writes.saturating_mul(headers))
+    };
+    for b in opened.clone().skip(1) {
+        if let Some(lead) = d.checked_sub(b * negotiation).and_then(|r| lead(r, b - 1)) {
+            return Some(Hello::Negotiation { lead });
         }
-        for t in TOPIC_LENS {
-            if rpc(field(field(2 + t + ids))) == d {
-                return Some((k as usize, true));
+    }
+    // The fewest header-only frames (and the negotiation) of the splits, and their topic lengths.
+    let mut best: Option<(u64, u64)> = None;
+    let mut topic_lens = 0;
+    for topic_len in TOPIC_LENS {
+        for n in 1..=SUBSCRIPTIONS_MAX {
+            for b in opened.clone().take(2) {
+                let Some(rest) = d.checked_sub(rpc(n * (6 + topic_len)) + b * negotiation) else {
+                    continue;
+                };
+                let Some(lead) = lead(rest, b) else { continue };
+                topic_lens |= 1 << topic_len;
+                if best.is_none_or(|(l, _)| lead < l) {
+                    best = Some((lead, b * negotiation));
+                }
+            }
+        }
+    }
+    best.map(|(lead, negotiated)| Hello::Rpc {
+        lead,
+        negotiated,
+        topic_lens,
+    })
+}
+
+/// The gossip an RPC of `d` bytes may be, with at most `most` 34-byte ids: the number of ids
+/// and whether they are IHAVE. IWANT/IDONTWANT is `RPC.control.{iwant,idontwant}.messageIDs`
+/// (no topic). IHAVE is the gossip of a heartbeat: `RPC.control.ihave` entries, one per topic
+/// (js-libp2p-gossipsub names all its topics in one RPC; up to two are looked for),
+/// each a static-sharding topic and its ids, and the GRAFT a heartbeat may send with them.
+fn gossip_ids(d: u64, most: u64, lens: u32) -> Option<(u64, bool)> {
+    // Without the topics' lengths, many shapes fit almost any size: one topic of any length.
+    let (lens, several) = match lens {
+        0 => (TOPIC_LENS.fold(0, |m, t| m | 1 << t), false),
+        l => (l, true),
+    };
+    // The RPC's fields around the ids take less than three ids' bytes.
+    let k1 = d / ID_ENTRY;
+    let ks = || k1.saturating_sub(3).max(1)..=k1.min(most);
+    for k in ks() {
+        if rpc(field(field(ID_ENTRY * k))) == d {
+            return Some((k, false));
+        }
+    }
+    let ihave = |t: u64, k: u64| field(2 + t + ID_ENTRY * k);
+    for t in TOPIC_LENS.filter(|t| lens & 1 << t != 0) {
+        let grafts = if several {
+            &[0, field(2 + t)][..]
+        } else {
+            &[0]
+        };
+        for &graft in grafts {
+            for k in ks() {
+                if rpc(field(ihave(t, k) + graft)) == d {
+                    return Some((k, true));
+                }
+                // Two topics, k ids between them.
+                for t2 in TOPIC_LENS.filter(|&t2| several && t2 >= t && lens & 1 << t2 != 0) {
+                    let split = [1, 2, 3, 4, k / 2, k.saturating_sub(4), k.saturating_sub(1)];
+                    if split.iter().any(|&k1| {
+                        (1..k).contains(&k1)
+                            && rpc(field(ihave(t, k1) + ihave(t2, k - k1) + graft)) == d
+                    }) {
+                        return Some((k, true));
+                    }
+                }
             }
         }
     }
@@ -674,21 +807,63 @@ mod tests {
         assert_eq!(g(Side::Initiator, 12 + 32), Guess::Ping);
         assert_eq!(g(Side::Initiator, 12 + 400), Guess::Identify);
         assert_eq!(g(Side::Initiator, 12 + 40), Guess::RelayControl);
-        // Three ids gossiped before three messages went by are taken for a message.
+        // Three ids gossiped before three messages crossed the connection are taken for a
+        // message.
         let ids3 = rpc(field(field(3 * ID_ENTRY)));
         assert_eq!(g(Side::Initiator, 12 + ids3), Guess::Message);
+        let ids4 = rpc(field(field(4 * ID_ENTRY)));
         assert_eq!(g(Side::Responder, 12 + 500), Guess::Identify);
         // A side's first relay RPC is its subscriptions, however long.
         assert_eq!(g(Side::Responder, 12 + 120), Guess::RelayControl);
-        assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
-        assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
-        assert_eq!(g(Side::Initiator, 12 + ids3), Guess::Ids);
+        for _ in 0..3 {
+            assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
+        }
+        assert_eq!(g(Side::Initiator, 12 + ids4), Guess::Ids);
         let ihave2 = rpc(field(field(2 + 16 + 2 * ID_ENTRY)));
         assert_eq!(g(Side::Responder, 12 + ihave2), Guess::Ihave);
         assert_eq!(g(Side::Initiator, 12 + SPLIT_SIZE), Guess::Message);
         assert_eq!(g(Side::Initiator, 12 + SPLIT_SIZE), Guess::MessageContinued);
         assert_eq!(g(Side::Initiator, 12 + 5), Guess::MessageContinued);
         assert_eq!(g(Side::Initiator, 12 + 5), Guess::RelayControl);
+        // An RPC of the size of a message that went by is that message, not gossip.
+        assert_eq!(g(Side::Initiator, 12 + ids3), Guess::Message);
+    }
+
+    /// Once both sides' subscriptions showed their topics' length (one written after
+    /// header-only frames and the stream's negotiation, as Node's TLS does), a heartbeat's
+    /// gossip for two topics with a GRAFT is IHAVE; an RPC of two GRAFTs is not negotiation.
+    #[test]
+    fn gossip_on_topics_the_subscriptions_named() {
+        let mut t = TestCtx::default();
+        let mut inf = Inference::tls(conn(), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |side, plain: u64| inf.start(side, plain + TAG + 1, &mut ctx);
+        let subscribe2 = rpc(2 * (6 + 16));
+        for side in Side::BOTH {
+            assert_eq!(g(side, 12 + 400), Guess::Identify);
+        }
+        // The responder echoes the initiator's relay stream and opens its own, after
+        // window updates: negotiation only.
+        let opened = MULTISTREAM_HEADER + RELAY_PROPOSAL;
+        assert_eq!(
+            g(Side::Responder, 12 + 3 * 12 + 2 * opened),
+            Guess::Negotiation
+        );
+        assert_eq!(
+            g(Side::Initiator, 12 + 4 * 12 + opened + subscribe2),
+            Guess::RelayControl
+        );
+        assert_eq!(
+            g(Side::Responder, 12 + 2 * 12 + subscribe2),
+            Guess::RelayControl
+        );
+        assert_eq!(g(Side::Initiator, 12 + rpc(field(40))), Guess::RelayControl);
+        for _ in 0..10 {
+            assert_eq!(g(Side::Initiator, 12 + 1000), Guess::Message);
+        }
+        let ihave = |k: u64| field(2 + 16 + k * ID_ENTRY);
+        let two_topics = rpc(field(ihave(6) + ihave(4) + field(2 + 16)));
+        assert_eq!(g(Side::Responder, 12 + two_topics), Guess::Ihave);
     }
 
     /// Every byte of a frame fed in pieces is labelled once; a message's payload is its entry.
@@ -790,11 +965,15 @@ mod tests {
 
     #[test]
     fn gossip_id_shapes() {
-        assert_eq!(gossip_ids(rpc(field(field(34 * 7)))), Some((7, false)));
         assert_eq!(
-            gossip_ids(rpc(field(field(2 + 16 + 34 * 200)))),
+            gossip_ids(rpc(field(field(34 * 7))), 7, 1 << 16),
+            Some((7, false))
+        );
+        assert_eq!(gossip_ids(rpc(field(field(34 * 7))), 6, 1 << 16), None);
+        assert_eq!(
+            gossip_ids(rpc(field(field(2 + 16 + 34 * 200))), 300, 1 << 16),
             Some((200, true))
         );
-        assert_eq!(gossip_ids(1000), None);
+        assert_eq!(gossip_ids(1000, 100, 1 << 16), None);
     }
 }

@@ -3,7 +3,7 @@
 //! IDONTWANT, which carry only ids, get a shard; and the messages published on relay streams,
 //! handed to the analyzer, which counts duplicates per receiving host and fills `--messages`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::decode::lru::Lru;
@@ -15,7 +15,7 @@ use crate::node::peers::PeerBook;
 /// ids of each message stay known for about five minutes.
 pub const MESSAGE_IDS: usize = 1 << 16;
 /// Gossip announces messages of the last heartbeats: an IHAVE or IWANT of k ids is believed
-/// only if at least k messages went by in this window.
+/// only if at least k messages crossed one connection in this window.
 pub const GOSSIP_WINDOW_NS: i64 = 3_500_000_000;
 /// Gossipsub answers an IWANT from its message cache, five heartbeats (of a second in nwaku,
 /// go-waku and rust-libp2p, 0.7 s in js-libp2p) long.
@@ -118,9 +118,13 @@ pub struct RelayBook {
     /// Keep mesh events (`--mesh`).
     pub mesh_on: bool,
     pub stats: RelayStats,
-    /// When messages were inferred on encrypted connections, oldest first: gossip of k ids
-    /// is believed only when k messages went by recently.
-    recent: VecDeque<i64>,
+    /// When messages were inferred on encrypted connections, and on which, oldest first, with
+    /// how many of them each connection carried: gossip of k ids is believed only when k
+    /// messages crossed one connection recently.
+    recent: VecDeque<(i64, u64)>,
+    per_link: HashMap<u64, u32>,
+    /// Connections handed a number by [`RelayBook::link`].
+    links: u64,
     /// The publish entry bytes of messages inferred whole, with when, oldest first: what an
     /// answer to an IWANT may be made of.
     sizes: VecDeque<(i64, u64)>,
@@ -145,6 +149,8 @@ impl RelayBook {
             mesh_on: false,
             stats: RelayStats::default(),
             recent: VecDeque::new(),
+            per_link: HashMap::new(),
+            links: 0,
             sizes: VecDeque::new(),
             peers: PeerBook::default(),
         }
@@ -165,24 +171,47 @@ impl RelayBook {
             + self.topics.len() * 32
             + crate::memory::vec_bytes(&self.published)
             + crate::memory::deque_bytes(&self.recent)
+            + self.per_link.capacity() * 16
             + crate::memory::deque_bytes(&self.sizes)
     }
 
-    /// Notes a message inferred on an encrypted connection at `now` (ns).
-    pub fn saw_message(&mut self, now: i64) {
-        if self.recent.len() >= RECENT_MAX {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(now);
+    /// A number for a connection whose messages [`RelayBook::saw_message`] is told of.
+    pub fn link(&mut self) -> u64 {
+        self.links += 1;
+        self.links
     }
 
-    /// Messages inferred within [`GOSSIP_WINDOW_NS`] before `now`.
+    /// Notes a message inferred on encrypted connection `link` at `now` (ns).
+    pub fn saw_message(&mut self, now: i64, link: u64) {
+        if self.recent.len() >= RECENT_MAX {
+            self.forget_message();
+        }
+        self.recent.push_back((now, link));
+        *self.per_link.entry(link).or_default() += 1;
+    }
+
+    fn forget_message(&mut self) {
+        let Some((_, link)) = self.recent.pop_front() else {
+            return;
+        };
+        if let Some(n) = self.per_link.get_mut(&link) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_link.remove(&link);
+            }
+        }
+    }
+
+    /// The most messages one connection carried within [`GOSSIP_WINDOW_NS`] before `now`:
+    /// gossipsub sends a message over a link once (both ways only when both ends forward it at
+    /// once), so a mesh link carries about every message of the topics its ends share, and
+    /// copies of one message on other links are not counted again.
     pub fn recent_messages(&mut self, now: i64) -> usize {
         let since = now.saturating_sub(GOSSIP_WINDOW_NS);
-        while self.recent.front().is_some_and(|&t| t < since) {
-            self.recent.pop_front();
+        while self.recent.front().is_some_and(|&(t, _)| t < since) {
+            self.forget_message();
         }
-        self.recent.len()
+        self.per_link.values().max().map_or(0, |&n| n as usize)
     }
 
     /// Notes the publish entry bytes of a message inferred at `now` (ns).
@@ -191,6 +220,14 @@ impl RelayBook {
             self.sizes.pop_front();
         }
         self.sizes.push_back((now, entry));
+    }
+
+    /// Whether a message of `entry` publish entry bytes was inferred within
+    /// [`CACHE_WINDOW_NS`] before `now`: an RPC of that size is a message (a copy of it, or one
+    /// of the same size), not gossip.
+    pub fn seen_size(&mut self, now: i64, entry: u64) -> bool {
+        self.forget_sizes(now);
+        self.sizes.iter().any(|&(_, e)| e == entry)
     }
 
     /// Forgets message sizes older than [`CACHE_WINDOW_NS`] before `now`.
@@ -260,5 +297,36 @@ impl RelayBook {
         let topic = self.topics.get(&Box::from(id)).cloned();
         self.stats.ids_resolved += u64::from(topic.is_some());
         topic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recent messages are the most one connection carried in the gossip window; a message's
+    /// copies on other connections are not counted again, and old ones are forgotten.
+    #[test]
+    fn recent_messages_are_one_connections() {
+        let mut book = RelayBook::default();
+        let (a, b) = (book.link(), book.link());
+        for t in 0..3 {
+            book.saw_message(t, a);
+            book.saw_message(t, b);
+        }
+        book.saw_message(3, b);
+        assert_eq!(book.recent_messages(4), 4);
+        assert_eq!(book.recent_messages(GOSSIP_WINDOW_NS + 2), 2);
+        assert_eq!(book.recent_messages(GOSSIP_WINDOW_NS + 4), 0);
+    }
+
+    /// A size inferred as a message within the cache window is known; older ones are not.
+    #[test]
+    fn message_sizes_seen() {
+        let mut book = RelayBook::default();
+        book.message_size(0, 434);
+        assert!(book.seen_size(1, 434));
+        assert!(!book.seen_size(1, 435));
+        assert!(!book.seen_size(CACHE_WINDOW_NS + 1, 434));
     }
 }
