@@ -68,6 +68,11 @@ pub struct NodeReport {
     pub relay_vs_truth: Vec<Check>,
     /// Largest relative error of `relay_vs_truth`, percent.
     pub max_error_pct: f64,
+    /// The same per (direction, kind), over all topics: on Noise wakuprof infers kinds but
+    /// not shards, so this is where its error shows.
+    pub kinds_vs_truth: Vec<Check>,
+    /// Relative error of all relay payload bytes in both directions, percent.
+    pub relay_total_error_pct: f64,
     /// Messages its validator rejected.
     pub rejected: usize,
     /// Per pubsub topic: messages published and delivered, from gossipsub's own events.
@@ -155,6 +160,39 @@ fn analyze(file: &Path, addr: IpAddr) -> anyhow::Result<Vec<Row>> {
 
 type PartKey = (&'static str, String, Option<String>);
 
+/// |profiler − truth| / truth in percent (100 when only the profiler saw bytes).
+fn error_pct(truth: u64, profiler: u64) -> f64 {
+    if truth == 0 {
+        if profiler == 0 { 0.0 } else { 100.0 }
+    } else {
+        100.0 * truth.abs_diff(profiler) as f64 / truth as f64
+    }
+}
+
+/// Truth against wakuprof for every key either has.
+fn checks(
+    truth: &BTreeMap<PartKey, (u64, u64)>,
+    measured: &BTreeMap<PartKey, (u64, u64)>,
+) -> Vec<Check> {
+    let keys: BTreeSet<&PartKey> = truth.keys().chain(measured.keys()).collect();
+    keys.into_iter()
+        .map(|k| {
+            let (tb, te) = truth.get(k).copied().unwrap_or_default();
+            let (pb, pm) = measured.get(k).copied().unwrap_or_default();
+            Check {
+                direction: k.0,
+                kind: k.1.clone(),
+                pubsub_topic: k.2.clone(),
+                truth_bytes: tb,
+                profiler_bytes: pb,
+                truth_entries: te,
+                profiler_messages: pm,
+                error_pct: error_pct(tb, pb),
+            }
+        })
+        .collect()
+}
+
 fn node_report(o: &Outcome, i: usize) -> anyhow::Result<NodeReport> {
     let name = node_name(i);
     let (addr, file) = &o.captures[i];
@@ -203,33 +241,23 @@ fn node_report(o: &Outcome, i: usize) -> anyhow::Result<NodeReport> {
             }
         }
     }
-    let keys: BTreeSet<&PartKey> = truth.keys().chain(measured.keys()).collect();
-    let relay_vs_truth: Vec<Check> = keys
-        .into_iter()
-        .map(|k| {
-            let (tb, te) = truth.get(k).copied().unwrap_or_default();
-            let (pb, pm) = measured.get(k).copied().unwrap_or_default();
-            let error_pct = if tb == 0 {
-                if pb == 0 { 0.0 } else { 100.0 }
-            } else {
-                100.0 * (pb as f64 - tb as f64).abs() / tb as f64
-            };
-            Check {
-                direction: k.0,
-                kind: k.1.clone(),
-                pubsub_topic: k.2.clone(),
-                truth_bytes: tb,
-                profiler_bytes: pb,
-                truth_entries: te,
-                profiler_messages: pm,
-                error_pct,
-            }
-        })
-        .collect();
+    let relay_vs_truth = checks(&truth, &measured);
     let max_error_pct = relay_vs_truth
         .iter()
         .map(|c| c.error_pct)
         .fold(0.0, f64::max);
+    let no_topic = |m: &BTreeMap<PartKey, (u64, u64)>| {
+        let mut out: BTreeMap<PartKey, (u64, u64)> = BTreeMap::new();
+        for ((d, kind, _), (b, n)) in m {
+            let e = out.entry((d, kind.clone(), None)).or_default();
+            e.0 += b;
+            e.1 += n;
+        }
+        out
+    };
+    let kinds_vs_truth = checks(&no_topic(&truth), &no_topic(&measured));
+    let total = |m: &BTreeMap<PartKey, (u64, u64)>| m.values().map(|v| v.0).sum::<u64>();
+    let relay_total_error_pct = error_pct(total(&truth), total(&measured));
     let peers = o
         .edges
         .iter()
@@ -263,6 +291,8 @@ fn node_report(o: &Outcome, i: usize) -> anyhow::Result<NodeReport> {
         },
         relay_vs_truth,
         max_error_pct,
+        kinds_vs_truth,
+        relay_total_error_pct,
         rejected: o.rejected.iter().filter(|r| r.0 == i).count(),
         topics: o.counts[i].clone(),
     })
@@ -328,6 +358,17 @@ fn attack_report(s: &Scenario, o: &Outcome) -> Option<AttackReport> {
     })
 }
 
+impl NodeReport {
+    /// The larger error of `message` bytes in and out, over all topics, percent.
+    pub fn message_error_pct(&self) -> f64 {
+        self.kinds_vs_truth
+            .iter()
+            .filter(|c| c.kind == "message")
+            .map(|c| c.error_pct)
+            .fold(0.0, f64::max)
+    }
+}
+
 impl Report {
     /// Measures every node's capture and puts the run's outcome together.
     pub fn build(s: &Scenario, o: &Outcome) -> anyhow::Result<Report> {
@@ -376,8 +417,16 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "\n{:<8} {:>10} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8}",
-            "node", "in B/s", "out B/s", "relay B/s", "ctrl B/s", "ctrl %", "max err%", "rejected"
+            "\n{:<8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10} {:>8}",
+            "node",
+            "in B/s",
+            "out B/s",
+            "relay B/s",
+            "ctrl B/s",
+            "ctrl %",
+            "msg err%",
+            "relay err%",
+            "rejected"
         );
         for n in &self.per_node {
             let sum = |f: &dyn Fn(&Line) -> bool| {
@@ -390,14 +439,15 @@ impl Report {
             let relay = |l: &Line| l.category == "relay_chat" || l.category == "relay_control";
             let _ = writeln!(
                 out,
-                "{:<8} {:>10.0} {:>10.0} {:>10.0} {:>10.0} {:>8.1} {:>9.3} {:>8}",
+                "{:<8} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6.1} {:>8.2} {:>10.2} {:>8}",
                 n.node,
                 sum(&|l| l.direction == "in"),
                 sum(&|l| l.direction == "out"),
                 sum(&relay),
                 sum(&|l| l.category == "relay_control"),
                 100.0 * n.control_share,
-                n.max_error_pct,
+                n.message_error_pct(),
+                n.relay_total_error_pct,
                 n.rejected
             );
         }
