@@ -415,6 +415,9 @@ impl Report {
             self.elapsed_secs,
             self.published.len()
         );
+        if self.stopped_by_signal {
+            let _ = writeln!(out, "publishing was cut short by a signal");
+        }
         let _ = writeln!(
             out,
             "\n{:<8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10} {:>8}",
