@@ -356,6 +356,14 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_scenario_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.toml");
+        let s = Scenario::load(&path).expect("the demo parses");
+        assert_eq!(s.pubsub_topics(), ["/waku/2/rs/16/32", "/waku/2/rs/16/128"]);
+        assert!(s.attacker.is_some());
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let unknown = error(&GOOD.replace("rate_per_min", "rate"));
         assert!(unknown.contains("rate"), "{unknown}");
