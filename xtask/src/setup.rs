@@ -19,7 +19,8 @@ pub const BUILD: &[Package] = &[Package {
 
 /// What the test suite needs besides the build: tshark as the reference dissector, bpftool to
 /// check that no probe program stays loaded, iproute2 for the network namespaces, ethtool to turn
-/// segmentation offload off, Chromium to render the HTML report headless.
+/// segmentation offload off, Chromium to render the HTML report headless, Python's cryptography
+/// as the independent check of wakusim's signed-shard rule.
 pub const TEST: &[Package] = &[
     Package {
         name: "tshark",
@@ -40,6 +41,10 @@ pub const TEST: &[Package] = &[
     Package {
         name: "chromium",
         marker: "/usr/bin/chromium",
+    },
+    Package {
+        name: "python3-cryptography",
+        marker: "/usr/lib/python3/dist-packages/cryptography/__init__.py",
     },
 ];
 

@@ -3,27 +3,11 @@
 //! direction, negotiated protocols, gossipsub message counts). Needs root for capture and
 //! network namespaces; `cargo xtask samples` drives it.
 
-mod bittorrent;
-mod capture;
-mod discovery;
-mod discv5_node;
-mod host_tcp;
-mod js_relay;
-mod netns;
-mod node;
-mod relay_truth;
-mod rpc;
-mod scenario;
-mod services;
-mod tap;
-mod transport;
-mod truth;
-mod waku;
-
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use traffic::{bittorrent, discovery, discv5_node, js_relay, scenario, services};
 
 /// Real Waku-like traffic with ground truth, for wakuprof's sample captures.
 #[derive(Parser)]

@@ -6,12 +6,12 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    sync::mpsc,
+    sync::{Arc, mpsc},
     thread,
     time::Duration,
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow, bail, ensure};
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, SwarmBuilder, gossipsub, identify,
@@ -27,7 +27,6 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::{
     netns,
     transport::{self, Registry, TransportSpec},
-    waku::TOPICS,
 };
 
 /// Waku Relay's gossipsub protocol id.
@@ -40,12 +39,12 @@ pub enum Command {
     /// Publish a serialized WakuMessage on a pubsub topic.
     Publish {
         /// Pubsub topic (shard).
-        pubsub_topic: &'static str,
+        pubsub_topic: String,
         /// WakuMessage bytes.
         data: Vec<u8>,
     },
     /// Unsubscribe from a pubsub topic (gossipsub sends PRUNE to the mesh peers).
-    Leave(&'static str),
+    Leave(String),
     /// Close every connection gracefully and stop once none is left.
     Close,
 }
@@ -69,6 +68,15 @@ pub enum Report {
         node: usize,
         /// Gossipsub message id.
         id: Vec<u8>,
+    },
+    /// The node's validator rejected a message (it is not delivered nor forwarded).
+    Rejected {
+        /// Node index.
+        node: usize,
+        /// Gossipsub message id.
+        id: Vec<u8>,
+        /// The peer that sent it.
+        from: PeerId,
     },
     /// The node has no connection left and stopped.
     Closed(usize),
@@ -108,18 +116,51 @@ pub struct NodeSpec {
     pub relay: Relay,
     /// How many peers each topic mesh must hold before the node reports ready.
     pub mesh_peers: usize,
+    /// Pubsub topics the node subscribes to.
+    pub topics: Vec<String>,
+    /// Checks every received message before it is delivered and forwarded (none: all pass).
+    pub validator: Option<Validator>,
+}
+
+/// Whether a message (pubsub topic, WakuMessage bytes) may be delivered and forwarded.
+pub type Validator = Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>;
+
+/// Gossipsub mesh parameters: degree D, its bounds, gossip degree and heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mesh {
+    /// Target mesh degree (D).
+    pub d: usize,
+    /// Fewest mesh peers before grafting more (D_low).
+    pub d_low: usize,
+    /// Most mesh peers before pruning (D_high).
+    pub d_high: usize,
+    /// Peers that get IHAVE gossip each heartbeat (D_lazy).
+    pub d_lazy: usize,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+impl Mesh {
+    /// nwaku's parameters: D = 6, D_low = 4, D_high = 8, D_lazy = 6, 1 s heartbeat.
+    pub const WAKU: Mesh = Mesh {
+        d: 6,
+        d_low: 4,
+        d_high: 8,
+        d_lazy: 6,
+        heartbeat: Duration::from_secs(1),
+    };
 }
 
 /// A running node thread.
 pub struct NodeHandle {
     /// Sends commands to the node.
     pub commands: UnboundedSender<Command>,
-    thread: thread::JoinHandle<anyhow::Result<BTreeMap<&'static str, TopicCounts>>>,
+    thread: thread::JoinHandle<anyhow::Result<BTreeMap<String, TopicCounts>>>,
 }
 
 impl NodeHandle {
     /// Waits for the node to stop and returns its per-topic counts.
-    pub fn join(self) -> anyhow::Result<BTreeMap<&'static str, TopicCounts>> {
+    pub fn join(self) -> anyhow::Result<BTreeMap<String, TopicCounts>> {
         self.thread
             .join()
             .map_err(|_| anyhow!("node thread panicked"))?
@@ -137,6 +178,8 @@ pub enum Relay {
     /// bytes. A mesh of 2 and no flood publishing, so that messages also travel as IHAVE gossip
     /// and IWANT requests.
     Meshsub,
+    /// Waku Relay with other mesh parameters.
+    Tuned(Mesh),
 }
 
 impl Relay {
@@ -145,6 +188,9 @@ impl Relay {
         match self {
             Relay::Waku => {
                 "gossipsub v1.1 on /vac/waku/relay/2.0.0 (no IDONTWANT), Waku's mesh (D = 6), flood publishing"
+            }
+            Relay::Tuned(_) => {
+                "gossipsub v1.1 on /vac/waku/relay/2.0.0 (no IDONTWANT), mesh as configured, flood publishing"
             }
             Relay::Meshsub => {
                 "gossipsub on /meshsub/1.3.0 (v1.2 with extensions: IDONTWANT for messages over 1000 bytes), mesh D = 2 (low 1, high 3), no flood publishing"
@@ -186,7 +232,7 @@ fn run_thread(
     registry: Registry,
     commands: UnboundedReceiver<Command>,
     reports: mpsc::Sender<Report>,
-) -> anyhow::Result<BTreeMap<&'static str, TopicCounts>> {
+) -> anyhow::Result<BTreeMap<String, TopicCounts>> {
     if let Some(ns) = &spec.netns {
         netns::enter(ns)?;
     }
@@ -196,32 +242,47 @@ fn run_thread(
         .block_on(run(spec, registry, commands, reports))
 }
 
-fn relay_config(relay: Relay) -> anyhow::Result<gossipsub::Config> {
+fn relay_config(relay: Relay, validate: bool) -> anyhow::Result<gossipsub::Config> {
     let mut builder = gossipsub::ConfigBuilder::default();
-    match relay {
-        Relay::Waku => builder
-            .protocol_id(RELAY_PROTOCOL, gossipsub::Version::V1_1)
-            .mesh_n(6)
-            .mesh_n_low(4)
-            .mesh_n_high(8)
-            .mesh_outbound_min(3)
-            .flood_publish(true),
-        Relay::Meshsub => builder
-            .mesh_n(2)
-            .mesh_n_low(1)
-            .mesh_n_high(3)
-            .mesh_outbound_min(1)
-            .flood_publish(false),
+    let mesh = match relay {
+        Relay::Waku | Relay::Tuned(_) => {
+            let mesh = if let Relay::Tuned(mesh) = relay {
+                mesh
+            } else {
+                Mesh::WAKU
+            };
+            builder
+                .protocol_id(RELAY_PROTOCOL, gossipsub::Version::V1_1)
+                .mesh_n(mesh.d)
+                .mesh_n_low(mesh.d_low)
+                .mesh_n_high(mesh.d_high)
+                // gossipsub needs it below D_low and at most D / 2; nwaku's 3 for its mesh.
+                .mesh_outbound_min((mesh.d / 2).min(3).min(mesh.d_low.saturating_sub(1)))
+                .flood_publish(true);
+            mesh
+        }
+        Relay::Meshsub => {
+            builder
+                .mesh_n(2)
+                .mesh_n_low(1)
+                .mesh_n_high(3)
+                .mesh_outbound_min(1)
+                .flood_publish(false);
+            Mesh::WAKU
+        }
     };
+    if validate {
+        builder.validate_messages();
+    }
     builder
         .validation_mode(gossipsub::ValidationMode::Anonymous)
         .message_id_fn(|m| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
-        .gossip_lazy(6)
+        .gossip_lazy(mesh.d_lazy)
         .gossip_factor(0.25)
         .history_length(6)
         .history_gossip(3)
         .heartbeat_initial_delay(Duration::from_millis(100))
-        .heartbeat_interval(Duration::from_secs(1))
+        .heartbeat_interval(mesh.heartbeat)
         .duplicate_cache_time(Duration::from_secs(120))
         .prune_backoff(Duration::from_secs(60))
         .max_transmit_size(150 * 1024)
@@ -229,10 +290,10 @@ fn relay_config(relay: Relay) -> anyhow::Result<gossipsub::Config> {
         .context("gossipsub config")
 }
 
-fn behaviour(key: &Keypair, relay: Relay) -> anyhow::Result<Behaviour> {
+fn behaviour(key: &Keypair, relay: Relay, validate: bool) -> anyhow::Result<Behaviour> {
     let relay = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Anonymous,
-        relay_config(relay)?,
+        relay_config(relay, validate)?,
     )
     .map_err(|e| anyhow!("gossipsub: {e}"))?;
     let identify = identify::Behaviour::new(
@@ -268,8 +329,9 @@ fn tcp_socket_addr(addr: &Multiaddr) -> anyhow::Result<SocketAddr> {
 struct Node {
     index: usize,
     swarm: Swarm<Behaviour>,
-    topics: [gossipsub::IdentTopic; 2],
-    counts: BTreeMap<&'static str, TopicCounts>,
+    topics: Vec<gossipsub::IdentTopic>,
+    counts: BTreeMap<String, TopicCounts>,
+    validator: Option<Validator>,
     reports: mpsc::Sender<Report>,
     mesh_peers: usize,
     mesh_ready: bool,
@@ -302,13 +364,38 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(gossipsub::Event::Message {
                 message_id,
                 message,
-                ..
+                propagation_source,
             })) => {
-                let topic = TOPICS
-                    .iter()
-                    .find(|t| **t == message.topic.as_str())
-                    .with_context(|| format!("message on unexpected topic {}", message.topic))?;
-                let entry = self.counts.entry(topic).or_default();
+                let topic = message.topic.as_str();
+                ensure!(
+                    self.counts.contains_key(topic),
+                    "message on unexpected topic {topic}"
+                );
+                if let Some(valid) = &self.validator {
+                    let accepted = valid(topic, &message.data);
+                    let verdict = if accepted {
+                        gossipsub::MessageAcceptance::Accept
+                    } else {
+                        gossipsub::MessageAcceptance::Reject
+                    };
+                    self.swarm
+                        .behaviour_mut()
+                        .relay
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            verdict,
+                        );
+                    if !accepted {
+                        self.report(Report::Rejected {
+                            node: self.index,
+                            id: message_id.0,
+                            from: propagation_source,
+                        });
+                        return Ok(Next::Continue);
+                    }
+                }
+                let entry = self.counts.entry(topic.to_owned()).or_default();
                 entry.received += 1;
                 entry.received_bytes += message.data.len() as u64;
                 self.report(Report::Received {
@@ -343,7 +430,7 @@ impl Node {
                 self.swarm
                     .behaviour_mut()
                     .relay
-                    .publish(gossipsub::IdentTopic::new(pubsub_topic), data)
+                    .publish(gossipsub::IdentTopic::new(&pubsub_topic), data)
                     .with_context(|| format!("publish on {pubsub_topic}"))?;
                 let entry = self.counts.entry(pubsub_topic).or_default();
                 entry.published += 1;
@@ -353,7 +440,7 @@ impl Node {
                 self.swarm
                     .behaviour_mut()
                     .relay
-                    .unsubscribe(&gossipsub::IdentTopic::new(pubsub_topic));
+                    .unsubscribe(&gossipsub::IdentTopic::new(&pubsub_topic));
             }
             Command::Close => {
                 self.closing = true;
@@ -387,15 +474,17 @@ async fn run(
     registry: Registry,
     mut commands: UnboundedReceiver<Command>,
     reports: mpsc::Sender<Report>,
-) -> anyhow::Result<BTreeMap<&'static str, TopicCounts>> {
+) -> anyhow::Result<BTreeMap<String, TopicCounts>> {
     let index = spec.index;
     let mut swarm = SwarmBuilder::with_existing_identity(Keypair::generate_secp256k1())
         .with_tokio()
         .with_other_transport(|key| transport::build(key, spec.transport, index, registry))?
-        .with_behaviour(|key| behaviour(key, spec.relay).map_err(Into::into))?
+        .with_behaviour(|key| {
+            behaviour(key, spec.relay, spec.validator.is_some()).map_err(Into::into)
+        })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
-    let topics = TOPICS.map(gossipsub::IdentTopic::new);
+    let topics: Vec<_> = spec.topics.iter().map(gossipsub::IdentTopic::new).collect();
     for topic in &topics {
         swarm.behaviour_mut().relay.subscribe(topic)?;
     }
@@ -404,10 +493,12 @@ async fn run(
         index,
         swarm,
         topics,
-        counts: TOPICS
+        counts: spec
+            .topics
             .iter()
-            .map(|t| (*t, TopicCounts::default()))
+            .map(|t| (t.clone(), TopicCounts::default()))
             .collect(),
+        validator: spec.validator,
         reports,
         mesh_peers: spec.mesh_peers,
         mesh_ready: false,

@@ -392,6 +392,8 @@ fn setup(sample: &Sample) -> anyhow::Result<(Network, Layout)> {
         transport: transport(None),
         relay: sample.relay,
         mesh_peers,
+        topics: waku::TOPICS.map(str::to_owned).to_vec(),
+        validator: None,
     };
     Ok(match sample.net {
         Net::Loopback { nodes, device } => {
@@ -407,7 +409,7 @@ fn setup(sample: &Sample) -> anyhow::Result<(Network, Layout)> {
         }
         Net::Hosts { nodes } => {
             let mesh_peers = match sample.relay {
-                Relay::Waku => nodes - 1,
+                Relay::Waku | Relay::Tuned(_) => nodes - 1,
                 Relay::Meshsub => 1,
             };
             let layout = Layout {
@@ -570,7 +572,7 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         topic_of.insert(id.clone(), planned.pubsub_topic.to_owned());
         let waku_message_bytes = data.len();
         handles[publisher].commands.send(NodeCommand::Publish {
-            pubsub_topic: planned.pubsub_topic,
+            pubsub_topic: planned.pubsub_topic.to_owned(),
             data,
         })?;
         let mut received = vec![false; early];
@@ -613,7 +615,9 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         })?;
     }
     if let Some(topic) = sample.leave {
-        handles[0].commands.send(NodeCommand::Leave(topic))?;
+        handles[0]
+            .commands
+            .send(NodeCommand::Leave(topic.to_owned()))?;
     }
     thread::sleep(LINGER);
 
@@ -628,7 +632,7 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         for (pubsub_topic, counts) in handle.join()? {
             topics.push(TopicTruth {
                 node: node_name(i),
-                pubsub_topic: pubsub_topic.to_owned(),
+                pubsub_topic,
                 counts,
             });
         }
@@ -717,7 +721,7 @@ pub fn make(sample: &Sample, out_dir: &Path) -> anyhow::Result<()> {
         },
         relay: RelayTruth {
             protocol_id: match sample.relay {
-                Relay::Waku => RELAY_PROTOCOL,
+                Relay::Waku | Relay::Tuned(_) => RELAY_PROTOCOL,
                 Relay::Meshsub => "/meshsub/1.3.0",
             },
             gossipsub: sample.relay.describe().to_owned(),

@@ -1,0 +1,9 @@
+//! `wakusim`: community bandwidth simulations. Waku relay networks of real rust-libp2p nodes in
+//! network namespaces, communities on dedicated or shared shards (optionally protected by a
+//! signing key, validated as nwaku does), measured by wakuprof against the nodes' own truth.
+
+pub mod net;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod signed;

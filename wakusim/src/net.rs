@@ -1,0 +1,75 @@
+//! The simulation's network: a hub namespace holding a bridge, and one namespace per node with
+//! a veth whose other end is on the bridge. Everything lives in namespaces the run creates (the
+//! host's own network sees nothing) and is deleted when [`Net`] is dropped.
+
+use std::net::Ipv4Addr;
+
+use traffic::netns::{Namespaces, ip};
+
+/// Names and addresses of one node's place in the network.
+#[derive(Clone, Debug)]
+pub struct Place {
+    /// The node's namespace.
+    pub netns: String,
+    /// The veth end on the bridge (in the hub namespace), where the node is captured.
+    pub hub_veth: String,
+    /// The node's address.
+    pub addr: Ipv4Addr,
+}
+
+/// A bridge in a hub namespace and a namespace per node; dropping it removes them all.
+pub struct Net {
+    /// The hub namespace (bridge and the captured veth ends).
+    pub hub: String,
+    /// Each node's place, by index.
+    pub places: Vec<Place>,
+    _namespaces: Namespaces,
+}
+
+/// Name of the bridge inside the hub.
+const BRIDGE: &str = "wsbr0";
+
+impl Net {
+    /// Creates the network for `nodes` nodes; `tag` keeps concurrent runs apart.
+    pub fn create(tag: u32, nodes: usize) -> anyhow::Result<Net> {
+        let hub = format!("wsim{tag}-hub");
+        let places: Vec<Place> = (0..nodes)
+            .map(|i| Place {
+                netns: format!("wsim{tag}-n{i}"),
+                hub_veth: format!("ws{tag}n{i}"),
+                addr: Ipv4Addr::new(10, 77, 0, u8::try_from(i + 1).unwrap_or(u8::MAX)),
+            })
+            .collect();
+        let mut names = vec![hub.as_str()];
+        names.extend(places.iter().map(|p| p.netns.as_str()));
+        let namespaces = Namespaces::create(&names)?;
+        ip(&["-n", &hub, "link", "add", BRIDGE, "type", "bridge"])?;
+        ip(&["-n", &hub, "link", "set", BRIDGE, "up"])?;
+        for p in &places {
+            ip(&[
+                "link",
+                "add",
+                &p.hub_veth,
+                "netns",
+                &hub,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &p.netns,
+            ])?;
+            ip(&["-n", &hub, "link", "set", &p.hub_veth, "master", BRIDGE])?;
+            ip(&["-n", &hub, "link", "set", &p.hub_veth, "up"])?;
+            let cidr = format!("{}/24", p.addr);
+            ip(&["-n", &p.netns, "addr", "add", &cidr, "dev", "eth0"])?;
+            ip(&["-n", &p.netns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(Net {
+            hub,
+            places,
+            _namespaces: namespaces,
+        })
+    }
+}

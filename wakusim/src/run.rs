@@ -1,0 +1,498 @@
+//! One simulation run: the network, the nodes, the publishing schedule, a capture per node,
+//! and at the end each node's truth and what wakuprof measured of it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, RecvTimeoutError},
+    },
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use k256::ecdsa::{SigningKey, VerifyingKey};
+use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use traffic::{
+    capture::{self, CaptureSpec},
+    node::{self, Command, NodeHandle, NodeSpec, Relay, Report, TopicCounts, Validator},
+    relay_truth::{self, RelayTruth},
+    scenario::node_name,
+    transport::{Muxer, Registry, Security, TransportSpec},
+    waku::WakuMessage,
+};
+
+use crate::{
+    net::Net,
+    scenario::{AttackMode, Scenario, Transport},
+    signed,
+};
+
+/// How long setting up (listening, connecting, meshes forming) and closing may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time after the last message for it and the gossip about it to spread.
+const LINGER: Duration = Duration::from_secs(2);
+/// Time for the last packets to reach libpcap after the nodes stopped.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// A message the run published.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Published {
+    pub publisher: usize,
+    pub pubsub_topic: String,
+    pub content_topic: String,
+    pub waku_message_bytes: usize,
+    /// Gossipsub message id (sha256 of the WakuMessage), hex.
+    pub id: String,
+    /// Whether the attacker published it.
+    pub attack: bool,
+}
+
+/// What a run leaves for the report.
+pub struct Outcome {
+    /// Connections as (dialer, listener) node indexes.
+    pub edges: Vec<(usize, usize)>,
+    pub published: Vec<Published>,
+    /// Per node: per pubsub topic, gossipsub's message counts.
+    pub counts: Vec<BTreeMap<String, TopicCounts>>,
+    /// (node, message id hex) of every accepted delivery.
+    pub received: Vec<(usize, String)>,
+    /// (node, message id hex, index of the sending node) of every rejection.
+    pub rejected: Vec<(usize, String, Option<usize>)>,
+    /// Every relay RPC part and delivery the nodes wrote, decoded from their own streams.
+    pub truth: RelayTruth,
+    /// Per node: TCP payload bytes it wrote and read, as its sockets counted.
+    pub tcp_written_read: Vec<(u64, u64)>,
+    /// Per node: its address and capture file.
+    pub captures: Vec<(IpAddr, PathBuf)>,
+    /// Per node: packets libpcap wrote and dropped.
+    pub capture_stats: Vec<(u64, u32)>,
+    /// Seconds from the first capture's start to the last's stop.
+    pub elapsed_secs: f64,
+    /// Each protected community's public key (SEC1 compressed, hex), by name.
+    pub public_keys: BTreeMap<String, String>,
+    /// Whether a signal cut the publishing short.
+    pub stopped: bool,
+}
+
+/// A deterministic generator (splitmix64) for the topology, schedule and payloads.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next().to_le_bytes()[0]).collect()
+    }
+}
+
+/// Each node dials the previous one (a connected chain) and `degree - 1` random others.
+fn topology(nodes: usize, degree: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
+    let mut pairs = BTreeSet::new();
+    let mut edges = Vec::new();
+    for i in 1..nodes {
+        pairs.insert((i - 1, i));
+        edges.push((i, i - 1));
+    }
+    for i in 0..nodes {
+        let mut tries = 0;
+        let mut extra = 0;
+        while extra + 1 < degree && tries < 20 * nodes {
+            tries += 1;
+            let j = rng.below(nodes);
+            if j == i || !pairs.insert((i.min(j), i.max(j))) {
+                continue;
+            }
+            edges.push((i, j));
+            extra += 1;
+        }
+    }
+    edges
+}
+
+/// One publish at a time offset from the start of publishing.
+struct Event {
+    at: f64,
+    publisher: usize,
+    topic: String,
+    content_topic: String,
+    size: usize,
+    ephemeral: bool,
+    /// How the message is signed.
+    signing: Signing,
+}
+
+enum Signing {
+    None,
+    Key(SigningKey),
+}
+
+fn schedule(s: &Scenario, keys: &HashMap<String, SigningKey>, rng: &mut Rng) -> Vec<Event> {
+    let mut events = Vec::new();
+    for c in &s.communities {
+        let topic = s.pubsub_topic(c.shard());
+        for class in &c.messages {
+            let per_member = (class.rate_per_min * s.duration_secs / 60.0).round() as usize;
+            for member in &c.members {
+                for _ in 0..per_member {
+                    let spread = class.size_max.unwrap_or(class.size) - class.size;
+                    events.push(Event {
+                        at: rng.unit() * s.duration_secs,
+                        publisher: *member,
+                        topic: topic.clone(),
+                        content_topic: class.content_topic.clone(),
+                        size: class.size + rng.below(spread + 1),
+                        ephemeral: class.ephemeral,
+                        signing: keys
+                            .get(&topic)
+                            .map_or(Signing::None, |k| Signing::Key(k.clone())),
+                    });
+                }
+            }
+        }
+    }
+    if let Some(a) = &s.attacker {
+        let target = s
+            .communities
+            .iter()
+            .find(|c| c.name == a.community)
+            .map(|c| c.shard())
+            .unwrap_or_default();
+        for _ in 0..a.messages {
+            events.push(Event {
+                at: rng.unit() * s.duration_secs,
+                publisher: a.node,
+                topic: s.pubsub_topic(target),
+                content_topic: format!("/{}/1/chat/proto", a.community),
+                size: a.size,
+                ephemeral: false,
+                signing: match a.mode {
+                    AttackMode::Unsigned => Signing::None,
+                    AttackMode::WrongKey => Signing::Key(signed::key_from_seed(
+                        format!("{} attacker", s.seed).as_bytes(),
+                    )),
+                },
+            });
+        }
+    }
+    events.sort_by(|a, b| a.at.total_cmp(&b.at));
+    events
+}
+
+/// The relay validator of every node: protected shards need their key's signature.
+fn validator(keys: HashMap<String, VerifyingKey>) -> Validator {
+    Arc::new(move |topic: &str, data: &[u8]| match keys.get(topic) {
+        None => true,
+        Some(key) => WakuMessage::decode(data)
+            .is_ok_and(|m| signed::verify(key, topic, &m, SystemTime::now()).is_ok()),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Collects the nodes' reports while the run waits for something.
+struct Reports {
+    rx: mpsc::Receiver<Report>,
+    received: Vec<(usize, String)>,
+    rejected: Vec<(usize, String, Option<usize>)>,
+    peers: HashMap<PeerId, usize>,
+}
+
+impl Reports {
+    /// Handles reports until `done` says so; fails after `timeout` or once `stop` is set.
+    fn wait(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        stop: &AtomicBool,
+        mut done: impl FnMut(&Report) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                bail!("stopped by a signal while waiting for {what}");
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("timed out waiting for {what}");
+            }
+            if let Some(r) = self.next(left)?
+                && done(&r)
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles reports for `pause`; returns whether `stop` was set meanwhile.
+    fn pause(&mut self, pause: Duration, stop: &AtomicBool) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + pause;
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            self.next(left)?;
+        }
+    }
+
+    /// The next report within `left` (at most 100 ms, so that signals are seen), noted.
+    fn next(&mut self, left: Duration) -> anyhow::Result<Option<Report>> {
+        match self.rx.recv_timeout(left.min(Duration::from_millis(100))) {
+            Ok(r) => {
+                self.note(&r)?;
+                Ok(Some(r))
+            }
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => bail!("every node stopped"),
+        }
+    }
+
+    /// Records deliveries and rejections; fails on a node's failure.
+    fn note(&mut self, r: &Report) -> anyhow::Result<()> {
+        match r {
+            Report::Received { node, id } => self.received.push((*node, hex(id))),
+            Report::Rejected { node, id, from } => {
+                let sender = self.peers.get(from).copied();
+                self.rejected.push((*node, hex(id), sender));
+            }
+            Report::Failed { node, error } => bail!("{} failed: {error}", node_name(*node)),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Runs `s`, writing one capture per node into `out`. `stop` (set by a signal) ends the
+/// publishing early; what ran is still closed, captured and measured.
+pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcome> {
+    let n = s.network.nodes;
+    let mut rng = Rng(s.seed ^ 0x5741_4b55_5349_4d00);
+    let tag = std::process::id() % 100_000;
+    let net = Net::create(tag, n).context("create the network namespaces")?;
+    let topics = s.pubsub_topics();
+    let mut keys = HashMap::new();
+    let mut public_keys = BTreeMap::new();
+    for c in s.communities.iter().filter(|c| c.protected) {
+        let key = signed::key_from_seed(format!("{} {}", s.seed, c.name).as_bytes());
+        public_keys.insert(c.name.clone(), hex(&key.verifying_key().to_sec1_bytes()));
+        keys.insert(s.pubsub_topic(c.shard()), key);
+    }
+    let verifying: HashMap<String, VerifyingKey> = keys
+        .iter()
+        .map(|(t, k)| (t.clone(), *k.verifying_key()))
+        .collect();
+    let valid = validator(verifying);
+
+    let started = Instant::now();
+    let mut captures = Vec::new();
+    let mut running = Vec::new();
+    for (i, p) in net.places.iter().enumerate() {
+        let file = out.join(format!("{}.pcap", node_name(i)));
+        running.push(capture::start(CaptureSpec {
+            device: p.hub_veth.clone(),
+            netns: Some(net.hub.clone()),
+            linktype: None,
+            precision: pcap::Precision::Micro,
+            filter: "tcp".into(),
+            out: file.clone(),
+        })?);
+        captures.push((IpAddr::V4(p.addr), file));
+    }
+
+    let registry = Registry::default();
+    let (tx, rx) = mpsc::channel();
+    let security = match s.transport {
+        Transport::Plaintext => Security::Plaintext,
+        Transport::Noise => Security::Noise,
+    };
+    let mut handles: Vec<NodeHandle> = Vec::new();
+    for (i, p) in net.places.iter().enumerate() {
+        handles.push(node::spawn(
+            NodeSpec {
+                index: i,
+                listen_ip: IpAddr::V4(p.addr),
+                netns: Some(p.netns.clone()),
+                transport: TransportSpec {
+                    security,
+                    muxer: Muxer::Yamux,
+                    source: None,
+                },
+                relay: Relay::Tuned(s.gossipsub.mesh()),
+                mesh_peers: 1,
+                topics: topics.clone(),
+                validator: Some(valid.clone()),
+            },
+            registry.clone(),
+            tx.clone(),
+        )?);
+    }
+    drop(tx);
+    let mut reports = Reports {
+        rx,
+        received: Vec::new(),
+        rejected: Vec::new(),
+        peers: HashMap::new(),
+    };
+    let mut listening: Vec<Option<(PeerId, SocketAddr)>> = vec![None; n];
+    reports.wait("every node to listen", STEP_TIMEOUT, stop, |r| {
+        if let Report::Listening { node, peer, addr } = r {
+            listening[*node] = Some((*peer, *addr));
+        }
+        listening.iter().all(Option::is_some)
+    })?;
+    let listening: Vec<(PeerId, SocketAddr)> = listening.into_iter().flatten().collect();
+    reports.peers = listening
+        .iter()
+        .enumerate()
+        .map(|(i, (peer, _))| (*peer, i))
+        .collect();
+    let edges = topology(n, s.network.degree, &mut rng);
+    let mut dials: Vec<Vec<Multiaddr>> = vec![Vec::new(); n];
+    for (from, to) in &edges {
+        let (peer, addr) = listening[*to];
+        dials[*from].push(
+            Multiaddr::from(addr.ip())
+                .with(Protocol::Tcp(addr.port()))
+                .with(Protocol::P2p(peer)),
+        );
+    }
+    for (handle, targets) in handles.iter().zip(dials) {
+        handle.commands.send(Command::Dial(targets))?;
+    }
+    let mut ready = vec![false; n];
+    reports.wait("the meshes to form", STEP_TIMEOUT, stop, |r| {
+        if let Report::MeshReady(i) = r {
+            ready[*i] = true;
+        }
+        ready.iter().all(|r| *r)
+    })?;
+    // Two heartbeats for the meshes to fill up towards D.
+    thread::sleep(2 * s.gossipsub.mesh().heartbeat);
+
+    let events = schedule(s, &keys, &mut rng);
+    let mut topic_of = HashMap::new();
+    let mut published = Vec::new();
+    let publishing = Instant::now();
+    let mut stopped = false;
+    for e in &events {
+        let due = publishing + Duration::from_secs_f64(e.at);
+        if reports.pause(due.saturating_duration_since(Instant::now()), stop)? {
+            stopped = true;
+            break;
+        }
+        let mut msg = WakuMessage {
+            payload: rng.bytes(e.size),
+            content_topic: e.content_topic.clone(),
+            version: Some(0),
+            timestamp: Some(now_ns()),
+            meta: None,
+            rate_limit_proof: None,
+            ephemeral: e.ephemeral.then_some(true),
+        };
+        if let Signing::Key(key) = &e.signing {
+            signed::sign(key, &e.topic, &mut msg);
+        }
+        let data = msg.encode_to_vec();
+        let id = Sha256::digest(&data).to_vec();
+        topic_of.insert(id.clone(), e.topic.clone());
+        let attack = s.attacker.as_ref().is_some_and(|a| a.node == e.publisher)
+            && keys.contains_key(&e.topic)
+            && !matches!(&e.signing, Signing::Key(k) if keys.get(&e.topic) == Some(k));
+        published.push(Published {
+            publisher: e.publisher,
+            pubsub_topic: e.topic.clone(),
+            content_topic: e.content_topic.clone(),
+            waku_message_bytes: data.len(),
+            id: hex(&id),
+            attack,
+        });
+        handles[e.publisher].commands.send(Command::Publish {
+            pubsub_topic: e.topic.clone(),
+            data,
+        })?;
+    }
+    let rest = Duration::from_secs_f64(s.duration_secs).saturating_sub(publishing.elapsed());
+    if !stopped {
+        stopped = reports.pause(rest + LINGER, stop)?;
+    }
+
+    for h in &handles {
+        h.commands.send(Command::Close)?;
+    }
+    let mut closed = vec![false; n];
+    let never = AtomicBool::new(false);
+    reports.wait("the connections to close", STEP_TIMEOUT, &never, |r| {
+        if let Report::Closed(i) = r {
+            closed[*i] = true;
+        }
+        closed.iter().all(|c| *c)
+    })?;
+    let counts = handles
+        .into_iter()
+        .map(NodeHandle::join)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    thread::sleep(SETTLE);
+    let mut capture_stats = Vec::new();
+    for r in running {
+        let st = r.stop()?;
+        capture_stats.push((st.packets, st.dropped));
+    }
+    let elapsed_secs = started.elapsed().as_secs_f64();
+    drop(net);
+
+    let sides = registry.sides();
+    let truth = relay_truth::decode(&sides, node_name, &topic_of)?;
+    let mut tcp_written_read = vec![(0, 0); n];
+    for side in &sides {
+        tcp_written_read[side.node].0 += side.written();
+        tcp_written_read[side.node].1 += side.read();
+    }
+    Ok(Outcome {
+        edges,
+        published,
+        counts,
+        received: reports.received,
+        rejected: reports.rejected,
+        truth,
+        tcp_written_read,
+        captures,
+        capture_stats,
+        elapsed_secs,
+        public_keys,
+        stopped,
+    })
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,155 @@
+//! A small community network run end to end as root: 6 nodes in their own namespaces, a
+//! protected community on its own shard, one on the shared shard 32, and an attacker publishing
+//! unsigned messages onto the protected shard, over plaintext. wakuprof's per-node relay bytes
+//! by kind and shard must equal what each node wrote and read, and the attacker's messages must
+//! stop at its direct peers.
+
+use std::{
+    collections::BTreeSet,
+    process::{Command, Stdio},
+};
+
+use serde_json::Value;
+
+const SCENARIO: &str = r#"
+duration_secs = 4
+seed = 3
+transport = "plaintext"
+
+[network]
+nodes = 6
+degree = 2
+
+[[community]]
+name = "guarded"
+shard = 200
+protected = true
+members = [0, 1, 2]
+
+[[community.message]]
+content_topic = "/guarded/1/chat/proto"
+size = 150
+size_max = 3000
+rate_per_min = 90
+
+[[community]]
+name = "open"
+members = [2, 3, 4]
+
+[[community.message]]
+content_topic = "/open/1/chat/proto"
+size = 400
+rate_per_min = 60
+ephemeral = true
+
+[attacker]
+node = 5
+community = "guarded"
+mode = "unsigned"
+messages = 5
+"#;
+
+fn names(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .expect("a list")
+        .iter()
+        .map(|n| n.as_str().expect("a name").to_owned())
+        .collect()
+}
+
+#[test]
+fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: wakusim needs root for network namespaces and captures");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, SCENARIO).expect("write the scenario");
+    let out = dir.path().join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
+        .arg("run")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .args(["--format", "json"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("wakusim starts");
+    let tag = child.id() % 100_000;
+    let run = child.wait_with_output().expect("wakusim finishes");
+    assert!(run.status.success(), "wakusim run failed");
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    let left = String::from_utf8_lossy(&netns.stdout);
+    assert!(
+        !left.contains(&format!("wsim{tag}-")),
+        "namespaces left behind: {left}"
+    );
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    let report: Value = serde_json::from_str(&text).expect("JSON");
+
+    let published = report["published"].as_array().expect("published");
+    let valid_guarded = published
+        .iter()
+        .filter(|p| p["pubsub_topic"] == "/waku/2/rs/16/200" && p["attack"] == false)
+        .count();
+    assert!(valid_guarded >= 15, "{valid_guarded} signed messages");
+    for node in report["per_node"].as_array().expect("per_node") {
+        let name = node["node"].as_str().expect("name");
+        let checks = node["relay_vs_truth"].as_array().expect("checks");
+        let mut topics = BTreeSet::new();
+        for c in checks {
+            assert_eq!(
+                (&c["profiler_bytes"], &c["profiler_messages"]),
+                (&c["truth_bytes"], &c["truth_entries"]),
+                "{name}: {} {} on {}",
+                c["direction"],
+                c["kind"],
+                c["pubsub_topic"]
+            );
+            if c["kind"] == "message" && c["truth_bytes"].as_u64() > Some(0) {
+                topics.insert(c["pubsub_topic"].as_str().expect("topic").to_owned());
+            }
+        }
+        assert_eq!(
+            topics,
+            BTreeSet::from(["/waku/2/rs/16/200".into(), "/waku/2/rs/16/32".into()]),
+            "{name} carries messages of both shards"
+        );
+        let guarded = &node["topics"]["/waku/2/rs/16/200"];
+        let delivered = guarded["received"].as_u64().expect("received")
+            + guarded["published"].as_u64().expect("published");
+        let own_attack = if name == "node5" { 5 } else { 0 };
+        assert_eq!(
+            delivered,
+            (valid_guarded + own_attack) as u64,
+            "{name}: every signed message and nothing else is delivered"
+        );
+    }
+
+    let attack = &report["attack"];
+    assert_eq!(attack["published"], 5);
+    let first_hop = names(&attack["first_hop"]);
+    let sent_to = names(&attack["sent_to"]);
+    assert!(!sent_to.is_empty(), "the attacker's peers got its messages");
+    assert!(
+        sent_to.is_subset(&first_hop),
+        "sent past the first hop: {sent_to:?} vs {first_hop:?}"
+    );
+    let rejected_by: BTreeSet<String> = attack["rejected_by"]
+        .as_array()
+        .expect("rejected_by")
+        .iter()
+        .map(|r| {
+            assert_eq!(r[1], "node5", "rejected messages come from the attacker");
+            r[0].as_str().expect("name").to_owned()
+        })
+        .collect();
+    assert_eq!(rejected_by, sent_to, "every node sent one rejected it");
+    assert_eq!(attack["accepted_by"].as_array().map(Vec::len), Some(0));
+    assert_eq!(attack["stopped_at_first_hop"], true);
+}
