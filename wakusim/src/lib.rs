@@ -2,8 +2,13 @@
 //! network namespaces, communities on dedicated or shared shards (optionally protected by a
 //! signing key, validated as nwaku does), measured by wakuprof against the nodes' own truth.
 
+pub mod community;
+pub mod error;
 pub mod net;
+pub mod openapi;
 pub mod report;
 pub mod run;
+pub mod runs;
 pub mod scenario;
+pub mod serve;
 pub mod signed;

@@ -1,13 +1,18 @@
 //! The `wakusim` command line: check a scenario, or run it and print the per-node report.
 
 use std::{
+    net::SocketAddr,
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
-use wakusim::{report::Report, run, scenario::Scenario};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wakusim::{
+    community::{self, Community, NewCommunity, NewMessage, Store},
+    runs::{self, Runs},
+    scenario::Scenario,
+    serve::Service,
+};
 
 /// Community bandwidth simulations: Waku relay networks of real rust-libp2p nodes, each in its
 /// own network namespace, with communities on dedicated or shared shards (protected ones
@@ -15,6 +20,9 @@ use wakusim::{report::Report, run, scenario::Scenario};
 #[derive(Parser)]
 #[command(name = "wakusim", version)]
 struct Cli {
+    /// Where communities are kept [default: $XDG_STATE_HOME/wakusim, else ~/.local/state/wakusim].
+    #[arg(long, global = true, value_name = "DIR")]
+    state: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -40,6 +48,92 @@ enum Cmd {
         /// The scenario file.
         scenario: PathBuf,
     },
+    /// Create, list and show communities (kept in the state directory).
+    #[command(subcommand)]
+    Community(CommunityCmd),
+    /// Build a WakuMessage for a community, signed with its key when it is protected, and
+    /// print it: as JSON (with the body nwaku's REST relay endpoint takes), or as protobuf hex.
+    #[command(
+        after_help = "Examples:\n  wakusim publish alpha --payload hello\n  wakusim publish alpha --size 2000 --format hex\n\nA signed message's timestamp is now: protected shards accept it for 5 minutes."
+    )]
+    Publish {
+        /// The community.
+        community: String,
+        /// The payload as text.
+        #[arg(long, group = "data")]
+        payload: Option<String>,
+        /// The payload as hex.
+        #[arg(long, group = "data")]
+        payload_hex: Option<String>,
+        /// A payload of this many random bytes.
+        #[arg(long, group = "data")]
+        size: Option<usize>,
+        /// The content topic [default: the community's first].
+        #[arg(long)]
+        content_topic: Option<String>,
+        /// Mark the message ephemeral (stores may skip it).
+        #[arg(long)]
+        ephemeral: bool,
+        #[arg(long, value_enum, default_value_t = MessageFormat::Json)]
+        format: MessageFormat,
+    },
+    /// Serve the same operations over HTTP/JSON (OpenAPI document at /openapi.json).
+    #[command(
+        after_help = "Runs need root (network namespaces and captures); one runs at a time. Ctrl-C stops the runs, cleans up and exits.\n\nExamples:\n  wakusim serve\n  curl -s localhost:8618/communities -d '{\"name\":\"alpha\",\"shard\":128,\"protected\":true}'\n  curl -s localhost:8618/runs --data-binary @wakusim/scenarios/demo.toml"
+    )]
+    Serve {
+        /// Address to listen on (port 0: any free port, printed on the first line).
+        #[arg(long, default_value = "127.0.0.1:8618")]
+        listen: SocketAddr,
+        /// Where runs write their captures and report.json [default: <state>/runs].
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CommunityCmd {
+    /// Create a community: on its own shard (--shard) or the shared shard 32; a protected one
+    /// gets a fresh secp256k1 key pair.
+    #[command(
+        after_help = "Examples:\n  wakusim community create alpha --shard 128 --protected\n  for i in $(seq 100); do wakusim community create qa$i; done   # all on shard 32"
+    )]
+    Create(CreateArgs),
+    /// List the communities.
+    List,
+    /// Show a community (its public key; the private key only with --private-key).
+    Show {
+        name: String,
+        /// Also print the signing key.
+        #[arg(long)]
+        private_key: bool,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Letters, digits, '-' and '_'.
+    name: String,
+    /// Its own shard [default: the shared shard 32].
+    #[arg(long)]
+    shard: Option<u16>,
+    /// Waku cluster [default: 16, Status'].
+    #[arg(long)]
+    cluster: Option<u16>,
+    /// Protect the shard: members sign with the community's key, relays validate.
+    #[arg(long)]
+    protected: bool,
+    /// Content topics (repeat) [default: /<name>/1/chat/proto].
+    #[arg(long = "content-topic")]
+    content_topics: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MessageFormat {
+    /// The message, its id and nwaku's REST body, as JSON.
+    Json,
+    /// The WakuMessage protobuf, hex.
+    Hex,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,6 +160,19 @@ fn catch_signals() {
     }
 }
 
+fn print_community(c: &Community) {
+    println!("name:           {}", c.name);
+    println!("pubsub topic:   {}", c.pubsub_topic);
+    println!("protected:      {}", c.protected);
+    println!("content topics: {}", c.content_topics.join(", "));
+    if let Some(key) = &c.public_key {
+        println!("public key:     {key}");
+    }
+    if let Some(key) = &c.private_key {
+        println!("private key:    {key}");
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -73,7 +180,10 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let state = cli.state.unwrap_or_else(community::default_state_dir);
+    let store = Store::new(&state);
+    match cli.command {
         Cmd::Check { scenario } => {
             let s = Scenario::load(&scenario)?;
             println!(
@@ -95,20 +205,67 @@ fn main() -> anyhow::Result<()> {
             let out = out.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("wakusim-{}", std::process::id()))
             });
-            std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
             catch_signals();
-            let outcome = run::run(&s, &out, &STOP)?;
-            let report = Report::build(&s, &outcome)?;
-            let json = serde_json::to_string_pretty(&report)?;
-            let path = out.join("report.json");
-            std::fs::write(&path, &json).with_context(|| format!("write {}", path.display()))?;
+            let report = runs::execute(&s, &out, &STOP)?;
             match format {
                 Format::Table => {
                     print!("{}", report.table());
                     println!("\ncaptures and report.json in {}", out.display());
                 }
-                Format::Json => println!("{json}"),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             }
+        }
+        Cmd::Community(CommunityCmd::Create(a)) => {
+            let c = store.create(NewCommunity {
+                name: a.name,
+                shard: a.shard,
+                cluster: a.cluster,
+                protected: a.protected,
+                content_topics: (!a.content_topics.is_empty()).then_some(a.content_topics),
+            })?;
+            print_community(&c);
+        }
+        Cmd::Community(CommunityCmd::List) => {
+            for c in store.list()? {
+                let guard = if c.protected { "protected" } else { "open" };
+                println!("{}\t{}\t{guard}", c.name, c.pubsub_topic);
+            }
+        }
+        Cmd::Community(CommunityCmd::Show { name, private_key }) => {
+            print_community(&store.get(&name, private_key)?);
+        }
+        Cmd::Publish {
+            community,
+            payload,
+            payload_hex,
+            size,
+            content_topic,
+            ephemeral,
+            format,
+        } => {
+            let built = store.publish(
+                &community,
+                NewMessage {
+                    content_topic,
+                    payload,
+                    payload_hex,
+                    size,
+                    ephemeral,
+                },
+            )?;
+            match format {
+                MessageFormat::Json => println!("{}", serde_json::to_string_pretty(&built)?),
+                MessageFormat::Hex => println!("{}", built.waku_message_hex),
+            }
+        }
+        Cmd::Serve { listen, runs_dir } => {
+            catch_signals();
+            let service = Service {
+                store,
+                runs: Runs::default(),
+                runs_dir: runs_dir.unwrap_or_else(|| state.join("runs")),
+            };
+            service.serve(listen, &STOP)?;
         }
     }
     Ok(())

@@ -29,6 +29,7 @@ use traffic::{
 };
 
 use crate::{
+    community::hex,
     net::Net,
     scenario::{AttackMode, Scenario, Transport},
     signed,
@@ -208,10 +209,6 @@ fn validator(keys: HashMap<String, VerifyingKey>) -> Validator {
         Some(key) => WakuMessage::decode(data)
             .is_ok_and(|m| signed::verify(key, topic, &m, SystemTime::now()).is_ok()),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Collects the nodes' reports while the run waits for something.

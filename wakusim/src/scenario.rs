@@ -199,6 +199,13 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// Parses and checks a scenario written as JSON (the same fields as the TOML).
+    pub fn parse_json(text: &str) -> anyhow::Result<Scenario> {
+        let scenario: Scenario = serde_json::from_str(text)?;
+        scenario.check()?;
+        Ok(scenario)
+    }
+
     /// Every pubsub topic in use, sorted.
     pub fn pubsub_topics(&self) -> Vec<String> {
         let shards: BTreeSet<u16> = self.communities.iter().map(Community::shard).collect();

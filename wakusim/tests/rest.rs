@@ -1,0 +1,255 @@
+//! `wakusim serve` end to end as root: communities created and published into over HTTP, a
+//! small run started, watched and reported, a second one stopped early, and the errors a client
+//! gets for bad requests. The run's report must hold wakuprof's per-node relay bytes equal to
+//! each node's truth (plaintext), and no run may leave a namespace behind.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+const SCENARIO: &str = r#"
+duration_secs = 3
+seed = 5
+transport = "plaintext"
+
+[network]
+nodes = 4
+degree = 2
+
+[[community]]
+name = "guarded"
+shard = 200
+protected = true
+members = [0, 1, 2]
+
+[[community.message]]
+content_topic = "/guarded/1/chat/proto"
+size = 300
+rate_per_min = 120
+
+[[community]]
+name = "open"
+members = [1, 3]
+
+[[community.message]]
+content_topic = "/open/1/chat/proto"
+size = 100
+rate_per_min = 60
+"#;
+
+/// The server, killed when the test ends however it ends.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// One HTTP/1.0 request (a body without chunks); the status and the JSON body.
+    fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .expect("send");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).expect("reply");
+        let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        let value = serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON {e}: {body}"));
+        (status, value)
+    }
+
+    /// Polls run `id` until it is done.
+    fn wait(&self, id: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, run) = self.call("GET", &format!("/runs/{id}"), "");
+            assert_eq!(status, 200, "{run}");
+            match run["status"].as_str() {
+                Some("done") => return run,
+                Some("failed") => panic!("run {id} failed: {run}"),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "run {id} did not finish: {run}");
+            thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn namespaces() -> String {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn communities_runs_and_errors_over_http() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: runs need root for network namespaces and captures");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
+        .arg("--state")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("wakusim serve starts");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the address line");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_owned();
+    let tag = format!("wsim{}-", child.id() % 100_000);
+    let server = Server { child, addr };
+
+    let (status, doc) = server.call("GET", "/openapi.json", "");
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in [
+        "/communities",
+        "/communities/{name}",
+        "/communities/{name}/messages",
+        "/runs",
+        "/runs/{id}",
+        "/runs/{id}/stop",
+        "/runs/{id}/report",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+
+    let new = json!({"name": "guarded", "shard": 200, "protected": true}).to_string();
+    let (status, guarded) = server.call("POST", "/communities", &new);
+    assert_eq!(status, 201, "{guarded}");
+    assert_eq!(guarded["pubsub_topic"], "/waku/2/rs/16/200");
+    assert_eq!(guarded["public_key"].as_str().map(str::len), Some(66));
+    assert!(
+        guarded.get("private_key").is_none(),
+        "no private key unless asked"
+    );
+    let (status, taken) = server.call("POST", "/communities", &new);
+    assert_eq!(status, 409, "{taken}");
+    let (status, listed) = server.call("GET", "/communities", "");
+    assert_eq!((status, listed[0]["name"].clone()), (200, json!("guarded")));
+    let (status, msg) = server.call(
+        "POST",
+        "/communities/guarded/messages",
+        &json!({"payload": "hello"}).to_string(),
+    );
+    assert_eq!(status, 201, "{msg}");
+    assert_eq!(msg["signed"], true);
+    assert_eq!(msg["relay_json"]["payload"], "aGVsbG8=");
+
+    let (status, bad) = server.call(
+        "POST",
+        "/communities",
+        &json!({"name": "wide", "shard": 5000}).to_string(),
+    );
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (400, json!("shard")),
+        "{bad}"
+    );
+    let (status, bad) = server.call(
+        "POST",
+        "/communities",
+        &json!({"name": "x", "colour": 1}).to_string(),
+    );
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (400, json!("colour")),
+        "{bad}"
+    );
+    let (status, missing) = server.call("GET", "/communities/nobody", "");
+    assert_eq!(status, 404, "{missing}");
+    let (status, missing) = server.call("POST", "/communities/nobody/messages", "{\"size\": 3}");
+    assert_eq!(status, 404, "{missing}");
+    let (status, wrong) = server.call("DELETE", "/communities", "");
+    assert_eq!(status, 405, "{wrong}");
+    let (status, bad) = server.call("POST", "/runs", &SCENARIO.replace("nodes = 4", "nodes = 1"));
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (400, json!("network.nodes")),
+        "{bad}"
+    );
+
+    let (status, run) = server.call("POST", "/runs", SCENARIO);
+    assert_eq!(status, 202, "{run}");
+    let id = run["id"].as_u64().expect("an id");
+    let (status, busy) = server.call("POST", "/runs", SCENARIO);
+    assert_eq!(status, 409, "one run at a time: {busy}");
+    let (status, early) = server.call("GET", &format!("/runs/{id}/report"), "");
+    assert_eq!(status, 409, "no report before the end: {early}");
+    server.wait(id);
+    let (status, report) = server.call("GET", &format!("/runs/{id}/report"), "");
+    assert_eq!(status, 200);
+    assert_eq!(report["stopped_by_signal"], false);
+    let nodes = report["per_node"].as_array().expect("per_node");
+    assert_eq!(nodes.len(), 4);
+    for node in nodes {
+        let mut message_bytes = 0;
+        for c in node["relay_vs_truth"].as_array().expect("checks") {
+            assert_eq!(
+                (&c["profiler_bytes"], &c["profiler_messages"]),
+                (&c["truth_bytes"], &c["truth_entries"]),
+                "{}: {} {} on {}",
+                node["node"],
+                c["direction"],
+                c["kind"],
+                c["pubsub_topic"]
+            );
+            if c["kind"] == "message" {
+                message_bytes += c["truth_bytes"].as_u64().expect("bytes");
+            }
+        }
+        assert!(message_bytes > 0, "{} carried messages", node["node"]);
+    }
+
+    let long = SCENARIO.replace("duration_secs = 3", "duration_secs = 60");
+    let (status, run) = server.call("POST", "/runs", &long);
+    assert_eq!(status, 202, "{run}");
+    let id = run["id"].as_u64().expect("an id");
+    thread::sleep(Duration::from_secs(2));
+    let (status, stopping) = server.call("POST", &format!("/runs/{id}/stop"), "");
+    assert_eq!(status, 202, "{stopping}");
+    let run = server.wait(id);
+    assert!(run["elapsed_secs"].as_f64() < Some(40.0), "{run}");
+    let (_, report) = server.call("GET", &format!("/runs/{id}/report"), "");
+    assert_eq!(report["stopped_by_signal"], true);
+    assert!(
+        !namespaces().contains(&tag),
+        "namespaces left: {}",
+        namespaces()
+    );
+    let (status, missing) = server.call("GET", "/runs/99", "");
+    assert_eq!(status, 404, "{missing}");
+}
