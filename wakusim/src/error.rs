@@ -31,19 +31,16 @@ impl Error {
     }
 
     /// A scenario or request body that did not parse or check: the field is the path its
-    /// message starts with (`network.nodes: …`) or the one serde quotes (unknown field `x`).
+    /// message starts with (`network.nodes: …`), the one serde quotes (unknown field `x`), or
+    /// the key on the TOML line it points at.
     pub fn from_check(e: &anyhow::Error) -> Error {
         let text = format!("{e:#}");
-        let field = quoted(&text)
-            .or_else(|| {
-                text.split_once(": ")
-                    .map(|(head, _)| head.to_owned())
-                    .filter(|head| !head.contains(['\n', '`']) && head.len() < 80)
-            })
-            .unwrap_or_else(|| "body".into());
-        Error::Invalid {
-            field,
-            message: text,
+        if let Some(field) = quoted(&text).or_else(|| toml_key(&text)) {
+            return Error::invalid(field, text);
+        }
+        match text.split_once(": ") {
+            Some((head, rest)) if is_path(head) => Error::invalid(head, rest),
+            _ => Error::invalid("body", text),
         }
     }
 
@@ -74,6 +71,24 @@ fn quoted(text: &str) -> Option<String> {
         .or_else(|| text.find("missing field `"))?;
     let rest = &text[at + "unknown field `".len()..];
     rest.split_once('`').map(|(name, _)| name.to_owned())
+}
+
+/// Whether `head` is a field path (`network.nodes`, `community[0] (a).members`), not prose.
+fn is_path(head: &str) -> bool {
+    head.len() < 80 && !head.contains(['\n', '`']) && (!head.contains(' ') || head.contains('['))
+}
+
+/// The key on the line a TOML error points at (`4 | size = "big"`).
+fn toml_key(text: &str) -> Option<String> {
+    if !text.contains("TOML parse error") {
+        return None;
+    }
+    text.lines().find_map(|line| {
+        let (number, rest) = line.split_once(" | ")?;
+        number.trim().parse::<u32>().ok()?;
+        let (key, _) = rest.split_once('=')?;
+        Some(key.trim().to_owned()).filter(|k| !k.is_empty())
+    })
 }
 
 impl From<std::io::Error> for Error {

@@ -11,6 +11,7 @@ use std::{
 };
 
 use serde::Serialize;
+use serde_json::Value;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::{
@@ -78,8 +79,27 @@ fn json<T: Serialize>(status: u16, value: &T) -> Result<Reply, Error> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// Parses a JSON body; a bad value is named by the top-level key whose removal cures it.
 fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Error> {
-    serde_json::from_str(body).map_err(|e| Error::from_check(&e.into()))
+    let e = match serde_json::from_str(body) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    let culprit = serde_json::from_str::<serde_json::Map<String, Value>>(body)
+        .ok()
+        .and_then(|object| {
+            object.keys().find_map(|key| {
+                let mut rest = object.clone();
+                rest.remove(key);
+                serde_json::from_value::<T>(Value::Object(rest))
+                    .is_ok()
+                    .then(|| key.clone())
+            })
+        });
+    match culprit {
+        Some(field) => Err(Error::invalid(field, e.to_string())),
+        None => Err(Error::from_check(&e.into())),
+    }
 }
 
 fn run_id(id: &str) -> Result<u64, Error> {

@@ -189,6 +189,12 @@ fn communities_runs_and_errors_over_http() {
         (400, json!("colour")),
         "{bad}"
     );
+    let (status, bad) = server.call("POST", "/communities", r#"{"name": "x", "shard": "a"}"#);
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (400, json!("shard")),
+        "{bad}"
+    );
     let (status, missing) = server.call("GET", "/communities/nobody", "");
     assert_eq!(status, 404, "{missing}");
     let (status, missing) = server.call("POST", "/communities/nobody/messages", "{\"size\": 3}");
