@@ -11,6 +11,7 @@ use std::{
 };
 
 use base64::Engine as _;
+use k256::ecdsa::SigningKey;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -18,7 +19,7 @@ use traffic::waku::WakuMessage;
 
 use crate::{
     error::Error,
-    scenario::{DEFAULT_CLUSTER, SHARED_SHARD},
+    scenario::{DEFAULT_CLUSTER, SHARED_SHARD, Scenario},
     signed,
 };
 
@@ -264,10 +265,7 @@ impl Store {
             ephemeral: new.ephemeral.then_some(true),
         };
         if let Some(key) = &community.private_key {
-            let key = unhex(key)
-                .and_then(|b| k256::ecdsa::SigningKey::from_slice(&b).ok())
-                .ok_or_else(|| Error::Internal(format!("community {name}: bad stored key")))?;
-            signed::sign(&key, &community.pubsub_topic, &mut msg);
+            signed::sign(&signing_key(name, key)?, &community.pubsub_topic, &mut msg);
         }
         let data = msg.encode_to_vec();
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -292,9 +290,55 @@ impl Store {
         })
     }
 
+    /// Gives the scenario's `stored` communities the shard, protection and key of the stored
+    /// ones, then checks the scenario again.
+    pub fn resolve(&self, s: &mut Scenario) -> Result<(), Error> {
+        for (i, c) in s.communities.iter_mut().enumerate() {
+            if !c.stored {
+                continue;
+            }
+            let field = format!("community[{i}] ({}).stored", c.name);
+            if c.shard.is_some() || c.protected {
+                return Err(Error::invalid(
+                    field,
+                    "the stored community's shard and protection apply; drop shard and protected",
+                ));
+            }
+            let stored = match self.get(&c.name, true) {
+                Err(Error::NotFound(e)) => return Err(Error::invalid(field, e)),
+                other => other?,
+            };
+            if stored.cluster != s.cluster {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "the stored community is on cluster {}, the scenario on {}",
+                        stored.cluster, s.cluster
+                    ),
+                ));
+            }
+            c.shard = Some(stored.shard);
+            c.protected = stored.protected;
+            c.key = stored
+                .private_key
+                .as_deref()
+                .map(|k| signing_key(&c.name, k))
+                .transpose()?;
+            c.stored = false;
+        }
+        s.check().map_err(|e| Error::from_check(&e))
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.json"))
     }
+}
+
+/// The stored signing key of community `name`.
+fn signing_key(name: &str, hex: &str) -> Result<SigningKey, Error> {
+    unhex(hex)
+        .and_then(|b| SigningKey::from_slice(&b).ok())
+        .ok_or_else(|| Error::Internal(format!("community {name}: bad stored key")))
 }
 
 fn public(mut c: Community) -> Community {
@@ -314,7 +358,7 @@ fn random_bytes(len: usize) -> Result<Vec<u8>, Error> {
 }
 
 /// A fresh signing key from 32 bytes of the kernel's randomness.
-fn fresh_key() -> Result<k256::ecdsa::SigningKey, Error> {
+fn fresh_key() -> Result<SigningKey, Error> {
     Ok(signed::key_from_seed(&random_bytes(32)?))
 }
 

@@ -185,7 +185,8 @@ fn main() -> anyhow::Result<()> {
     let store = Store::new(&state);
     match cli.command {
         Cmd::Check { scenario } => {
-            let s = Scenario::load(&scenario)?;
+            let mut s = Scenario::load(&scenario)?;
+            store.resolve(&mut s)?;
             println!(
                 "{}: {} nodes, {} communities on {}, {:?} transport, {} s",
                 scenario.display(),
@@ -201,7 +202,8 @@ fn main() -> anyhow::Result<()> {
             out,
             format,
         } => {
-            let s = Scenario::load(&scenario)?;
+            let mut s = Scenario::load(&scenario)?;
+            store.resolve(&mut s)?;
             let out = out.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("wakusim-{}", std::process::id()))
             });

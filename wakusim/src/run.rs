@@ -298,7 +298,10 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
     let mut keys = HashMap::new();
     let mut public_keys = BTreeMap::new();
     for c in s.communities.iter().filter(|c| c.protected) {
-        let key = signed::key_from_seed(format!("{} {}", s.seed, c.name).as_bytes());
+        let key = c
+            .key
+            .clone()
+            .unwrap_or_else(|| signed::key_from_seed(format!("{} {}", s.seed, c.name).as_bytes()));
         public_keys.insert(c.name.clone(), hex(&key.verifying_key().to_sec1_bytes()));
         keys.insert(s.pubsub_topic(c.shard()), key);
     }

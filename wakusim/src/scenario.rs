@@ -123,6 +123,13 @@ pub struct Community {
     /// Whether the shard is protected by the community's signing key.
     #[serde(default)]
     pub protected: bool,
+    /// Take shard, protection and key from the community of this name in the state directory
+    /// (`wakusim community create`) instead of `shard` and `protected`; cleared once taken.
+    #[serde(default)]
+    pub stored: bool,
+    /// The stored community's signing key (else one derived from the seed and the name).
+    #[serde(skip)]
+    pub key: Option<k256::ecdsa::SigningKey>,
     /// Indexes of the member nodes.
     pub members: Vec<usize>,
     /// What each member publishes.
@@ -217,7 +224,8 @@ impl Scenario {
         format!("/waku/2/rs/{}/{shard}", self.cluster)
     }
 
-    fn check(&self) -> anyhow::Result<()> {
+    /// Checks every field; each error starts with the path of the field it rejects.
+    pub fn check(&self) -> anyhow::Result<()> {
         let n = self.network.nodes;
         ensure!(
             self.duration_secs.is_finite()
@@ -311,7 +319,7 @@ impl Scenario {
                 .find(|c| c.name == a.community)
                 .with_context(|| format!("attacker.community: no community {}", a.community))?;
             ensure!(
-                target.protected,
+                target.protected || target.stored,
                 "attacker.community: {} is not protected",
                 a.community
             );

@@ -188,6 +188,8 @@ impl Service {
                     Scenario::parse(body)
                 }
                 .map_err(|e| Error::from_check(&e))?;
+                let mut scenario = scenario;
+                self.store.resolve(&mut scenario)?;
                 json(202, &self.runs.start(scenario, &self.runs_dir)?)
             }
             (Method::Get, Route::Run(id)) => json(200, &self.runs.info(run_id(id)?)?),

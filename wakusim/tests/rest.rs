@@ -1,5 +1,5 @@
 //! `wakusim serve` end to end as root: communities created and published into over HTTP, a
-//! small run started, watched and reported, a second one stopped early, and the errors a client
+//! small run of a stored protected community started, watched and reported, a second one stopped early, and the errors a client
 //! gets for bad requests. The run's report must hold wakuprof's per-node relay bytes equal to
 //! each node's truth (plaintext), and no run may leave a namespace behind.
 
@@ -24,8 +24,7 @@ degree = 2
 
 [[community]]
 name = "guarded"
-shard = 200
-protected = true
+stored = true
 members = [0, 1, 2]
 
 [[community.message]]
@@ -208,6 +207,16 @@ fn communities_runs_and_errors_over_http() {
         "{bad}"
     );
 
+    let (status, bad) = server.call(
+        "POST",
+        "/runs",
+        &SCENARIO.replace("\"guarded\"\nstored", "\"nobody\"\nstored"),
+    );
+    assert_eq!(
+        (status, bad["field"].clone()),
+        (400, json!("community[0] (nobody).stored")),
+        "{bad}"
+    );
     let (status, run) = server.call("POST", "/runs", SCENARIO);
     assert_eq!(status, 202, "{run}");
     let id = run["id"].as_u64().expect("an id");
@@ -219,6 +228,14 @@ fn communities_runs_and_errors_over_http() {
     let (status, report) = server.call("GET", &format!("/runs/{id}/report"), "");
     assert_eq!(status, 200);
     assert_eq!(report["stopped_by_signal"], false);
+    assert_eq!(
+        report["communities"][0]["public_key"], guarded["public_key"],
+        "the run signs with the stored community's key"
+    );
+    assert_eq!(
+        report["communities"][0]["pubsub_topic"],
+        "/waku/2/rs/16/200"
+    );
     let nodes = report["per_node"].as_array().expect("per_node");
     assert_eq!(nodes.len(), 4);
     for node in nodes {
