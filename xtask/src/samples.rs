@@ -27,7 +27,8 @@ pub struct SamplesArgs {
 /// What making and checking the samples needs besides the build: `ip` for the network
 /// namespaces, editcap and capinfos, tshark as the independent reader of the captures, and the
 /// real implementations the discovery, services, BitTorrent and JS samples run (Node and npm,
-/// which installs the pinned js-libp2p packages of xtask/js with `npm ci`).
+/// which installs the pinned js-libp2p packages of xtask/js with `npm ci`; openssl makes the wss
+/// sample's throwaway certificate).
 const PACKAGES: &[Package] = &[
     Package {
         name: "nodejs",
@@ -36,6 +37,10 @@ const PACKAGES: &[Package] = &[
     Package {
         name: "npm",
         marker: "/usr/bin/npm",
+    },
+    Package {
+        name: "openssl",
+        marker: "/usr/bin/openssl",
     },
     Package {
         name: "iproute2",
