@@ -359,3 +359,99 @@ impl StreamDecoder for WssConn {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::decode::Settled;
+    use crate::decode::TestCtx;
+    use crate::decode::libp2p::tls::HANDSHAKE;
+
+    /// A record of `record_type` with a body of `body` bytes.
+    fn record(record_type: u8, body: u64) -> Vec<u8> {
+        let mut r = vec![record_type, 3, 3];
+        r.extend_from_slice(&u16::try_from(body).expect("body").to_be_bytes());
+        r.resize(RECORD_HEADER_LEN + body as usize, 0xaa);
+        r
+    }
+
+    /// Application data records of these plaintext sizes.
+    fn data(plains: &[u64]) -> Vec<u8> {
+        plains
+            .iter()
+            .flat_map(|p| record(APPLICATION_DATA, p + TAG_AND_TYPE))
+            .collect()
+    }
+
+    /// Feeds a wss-shaped exchange whose client's first WebSocket frame is `first` plaintext
+    /// bytes to a [`Detect`]; returns the spans' kinds with their bytes, and the wire length.
+    fn exchange(first: u64) -> (BTreeMap<String, u64>, u64) {
+        let mut t = TestCtx::default();
+        let fallback = t.labels.decoded(Category::Other, "tls", "data");
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        let conn = Conn {
+            initiator: (ip, 40000),
+            responder: (ip, 443),
+        };
+        let mut d = Detect::new(conn, Box::new(Settled(fallback)));
+        let mut wire = 0;
+        let mut feed = |side, bytes: Vec<u8>, t: &mut TestCtx| {
+            wire += bytes.len() as u64;
+            for chunk in bytes.chunks(7) {
+                d.data(side, chunk, &mut t.ctx());
+            }
+        };
+        feed(Side::Initiator, record(HANDSHAKE, 300), &mut t);
+        let mut server = record(HANDSHAKE, 122);
+        server.extend(data(&[400, 80, 52]));
+        feed(Side::Responder, server, &mut t);
+        // Finished, the upgrade request, multistream-select's header and `/noise`.
+        feed(Side::Initiator, data(&[52, 224, first]), &mut t);
+        // Two session tickets, the 101 response, the echo of the header and of `/noise`.
+        feed(Side::Responder, data(&[265, 265, 129, 22, 10]), &mut t);
+        // Noise handshake: e, then e, ee, s, es, then s, se (with their frames' headers).
+        feed(Side::Initiator, data(&[6 + 34]), &mut t);
+        feed(Side::Responder, data(&[4 + 218]), &mut t);
+        feed(Side::Initiator, data(&[8 + 186]), &mut t);
+        // A 20 KiB WebSocket frame in two records.
+        feed(Side::Responder, data(&[16384, 20000 - 16384]), &mut t);
+        let mut kinds = BTreeMap::new();
+        for s in &t.spans {
+            let l = t.labels.get(s.label);
+            *kinds
+                .entry(format!("{}/{}", l.protocol, l.kind))
+                .or_default() += s.len;
+        }
+        (kinds, wire)
+    }
+
+    #[test]
+    fn wss_is_told_by_the_first_frame_and_every_byte_is_labelled_once() {
+        let (kinds, wire) = exchange(34);
+        assert_eq!(kinds.values().sum::<u64>(), wire, "{kinds:?}");
+        assert_eq!(kinds["/websocket/upgrade"], 224 + 129);
+        assert_eq!(kinds["/multistream/1.0.0/negotiation"], 28 + 20 + 8);
+        assert_eq!(kinds["/noise/handshake"], 34 + 218 + 186);
+        // Headers: 6 + 2 + 2 (negotiation), 6 + 4 + 8 (Noise), 4 (the long frame).
+        assert_eq!(kinds["/websocket/framing"], 10 + 18 + 4);
+        assert!(!kinds.contains_key("tls/data"), "{kinds:?}");
+    }
+
+    #[test]
+    fn other_tls_stays_with_the_fallback() {
+        let (kinds, wire) = exchange(700);
+        assert_eq!(kinds.get("tls/data"), Some(&wire), "{kinds:?}");
+    }
+
+    #[test]
+    fn frame_headers_by_length_and_side() {
+        assert_eq!(ws_header_len(Side::Responder, 127), 2);
+        assert_eq!(ws_header_len(Side::Responder, 128), 4);
+        assert_eq!(ws_header_len(Side::Initiator, 131), 6);
+        assert_eq!(ws_header_len(Side::Initiator, 132), 8);
+        assert_eq!(ws_header_len(Side::Responder, 65539), 4);
+        assert_eq!(ws_header_len(Side::Responder, 65540), 10);
+    }
+}
