@@ -13,8 +13,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
 import diagnostics from 'node:diagnostics_channel'
+import { execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { createRequire } from 'node:module'
 
 import { gossipsub } from '@chainsafe/libp2p-gossipsub'
@@ -216,14 +218,49 @@ function wakuMessage (planned, index) {
 }
 
 function listenAddr (host) {
-  return config.transport === 'ws' ? `/ip4/${host}/tcp/0/ws` : `/ip4/${host}/tcp/0`
+  switch (config.transport) {
+    case 'ws': return `/ip4/${host}/tcp/0/ws`
+    case 'wss': return `/ip4/${host}/tcp/0/tls/ws`
+    default: return `/ip4/${host}/tcp/0`
+  }
 }
+
+/** A throwaway self-signed certificate for the wss listeners, made by openssl for this run only. */
+function selfSigned () {
+  const pem = execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-subj', '/CN=localhost', '-days', '1', '-keyout', '-', '-out', '-'
+  ], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()
+  const block = (label) => pem.match(new RegExp(`-----BEGIN ${label}-----[^-]+-----END ${label}-----`))[0]
+  return { key: block('PRIVATE KEY'), cert: block('CERTIFICATE') }
+}
+
+/**
+ * The transport of the nodes. For wss the TLS client runs over a socket of its own (`net.connect`),
+ * so that the socket's counters are the bytes on the wire, as the listeners' sockets are.
+ */
+function transportOf () {
+  switch (config.transport) {
+    case 'ws': return webSockets()
+    case 'wss': return webSockets({
+      https: certificate,
+      websocket: {
+        rejectUnauthorized: false,
+        createConnection: (opts) => tlsConnect({
+          ...opts,
+          socket: net.connect({ host: opts.host, port: opts.port })
+        })
+      }
+    })
+    default: return tcp()
+  }
+}
+
+const certificate = config.transport === 'wss' ? selfSigned() : null
 
 async function makeNode (index) {
   const host = config.hosts[index]
-  const transport = config.transport === 'ws'
-    ? webSockets()
-    : tcp()
+  const transport = transportOf()
   const node = await createLibp2p({
     start: false,
     addresses: { listen: [listenAddr(host)] },

@@ -27,7 +27,8 @@ pub struct SamplesArgs {
 /// What making and checking the samples needs besides the build: `ip` for the network
 /// namespaces, editcap and capinfos, tshark as the independent reader of the captures, and the
 /// real implementations the discovery, services, BitTorrent and JS samples run (Node and npm,
-/// which installs the pinned js-libp2p packages of xtask/js with `npm ci`).
+/// which installs the pinned js-libp2p packages of xtask/js with `npm ci`; openssl makes the wss
+/// sample's throwaway certificate).
 const PACKAGES: &[Package] = &[
     Package {
         name: "nodejs",
@@ -36,6 +37,10 @@ const PACKAGES: &[Package] = &[
     Package {
         name: "npm",
         marker: "/usr/bin/npm",
+    },
+    Package {
+        name: "openssl",
+        marker: "/usr/bin/openssl",
     },
     Package {
         name: "iproute2",
@@ -425,9 +430,11 @@ with `npm ci`). Every node is set up as js-waku sets up its relay: gossipsub (@c
 speaking only `/vac/waku/relay/2.0.0`, StrictNoSign, message id = sha256 of the WakuMessage bytes
 (as nwaku), no floodsub fallback, identify and ping; the WakuMessages are encoded by @waku/proto.
 `js-waku-ws-noise-mplex` runs the versions of libp2p, Noise, mplex, WebSocket, identify and ping that
-@waku/sdk 0.0.36 pins, over `/ws`; the `js-libp2p-*` ones run TCP with Noise or TLS 1.3 (the muxer
-chosen by ALPN, without multistream-select) and yamux. Each has 5 nodes, one of which joins after
-the messages and gets them through IHAVE/IWANT. The truth comes from inside the nodes: every
+@waku/sdk 0.0.36 pins, over `/ws`; `js-waku-wss-noise-mplex` the same over wss (`/tls/ws`: Node's
+TLS 1.3 with a throwaway self-signed certificate openssl makes for the run, no ALPN; 4 nodes, a
+ring of three and a late joiner, 6 messages, one over a TLS record); the `js-libp2p-*` ones run
+TCP with Noise or TLS 1.3 (the muxer chosen by ALPN, without multistream-select) and yamux. The
+others have 5 nodes; in each, one node joins after the messages and gets them through IHAVE/IWANT. The truth comes from inside the nodes: every
 socket's own byte counters (Node's `net` diagnostics channels), the plaintext each connection's
 Noise or TLS layer took from the muxer and the plaintext the other end's layer delivered, and
 every muxed stream's bytes where the muxer sends and delivers them, decoded into relay parts as
@@ -444,7 +451,8 @@ heartbeats every second, 4 s of idle gossip) and no flood publishing.
 Which samples tune the inference of encrypted connections (README, \"Encrypted connections\") and
 which only measure it: it was built on the rust-libp2p Noise samples above (`libp2p-noise-*`,
 `relay-noise-*`) and tuned on `js-libp2p-noise-yamux`, `js-libp2p-tls-yamux` and
-`js-waku-ws-noise-mplex` (`[fit]`); `js-libp2p-noise-yamux-measure` (`[measure]`) only measures
+`js-waku-ws-noise-mplex` (`[fit]`); the wss layer was written looking at `js-waku-wss-noise-mplex`
+(`[fit]`); `js-libp2p-noise-yamux-measure` (`[measure]`) only measures
 it: no rule or constant was chosen to fit it (the rules come from the stacks' sources and the fit
 samples), and its errors are reported as measured, also where they are larger.
 

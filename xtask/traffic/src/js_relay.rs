@@ -43,6 +43,9 @@ pub enum JsTransport {
     Tcp,
     /// `@libp2p/websockets` (`/ws`), as js-waku; nwaku listens for it on port 8000.
     Ws,
+    /// `@libp2p/websockets` over TLS (`/tls/ws`, wss), as js-waku in browsers; a throwaway
+    /// self-signed certificate made by openssl for the run.
+    Wss,
 }
 
 /// The connection encrypter.
@@ -119,6 +122,19 @@ const FULL_5: &[(usize, usize)] = &[
 /// A ring of four, and a late joiner dialing two of them.
 const RING_4_LATE: &[(usize, usize)] = &[(0, 1), (1, 2), (2, 3), (3, 0), (4, 1), (4, 3)];
 
+/// A ring of three, and a late joiner dialing two of them.
+const RING_3_LATE: &[(usize, usize)] = &[(0, 1), (1, 2), (2, 0), (3, 0), (3, 2)];
+
+/// The wss sample's size mix: small chat, a few KiB, one over the 16 KiB TLS record limit.
+const WSS_PLAN: &[Planned] = &[
+    waku::planned(0, waku::SHARD_32, 150),
+    waku::with(waku::planned(1, waku::SHARD_64, 2500), true, true),
+    waku::planned(2, waku::SHARD_32, 20 * 1024),
+    waku::planned(0, waku::SHARD_64, 600),
+    waku::with(waku::planned(1, waku::SHARD_32, 4000), false, true),
+    waku::planned(2, waku::SHARD_64, 90),
+];
+
 /// The size mix the fit samples publish: small chat, a few KiB, tens of KiB; meta, RLN proofs.
 const FIT_PLAN: &[Planned] = &[
     waku::planned(0, waku::SHARD_32, 100),
@@ -187,6 +203,19 @@ pub const SAMPLES: &[JsSample] = &[
                 @waku/sdk 0.0.36 pins)",
         transport: JsTransport::Ws,
         muxer: Muxer::Mplex,
+        ..FIT
+    },
+    JsSample {
+        name: "js-waku-wss-noise-mplex",
+        stack: "js-waku's stack (the libp2p, Noise, mplex, WebSocket, identify and ping versions \
+                @waku/sdk 0.0.36 pins)",
+        transport: JsTransport::Wss,
+        muxer: Muxer::Mplex,
+        nodes: 4,
+        links: RING_3_LATE,
+        leave: None,
+        plan: WSS_PLAN,
+        must_show: &["message", "subscribe", "ihave", "iwant", "graft", "framing"],
         ..FIT
     },
     JsSample {
@@ -469,6 +498,10 @@ pub fn make(sample: &JsSample, out_dir: &Path) -> anyhow::Result<()> {
     let transport = match sample.transport {
         JsTransport::Tcp => format!("@libp2p/tcp {}", v("@libp2p/tcp")),
         JsTransport::Ws => format!("@libp2p/websockets {} (/ws)", v("@libp2p/websockets")),
+        JsTransport::Wss => format!(
+            "@libp2p/websockets {} (/tls/ws, Node's TLS with a self-signed certificate)",
+            v("@libp2p/websockets")
+        ),
     };
     let security = match sample.security {
         JsSecurity::Noise => format!(
@@ -635,6 +668,7 @@ fn with_plaintext(
         transport: match transport {
             JsTransport::Tcp => "tcp",
             JsTransport::Ws => "ws",
+            JsTransport::Wss => "wss",
         },
         plaintext_dialer_to_listener: dialer.plaintext_written,
         plaintext_listener_to_dialer: listener.plaintext_written,

@@ -80,8 +80,8 @@ const ANSWER_WITHIN: u32 = 3;
 /// truth of the samples holds too (README, "Encrypted connections", calibration; tested in
 /// tests/js_samples.rs). Gossip and control shapes are right for about half their bytes on the
 /// JavaScript stacks.
-const SURE: u16 = 990;
-const LIKELY: u16 = 900;
+pub const SURE: u16 = 990;
+pub const LIKELY: u16 = 900;
 const GUESS: u16 = 500;
 
 /// Bytes of a protobuf varint holding `v`.

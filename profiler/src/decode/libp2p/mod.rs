@@ -15,6 +15,7 @@ pub mod security;
 pub mod streams;
 pub mod tls;
 pub mod ws_stream;
+pub mod wss;
 pub mod yamux;
 
 use crate::account::record::Category;

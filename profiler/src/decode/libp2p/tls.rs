@@ -75,8 +75,10 @@ const TICKETS: u32 = 2;
 const TICKET_MIN: u64 = 64;
 
 /// Where the encrypted handshake of one connection stands.
-#[derive(Debug, Default)]
-struct Handshake {
+#[derive(Debug)]
+pub struct Handshake {
+    /// Application data records the client sends to finish its handshake.
+    client_records: u32,
     /// Application data records seen per side.
     protected: [u32; 2],
     /// Session tickets taken after the client's Finished, and the record size of the first.
@@ -87,14 +89,26 @@ struct Handshake {
 }
 
 impl Handshake {
+    /// The handshake of a connection whose client finishes with `client_records` application
+    /// data records: 3 with a certificate of its own (libp2p), 1 without (HTTPS, wss).
+    pub fn new(client_records: u32) -> Handshake {
+        Handshake {
+            client_records,
+            protected: [0; 2],
+            tickets: 0,
+            ticket: None,
+            server_done: false,
+        }
+    }
+
     /// Whether an application data record of `body` bytes from `side` is part of the handshake.
-    fn takes(&mut self, side: Side, body: u64) -> bool {
+    pub fn takes(&mut self, side: Side, body: u64) -> bool {
         let i = side.index();
         self.protected[i] += 1;
         match side {
-            Side::Initiator => self.protected[i] <= CLIENT_RECORDS,
+            Side::Initiator => self.protected[i] <= self.client_records,
             Side::Responder if self.server_done => false,
-            Side::Responder if self.protected[0] < CLIENT_RECORDS => true,
+            Side::Responder if self.protected[0] < self.client_records => true,
             Side::Responder => {
                 let ticket = self.tickets < TICKETS
                     && body >= TICKET_MIN + TAG_AND_TYPE
@@ -112,7 +126,7 @@ impl Handshake {
 }
 
 /// The tag and inner content type after a TLS 1.3 record's plaintext.
-const TAG_AND_TYPE: u64 = 17;
+pub const TAG_AND_TYPE: u64 = 17;
 
 /// The TLS records of one libp2p connection: cleartext handshake records and the encrypted
 /// handshake are `handshake`, the others are labelled by [`Inference`], told the muxer the
@@ -135,7 +149,7 @@ impl TlsLayer {
         TlsLayer {
             conn,
             framers: Default::default(),
-            handshake_state: Handshake::default(),
+            handshake_state: Handshake::new(CLIENT_RECORDS),
             in_handshake: [true; 2],
             hello_read: false,
             handshake: labels.decoded(Category::Libp2p, "/tls/1.0.0", "handshake"),

@@ -1,11 +1,13 @@
 //! TLS connections that are not libp2p, named by the server name of their ClientHello: RPC
 //! providers (`rpc` / `tls:<sni>`), DNS-over-HTTPS resolvers (`other` / `doh`), the Status
-//! telemetry service (`other` / `telemetry`), anything else `other` / `tls`. Records are units:
+//! telemetry service (`other` / `telemetry`), anything else `other` / `tls`; libp2p over wss is
+//! told apart by its record sizes ([`wss`]). Records are units:
 //! kind `handshake` for cleartext handshake records, `data` for protected ones.
 
 use crate::account::record::Category;
 use crate::decode::framing::Framer;
 use crate::decode::libp2p::tls::{self, Hello, RECORD_HEADER_LEN};
+use crate::decode::libp2p::wss;
 use crate::decode::{Conn, DecodeCtx, LabelId, Probe, Side, StreamDecoder, StreamProbe};
 use crate::rules::{Rules, in_any};
 
@@ -16,7 +18,7 @@ const MAX_HELLO: usize = RECORD_HEADER_LEN + (1 << 14) + 256;
 pub struct TlsProbe;
 
 impl StreamProbe for TlsProbe {
-    fn probe(&self, side: Side, first: &[u8], _conn: &Conn, ctx: &mut DecodeCtx<'_>) -> Probe {
+    fn probe(&self, side: Side, first: &[u8], conn: &Conn, ctx: &mut DecodeCtx<'_>) -> Probe {
         if side != Side::Initiator {
             return Probe::No;
         }
@@ -26,12 +28,13 @@ impl StreamProbe for TlsProbe {
             Hello::Incomplete if first.len() < RECORD_HEADER_LEN => Probe::NeedMore,
             Hello::Incomplete | Hello::ClientHello(_) => {
                 let unnamed = labels_for(None, ctx);
-                Probe::Yes(Box::new(TlsConn {
+                let tls = Box::new(TlsConn {
                     held: Vec::new(),
                     named: None,
                     unnamed,
                     framers: [Framer::default(), Framer::default()],
-                }))
+                });
+                Probe::Yes(Box::new(wss::Detect::new(*conn, tls)))
             }
         }
     }
