@@ -11,6 +11,8 @@ use std::{
 
 use serde_json::Value;
 
+mod common;
+
 const SCENARIO: &str = r#"
 duration_secs = 4
 seed = 3
@@ -59,9 +61,7 @@ fn names(v: &Value) -> BTreeSet<String> {
 
 #[test]
 fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: wakusim needs root for network namespaces and captures");
+    if !common::root() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -80,11 +80,7 @@ fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
     let tag = child.id() % 100_000;
     let run = child.wait_with_output().expect("wakusim finishes");
     assert!(run.status.success(), "wakusim run failed");
-    let netns = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip");
-    let left = String::from_utf8_lossy(&netns.stdout);
+    let left = common::namespaces();
     assert!(
         !left.contains(&format!("wsim{tag}-")),
         "namespaces left behind: {left}"
@@ -100,21 +96,10 @@ fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
     assert!(valid_guarded >= 15, "{valid_guarded} signed messages");
     for node in report["per_node"].as_array().expect("per_node") {
         let name = node["node"].as_str().expect("name");
-        let checks = node["relay_vs_truth"].as_array().expect("checks");
-        let mut topics = BTreeSet::new();
-        for c in checks {
-            assert_eq!(
-                (&c["profiler_bytes"], &c["profiler_messages"]),
-                (&c["truth_bytes"], &c["truth_entries"]),
-                "{name}: {} {} on {}",
-                c["direction"],
-                c["kind"],
-                c["pubsub_topic"]
-            );
-            if c["kind"] == "message" && c["truth_bytes"].as_u64() > Some(0) {
-                topics.insert(c["pubsub_topic"].as_str().expect("topic").to_owned());
-            }
-        }
+        let topics: BTreeSet<String> = common::relay_exact(node)
+            .iter()
+            .map(|c| c["pubsub_topic"].as_str().expect("topic").to_owned())
+            .collect();
         assert_eq!(
             topics,
             BTreeSet::from(["/waku/2/rs/16/200".into(), "/waku/2/rs/16/32".into()]),

@@ -1,0 +1,46 @@
+//! What the wakusim end-to-end tests share: the root check, the namespaces left on the host, and
+//! the per-node check that wakuprof's relay bytes equal the node's truth.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Whether the test runs as root; says why it is skipped when not.
+pub fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: wakusim needs root for network namespaces and captures");
+    }
+    root
+}
+
+/// The network namespaces on the host, as `ip netns list` prints them.
+pub fn namespaces() -> String {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts every `relay_vs_truth` line of a report's node: wakuprof's bytes and messages equal
+/// the node's truth. Returns the lines of published messages that carried bytes.
+pub fn relay_exact(node: &Value) -> Vec<&Value> {
+    let checks = node["relay_vs_truth"].as_array().expect("checks");
+    for c in checks {
+        assert_eq!(
+            (&c["profiler_bytes"], &c["profiler_messages"]),
+            (&c["truth_bytes"], &c["truth_entries"]),
+            "{}: {} {} on {}",
+            node["node"],
+            c["direction"],
+            c["kind"],
+            c["pubsub_topic"]
+        );
+    }
+    checks
+        .iter()
+        .filter(|c| c["kind"] == "message" && c["truth_bytes"].as_u64() > Some(0))
+        .collect()
+}
