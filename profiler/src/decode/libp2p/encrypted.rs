@@ -768,12 +768,11 @@ enum Hello {
 /// splits. With writes coalesced (Node's TLS writes a relay stream's opening, its negotiation
 /// and the first RPC in one record), each write after the first adds `extra` bytes around its
 /// muxer frame (a frame given of more than `longer.0` bytes may be `longer.1` short of them),
-/// and writes of the relay
-/// streams' negotiation ([`OPENING`], [`ECHO`]) and
-/// header-only frames may come with the RPC; else the frame is the RPC alone.
-/// `RPC.subscriptions` entries of `subscribe` and `topicid` are 6 bytes and the name each. Of
-/// the splits that fit, the one with the fewest bytes of headers and framing, and the topic
-/// lengths of all; `None` when none does.
+/// and writes of the relay streams' negotiation ([`OPENING`], [`ECHO`]) and header-only frames
+/// may come with the RPC; else the frame is the RPC alone. `RPC.subscriptions` entries of
+/// `subscribe` and `topicid` are 6 bytes and the name each. Negotiation alone when it fits;
+/// else, of the RPC splits that fit, the one with the fewest bytes of headers and framing, and
+/// the topic lengths of all; `None` when none does.
 fn hello(
     plain: u64,
     header: u64,
