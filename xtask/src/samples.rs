@@ -432,7 +432,9 @@ speaking only `/vac/waku/relay/2.0.0`, StrictNoSign, message id = sha256 of the 
 `js-waku-ws-noise-mplex` runs the versions of libp2p, Noise, mplex, WebSocket, identify and ping that
 @waku/sdk 0.0.36 pins, over `/ws`; `js-waku-wss-noise-mplex` the same over wss (`/tls/ws`: Node's
 TLS 1.3 with a throwaway self-signed certificate openssl makes for the run, no ALPN; 4 nodes, a
-ring of three and a late joiner, 6 messages, one over a TLS record); the `js-libp2p-*` ones run
+ring of three and a late joiner, 6 messages, one over a TLS record), and
+`js-waku-wss-noise-mplex-measure` over wss again with 5 nodes (a line of four and a late joiner
+dialing both ends); the `js-libp2p-*` ones run
 TCP with Noise or TLS 1.3 (the muxer chosen by ALPN, without multistream-select) and yamux. The
 others have 5 nodes; in each, one node joins after the messages and gets them through IHAVE/IWANT. The truth comes from inside the nodes: every
 socket's own byte counters (Node's `net` diagnostics channels), the plaintext each connection's
@@ -443,18 +445,23 @@ the other node's muxer delivered, byte for byte, and xtask checks each connectio
 with tshark.
 
 Fit and measure: a model of the encrypted framing is fitted (or tuned) on the samples marked
-`[fit]` and measured on `js-libp2p-noise-yamux-measure`, which is never used to fit: another
-size mix (messages at the 16 KiB and 64 KiB boundaries, and tiny ones), another topology (a ring
-of four and a late joiner dialing two, mesh D = 1), another pace (100 ms between messages,
-heartbeats every second, 4 s of idle gossip) and no flood publishing.
+`[fit]` and measured on those marked `[measure]`, which are never used to fit.
+`js-libp2p-noise-yamux-measure` differs from the fit samples in size mix (messages at the 16 KiB
+and 64 KiB boundaries, and tiny ones), topology (a ring of four and a late joiner dialing two,
+mesh D = 1), pace (100 ms between messages, heartbeats every second, 4 s of idle gossip) and no
+flood publishing; `js-waku-wss-noise-mplex-measure` from its wss fit sample in size mix (40 B to
+66 KiB: just under and over a 16 KiB TLS record, past WebSocket's 16-bit length, meta and RLN
+proofs), topology (5 nodes: a line of four and a late joiner dialing both ends, mesh D = 1), pace
+(150 ms between messages, heartbeats every second, 3 s of idle gossip) and no flood publishing.
 
 Which samples tune the inference of encrypted connections (README, \"Encrypted connections\") and
 which only measure it: it was built on the rust-libp2p Noise samples above (`libp2p-noise-*`,
-`relay-noise-*`) and tuned on `js-libp2p-noise-yamux`, `js-libp2p-tls-yamux` and
-`js-waku-ws-noise-mplex` (`[fit]`); the wss layer was written looking at `js-waku-wss-noise-mplex`
-(`[fit]`); `js-libp2p-noise-yamux-measure` (`[measure]`) only measures
-it: no rule or constant was chosen to fit it (the rules come from the stacks' sources and the fit
-samples), and its errors are reported as measured, also where they are larger.
+`relay-noise-*`) and tuned on `js-libp2p-noise-yamux`, `js-libp2p-tls-yamux`,
+`js-waku-ws-noise-mplex` and `js-waku-wss-noise-mplex` (`[fit]`; the wss layer and the split of
+coalesced writes were written looking at the last); `js-libp2p-noise-yamux-measure` and
+`js-waku-wss-noise-mplex-measure` (`[measure]`) only measure it: no rule or constant was chosen
+to fit them (the rules come from the stacks' sources and the fit samples), and their errors are
+reported as measured, also where they are larger.
 
 | file | link type | packets | bytes | how it was made |
 |---|---|---|---|---|

@@ -125,6 +125,9 @@ const RING_4_LATE: &[(usize, usize)] = &[(0, 1), (1, 2), (2, 3), (3, 0), (4, 1),
 /// A ring of three, and a late joiner dialing two of them.
 const RING_3_LATE: &[(usize, usize)] = &[(0, 1), (1, 2), (2, 0), (3, 0), (3, 2)];
 
+/// A line of four, and a late joiner dialing both ends.
+const LINE_4_LATE: &[(usize, usize)] = &[(0, 1), (1, 2), (2, 3), (4, 0), (4, 3)];
+
 /// The wss sample's size mix: small chat, a few KiB, one over the 16 KiB TLS record limit.
 const WSS_PLAN: &[Planned] = &[
     waku::planned(0, waku::SHARD_32, 150),
@@ -133,6 +136,22 @@ const WSS_PLAN: &[Planned] = &[
     waku::planned(0, waku::SHARD_64, 600),
     waku::with(waku::planned(1, waku::SHARD_32, 4000), false, true),
     waku::planned(2, waku::SHARD_64, 90),
+];
+
+/// The held-out wss size mix: tiny chat, messages just under and over the 16 KiB TLS record and
+/// over the 125-byte and 64 KiB WebSocket length forms, meta and RLN proofs.
+const WSS_MEASURE_PLAN: &[Planned] = &[
+    waku::planned(3, waku::SHARD_64, 40),
+    waku::with(
+        waku::planned(0, waku::SHARD_32, 16 * 1024 - 150),
+        false,
+        true,
+    ),
+    waku::planned(1, waku::SHARD_32, 600),
+    waku::planned(2, waku::SHARD_64, 66 * 1024),
+    waku::with(waku::planned(3, waku::SHARD_32, 200), true, false),
+    waku::planned(0, waku::SHARD_64, 9000),
+    waku::with(waku::planned(1, waku::SHARD_64, 3000), true, true),
 ];
 
 /// The size mix the fit samples publish: small chat, a few KiB, tens of KiB; meta, RLN proofs.
@@ -215,6 +234,28 @@ pub const SAMPLES: &[JsSample] = &[
         links: RING_3_LATE,
         leave: None,
         plan: WSS_PLAN,
+        must_show: &["message", "subscribe", "ihave", "iwant", "graft", "framing"],
+        ..FIT
+    },
+    JsSample {
+        name: "js-waku-wss-noise-mplex-measure",
+        stack: "js-waku's stack (the libp2p, Noise, mplex, WebSocket, identify and ping versions \
+                @waku/sdk 0.0.36 pins)",
+        transport: JsTransport::Wss,
+        muxer: Muxer::Mplex,
+        links: LINE_4_LATE,
+        leave: None,
+        mesh: Mesh {
+            d: 1,
+            d_low: 1,
+            d_high: 2,
+        },
+        heartbeat_ms: 1000,
+        flood_publish: false,
+        gap_ms: 150,
+        linger_ms: 3000,
+        plan: WSS_MEASURE_PLAN,
+        role: Role::Measure,
         must_show: &["message", "subscribe", "ihave", "iwant", "graft", "framing"],
         ..FIT
     },

@@ -73,6 +73,24 @@ const TOPIC_LENS: std::ops::RangeInclusive<u64> = 14..=18;
 const RELAY_PROPOSAL: u64 = 23;
 /// Topics a side's first relay RPC is looked at for, at most.
 const SUBSCRIPTIONS_MAX: u64 = 16;
+/// The opening of a relay stream a side's first relay frame may hold, as (data writes, bytes,
+/// header-only frames at least): none, or multistream-select's header and proposal in one write
+/// (as js-libp2p and rust-libp2p write them) after the frame that opens the stream (mplex's
+/// new stream, js-libp2p yamux's window update with SYN).
+const OPENING: [(u64, u64, u64); 2] = [(0, 0, 0), (1, MULTISTREAM_HEADER + RELAY_PROPOSAL, 1)];
+/// The echo of the other side's opening it may hold: none, the proposal's alone (once the
+/// side wrote a header alone before), or both, in one write or two. A side's first RPC comes
+/// with an echo but not with its own opening: multistream-select sends it once the other side
+/// echoed the opening.
+const ECHO: [(u64, u64, u64); 4] = [
+    (0, 0, 0),
+    (1, RELAY_PROPOSAL, 0),
+    (1, MULTISTREAM_HEADER + RELAY_PROPOSAL, 0),
+    (2, MULTISTREAM_HEADER + RELAY_PROPOSAL, 0),
+];
+/// Header-only muxer frames (window updates, streams opened or closed) written together with a
+/// side's first relay frame, at most.
+const HEADER_ONLY_MAX: u64 = 8;
 /// Message frames after an IWANT in which its answer is looked for.
 const ANSWER_WITHIN: u32 = 3;
 
@@ -134,6 +152,19 @@ const TLS: Wrap = Wrap {
     },
 };
 
+/// How the muxer's writes show in the frames the inference is given.
+#[derive(Clone, Copy, Debug)]
+enum Writes {
+    /// Each write is a frame of its own (Noise over TCP or `/ws`: one Noise frame per write).
+    One,
+    /// Writes made while the socket is busy share a frame (Node's TLS encrypts them as one
+    /// record); each after the first adds the `extra` bytes a side's layers between put around
+    /// it, and a frame given of more than `longer.0` bytes may be short by `longer.1` (the
+    /// layer between sized the header of its first write for them all: WebSocket's 16-bit
+    /// length).
+    Coalesced { extra: [u64; 2], longer: (u64, u64) },
+}
+
 /// The muxer whose frames an encrypted connection is taken to carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Muxer {
@@ -147,6 +178,23 @@ impl Muxer {
         match self {
             Muxer::Yamux => "/yamux/1.0.0",
             Muxer::Mplex => "/mplex/6.7.0",
+        }
+    }
+
+    /// The header bytes of a data frame of `body` bytes of stream data.
+    fn data_header(self, body: u64) -> u64 {
+        match self {
+            Muxer::Yamux => YAMUX_HEADER,
+            Muxer::Mplex => 1 + varint_len(body),
+        }
+    }
+
+    /// The sizes of a frame of the muxer's own: a yamux header; an mplex close or reset, or a
+    /// new stream with its name.
+    fn header_only(self) -> std::ops::RangeInclusive<u64> {
+        match self {
+            Muxer::Yamux => YAMUX_HEADER..=YAMUX_HEADER,
+            Muxer::Mplex => 2..=MPLEX_FRAMING_MAX,
         }
     }
 
@@ -288,6 +336,8 @@ struct SideState {
     identified: bool,
     /// The side sent its first relay RPC (gossipsub's subscriptions, sent first on a stream).
     hello: bool,
+    /// The side sent multistream-select's header alone (an echo whose proposal may follow).
+    lone_header: bool,
     /// The topic name lengths (bit t set) its subscriptions may have named.
     topic_lens: u32,
     /// Inside a message longer than one frame.
@@ -310,6 +360,7 @@ struct SideState {
 pub struct Inference {
     conn: Conn,
     wrap: Wrap,
+    writes: Writes,
     /// The security protocol's id, and the muxer: named (ALPN) or taken from the frames.
     security: &'static str,
     muxer: Muxer,
@@ -335,19 +386,44 @@ pub struct Inference {
 impl Inference {
     /// The inference for the Noise transport frames of connection `conn`.
     pub fn noise(conn: Conn, labels: &mut LabelTable) -> Inference {
-        Inference::new(conn, NOISE, "/noise", labels)
+        Inference::new(conn, NOISE, Writes::One, "/noise", labels)
+    }
+
+    /// The inference for Noise frames of connection `conn` that reach it joined: each write
+    /// after the first in a frame adds `extra` bytes (per side: initiator, responder) of the
+    /// layers around its Noise frame (a WebSocket frame's header and Noise's prefix and tag in
+    /// one TLS record, over wss); a frame of more than `longer.0` bytes may be `longer.1` short.
+    pub fn noise_coalesced(
+        conn: Conn,
+        extra: [u64; 2],
+        longer: (u64, u64),
+        labels: &mut LabelTable,
+    ) -> Inference {
+        let writes = Writes::Coalesced { extra, longer };
+        Inference::new(conn, NOISE, writes, "/noise", labels)
     }
 
     /// The inference for the TLS 1.3 application data records of connection `conn`.
     pub fn tls(conn: Conn, labels: &mut LabelTable) -> Inference {
-        Inference::new(conn, TLS, "/tls/1.0.0", labels)
+        let writes = Writes::Coalesced {
+            extra: [0, 0],
+            longer: (0, 0),
+        };
+        Inference::new(conn, TLS, writes, "/tls/1.0.0", labels)
     }
 
-    fn new(conn: Conn, wrap: Wrap, security: &'static str, labels: &mut LabelTable) -> Inference {
+    fn new(
+        conn: Conn,
+        wrap: Wrap,
+        writes: Writes,
+        security: &'static str,
+        labels: &mut LabelTable,
+    ) -> Inference {
         let base = Labels::new(security, Muxer::Yamux, labels);
         Inference {
             conn,
             wrap,
+            writes,
             security,
             muxer: Muxer::Yamux,
             muxer_named: false,
@@ -542,6 +618,7 @@ impl Inference {
         // GRAFTs (a 16-character topic each).
         let relay_again = s.hello && d == MULTISTREAM_HEADER + RELAY_PROPOSAL;
         if !relay_again && negotiation(d, &mut self.expect) {
+            s.lone_header |= d == MULTISTREAM_HEADER;
             return Guess::Negotiation;
         }
         // A window update written together with a stream's opening, header and proposal
@@ -564,7 +641,11 @@ impl Inference {
         // A side's first relay RPC is its subscriptions, however long (with the stream's
         // negotiation and header-only frames when they are written together).
         if !s.hello {
-            match hello(d, muxer) {
+            let coalesced = match self.writes {
+                Writes::One => None,
+                Writes::Coalesced { extra, longer } => Some((extra[side.index()], longer)),
+            };
+            match hello(plain, header, muxer, coalesced, s.lone_header) {
                 Some(Hello::Negotiation { lead }) => {
                     self.lead = lead;
                     return Guess::Negotiation;
@@ -670,11 +751,12 @@ fn answered(s: &mut SideState, relay: &mut RelayBook, now: i64, link: u64) -> u3
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Hello {
     /// Only the negotiation of relay streams (one side's, or the echo and its own) after
-    /// `lead` bytes of header-only yamux frames: the subscriptions are still to come.
+    /// `lead` bytes of header-only muxer frames and coalesced writes' framing: the
+    /// subscriptions are still to come.
     Negotiation { lead: u64 },
-    /// `lead` bytes of header-only yamux frames, `negotiated` bytes of the stream's
-    /// negotiation, then an RPC subscribing to topics of one of the lengths of `topic_lens`
-    /// (bit t set: those of every split that fits).
+    /// `lead` bytes of header-only muxer frames and coalesced writes' framing, `negotiated`
+    /// bytes of the stream's negotiation, then an RPC subscribing to topics of one of the
+    /// lengths of `topic_lens` (bit t set: those of every split that fits).
     Rpc {
         lead: u64,
         negotiated: u64,
@@ -682,42 +764,76 @@ enum Hello {
     },
 }
 
-/// How a side's first relay frame of `d` stream data bytes splits (Node's TLS writes a relay
-/// stream's opening, its negotiation and the first RPC in one record): `RPC.subscriptions`
-/// entries of `subscribe` and `topicid` are 6 bytes and the name each. Of the splits that fit,
-/// the one with the fewest header-only frames, and the topic lengths of all; `None` when none
-/// does.
-fn hello(d: u64, muxer: Muxer) -> Option<Hello> {
-    let negotiation = MULTISTREAM_HEADER + RELAY_PROPOSAL;
-    let (headers, opened) = match muxer {
-        Muxer::Yamux => (YAMUX_HEADER, 0..=2),
-        Muxer::Mplex => (u64::MAX, 0..=0),
+/// How a side's first relay frame of `plain` bytes (`header` of them the first muxer header)
+/// splits. With writes coalesced (Node's TLS writes a relay stream's opening, its negotiation
+/// and the first RPC in one record), each write after the first adds `extra` bytes around its
+/// muxer frame (a frame given of more than `longer.0` bytes may be `longer.1` short of them),
+/// and writes of the relay streams' negotiation ([`OPENING`], [`ECHO`]) and header-only frames
+/// may come with the RPC; else the frame is the RPC alone. `RPC.subscriptions` entries of
+/// `subscribe` and `topicid` are 6 bytes and the name each. Negotiation alone when it fits;
+/// else, of the RPC splits that fit, the one with the fewest bytes of headers and framing, and
+/// the topic lengths of all; `None` when none does.
+fn hello(
+    plain: u64,
+    header: u64,
+    muxer: Muxer,
+    coalesced: Option<(u64, (u64, u64))>,
+    lone_header: bool,
+) -> Option<Hello> {
+    let d = plain - header;
+    // The fewest writes `rest` bytes, after `data` data writes, their headers and bytes, may be
+    // the framing of: the writes after the first, and (at least `least`) header-only frames.
+    let fits = |rest: u64, data: u64, least: u64| match coalesced {
+        None => (data == 1 && rest == 0 && least == 0).then_some(1),
+        Some((extra, (above, by))) => (least..=HEADER_ONLY_MAX).map(|n| data + n).find(|&writes| {
+            let only = muxer.header_only();
+            let n = writes - data;
+            let short = if writes > 1 && plain > above { by } else { 0 };
+            (rest + short)
+                .checked_sub((writes - 1) * extra)
+                .is_some_and(|r| (n * only.start()..=n * only.end()).contains(&r))
+        }),
     };
-    // Header-only frames, if `rest` bytes are only those. Each write after the frame's first
-    // is a data frame of its own: `writes` more headers at least.
-    let lead = |rest: u64, writes: u64| {
-        rest.is_multiple_of(headers)
-            .then_some(rest)
-            .filter(|&r| r >= writes.saturating_mul(headers))
+    // The echoes a frame may hold, and with the side's opening: (data writes, bytes,
+    // header-only frames at least).
+    let echoes = || {
+        ECHO.iter()
+            .filter(move |e| lone_header || e.1 != RELAY_PROPOSAL)
+            .copied()
     };
-    for b in opened.clone().skip(1) {
-        if let Some(lead) = d.checked_sub(b * negotiation).and_then(|r| lead(r, b - 1)) {
-            return Some(Hello::Negotiation { lead });
-        }
+    let negotiations = || {
+        OPENING
+            .iter()
+            .flat_map(move |o| echoes().map(move |e| (o.0 + e.0, o.1 + e.1, o.2 + e.2)))
+    };
+    let headers = |writes: u64| writes * muxer.data_header(RELAY_PROPOSAL);
+    // Negotiation alone, in the fewest writes, when it fits; else the RPC split of the fewest
+    // bytes of headers and framing, with the topic lengths of every RPC split.
+    let only = negotiations()
+        .filter(|n| n.0 > 0)
+        .filter_map(|(writes, bytes, least)| {
+            let rest = plain.checked_sub(bytes + headers(writes))?;
+            Some((fits(rest, writes, least)?, d - bytes))
+        })
+        .min();
+    if let Some((_, lead)) = only {
+        return Some(Hello::Negotiation { lead });
     }
-    // The fewest header-only frames (and the negotiation) of the splits, and their topic lengths.
     let mut best: Option<(u64, u64)> = None;
     let mut topic_lens = 0;
     for topic_len in TOPIC_LENS {
         for n in 1..=SUBSCRIPTIONS_MAX {
-            for b in opened.clone().take(2) {
-                let Some(rest) = d.checked_sub(rpc(n * (6 + topic_len)) + b * negotiation) else {
+            let rpc = rpc(n * (6 + topic_len));
+            for (writes, bytes, least) in echoes() {
+                let used = rpc + muxer.data_header(rpc) + bytes + headers(writes);
+                let rest = plain.checked_sub(used);
+                if rest.and_then(|r| fits(r, writes + 1, least)).is_none() {
                     continue;
-                };
-                let Some(lead) = lead(rest, b) else { continue };
+                }
                 topic_lens |= 1 << topic_len;
-                if best.is_none_or(|(l, _)| lead < l) {
-                    best = Some((lead, b * negotiation));
+                let split = (d - rpc - bytes, bytes);
+                if best.is_none_or(|b| split < b) {
+                    best = Some(split);
                 }
             }
         }
@@ -864,6 +980,46 @@ mod tests {
         let ihave = |k: u64| field(2 + 16 + k * ID_ENTRY);
         let two_topics = rpc(field(ihave(6) + ihave(4) + field(2 + 16)));
         assert_eq!(g(Side::Responder, 12 + two_topics), Guess::Ihave);
+    }
+
+    /// Over wss, Node's TLS joins the Noise frames written while its socket is busy in one
+    /// record, each in a WebSocket frame: a side's first relay frame may hold only negotiation
+    /// (the echo of the other's relay stream and its own opening), or an echo and the
+    /// subscriptions; their topics' length still shows, and a heartbeat's gossip for two topics
+    /// is IHAVE.
+    #[test]
+    fn subscriptions_in_frames_joined_over_wss() {
+        let mut t = TestCtx::default();
+        let extra = [6 + 18, 2 + 18];
+        let mut inf = Inference::noise_coalesced(conn(), extra, (107, 2), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |side, plain: u64| inf.start(side, plain + TAG, &mut ctx);
+        assert_eq!(g(Side::Responder, 3), Guess::MuxerFraming);
+        for side in Side::BOTH {
+            assert_eq!(g(side, 2 + 400), Guess::Identify);
+        }
+        // Echo of the header, a new stream, the opening, echo of the proposal: four writes,
+        // under a WebSocket header taken for one frame of them all (2 bytes longer).
+        let joined = |sizes: &[u64], extra: u64| {
+            sizes.iter().sum::<u64>() + (sizes.len() as u64 - 1) * extra
+        };
+        let (echo_header, echo_proposal, opening) = (2 + 20, 2 + 23, 2 + 43);
+        let subscribe2 = 2 + rpc(2 * (6 + 16));
+        let responder = joined(&[echo_header, 3, opening, echo_proposal], extra[1]) - 2;
+        assert_eq!(g(Side::Responder, responder), Guess::Negotiation);
+        assert_eq!(g(Side::Initiator, echo_header), Guess::Negotiation);
+        let initiator = joined(&[echo_proposal, subscribe2], extra[0]);
+        assert_eq!(g(Side::Initiator, initiator), Guess::RelayControl);
+        assert_eq!(g(Side::Responder, subscribe2), Guess::RelayControl);
+        for _ in 0..6 {
+            assert_eq!(g(Side::Initiator, 3 + 1000), Guess::Message);
+        }
+        let ihave = |k: u64| field(2 + 16 + k * ID_ENTRY);
+        let two_topics = rpc(field(ihave(3) + ihave(3)));
+        assert_eq!(
+            g(Side::Responder, 1 + varint_len(two_topics) + two_topics),
+            Guess::Ihave
+        );
     }
 
     /// Every byte of a frame fed in pieces is labelled once; a message's payload is its entry.

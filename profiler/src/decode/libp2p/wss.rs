@@ -30,6 +30,12 @@ const FIRST_FRAMES: [u64; 2] = [6 + 20, 6 + 28];
 const NEGOTIATION: [u64; 3] = [20, 8, 28];
 /// Noise frame overhead (length prefix and tag): shorter frames carry no Noise frame.
 const NOISE_OVERHEAD: u64 = 2 + 16;
+/// What each Noise frame after the first in a record adds around it, per side (client,
+/// server): a short WebSocket frame's header (masked from the client) and Noise's overhead.
+const EXTRA: [u64; 2] = [6 + NOISE_OVERHEAD, 2 + NOISE_OVERHEAD];
+/// Noise frames of more plaintext than this fill a WebSocket frame past 125 bytes: the header
+/// taken for a record of several has the 16-bit length, two bytes more than their first's own.
+const LONGER: (u64, u64) = (125 - NOISE_OVERHEAD, 2);
 /// Noise XX handshake messages each side sends (initiator: e and s; responder: e, ee, s, es).
 const NOISE_MESSAGES: [u32; 2] = [2, 1];
 
@@ -185,7 +191,7 @@ impl WssConn {
         WssConn {
             sides: Default::default(),
             handshake: Handshake::new(1),
-            inference: Inference::noise(conn, labels),
+            inference: Inference::noise_coalesced(conn, EXTRA, LONGER, labels),
             labels: Labels::new(labels),
             above: Vec::new(),
         }
