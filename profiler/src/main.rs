@@ -148,6 +148,13 @@ struct AnalyzeArgs {
     max_flows: u64,
     #[command(flatten)]
     memory: MemoryArgs,
+    /// Decoding threads [default: the cores available]. Packets are shared out by host pair and
+    /// the output is the same as with one. A capture whose flows share decoder state (Waku relay
+    /// message ids, discv5, BitTorrent peers) or that comes near a limit is decoded on one
+    /// thread (from where the threads stopped being exact), and so is a run writing --messages,
+    /// --frames or --mesh.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     #[command(flatten)]
     rules: RuleArgs,
     #[command(flatten)]
@@ -567,6 +574,10 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         frames: args.frames.is_some(),
         mesh: args.mesh.tracked(),
         peers: args.node.peers()?,
+        threads: args.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            |n| usize::try_from(n).unwrap_or(1),
+        ),
         ..Config::default()
     };
     let mut reconciliation = args.node.reconciliation(args.node.counters()?, &cfg.peers);

@@ -40,6 +40,14 @@ impl UdpState {
     }
 }
 
+impl UdpState {
+    /// Whether any datagram or connection has taught the state anything (node ids, peers,
+    /// transactions, tree domains): from then on flows may depend on one another.
+    pub fn written(&self) -> bool {
+        self.discv5.written() || self.dns.written() || self.bittorrent.written()
+    }
+}
+
 /// The label of a datagram: the first decoder's that knows it, else `None`.
 pub fn classify(d: &Datagram<'_>, ctx: &mut DecodeCtx<'_>) -> Option<Labelled> {
     DATAGRAM_DECODERS

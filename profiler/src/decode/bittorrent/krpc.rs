@@ -183,6 +183,13 @@ fn compact_peers<'a>(items: &'a [Value<'_>]) -> impl Iterator<Item = Endpoint> +
 /// Queries waiting for their response: (querier, transaction id) → the query's label.
 pub struct Transactions(Lru<(Endpoint, Vec<u8>), LabelId>);
 
+impl Transactions {
+    /// Whether any query was remembered.
+    pub fn used(&self) -> bool {
+        self.0.used()
+    }
+}
+
 impl Default for Transactions {
     fn default() -> Self {
         Transactions(Lru::new(TXNS_KEPT))

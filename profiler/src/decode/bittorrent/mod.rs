@@ -69,6 +69,15 @@ impl std::fmt::Debug for Book {
 }
 
 impl Book {
+    /// Whether any peer, uTP flow, DHT transaction or tracker session was learned.
+    pub fn written(&self) -> bool {
+        self.peers.used()
+            || self.utp_flows.used()
+            || self.utp_streams.used()
+            || self.dht.used()
+            || self.trackers.used()
+    }
+
     /// Remembers `peer` as a BitTorrent endpoint.
     pub fn learn_peer(&mut self, peer: Endpoint) {
         self.peers.insert(peer, ());

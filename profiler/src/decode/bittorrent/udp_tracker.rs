@@ -48,6 +48,13 @@ impl Default for Sessions {
     }
 }
 
+impl Sessions {
+    /// Whether any transaction or connection id was learned.
+    pub fn used(&self) -> bool {
+        self.txns.used() || self.conns.used()
+    }
+}
+
 fn be32(p: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?))
 }

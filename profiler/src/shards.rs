@@ -1,0 +1,337 @@
+//! Decoding on several threads ([`Config::threads`]): the reading thread hands each packet, in
+//! batches, to the worker owning its host pair, each worker a whole [`Analyzer`]. Flows of
+//! different host pairs do not meet until a decoder writes state shared across flows or a
+//! limit is near (see [`Analyzer::diverged`]); until then each worker's rows are exactly the
+//! one-thread run's rows of its flows. The idle sweeps happen where the one-thread run makes
+//! them (the reader keeps the capture's clock), so the rows of each sweep come out in the same
+//! windows, merged in window order. When a worker diverges, the run goes on on one thread from
+//! the start, leaving out the rows the workers already handed out.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+
+use rustc_hash::FxHasher;
+
+use crate::Error;
+use crate::account::record::Row;
+use crate::analyze::{Analyzer, BATCH_ROWS, Config, Outputs, SWEEP_NS, Stats};
+use crate::source::link::{self, Frame};
+use crate::source::pcap_file::CaptureSet;
+use crate::source::{LinkType, RawPacket};
+
+/// Packets read between two hand-outs of every worker's batch.
+const BATCH_PACKETS: usize = 1024;
+/// Batches waiting per worker before the reader waits for it.
+const QUEUED_BATCHES: usize = 4;
+/// Packets between two progress reports.
+const PROGRESS_PACKETS: u64 = 65_536;
+
+/// How a run on several threads ended.
+pub(crate) enum Outcome {
+    /// Every worker kept to its flows: the rows handed out are the one-thread run's.
+    Done {
+        stats: Stats,
+        input_errors: Vec<Error>,
+    },
+    /// A worker's result could differ from here on: the rows of the idle sweeps up to packet
+    /// `through` (counted from 1) were handed out, the rest must come from one thread.
+    Diverged { through: u64 },
+}
+
+/// A worker's packets in capture order, with the sweeps between them.
+struct Batch {
+    data: Vec<u8>,
+    items: Vec<Item>,
+}
+
+enum Item {
+    Packet {
+        ts_ns: i64,
+        link: LinkType,
+        wire_len: u32,
+        start: usize,
+        end: usize,
+    },
+    /// The one-thread run sweeps here, its clock at `max_ns`, `through` packets read.
+    Sweep { max_ns: i64, through: u64 },
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            data: Vec::with_capacity(BATCH_PACKETS * 256),
+            items: Vec::with_capacity(BATCH_PACKETS),
+        }
+    }
+}
+
+/// What a worker tells the merging thread.
+enum Report {
+    /// The rows of the windows a sweep closed.
+    Swept { through: u64, rows: Vec<Row> },
+    Diverged,
+    /// The end: statistics, and the rows of the windows still open, oldest first.
+    Done { stats: Stats, rows: Vec<Row> },
+}
+
+/// Reads `paths` through `workers` analyzers into `out`. Fails only when no capture opens.
+pub(crate) fn run(
+    paths: &[PathBuf],
+    cfg: &Config,
+    workers: usize,
+    out: &mut Outputs<'_, '_>,
+    stop: &Arc<AtomicBool>,
+    progress: &mut impl FnMut(u64),
+) -> Result<Outcome, Error> {
+    let mut captures = CaptureSet::open(paths)?;
+    captures.stop_when(Arc::clone(stop));
+    let halt = Arc::new(AtomicBool::new(false));
+    captures.stop_when(Arc::clone(&halt));
+    let mut merge = Merge::default();
+    std::thread::scope(|s| {
+        let mut senders = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let (batches, batches_rx) = mpsc::sync_channel(QUEUED_BATCHES);
+            let (reports, reports_rx) = mpsc::channel();
+            let (cfg, spawned) = (cfg.clone(), std::thread::Builder::new());
+            let spawned = spawned
+                .name(format!("decode-{i}"))
+                .spawn_scoped(s, move || work(cfg, workers, &batches_rx, &reports));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start a decoding thread; decoding on one");
+                return Ok(Outcome::Diverged { through: 0 });
+            }
+            senders.push(batches);
+            merge.reports.push(reports_rx);
+            merge.queued.push(VecDeque::new());
+        }
+        let mut reader = Reader {
+            batches: (0..workers).map(|_| Batch::new()).collect(),
+            senders,
+            n: 0,
+            max_ns: i64::MIN,
+            last_sweep_ns: i64::MIN,
+        };
+        captures.for_each(|pkt, read| {
+            reader.packet(pkt);
+            if reader.n.is_multiple_of(PROGRESS_PACKETS) {
+                progress(read);
+            }
+            if reader.n.is_multiple_of(BATCH_PACKETS as u64) {
+                if !reader.hand_out() {
+                    halt.store(true, Ordering::Relaxed);
+                }
+                merge.poll(out, false);
+                if merge.diverged {
+                    halt.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        reader.hand_out();
+        drop(reader);
+        let input_errors = captures.take_errors();
+        merge.poll(out, true);
+        Ok(match merge.finish(out) {
+            Some(stats) => Outcome::Done {
+                stats,
+                input_errors,
+            },
+            None => Outcome::Diverged {
+                through: merge.through,
+            },
+        })
+    })
+}
+
+/// The reading side: batches per worker and the capture's clock.
+struct Reader {
+    batches: Vec<Batch>,
+    senders: Vec<SyncSender<Batch>>,
+    /// Packets read.
+    n: u64,
+    max_ns: i64,
+    last_sweep_ns: i64,
+}
+
+impl Reader {
+    /// Adds a packet to its worker's batch, and a sweep to every batch where the one-thread
+    /// run sweeps.
+    fn packet(&mut self, pkt: &RawPacket<'_>) {
+        self.n += 1;
+        let b = &mut self.batches[route(pkt, self.senders.len())];
+        let start = b.data.len();
+        b.data.extend_from_slice(pkt.data);
+        b.items.push(Item::Packet {
+            ts_ns: pkt.ts_ns,
+            link: pkt.link,
+            wire_len: pkt.wire_len,
+            start,
+            end: b.data.len(),
+        });
+        let ts = pkt.ts_ns;
+        if ts > self.max_ns {
+            self.max_ns = ts;
+            if ts.saturating_sub(self.last_sweep_ns) >= SWEEP_NS {
+                self.last_sweep_ns = ts;
+                for b in &mut self.batches {
+                    b.items.push(Item::Sweep {
+                        max_ns: ts,
+                        through: self.n,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Hands every non-empty batch to its worker; false when a worker has stopped.
+    fn hand_out(&mut self) -> bool {
+        let mut all = true;
+        for (b, tx) in self.batches.iter_mut().zip(&self.senders) {
+            if !b.items.is_empty() {
+                all &= tx.send(std::mem::replace(b, Batch::new())).is_ok();
+            }
+        }
+        all
+    }
+}
+
+/// The worker of a packet: by its host pair (either direction), non-IP frames to the first.
+fn route(pkt: &RawPacket<'_>, workers: usize) -> usize {
+    match link::parse(pkt) {
+        Frame::NonIp { .. } => 0,
+        Frame::Ip(ip) => {
+            let mut h = FxHasher::default();
+            (ip.src.min(ip.dst), ip.src.max(ip.dst)).hash(&mut h);
+            ((u128::from(h.finish()) * workers as u128) >> 64) as usize
+        }
+    }
+}
+
+/// A worker: its packets and sweeps through a shard analyzer, until the batches end or the
+/// analyzer diverges.
+fn work(cfg: Config, workers: usize, batches: &Receiver<Batch>, reports: &Sender<Report>) {
+    let mut a = Analyzer::shard(cfg, workers);
+    for batch in batches {
+        for item in &batch.items {
+            match *item {
+                Item::Packet {
+                    ts_ns,
+                    link,
+                    wire_len,
+                    start,
+                    end,
+                } => a.packet(&RawPacket {
+                    ts_ns,
+                    link,
+                    data: &batch.data[start..end],
+                    wire_len,
+                }),
+                Item::Sweep { max_ns, .. } => a.sweep_at(max_ns),
+            }
+            if a.diverged() {
+                let _ = reports.send(Report::Diverged);
+                return;
+            }
+            if let Item::Sweep { through, .. } = *item {
+                let rows = a.take_rows();
+                let _ = reports.send(Report::Swept { through, rows });
+            }
+        }
+    }
+    let stats = a.finish();
+    let report = if a.diverged() {
+        Report::Diverged
+    } else {
+        Report::Done {
+            stats,
+            rows: a.drain(usize::MAX),
+        }
+    };
+    let _ = reports.send(report);
+}
+
+/// The merging side: reports per worker, handed out sweep by sweep.
+#[derive(Default)]
+struct Merge {
+    reports: Vec<Receiver<Report>>,
+    queued: Vec<VecDeque<Report>>,
+    /// Packets up to the last sweep whose rows were handed out.
+    through: u64,
+    diverged: bool,
+}
+
+impl Merge {
+    /// Takes the workers' reports (all of them, when `to_end`) and hands out the rows of every
+    /// sweep all workers have reported.
+    fn poll(&mut self, out: &mut Outputs<'_, '_>, to_end: bool) {
+        for (rx, q) in self.reports.iter().zip(&mut self.queued) {
+            if to_end {
+                q.extend(rx.iter());
+            } else {
+                q.extend(rx.try_iter());
+            }
+        }
+        while !self.diverged && self.queued.iter().all(|q| !q.is_empty()) {
+            if self
+                .queued
+                .iter()
+                .any(|q| matches!(q.front(), Some(Report::Diverged)))
+            {
+                self.diverged = true;
+                return;
+            }
+            if !self
+                .queued
+                .iter()
+                .all(|q| matches!(q.front(), Some(Report::Swept { .. })))
+            {
+                return;
+            }
+            let mut all = Vec::new();
+            for q in &mut self.queued {
+                if let Some(Report::Swept { through, rows }) = q.pop_front() {
+                    self.through = through;
+                    all.extend(rows);
+                }
+            }
+            hand_out_rows(out, all);
+        }
+    }
+
+    /// After the last [`Merge::poll`]: the merged statistics, and the last rows handed out;
+    /// `None` when a worker diverged or stopped without its report.
+    fn finish(&mut self, out: &mut Outputs<'_, '_>) -> Option<Stats> {
+        if self.diverged {
+            return None;
+        }
+        let mut stats = Stats::default();
+        let mut rows = Vec::new();
+        for q in &mut self.queued {
+            match q.pop_front() {
+                Some(Report::Done { stats: s, rows: r }) => {
+                    stats.merge(&s);
+                    rows.extend(r);
+                }
+                _ => return None,
+            }
+        }
+        hand_out_rows(out, rows);
+        Some(stats)
+    }
+}
+
+/// Hands rows of several workers to the sinks in window order (stable: each worker's own order
+/// within a window is kept), in batches.
+fn hand_out_rows(out: &mut Outputs<'_, '_>, mut rows: Vec<Row>) {
+    if rows.is_empty() {
+        return;
+    }
+    rows.sort_by_key(|r| r.window_start_us);
+    for chunk in rows.chunks(BATCH_ROWS) {
+        out.each(|s| s.write(chunk));
+    }
+}
