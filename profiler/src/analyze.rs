@@ -18,6 +18,7 @@ use crate::account::record::{Category, Direction, Endpoints, Method, Row};
 use crate::account::table::{RowKey, UsageTable};
 use crate::decode::error::DecodeErrors;
 use crate::decode::frames::FrameLog;
+use crate::decode::bittorrent::shared::{Moment, ShardPeers};
 use crate::decode::relay::relay_book::{RelayBook, RelayStats};
 use crate::decode::udp::{self, Datagram, UdpState};
 use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span, bittorrent};
@@ -317,6 +318,7 @@ impl Analyzer {
                 used: 0,
                 limit: cfg.reassembly_budget.min(shares.reassembly),
                 hits: 0,
+                exceeded: false,
             },
             shares,
             stats: Stats::default(),
@@ -332,10 +334,11 @@ impl Analyzer {
     /// One of `workers` shards of a run on several threads ([`crate::shards`]): the reassembly
     /// budget is split between them, and limits that the one-thread run would reach make the
     /// shard report [`Analyzer::diverged`] instead of retiring flows.
-    pub(crate) fn shard(cfg: Config, workers: usize) -> Analyzer {
+    pub(crate) fn shard(cfg: Config, workers: usize, peers: ShardPeers) -> Analyzer {
         let mut a = Analyzer::new(cfg);
         let workers = workers.max(1);
         a.budget.limit /= workers;
+        a.udp.bittorrent.shard = Some(peers);
         let rows = a.shares.pending_rows + a.shares.table_rows;
         a.shard = Some(Shard {
             workers,
@@ -347,10 +350,12 @@ impl Analyzer {
 
     /// For a shard: whether its result could differ from the one-thread run's from here on.
     /// Flows of different host pairs are independent until a decoder writes state shared across
-    /// flows (relay message ids, recent messages, peers, discv5 ids, BitTorrent peers, DNS tree
-    /// domains, relay messages seen), or until the one-thread run could reach a limit: flows,
-    /// labels, fragments, reassembly bytes, table rows or memory (each shard keeps to its part
-    /// of the limit; memory with a margin for the one table's larger hash slots).
+    /// flows (relay message ids, recent messages, peers, discv5 ids, DNS tree domains, relay
+    /// messages seen; BitTorrent peers are shared, see [`ShardPeers`], unless learned while
+    /// flows finish), or until the one-thread run could reach a limit: flows, labels,
+    /// fragments, reassembly bytes, table rows, remembered BitTorrent state or memory (each
+    /// shard keeps to its part of the limit; memory with a margin for the one table's larger
+    /// hash slots).
     pub(crate) fn diverged(&self) -> bool {
         let Some(s) = &self.shard else {
             return false;
@@ -360,12 +365,22 @@ impl Analyzer {
             || self.udp.written()
             || self.relay.peers.generation != s.peers_generation
             || self.messages.messages > 0
-            || self.budget.hits > 0
+            || self.budget.exceeded
+            || self.udp.bittorrent.past_share(n)
+            || self.udp.bittorrent.shard.as_ref().is_some_and(|s| s.learned_late)
             || self.labels.len() > crate::decode::labels::MAX_LABELS / n
             || self.flows.flows.len() >= self.cfg.max_flows / n
             || self.fragments.len() >= crate::flow::fragments::FRAGMENT_LIMIT / n
             || self.table.rows() > self.shares.table_rows / n
             || self.memory_used().saturating_mul(5 * n) + s.rows_bound > self.shares.analysis
+    }
+
+    /// For a shard: the moment of the run it is at, and the packets up to which it has read
+    /// all of its own (see [`ShardPeers::at`]).
+    pub(crate) fn at(&mut self, now: Moment, read: u64) {
+        if let Some(s) = &mut self.udp.bittorrent.shard {
+            s.at(now, read);
+        }
     }
 
     /// For a shard: the idle sweep the one-thread run makes when its clock reaches `max_ns`.

@@ -4,8 +4,10 @@
 //! limit is near (see [`Analyzer::diverged`]); until then each worker's rows are exactly the
 //! one-thread run's rows of its flows. The idle sweeps happen where the one-thread run makes
 //! them (the reader keeps the capture's clock), so the rows of each sweep come out in the same
-//! windows, merged in window order. When a worker diverges, the run goes on on one thread from
-//! the start, leaving out the rows the workers already handed out.
+//! windows, merged in window order. BitTorrent peers, learned on one host pair and looked up
+//! on others, are shared so that each lookup sees what the one-thread run's would (see
+//! [`ShardPeers`]). When a worker diverges, the run goes on on one thread from the start,
+//! leaving out the rows the workers already handed out.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -19,6 +21,7 @@ use rustc_hash::FxHasher;
 use crate::Error;
 use crate::account::record::Row;
 use crate::analyze::{Analyzer, BATCH_ROWS, Config, Outputs, SWEEP_NS, Stats};
+use crate::decode::bittorrent::shared::{Moment, ShardPeers, SharedPeers};
 use crate::source::link::{self, Frame};
 use crate::source::pcap_file::CaptureSet;
 use crate::source::{LinkType, RawPacket};
@@ -46,10 +49,14 @@ pub(crate) enum Outcome {
 struct Batch {
     data: Vec<u8>,
     items: Vec<Item>,
+    /// Packets read when the batch was handed out: the worker has all of its own up to here.
+    read: u64,
 }
 
 enum Item {
+    /// Packet `n` of the run (counted from 1).
     Packet {
+        n: u64,
         ts_ns: i64,
         link: LinkType,
         wire_len: u32,
@@ -65,6 +72,7 @@ impl Batch {
         Batch {
             data: Vec::with_capacity(BATCH_PACKETS * 256),
             items: Vec::with_capacity(BATCH_PACKETS),
+            read: 0,
         }
     }
 }
@@ -92,15 +100,16 @@ pub(crate) fn run(
     let halt = Arc::new(AtomicBool::new(false));
     captures.stop_when(Arc::clone(&halt));
     let mut merge = Merge::default();
+    let peers = SharedPeers::new(workers);
     std::thread::scope(|s| {
         let mut senders = Vec::with_capacity(workers);
         for i in 0..workers {
             let (batches, batches_rx) = mpsc::sync_channel(QUEUED_BATCHES);
             let (reports, reports_rx) = mpsc::channel();
-            let (cfg, spawned) = (cfg.clone(), std::thread::Builder::new());
-            let spawned = spawned
+            let (cfg, peers) = (cfg.clone(), ShardPeers::new(&peers, i));
+            let spawned = std::thread::Builder::new()
                 .name(format!("decode-{i}"))
-                .spawn_scoped(s, move || work(cfg, workers, &batches_rx, &reports));
+                .spawn_scoped(s, move || work(cfg, workers, peers, &batches_rx, &reports));
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "cannot start a decoding thread; decoding on one");
                 return Ok(Outcome::Diverged { through: 0 });
@@ -166,6 +175,7 @@ impl Reader {
         let start = b.data.len();
         b.data.extend_from_slice(pkt.data);
         b.items.push(Item::Packet {
+            n: self.n,
             ts_ns: pkt.ts_ns,
             link: pkt.link,
             wire_len: pkt.wire_len,
@@ -192,6 +202,7 @@ impl Reader {
         let mut all = true;
         for (b, tx) in self.batches.iter_mut().zip(&self.senders) {
             if !b.items.is_empty() {
+                b.read = self.n;
                 all &= tx.send(std::mem::replace(b, Batch::new())).is_ok();
             }
         }
@@ -213,24 +224,37 @@ fn route(pkt: &RawPacket<'_>, workers: usize) -> usize {
 
 /// A worker: its packets and sweeps through a shard analyzer, until the batches end or the
 /// analyzer diverges.
-fn work(cfg: Config, workers: usize, batches: &Receiver<Batch>, reports: &Sender<Report>) {
-    let mut a = Analyzer::shard(cfg, workers);
+fn work(
+    cfg: Config,
+    workers: usize,
+    peers: ShardPeers,
+    batches: &Receiver<Batch>,
+    reports: &Sender<Report>,
+) {
+    let mut a = Analyzer::shard(cfg, workers, peers);
     for batch in batches {
         for item in &batch.items {
             match *item {
                 Item::Packet {
+                    n,
                     ts_ns,
                     link,
                     wire_len,
                     start,
                     end,
-                } => a.packet(&RawPacket {
-                    ts_ns,
-                    link,
-                    data: &batch.data[start..end],
-                    wire_len,
-                }),
-                Item::Sweep { max_ns, .. } => a.sweep_at(max_ns),
+                } => {
+                    a.at(Moment(n, 0), n - 1);
+                    a.packet(&RawPacket {
+                        ts_ns,
+                        link,
+                        data: &batch.data[start..end],
+                        wire_len,
+                    });
+                }
+                Item::Sweep { max_ns, through } => {
+                    a.at(Moment(through, 1), through);
+                    a.sweep_at(max_ns);
+                }
             }
             if a.diverged() {
                 let _ = reports.send(Report::Diverged);
@@ -241,7 +265,9 @@ fn work(cfg: Config, workers: usize, batches: &Receiver<Batch>, reports: &Sender
                 let _ = reports.send(Report::Swept { through, rows });
             }
         }
+        a.at(Moment(batch.read, 1), batch.read);
     }
+    a.at(Moment::END, u64::MAX);
     let stats = a.finish();
     let report = if a.diverged() {
         Report::Diverged

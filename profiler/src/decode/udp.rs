@@ -41,10 +41,11 @@ impl UdpState {
 }
 
 impl UdpState {
-    /// Whether any datagram or connection has taught the state anything (node ids, peers,
-    /// transactions, tree domains): from then on flows may depend on one another.
+    /// Whether discv5 or DNS decoding has learned anything (node ids, tree domains): from
+    /// then on flows may depend on one another. BitTorrent peers are audited instead (see
+    /// [`bittorrent::Book::audit`]).
     pub fn written(&self) -> bool {
-        self.discv5.written() || self.dns.written() || self.bittorrent.written()
+        self.discv5.written() || self.dns.written()
     }
 }
 

@@ -188,10 +188,10 @@ impl RelayBook {
     }
 
     /// Whether any connection has told the book anything (ids, messages, sizes, events): from
-    /// then on what one connection decodes may depend on another.
+    /// then on what one connection decodes may depend on another. Numbering connections
+    /// ([`RelayBook::link`]) tells it nothing.
     pub fn written(&self) -> bool {
-        self.links > 0
-            || self.topics.used()
+        self.topics.used()
             || !self.recent.is_empty()
             || !self.sizes.is_empty()
             || !self.published.is_empty()
