@@ -16,9 +16,9 @@ use crate::account::owners::{OwnerId, OwnerTable};
 use crate::account::pending::{Contribution, Segment, split_datagram};
 use crate::account::record::{Category, Direction, Endpoints, Method, Row};
 use crate::account::table::{RowKey, UsageTable};
+use crate::decode::bittorrent::shared::{Moment, ShardPeers};
 use crate::decode::error::DecodeErrors;
 use crate::decode::frames::FrameLog;
-use crate::decode::bittorrent::shared::{Moment, ShardPeers};
 use crate::decode::relay::relay_book::{RelayBook, RelayStats};
 use crate::decode::udp::{self, Datagram, UdpState};
 use crate::decode::{DecodeCtx, LabelId, LabelTable, Side, Span, bittorrent};
@@ -230,7 +230,12 @@ impl TopFlow {
             bytes,
             packets,
         } = self;
-        (std::cmp::Reverse((*bytes, *packets)), transport, local, remote)
+        (
+            std::cmp::Reverse((*bytes, *packets)),
+            transport,
+            local,
+            remote,
+        )
     }
 }
 
@@ -367,7 +372,12 @@ impl Analyzer {
             || self.messages.messages > 0
             || self.budget.exceeded
             || self.udp.bittorrent.past_share(n)
-            || self.udp.bittorrent.shard.as_ref().is_some_and(|s| s.learned_late)
+            || self
+                .udp
+                .bittorrent
+                .shard
+                .as_ref()
+                .is_some_and(|s| s.learned_late)
             || self.labels.len() > crate::decode::labels::MAX_LABELS / n
             || self.flows.flows.len() >= self.cfg.max_flows / n
             || self.fragments.len() >= crate::flow::fragments::FRAGMENT_LIMIT / n
@@ -932,7 +942,7 @@ pub fn run(
             } => {
                 out.each(|s| s.finish());
                 return Ok(RunReport {
-                    stats,
+                    stats: *stats,
                     input_errors,
                     output_errors: out.errors,
                     stopped: stop.load(Ordering::Relaxed),

@@ -37,7 +37,7 @@ const PROGRESS_PACKETS: u64 = 65_536;
 pub(crate) enum Outcome {
     /// Every worker kept to its flows: the rows handed out are the one-thread run's.
     Done {
-        stats: Stats,
+        stats: Box<Stats>,
         input_errors: Vec<Error>,
     },
     /// A worker's result could differ from here on: the rows of the idle sweeps up to packet
@@ -80,10 +80,16 @@ impl Batch {
 /// What a worker tells the merging thread.
 enum Report {
     /// The rows of the windows a sweep closed.
-    Swept { through: u64, rows: Vec<Row> },
+    Swept {
+        through: u64,
+        rows: Vec<Row>,
+    },
     Diverged,
     /// The end: statistics, and the rows of the windows still open, oldest first.
-    Done { stats: Stats, rows: Vec<Row> },
+    Done {
+        stats: Box<Stats>,
+        rows: Vec<Row>,
+    },
 }
 
 /// Reads `paths` through `workers` analyzers into `out`. Fails only when no capture opens.
@@ -273,7 +279,7 @@ fn work(
         Report::Diverged
     } else {
         Report::Done {
-            stats,
+            stats: Box::new(stats),
             rows: a.drain(usize::MAX),
         }
     };
@@ -330,11 +336,11 @@ impl Merge {
 
     /// After the last [`Merge::poll`]: the merged statistics, and the last rows handed out;
     /// `None` when a worker diverged or stopped without its report.
-    fn finish(&mut self, out: &mut Outputs<'_, '_>) -> Option<Stats> {
+    fn finish(&mut self, out: &mut Outputs<'_, '_>) -> Option<Box<Stats>> {
         if self.diverged {
             return None;
         }
-        let mut stats = Stats::default();
+        let mut stats = Box::<Stats>::default();
         let mut rows = Vec::new();
         for q in &mut self.queued {
             match q.pop_front() {

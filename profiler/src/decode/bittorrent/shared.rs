@@ -77,7 +77,11 @@ impl ShardPeers {
             self.learned_late = true;
             return;
         }
-        let mut learned = self.shared.learned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut learned = self
+            .shared
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let first = learned.entry(peer).or_insert(self.now.0);
         *first = (*first).min(self.now.0);
     }
@@ -90,10 +94,12 @@ impl ShardPeers {
                 std::thread::yield_now();
             }
         }
-        let learned = self.shared.learned.lock().unwrap_or_else(|e| e.into_inner());
-        learned
-            .get(peer)
-            .is_some_and(|&n| Moment(n, 0) < self.now)
+        let learned = self
+            .shared
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        learned.get(peer).is_some_and(|&n| Moment(n, 0) < self.now)
     }
 }
 
