@@ -353,7 +353,8 @@ impl Analyzer {
         a
     }
 
-    /// For a shard: whether its result could differ from the one-thread run's from here on.
+    /// For a shard: why its result could differ from the one-thread run's from here on, if it
+    /// could.
     /// Flows of different host pairs are independent until a decoder writes state shared across
     /// flows (relay message ids, recent messages, peers, discv5 ids, DNS tree domains, relay
     /// messages seen; BitTorrent peers are shared, see [`ShardPeers`], unless learned while
@@ -361,28 +362,39 @@ impl Analyzer {
     /// fragments, reassembly bytes, table rows, remembered BitTorrent state or memory (each
     /// shard keeps to its part of the limit; memory with a margin for the one table's larger
     /// hash slots).
-    pub(crate) fn diverged(&self) -> bool {
-        let Some(s) = &self.shard else {
-            return false;
-        };
+    pub(crate) fn diverged(&self) -> Option<&'static str> {
+        let s = self.shard.as_ref()?;
         let n = s.workers;
-        self.relay.written()
-            || self.udp.written()
-            || self.relay.peers.generation != s.peers_generation
-            || self.messages.messages > 0
-            || self.budget.exceeded
-            || self.udp.bittorrent.past_share(n)
-            || self
-                .udp
-                .bittorrent
-                .shard
-                .as_ref()
-                .is_some_and(|s| s.learned_late)
-            || self.labels.len() > crate::decode::labels::MAX_LABELS / n
-            || self.flows.flows.len() >= self.cfg.max_flows / n
-            || self.fragments.len() >= crate::flow::fragments::FRAGMENT_LIMIT / n
-            || self.table.rows() > self.shares.table_rows / n
-            || self.memory_used().saturating_mul(5 * n) + s.rows_bound > self.shares.analysis
+        let late = self.udp.bittorrent.shard.as_ref();
+        let memory = self.memory_used().saturating_mul(5 * n) + s.rows_bound;
+        [
+            (self.relay.written(), "relay state"),
+            (self.udp.written(), "discv5 or DNS state"),
+            (
+                self.relay.peers.generation != s.peers_generation,
+                "peer book",
+            ),
+            (self.messages.messages > 0, "relay messages"),
+            (self.budget.exceeded, "out-of-order bytes"),
+            (self.udp.bittorrent.past_share(n), "BitTorrent state kept"),
+            (
+                late.is_some_and(|s| s.learned_late),
+                "BitTorrent peer learned late",
+            ),
+            (
+                self.labels.len() > crate::decode::labels::MAX_LABELS / n,
+                "labels",
+            ),
+            (self.flows.flows.len() >= self.cfg.max_flows / n, "flows"),
+            (
+                self.fragments.len() >= crate::flow::fragments::FRAGMENT_LIMIT / n,
+                "fragments",
+            ),
+            (self.table.rows() > self.shares.table_rows / n, "table rows"),
+            (memory > self.shares.analysis, "memory"),
+        ]
+        .into_iter()
+        .find_map(|(hit, why)| hit.then_some(why))
     }
 
     /// For a shard: the moment of the run it is at, and the packets up to which it has read
@@ -948,10 +960,11 @@ pub fn run(
                     stopped: stop.load(Ordering::Relaxed),
                 });
             }
-            crate::shards::Outcome::Diverged { through } => {
+            crate::shards::Outcome::Diverged { through, why } => {
                 tracing::info!(
                     packets = through,
-                    "state shared across flows: decoding on one thread from the start"
+                    why,
+                    "state shared across flows or a limit near: decoding on one thread from the start"
                 );
                 handed_out = through;
             }

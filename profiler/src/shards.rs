@@ -42,7 +42,7 @@ pub(crate) enum Outcome {
     },
     /// A worker's result could differ from here on: the rows of the idle sweeps up to packet
     /// `through` (counted from 1) were handed out, the rest must come from one thread.
-    Diverged { through: u64 },
+    Diverged { through: u64, why: &'static str },
 }
 
 /// A worker's packets in capture order, with the sweeps between them.
@@ -80,16 +80,11 @@ impl Batch {
 /// What a worker tells the merging thread.
 enum Report {
     /// The rows of the windows a sweep closed.
-    Swept {
-        through: u64,
-        rows: Vec<Row>,
-    },
-    Diverged,
+    Swept { through: u64, rows: Vec<Row> },
+    /// The worker's result could differ from here on, for this reason.
+    Diverged(&'static str),
     /// The end: statistics, and the rows of the windows still open, oldest first.
-    Done {
-        stats: Box<Stats>,
-        rows: Vec<Row>,
-    },
+    Done { stats: Box<Stats>, rows: Vec<Row> },
 }
 
 /// Reads `paths` through `workers` analyzers into `out`. Fails only when no capture opens.
@@ -118,7 +113,10 @@ pub(crate) fn run(
                 .spawn_scoped(s, move || work(cfg, workers, peers, &batches_rx, &reports));
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "cannot start a decoding thread; decoding on one");
-                return Ok(Outcome::Diverged { through: 0 });
+                return Ok(Outcome::Diverged {
+                    through: 0,
+                    why: "a decoding thread did not start",
+                });
             }
             senders.push(batches);
             merge.reports.push(reports_rx);
@@ -141,7 +139,7 @@ pub(crate) fn run(
                     halt.store(true, Ordering::Relaxed);
                 }
                 merge.poll(out, false);
-                if merge.diverged {
+                if merge.diverged.is_some() {
                     halt.store(true, Ordering::Relaxed);
                 }
             }
@@ -157,6 +155,7 @@ pub(crate) fn run(
             },
             None => Outcome::Diverged {
                 through: merge.through,
+                why: merge.diverged.unwrap_or("a decoding thread stopped"),
             },
         })
     })
@@ -262,8 +261,8 @@ fn work(
                     a.sweep_at(max_ns);
                 }
             }
-            if a.diverged() {
-                let _ = reports.send(Report::Diverged);
+            if let Some(why) = a.diverged() {
+                let _ = reports.send(Report::Diverged(why));
                 return;
             }
             if let Item::Sweep { through, .. } = *item {
@@ -275,8 +274,8 @@ fn work(
     }
     a.at(Moment::END, u64::MAX);
     let stats = a.finish();
-    let report = if a.diverged() {
-        Report::Diverged
+    let report = if let Some(why) = a.diverged() {
+        Report::Diverged(why)
     } else {
         Report::Done {
             stats: Box::new(stats),
@@ -293,7 +292,8 @@ struct Merge {
     queued: Vec<VecDeque<Report>>,
     /// Packets up to the last sweep whose rows were handed out.
     through: u64,
-    diverged: bool,
+    /// Why a worker diverged, once one did.
+    diverged: Option<&'static str>,
 }
 
 impl Merge {
@@ -307,13 +307,13 @@ impl Merge {
                 q.extend(rx.try_iter());
             }
         }
-        while !self.diverged && self.queued.iter().all(|q| !q.is_empty()) {
-            if self
-                .queued
-                .iter()
-                .any(|q| matches!(q.front(), Some(Report::Diverged)))
-            {
-                self.diverged = true;
+        while self.diverged.is_none() && self.queued.iter().all(|q| !q.is_empty()) {
+            let why = self.queued.iter().find_map(|q| match q.front() {
+                Some(Report::Diverged(why)) => Some(*why),
+                _ => None,
+            });
+            if why.is_some() {
+                self.diverged = why;
                 return;
             }
             if !self
@@ -337,7 +337,7 @@ impl Merge {
     /// After the last [`Merge::poll`]: the merged statistics, and the last rows handed out;
     /// `None` when a worker diverged or stopped without its report.
     fn finish(&mut self, out: &mut Outputs<'_, '_>) -> Option<Box<Stats>> {
-        if self.diverged {
+        if self.diverged.is_some() {
             return None;
         }
         let mut stats = Box::<Stats>::default();
@@ -347,6 +347,10 @@ impl Merge {
                 Some(Report::Done { stats: s, rows: r }) => {
                     stats.merge(&s);
                     rows.extend(r);
+                }
+                Some(Report::Diverged(why)) => {
+                    self.diverged = Some(why);
+                    return None;
                 }
                 _ => return None,
             }

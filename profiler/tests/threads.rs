@@ -53,20 +53,22 @@ fn summary(stdout: &[u8]) -> Value {
     v
 }
 
-/// Where the run went back to one thread (packets whose rows the threads had handed out),
-/// or `None` when the threads kept to their flows.
-fn went_back(stderr: &[u8]) -> Option<u64> {
+/// Where the run went back to one thread (packets whose rows the threads had handed out) and
+/// why, or `None` when the threads kept to their flows.
+fn went_back(stderr: &[u8]) -> Option<(u64, String)> {
     let text = String::from_utf8_lossy(stderr);
     let line = text
         .lines()
         .find(|l| l.contains("decoding on one thread from the start"))?;
-    let n = line.rsplit("packets=").next()?;
-    n.trim().parse().ok()
+    let n = line.split("packets=").nth(1)?;
+    let n = n.split(' ').next()?.parse().ok()?;
+    let why = line.split("why=").nth(1)?.split('"').nth(1)?;
+    Some((n, why.to_string()))
 }
 
 /// Analyzes `capture` with one and with `threads` threads; asserts the same rows and summary.
 /// Returns where the threaded run went back to one thread.
-fn same_output(capture: &Path, threads: u32, extra: &[&str]) -> Option<u64> {
+fn same_output(capture: &Path, threads: u32, extra: &[&str]) -> Option<(u64, String)> {
     // The mixed capture spans decades: a thousand hourly files, each synced; memory is faster.
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() {
@@ -162,7 +164,8 @@ fn going_back_to_one_thread_midway_keeps_every_row_once() {
     let mix = common::ndpi_mix();
     let back = same_output(&mix, 4, &["--memory-budget", "16M"]);
     assert!(
-        back.is_some_and(|n| n > 1000),
-        "went back to one thread midway: {back:?}"
+        back.as_ref()
+            .is_some_and(|(n, why)| *n > 1000 && why == "memory"),
+        "went back to one thread midway, for memory: {back:?}"
     );
 }
