@@ -16,6 +16,7 @@ use crate::account::owners::{OwnerId, OwnerTable};
 use crate::account::pending::{Contribution, Segment, split_datagram};
 use crate::account::record::{Category, Direction, Endpoints, Method, Row};
 use crate::account::table::{RowKey, UsageTable};
+use crate::decode::bittorrent::shared::{Moment, ShardPeers};
 use crate::decode::error::DecodeErrors;
 use crate::decode::frames::FrameLog;
 use crate::decode::relay::relay_book::{RelayBook, RelayStats};
@@ -98,6 +99,8 @@ pub struct Config {
     pub rules: Rules,
     /// The node's peers and their shards (`--node-api`), for encrypted relay bytes.
     pub peers: PeerBook,
+    /// Decoding threads of [`run`] (see [`crate::shards`]); 1 decodes on the calling thread.
+    pub threads: usize,
 }
 
 impl Default for Config {
@@ -113,6 +116,7 @@ impl Default for Config {
             mesh: None,
             rules: Rules::default(),
             peers: PeerBook::default(),
+            threads: 1,
         }
     }
 }
@@ -148,10 +152,38 @@ pub struct Stats {
     pub last_ns: Option<i64>,
 }
 
+impl Stats {
+    /// Adds the statistics of another shard of the same run (see [`crate::shards`]); the
+    /// memory peak becomes the sum of the shards' peaks.
+    pub(crate) fn merge(&mut self, o: &Stats) {
+        self.packets += o.packets;
+        self.ip_bytes_in += o.ip_bytes_in;
+        self.ip_bytes_out += o.ip_bytes_out;
+        self.non_ip_frames += o.non_ip_frames;
+        self.non_ip_bytes += o.non_ip_bytes;
+        self.fragments += o.fragments;
+        self.orphan_fragments += o.orphan_fragments;
+        self.flow.merge(&o.flow);
+        self.labels_overflowed += o.labels_overflowed;
+        self.decode_errors.merge(&o.decode_errors);
+        self.relay.merge(&o.relay);
+        self.relay_messages += o.relay_messages;
+        self.relay_duplicates += o.relay_duplicates;
+        for t in &o.top_flows.0 {
+            self.top_flows.insert(t.clone());
+        }
+        self.memory_peak += o.memory_peak;
+        self.first_ns = o.first_ns.into_iter().chain(self.first_ns).min();
+        self.last_ns = o.last_ns.into_iter().chain(self.last_ns).max();
+    }
+}
+
 /// Flows listed as the largest.
 const TOP_FLOWS: usize = 10;
 
-/// The largest flows by wire bytes, largest first. A flow retired and seen again counts as two.
+/// The largest flows by wire bytes, largest first (then by packets and endpoints, so that the
+/// list does not depend on the order flows ended in). A flow retired and seen again counts as
+/// two.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TopFlows(pub Vec<TopFlow>);
 
@@ -167,23 +199,43 @@ pub struct TopFlow {
 
 impl TopFlows {
     fn offer(&mut self, f: &Flow) {
-        let v = &mut self.0;
-        if v.len() == TOP_FLOWS && v.last().is_some_and(|l| l.bytes >= f.bytes) {
+        if self.0.len() == TOP_FLOWS && self.0.last().is_some_and(|l| l.bytes > f.bytes) {
             return;
         }
         let ep = &f.endpoints;
-        let at = v.partition_point(|t| t.bytes >= f.bytes);
-        v.insert(
-            at,
-            TopFlow {
-                transport: ep.transport,
-                local: endpoint_text(ep.local_addr, ep.local_port),
-                remote: endpoint_text(ep.remote_addr, ep.remote_port),
-                bytes: f.bytes,
-                packets: f.packets,
-            },
-        );
+        self.insert(TopFlow {
+            transport: ep.transport,
+            local: endpoint_text(ep.local_addr, ep.local_port),
+            remote: endpoint_text(ep.remote_addr, ep.remote_port),
+            bytes: f.bytes,
+            packets: f.packets,
+        });
+    }
+
+    fn insert(&mut self, t: TopFlow) {
+        let v = &mut self.0;
+        let at = v.partition_point(|o| o.rank() <= t.rank());
+        v.insert(at, t);
         v.truncate(TOP_FLOWS);
+    }
+}
+
+impl TopFlow {
+    /// The list's order: most bytes, then most packets, then by endpoints.
+    fn rank(&self) -> (std::cmp::Reverse<(u64, u64)>, &str, &str, &str) {
+        let TopFlow {
+            transport,
+            local,
+            remote,
+            bytes,
+            packets,
+        } = self;
+        (
+            std::cmp::Reverse((*bytes, *packets)),
+            transport,
+            local,
+            remote,
+        )
     }
 }
 
@@ -198,9 +250,9 @@ pub fn endpoint_text(addr: Option<std::net::IpAddr>, port: Option<u16>) -> Strin
 }
 
 /// Time between idle-flow sweeps, in capture time.
-const SWEEP_NS: i64 = 10 * 1_000_000_000;
+pub(crate) const SWEEP_NS: i64 = 10 * 1_000_000_000;
 /// Rows handed to the sinks at a time.
-const BATCH_ROWS: usize = 1 << 16;
+pub(crate) const BATCH_ROWS: usize = 1 << 16;
 
 /// The pipeline state: flows, decoders, the usage table.
 pub struct Analyzer {
@@ -228,6 +280,19 @@ pub struct Analyzer {
     max_ns: i64,
     last_sweep_ns: i64,
     rows: Vec<Row>,
+    /// Set when this analyzer is one shard of a run on several threads.
+    shard: Option<Shard>,
+}
+
+/// A shard of a run on several threads ([`crate::shards`]): it sweeps when told, never retires
+/// flows for limits, and watches for the first moment its result could differ from the
+/// one-thread run's (see [`Analyzer::diverged`]).
+struct Shard {
+    workers: usize,
+    /// The peer book's generation at the start: a change is state shared across flows.
+    peers_generation: u64,
+    /// Bytes the one-thread run's rows waiting for the sinks may take at most.
+    rows_bound: usize,
 }
 
 impl Analyzer {
@@ -258,6 +323,7 @@ impl Analyzer {
                 used: 0,
                 limit: cfg.reassembly_budget.min(shares.reassembly),
                 hits: 0,
+                exceeded: false,
             },
             shares,
             stats: Stats::default(),
@@ -265,8 +331,84 @@ impl Analyzer {
             max_ns: i64::MIN,
             last_sweep_ns: i64::MIN,
             rows: Vec::new(),
+            shard: None,
             cfg,
         }
+    }
+
+    /// One of `workers` shards of a run on several threads ([`crate::shards`]): the reassembly
+    /// budget is split between them, and limits that the one-thread run would reach make the
+    /// shard report [`Analyzer::diverged`] instead of retiring flows.
+    pub(crate) fn shard(cfg: Config, workers: usize, peers: ShardPeers) -> Analyzer {
+        let mut a = Analyzer::new(cfg);
+        let workers = workers.max(1);
+        a.budget.limit /= workers;
+        a.udp.bittorrent.shard = Some(peers);
+        let rows = a.shares.pending_rows + a.shares.table_rows;
+        a.shard = Some(Shard {
+            workers,
+            peers_generation: a.relay.peers.generation,
+            rows_bound: 2 * rows * std::mem::size_of::<Row>(),
+        });
+        a
+    }
+
+    /// For a shard: why its result could differ from the one-thread run's from here on, if it
+    /// could.
+    /// Flows of different host pairs are independent until a decoder writes state shared across
+    /// flows (relay message ids, recent messages, peers, discv5 ids, DNS tree domains, relay
+    /// messages seen; BitTorrent peers are shared, see [`ShardPeers`], unless learned while
+    /// flows finish), or until the one-thread run could reach a limit: flows, labels,
+    /// fragments, reassembly bytes, table rows, remembered BitTorrent state or memory (each
+    /// shard keeps to its part of the limit; memory with a margin for the one table's larger
+    /// hash slots).
+    pub(crate) fn diverged(&self) -> Option<&'static str> {
+        let s = self.shard.as_ref()?;
+        let n = s.workers;
+        let late = self.udp.bittorrent.shard.as_ref();
+        let memory = self.memory_used().saturating_mul(5 * n) + s.rows_bound;
+        [
+            (self.relay.written(), "relay state"),
+            (self.udp.written(), "discv5 or DNS state"),
+            (
+                self.relay.peers.generation != s.peers_generation,
+                "peer book",
+            ),
+            (self.messages.messages > 0, "relay messages"),
+            (self.budget.exceeded, "out-of-order bytes"),
+            (self.udp.bittorrent.past_share(n), "BitTorrent state kept"),
+            (
+                late.is_some_and(|s| s.learned_late),
+                "BitTorrent peer learned late",
+            ),
+            (
+                self.labels.len() > crate::decode::labels::MAX_LABELS / n,
+                "labels",
+            ),
+            (self.flows.flows.len() >= self.cfg.max_flows / n, "flows"),
+            (
+                self.fragments.len() >= crate::flow::fragments::FRAGMENT_LIMIT / n,
+                "fragments",
+            ),
+            (self.table.rows() > self.shares.table_rows / n, "table rows"),
+            (memory > self.shares.analysis, "memory"),
+        ]
+        .into_iter()
+        .find_map(|(hit, why)| hit.then_some(why))
+    }
+
+    /// For a shard: the moment of the run it is at, and the packets up to which it has read
+    /// all of its own (see [`ShardPeers::at`]).
+    pub(crate) fn at(&mut self, now: Moment, read: u64) {
+        if let Some(s) = &mut self.udp.bittorrent.shard {
+            s.at(now, read);
+        }
+    }
+
+    /// For a shard: the idle sweep the one-thread run makes when its clock reaches `max_ns`.
+    pub(crate) fn sweep_at(&mut self, max_ns: i64) {
+        self.max_ns = max_ns;
+        self.sweep();
     }
 
     /// The peer book encrypted relay bytes take their shards from (live runs refresh it).
@@ -295,20 +437,21 @@ impl Analyzer {
             Frame::NonIp { protocol, len } => self.non_ip(ts, protocol, len),
             Frame::Ip(ip) => self.ip(ts, &ip, vantage),
         }
-        if ts > self.max_ns {
+        let alone = self.shard.is_none();
+        if alone && ts > self.max_ns {
             self.max_ns = ts;
             if ts.saturating_sub(self.last_sweep_ns) >= SWEEP_NS {
                 self.sweep();
             }
         }
-        if self.table.rows() > self.shares.table_rows {
+        if alone && self.table.rows() > self.shares.table_rows {
             while self.table.rows() > self.shares.table_rows / 2
                 && self.table.drain_oldest(&self.labels, &mut self.rows)
             {}
         }
         let used = self.memory_used();
         self.stats.memory_peak = self.stats.memory_peak.max(used as u64);
-        if used > self.shares.analysis {
+        if alone && used > self.shares.analysis {
             self.retire_for_memory();
         }
     }
@@ -479,7 +622,7 @@ impl Analyzer {
             self.fragments
                 .first((ip.src, ip.dst, ip.proto, id), key, src_is_lo, ts);
         }
-        if !self.flows.flows.contains_key(&key) {
+        if self.shard.is_none() && !self.flows.flows.contains_key(&key) {
             let (len, capacity) = (self.flows.flows.len(), self.flows.flows.capacity());
             if len >= self.flows.max_flows {
                 self.make_room();
@@ -790,6 +933,10 @@ pub struct RunReport {
 /// Reads `paths` in time order through the pipeline into `sinks`, until they end or `stop` is
 /// set. `progress` is called now and then with the capture bytes read so far. Fails only when
 /// no capture opens; corrupt files and failing sinks are reported in the [`RunReport`].
+///
+/// With [`Config::threads`] above 1 the packets are decoded on that many threads, with the
+/// same rows and statistics (see [`crate::shards`]); the `--messages`, `--frames` and `--mesh`
+/// tables are written from one thread.
 pub fn run(
     paths: &[PathBuf],
     cfg: Config,
@@ -797,11 +944,36 @@ pub fn run(
     stop: &Arc<AtomicBool>,
     mut progress: impl FnMut(u64),
 ) -> Result<RunReport, Error> {
+    let mut out = Outputs::new(sinks);
+    let mut handed_out = 0;
+    if cfg.threads > 1 && !cfg.messages && !cfg.frames && cfg.mesh.is_none() {
+        match crate::shards::run(paths, &cfg, cfg.threads, &mut out, stop, &mut progress)? {
+            crate::shards::Outcome::Done {
+                stats,
+                input_errors,
+            } => {
+                out.each(|s| s.finish());
+                return Ok(RunReport {
+                    stats: *stats,
+                    input_errors,
+                    output_errors: out.errors,
+                    stopped: stop.load(Ordering::Relaxed),
+                });
+            }
+            crate::shards::Outcome::Diverged { through, why } => {
+                tracing::info!(
+                    packets = through,
+                    why,
+                    "state shared across flows or a limit near: decoding on one thread from the start"
+                );
+                handed_out = through;
+            }
+        }
+    }
     let mut captures = CaptureSet::open(paths)?;
     captures.stop_when(Arc::clone(stop));
     let mut analyzer = Analyzer::new(cfg);
     let pending = analyzer.shares().pending_rows;
-    let mut out = Outputs::new(sinks);
     let mut n: u64 = 0;
     captures.for_each(|pkt, read| {
         analyzer.packet(pkt);
@@ -810,7 +982,12 @@ pub fn run(
         if tick {
             progress(read);
         }
-        if tick || analyzer.rows_waiting() >= pending {
+        if n <= handed_out {
+            // The workers handed out the rows of windows closed so far.
+            if n == handed_out || analyzer.rows_waiting() >= pending {
+                drop(analyzer.take_rows());
+            }
+        } else if tick || analyzer.rows_waiting() >= pending {
             out.hand_out(&mut analyzer);
         }
     });
@@ -848,7 +1025,7 @@ pub(crate) fn hand_out_mesh(
 }
 
 /// The sinks of a run: one that fails is left out from then on, its error kept.
-struct Outputs<'s, 'a> {
+pub(crate) struct Outputs<'s, 'a> {
     sinks: &'s mut [&'a mut dyn Sink],
     failed: Vec<bool>,
     errors: Vec<Error>,
@@ -865,7 +1042,7 @@ impl<'s, 'a> Outputs<'s, 'a> {
     }
 
     /// Runs `f` on every sink that has not failed.
-    fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> Result<(), Error>) {
+    pub(crate) fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> Result<(), Error>) {
         for (s, failed) in self.sinks.iter_mut().zip(&mut self.failed) {
             if *failed {
                 continue;

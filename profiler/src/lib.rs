@@ -15,6 +15,7 @@ pub mod memory;
 pub mod node;
 pub mod report;
 pub mod rules;
+pub mod shards;
 pub mod sink;
 pub mod source;
 

@@ -148,6 +148,13 @@ struct AnalyzeArgs {
     max_flows: u64,
     #[command(flatten)]
     memory: MemoryArgs,
+    /// Decoding threads [default: the cores available less one, for the thread that reads].
+    /// Packets are shared out by host pair and the output is the same as with one. A capture
+    /// whose flows share decoder state (Waku relay, discv5, DNS tree domains) or that comes near
+    /// a limit is decoded again on one thread, and so is a run writing --messages, --frames or
+    /// --mesh. `live` always decodes on one thread.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    threads: Option<u64>,
     #[command(flatten)]
     rules: RuleArgs,
     #[command(flatten)]
@@ -538,6 +545,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// Decoding threads without `--threads`: one per core beside the reading thread.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 /// Keeps every thread's allocations in one malloc arena: the Parquet writer's thread would
 /// otherwise grow a heap of its own beside the main one, outside what `--memory-budget` bounds
 /// (about 2 MiB more at the peak, measured on a flood of flows at a 16 MiB budget).
@@ -567,6 +579,9 @@ fn analyze_cmd(args: &AnalyzeArgs) -> anyhow::Result<ExitCode> {
         frames: args.frames.is_some(),
         mesh: args.mesh.tracked(),
         peers: args.node.peers()?,
+        threads: args
+            .threads
+            .map_or_else(default_threads, |n| usize::try_from(n).unwrap_or(1)),
         ..Config::default()
     };
     let mut reconciliation = args.node.reconciliation(args.node.counters()?, &cfg.peers);

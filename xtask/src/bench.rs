@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Benchmark this wakuprof binary instead of building one with `cargo build --release`.
     #[arg(long, value_name = "PATH")]
     wakuprof: Option<PathBuf>,
+    /// Decoding threads of wakuprof (`analyze --threads`) [default: wakuprof's, the cores
+    /// available].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
 }
 
 /// Connections of the many-flows capture, all open at once.
@@ -71,16 +75,31 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None => workspace.build_wakuprof()?,
     };
     let captures = [
-        Capture::time(&day, day_packets, &wakuprof, args.runs, &bench_dir)?,
-        Capture::time(&many, many_packets, &wakuprof, args.runs, &bench_dir)?,
+        Capture::time(
+            &day,
+            day_packets,
+            (&wakuprof, args.threads),
+            args.runs,
+            &bench_dir,
+        )?,
+        Capture::time(
+            &many,
+            many_packets,
+            (&wakuprof, args.threads),
+            args.runs,
+            &bench_dir,
+        )?,
     ];
     let idle = IdleFootprint::measure(&wakuprof, &bench_dir);
     let writer = workspace.writer_bench();
 
     let (cpu, cores) = environment();
     let commit = workspace.commit();
+    let threads = args
+        .threads
+        .map_or_else(|| "default".to_string(), |n| n.to_string());
     println!(
-        "{cpu}, {cores} cores; wakuprof {commit}; median of {} runs",
+        "{cpu}, {cores} cores; wakuprof {commit}, threads: {threads}; median of {} runs",
         args.runs
     );
     for capture in &captures {
@@ -112,6 +131,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "cpu": cpu,
         "cores": cores,
         "copies": args.copies,
+        "threads": args.threads,
         "captures": captures.iter().map(Capture::json).collect::<Vec<_>>(),
         "writer": writer.as_ref().ok().map(|w| json!({
             "rows": w.rows,
@@ -153,8 +173,15 @@ struct Capture {
 }
 
 impl Capture {
-    /// Runs every tool `runs` times on `path`, the tools taking turns.
-    fn time(path: &Path, packets: u64, wakuprof: &Path, runs: u32, scratch: &Path) -> Result<Self> {
+    /// Runs every tool `runs` times on `path`, the tools taking turns; `wakuprof` is the binary
+    /// and its decoding threads.
+    fn time(
+        path: &Path,
+        packets: u64,
+        wakuprof: (&Path, Option<u32>),
+        runs: u32,
+        scratch: &Path,
+    ) -> Result<Self> {
         let bytes = fs::metadata(path)
             .with_context(|| format!("{}", path.display()))?
             .len();
@@ -335,7 +362,12 @@ impl Tool {
     }
 
     /// The timed command on `input`; `out` is an empty directory for whatever it writes.
-    fn command(self, wakuprof: &Path, input: &Path, out: &Path) -> Command {
+    fn command(
+        self,
+        (wakuprof, threads): (&Path, Option<u32>),
+        input: &Path,
+        out: &Path,
+    ) -> Command {
         let mut cmd = Command::new(match self {
             Tool::Wakuprof | Tool::WakuprofParquet => wakuprof.as_os_str(),
             _ => OsStr::new(self.name()),
@@ -356,6 +388,9 @@ impl Tool {
                 .args(["-z", "conv,tcp", "-z", "conv,udp"]),
             Tool::Tcpdump => cmd.arg("-r").arg(input).args(["-w", "/dev/null"]),
         };
+        if let (Tool::Wakuprof | Tool::WakuprofParquet, Some(n)) = (self, threads) {
+            cmd.arg("--threads").arg(n.to_string());
+        }
         cmd
     }
 }

@@ -36,6 +36,13 @@ impl DecodeErrors {
         self.0.iter().map(|(&p, &n)| (p, n))
     }
 
+    /// Adds the counts of another shard of the same run.
+    pub fn merge(&mut self, o: &DecodeErrors) {
+        for (p, n) in o.iter() {
+            *self.0.entry(p).or_default() += n;
+        }
+    }
+
     /// Whether nothing was malformed.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

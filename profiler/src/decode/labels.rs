@@ -51,6 +51,16 @@ impl LabelTable {
         id
     }
 
+    /// Labels held.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether no label was added yet.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
     /// Approximate heap bytes of the labels, their index and their strings (64 bytes each).
     pub fn heap_bytes(&self) -> usize {
         use crate::memory::{table_bytes, vec_bytes};

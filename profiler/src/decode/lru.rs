@@ -77,6 +77,11 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         self.map.is_empty()
     }
 
+    /// Whether anything was ever inserted (state learned, even if forgotten since).
+    pub fn used(&self) -> bool {
+        self.stamp > 0
+    }
+
     fn touch(&mut self, key: &K) -> u64 {
         self.stamp += 1;
         self.order.push_back((key.clone(), self.stamp));

@@ -40,6 +40,15 @@ impl UdpState {
     }
 }
 
+impl UdpState {
+    /// Whether discv5 or DNS decoding has learned anything (node ids, tree domains): from
+    /// then on flows may depend on one another. BitTorrent peers are audited instead (see
+    /// [`bittorrent::Book::audit`]).
+    pub fn written(&self) -> bool {
+        self.discv5.written() || self.dns.written()
+    }
+}
+
 /// The label of a datagram: the first decoder's that knows it, else `None`.
 pub fn classify(d: &Datagram<'_>, ctx: &mut DecodeCtx<'_>) -> Option<Labelled> {
     DATAGRAM_DECODERS

@@ -33,6 +33,16 @@ impl Fragments {
     }
 
     /// The flow of a later fragment, if its first fragment was seen.
+    /// First fragments held.
+    pub fn len(&self) -> usize {
+        self.trains.len()
+    }
+
+    /// Whether no first fragment is held.
+    pub fn is_empty(&self) -> bool {
+        self.trains.is_empty()
+    }
+
     pub fn lookup(&self, train: &TrainKey) -> Option<(FlowKey, bool)> {
         self.trains.get(train).map(|&(k, lo, _)| (k, lo))
     }

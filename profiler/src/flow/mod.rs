@@ -179,6 +179,21 @@ pub struct FlowStats {
     pub decoder_lag_flushes: u64,
 }
 
+impl FlowStats {
+    /// Adds the counts of another shard of the same run.
+    pub fn merge(&mut self, o: &FlowStats) {
+        self.flows += o.flows;
+        self.evicted_idle += o.evicted_idle;
+        self.evicted_limit += o.evicted_limit;
+        self.evicted_memory += o.evicted_memory;
+        self.retransmitted_packets += o.retransmitted_packets;
+        self.gaps += o.gaps;
+        self.gap_bytes += o.gap_bytes;
+        self.reassembly_limit_hits += o.reassembly_limit_hits;
+        self.decoder_lag_flushes += o.decoder_lag_flushes;
+    }
+}
+
 /// Everything per-packet processing shares across flows.
 pub struct Shared<'a> {
     pub ctx: DecodeCtx<'a>,

@@ -20,12 +20,15 @@ pub enum Chunk<'a> {
     Retransmission { wire: u32, window: i64 },
 }
 
-/// The shared bound on out-of-order bytes held by all flows, and how often it was hit.
+/// The shared bound on out-of-order bytes held by all flows, and how often it or a direction's
+/// own bound was hit.
 #[derive(Debug)]
 pub struct Budget {
     pub used: usize,
     pub limit: usize,
     pub hits: u64,
+    /// Whether the shared bound itself was ever exceeded.
+    pub exceeded: bool,
 }
 
 /// A segment waiting for the bytes in front of it.
@@ -154,6 +157,7 @@ impl Direction {
         }
         while self.held_bytes > DIRECTION_BUFFER_LIMIT || budget.used > budget.limit {
             budget.hits += 1;
+            budget.exceeded |= budget.used > budget.limit;
             self.skip_to_held(out);
             self.drain(budget, out);
             if self.held.is_empty() {
@@ -247,6 +251,7 @@ mod tests {
             used: 0,
             limit,
             hits: 0,
+            exceeded: false,
         };
         let mut stream = String::new();
         let mut retrans = 0;
@@ -305,6 +310,7 @@ mod tests {
             used: 0,
             limit: 1 << 20,
             hits: 0,
+            exceeded: false,
         };
         for (off, data) in [(3u32, &b"345"[..]), (0, b"012")] {
             let s = Seg {

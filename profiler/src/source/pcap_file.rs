@@ -63,8 +63,8 @@ pub struct CaptureSet {
     errors: Vec<Error>,
     /// Bytes of capture data read so far (record headers included), for progress reports.
     bytes_read: u64,
-    /// Reading ends early once this is set (a stop request).
-    stop: Option<Arc<AtomicBool>>,
+    /// Reading ends early once one of these is set (a stop request).
+    stop: Vec<Arc<AtomicBool>>,
 }
 
 /// Size of a classic pcap record header, used to estimate progress through a file.
@@ -89,7 +89,7 @@ impl CaptureSet {
             inputs,
             errors,
             bytes_read: 0,
-            stop: None,
+            stop: Vec::new(),
         };
         for i in 0..set.inputs.len() {
             set.advance(i);
@@ -97,15 +97,14 @@ impl CaptureSet {
         Ok(set)
     }
 
-    /// Ends reading early once `flag` is set (checked before each packet).
+    /// Ends reading early once `flag` is set (checked before each packet); each call adds a
+    /// flag.
     pub fn stop_when(&mut self, flag: Arc<AtomicBool>) {
-        self.stop = Some(flag);
+        self.stop.push(flag);
     }
 
     fn stopped(&self) -> bool {
-        self.stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::Relaxed))
+        self.stop.iter().any(|s| s.load(Ordering::Relaxed))
     }
 
     /// Calls `f` for every packet of every file, in timestamp order across files (each file's own
@@ -147,11 +146,7 @@ impl CaptureSet {
             };
             f(&pkt, self.bytes_read);
         }
-        while !self
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(Ordering::Relaxed))
-        {
+        while !self.stop.iter().any(|s| s.load(Ordering::Relaxed)) {
             match input.reader.next() {
                 Ok(Some(pkt)) => {
                     input.read += 1;

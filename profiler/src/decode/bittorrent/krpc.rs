@@ -26,7 +26,7 @@ const METHODS: &[&str] = &[
 /// Longest transaction id remembered (clients use 2 to 4 bytes).
 const MAX_TXN_LEN: usize = 16;
 /// Most outstanding queries remembered.
-const TXNS_KEPT: usize = 4096;
+pub(crate) const TXNS_KEPT: usize = 4096;
 /// Compact peer info: IPv4 address + port, IPv6 address + port.
 const COMPACT_V4: usize = 6;
 const COMPACT_V6: usize = 18;
@@ -182,6 +182,18 @@ fn compact_peers<'a>(items: &'a [Value<'_>]) -> impl Iterator<Item = Endpoint> +
 
 /// Queries waiting for their response: (querier, transaction id) → the query's label.
 pub struct Transactions(Lru<(Endpoint, Vec<u8>), LabelId>);
+
+impl Transactions {
+    /// Queries remembered.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no query is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 impl Default for Transactions {
     fn default() -> Self {

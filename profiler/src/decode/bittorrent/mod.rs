@@ -5,6 +5,7 @@
 
 pub mod krpc;
 pub mod mse;
+pub mod shared;
 pub mod udp_tracker;
 pub mod utp;
 pub mod wire;
@@ -44,6 +45,8 @@ pub struct Book {
     pub(crate) dht: krpc::Transactions,
     /// UDP tracker transactions and connection ids.
     pub(crate) trackers: udp_tracker::Sessions,
+    /// In a shard of a run on several threads: the peers the other shards learned.
+    pub shard: Option<shared::ShardPeers>,
 }
 
 impl Default for Book {
@@ -55,6 +58,7 @@ impl Default for Book {
             utp_wire: None,
             dht: krpc::Transactions::default(),
             trackers: udp_tracker::Sessions::default(),
+            shard: None,
         }
     }
 }
@@ -69,14 +73,31 @@ impl std::fmt::Debug for Book {
 }
 
 impl Book {
+    /// Whether one of `shards` books holds more than its part of a limit: the book of a run on
+    /// one thread could then have forgotten what a shard's still knows.
+    pub fn past_share(&self, shards: usize) -> bool {
+        let kept = [
+            (self.peers.len(), PEERS_KEPT),
+            (self.utp_flows.len(), UTP_FLOWS_KEPT),
+            (self.utp_streams.len(), UTP_FLOWS_KEPT),
+            (self.dht.len(), krpc::TXNS_KEPT),
+            (self.trackers.len(), udp_tracker::KEPT),
+        ];
+        kept.iter().any(|&(len, most)| len > most / shards)
+    }
+
     /// Remembers `peer` as a BitTorrent endpoint.
     pub fn learn_peer(&mut self, peer: Endpoint) {
         self.peers.insert(peer, ());
+        if let Some(s) = &mut self.shard {
+            s.learn(peer);
+        }
     }
 
-    /// Whether `peer` is known as a BitTorrent endpoint.
+    /// Whether `peer` is known as a BitTorrent endpoint (in a shard, also one another shard
+    /// learned before).
     pub fn is_peer(&self, peer: &Endpoint) -> bool {
-        self.peers.contains(peer)
+        self.peers.contains(peer) || self.shard.as_ref().is_some_and(|s| s.knows(peer))
     }
 
     /// Remembers a uTP flow between `a` and `b`.

@@ -26,7 +26,7 @@ const ANNOUNCE_PORT: std::ops::Range<usize> = 96..98;
 /// An announce reply's peers follow action, transaction, interval, leechers, seeders.
 const ANNOUNCE_REPLY_PEERS: usize = 20;
 /// Most transactions and connection ids remembered.
-const KEPT: usize = 4096;
+pub(crate) const KEPT: usize = 4096;
 
 /// (client, tracker) of a datagram sent by the client.
 type Pair = (Endpoint, Endpoint);
@@ -45,6 +45,18 @@ impl Default for Sessions {
             txns: Lru::new(KEPT),
             conns: Lru::new(KEPT),
         }
+    }
+}
+
+impl Sessions {
+    /// The larger of the transactions and the connection ids remembered.
+    pub fn len(&self) -> usize {
+        self.txns.len().max(self.conns.len())
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.txns.is_empty() && self.conns.is_empty()
     }
 }
 

@@ -160,6 +160,15 @@ impl Discv5State {
         }
     }
 
+    /// Whether any node id, speaker or challenge was learned.
+    pub fn written(&self) -> bool {
+        self.ids.used()
+            || self.speakers.used()
+            || self.challenged.used()
+            || self.from_records > 0
+            || !self.shard_records.is_empty()
+    }
+
     fn labels(&mut self, table: &mut LabelTable) -> Labels {
         *self.labels.get_or_insert_with(|| Labels::new(table))
     }

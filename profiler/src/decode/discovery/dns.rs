@@ -219,6 +219,11 @@ impl Labels {
 }
 
 impl DnsState {
+    /// Whether a tree domain was learned from an answer.
+    pub fn written(&self) -> bool {
+        !self.learned.is_empty()
+    }
+
     fn labels(&mut self, table: &mut LabelTable) -> Labels {
         *self.labels.get_or_insert_with(|| Labels::new(table))
     }

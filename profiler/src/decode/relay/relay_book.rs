@@ -108,6 +108,18 @@ pub struct RelayStats {
     pub entries_malformed: u64,
 }
 
+impl RelayStats {
+    /// Adds the counts of another shard of the same run.
+    pub fn merge(&mut self, o: &RelayStats) {
+        self.ids_learned += o.ids_learned;
+        self.ids_looked_up += o.ids_looked_up;
+        self.ids_resolved += o.ids_resolved;
+        self.ids_evicted += o.ids_evicted;
+        self.entries_too_large += o.entries_too_large;
+        self.entries_malformed += o.entries_malformed;
+    }
+}
+
 /// The shared state of relay decoding.
 pub struct RelayBook {
     topics: Lru<Box<[u8]>, Arc<str>>,
@@ -173,6 +185,17 @@ impl RelayBook {
             + crate::memory::deque_bytes(&self.recent)
             + self.per_link.capacity() * 16
             + crate::memory::deque_bytes(&self.sizes)
+    }
+
+    /// Whether any connection has told the book anything (ids, messages, sizes, events): from
+    /// then on what one connection decodes may depend on another. Numbering connections
+    /// ([`RelayBook::link`]) tells it nothing.
+    pub fn written(&self) -> bool {
+        self.topics.used()
+            || !self.recent.is_empty()
+            || !self.sizes.is_empty()
+            || !self.published.is_empty()
+            || !self.mesh.is_empty()
     }
 
     /// A number for a connection whose messages [`RelayBook::saw_message`] is told of.
