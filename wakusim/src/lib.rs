@@ -2,6 +2,7 @@
 //! network namespaces, communities on dedicated or shared shards (optionally protected by a
 //! signing key, validated as nwaku does), measured by wakuprof against the nodes' own truth.
 
+pub mod chart;
 pub mod community;
 pub mod error;
 pub mod net;
@@ -12,3 +13,5 @@ pub mod runs;
 pub mod scenario;
 pub mod serve;
 pub mod signed;
+pub mod sweep;
+pub mod table;

@@ -16,7 +16,7 @@ pub const SHARED_SHARD: u16 = 32;
 pub const MAX_NODES: usize = 200;
 
 /// A whole simulation.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Seconds of publishing.
@@ -61,7 +61,7 @@ fn default_cluster() -> u16 {
 }
 
 /// Nodes and how they connect.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// Number of relay nodes (node0 … node{n-1}).
@@ -77,7 +77,7 @@ fn default_degree() -> usize {
 }
 
 /// Gossipsub's mesh parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gossipsub {
     pub d: usize,
@@ -114,7 +114,7 @@ impl Gossipsub {
 }
 
 /// A community: its members, its shard and what they publish.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Community {
     pub name: String,
@@ -145,7 +145,7 @@ impl Community {
 }
 
 /// One kind of message a community's members publish.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessageClass {
     pub content_topic: String,
@@ -170,7 +170,7 @@ pub enum AttackMode {
 }
 
 /// A node that publishes invalid messages onto a protected community's shard.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Attacker {
     pub node: usize,
