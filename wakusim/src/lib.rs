@@ -5,6 +5,7 @@
 pub mod chart;
 pub mod community;
 pub mod error;
+pub mod health;
 pub mod net;
 pub mod openapi;
 pub mod report;

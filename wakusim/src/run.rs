@@ -76,6 +76,9 @@ pub struct Outcome {
     pub capture_stats: Vec<(u64, u32)>,
     /// Seconds from the first capture's start to the last's stop.
     pub elapsed_secs: f64,
+    /// Wall-clock microseconds (the captures' clock) when publishing began and when the nodes
+    /// were told to close.
+    pub publishing_us: (i64, i64),
     /// Each protected community's public key (SEC1 compressed, hex), by name.
     pub public_keys: BTreeMap<String, String>,
     /// Whether a signal cut the publishing short.
@@ -401,6 +404,7 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
     let mut topic_of = HashMap::new();
     let mut published = Vec::new();
     let publishing = Instant::now();
+    let publishing_from = now_ns() / 1000;
     let mut stopped = false;
     for e in &events {
         let due = publishing + Duration::from_secs_f64(e.at);
@@ -444,6 +448,7 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         stopped = reports.pause(rest + LINGER, stop)?;
     }
 
+    let publishing_us = (publishing_from, now_ns() / 1000);
     for h in &handles {
         h.commands.send(Command::Close)?;
     }
@@ -486,6 +491,7 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         captures,
         capture_stats,
         elapsed_secs,
+        publishing_us,
         public_keys,
         stopped,
     })

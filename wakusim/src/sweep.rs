@@ -11,7 +11,14 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::{chart, report::Report, runs, scenario::Scenario, table};
+use crate::{
+    chart,
+    health::{ShardHealth, ratio},
+    report::Report,
+    runs,
+    scenario::Scenario,
+    table,
+};
 
 /// Most values one sweep runs.
 pub const MAX_VALUES: usize = 32;
@@ -202,6 +209,14 @@ pub struct Row {
     pub max_node_total_bps: f64,
     /// Relay control wire bytes over relay wire bytes, all nodes.
     pub control_share: f64,
+    /// Mean over the nodes of the duplicate messages sent to them, per second.
+    pub duplicates_per_node_per_sec: f64,
+    /// Wire bytes of messages sent to the nodes over the bytes of the messages delivered.
+    pub amplification: f64,
+    /// Mean over nodes and shards of the mesh peers at the end of publishing (wakuprof's).
+    pub mesh_peers: f64,
+    /// Mean over nodes and shards of the seconds of publishing spent below D_low.
+    pub secs_below_d_low: f64,
     /// Relay payload bytes wakuprof counted over all nodes, in and out.
     pub relay_bytes: u64,
     /// The same from the nodes' own truth.
@@ -244,6 +259,10 @@ impl Row {
             }
             totals.push(total);
         }
+        let shards: Vec<_> = report.per_node.iter().flat_map(|p| &p.shards).collect();
+        let sum = |f: &dyn Fn(&ShardHealth) -> f64| shards.iter().map(|h| f(h)).sum::<f64>();
+        let shard_count = shards.len().max(1) as f64;
+        let secs = report.elapsed_secs.max(f64::EPSILON);
         let checks = report.per_node.iter().flat_map(|p| &p.relay_vs_truth);
         let (relay_bytes, truth_relay_bytes) = checks.fold((0, 0), |(p, t), c| {
             (p + c.profiler_bytes, t + c.truth_bytes)
@@ -256,7 +275,14 @@ impl Row {
             per_node_bps,
             per_node_total_bps: totals.iter().sum::<f64>() / n,
             max_node_total_bps: totals.iter().copied().fold(0.0, f64::max),
-            control_share: if relay > 0.0 { control / relay } else { 0.0 },
+            control_share: ratio(control, relay),
+            duplicates_per_node_per_sec: sum(&|h| h.duplicates_in as f64) / n / secs,
+            amplification: ratio(
+                sum(&|h| h.amplification * h.delivered_bytes as f64),
+                sum(&|h| h.delivered_bytes as f64),
+            ),
+            mesh_peers: sum(&|h| f64::from(h.mesh_peers.unwrap_or(0))) / shard_count,
+            secs_below_d_low: sum(&|h| h.secs_below_d_low) / shard_count,
             relay_bytes,
             truth_relay_bytes,
             max_error_pct: report
@@ -372,10 +398,13 @@ impl SweepReport {
             }
             let _ = writeln!(
                 out,
-                " {:>10.0} {:>10.0} {:>7.1} {:>7.2}",
+                " {:>10.0} {:>10.0} {:>7.1} {:>7.2} {:>7.2} {:>5.1} {:>7.2}",
                 r.per_node_total_bps,
                 r.max_node_total_bps,
                 100.0 * r.control_share,
+                r.duplicates_per_node_per_sec,
+                r.amplification,
+                r.mesh_peers,
                 r.max_error_pct
             );
         }

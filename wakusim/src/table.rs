@@ -55,6 +55,13 @@ pub fn columns(r: &SweepReport) -> Vec<Column> {
         column("total_bps", float(&|x| x.per_node_total_bps)),
         column("max_node_total_bps", float(&|x| x.max_node_total_bps)),
         column("control_share", float(&|x| x.control_share)),
+        column(
+            "duplicates_per_node_per_sec",
+            float(&|x| x.duplicates_per_node_per_sec),
+        ),
+        column("amplification", float(&|x| x.amplification)),
+        column("mesh_peers", float(&|x| x.mesh_peers)),
+        column("secs_below_d_low", float(&|x| x.secs_below_d_low)),
         column("relay_bytes", count(&|x| x.relay_bytes)),
         column("truth_relay_bytes", count(&|x| x.truth_relay_bytes)),
         column("max_error_pct", float(&|x| x.max_error_pct)),

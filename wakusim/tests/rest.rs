@@ -232,6 +232,7 @@ fn communities_runs_and_errors_over_http() {
     let nodes = report["per_node"].as_array().expect("per_node");
     assert_eq!(nodes.len(), 4);
     for node in nodes {
+        common::health_exact(node);
         assert!(
             !common::relay_exact(node).is_empty(),
             "{} carried messages",

@@ -50,6 +50,7 @@ fn relay_totals(report: &Value) -> (u64, u64) {
     let mut totals = (0, 0);
     for node in report["per_node"].as_array().expect("per_node") {
         common::relay_exact(node);
+        common::health_exact(node);
         for c in node["relay_vs_truth"].as_array().expect("checks") {
             totals.0 += c["profiler_bytes"].as_u64().expect("bytes");
             totals.1 += c["truth_bytes"].as_u64().expect("bytes");

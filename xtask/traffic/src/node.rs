@@ -100,6 +100,9 @@ pub struct TopicCounts {
     pub received: u64,
     /// Sum of the WakuMessage sizes delivered to it.
     pub received_bytes: u64,
+    /// Peers in its gossipsub mesh when it was told to close (after the publishing).
+    #[serde(default)]
+    pub mesh_peers: u64,
 }
 
 /// Where and how a node runs.
@@ -444,6 +447,11 @@ impl Node {
             }
             Command::Close => {
                 self.closing = true;
+                let relay = &self.swarm.behaviour().relay;
+                for (topic, counts) in &mut self.counts {
+                    let hash = gossipsub::IdentTopic::new(topic).hash();
+                    counts.mesh_peers = relay.mesh_peers(&hash).count() as u64;
+                }
                 let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
                 if peers.is_empty() {
                     self.report(Report::Closed(self.index));
