@@ -5,6 +5,7 @@
 pub mod chart;
 pub mod community;
 pub mod error;
+mod fleet;
 pub mod health;
 pub mod net;
 pub mod openapi;

@@ -25,7 +25,7 @@ use wakuprof::{
 use crate::{
     health::{self, ShardHealth},
     run::{Outcome, Published},
-    scenario::{Scenario, Transport},
+    scenario::{Churn, Scenario, Transport},
 };
 
 /// The whole report (`report.json`).
@@ -43,6 +43,8 @@ pub struct Report {
     pub published: Vec<Published>,
     pub per_node: Vec<NodeReport>,
     pub attack: Option<AttackReport>,
+    /// The scenario's joins, leaves and restarts.
+    pub churn: Vec<Churn>,
 }
 
 /// A community as run.
@@ -409,6 +411,7 @@ impl Report {
             published: o.published.clone(),
             per_node,
             attack: attack_report(s, o),
+            churn: s.churn.clone(),
         })
     }
 
@@ -503,6 +506,15 @@ impl Report {
         for ((shard, kind), bps) in shards {
             let shard = shard.map_or("-".to_owned(), |s| s.to_string());
             let _ = writeln!(out, "  shard {shard:>4} {kind:<10} {bps:>10.0}");
+        }
+        for c in &self.churn {
+            let _ = writeln!(
+                out,
+                "churn: {} {:?} at {} s of the publishing",
+                node_name(c.node),
+                c.action,
+                c.at_secs
+            );
         }
         if let Some(a) = &self.attack {
             let _ = writeln!(

@@ -43,7 +43,8 @@ pub const NON_RELAY: &str = "non_relay";
 #[serde(rename_all = "snake_case")]
 pub enum Param {
     /// `network.nodes`; node i of the swept network plays node ⌊i·n₀/n⌋ of the scenario
-    /// (its communities and the attacker), so each community keeps its share of the nodes.
+    /// (its communities), so each community keeps its share of the nodes; the attacker and
+    /// churning nodes go to node ⌊m·n/n₀⌋.
     Nodes,
     /// Every unprotected community gets VALUE − 1 copies on its shard, with its message
     /// classes and its members shifted by j·n/VALUE (copy j).
@@ -127,6 +128,9 @@ fn stretch(s: &mut Scenario, n: usize) {
     }
     if let Some(a) = &mut s.attacker {
         a.node = image(a.node);
+    }
+    for c in &mut s.churn {
+        c.node = image(c.node);
     }
     s.network.nodes = n;
 }
@@ -384,8 +388,8 @@ impl SweepReport {
         }
         let _ = writeln!(
             out,
-            " {:>10} {:>10} {:>7} {:>7}",
-            "total", "max node", "ctrl %", "err %"
+            " {:>10} {:>10} {:>7} {:>7} {:>7} {:>5} {:>7}",
+            "total", "max node", "ctrl %", "dup/s", "amplif", "mesh", "err %"
         );
         for r in &self.rows {
             let _ = write!(out, "{:>9}", r.value);
