@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     chart,
     health::{ShardHealth, ratio},
-    report::Report,
+    report::{NodeReport, Report},
     runs,
     scenario::Scenario,
     table,
@@ -225,8 +225,11 @@ pub struct Row {
     pub relay_bytes: u64,
     /// The same from the nodes' own truth.
     pub truth_relay_bytes: u64,
-    /// Largest per-node, per-kind, per-topic error against truth, percent.
-    pub max_error_pct: f64,
+    /// Largest per-node error of all relay bytes against truth, percent.
+    pub relay_error_pct: f64,
+    /// Largest per-node error of `message` bytes (in or out, over all topics), percent: where
+    /// Noise's inferred kinds err.
+    pub message_error_pct: f64,
     pub packets_dropped: u64,
     /// Where the run's captures and report.json are.
     pub out: PathBuf,
@@ -267,6 +270,8 @@ impl Row {
         let sum = |f: &dyn Fn(&ShardHealth) -> f64| shards.iter().map(|h| f(h)).sum::<f64>();
         let shard_count = shards.len().max(1) as f64;
         let secs = report.elapsed_secs.max(f64::EPSILON);
+        let worst =
+            |f: &dyn Fn(&NodeReport) -> f64| report.per_node.iter().map(f).fold(0.0, f64::max);
         let checks = report.per_node.iter().flat_map(|p| &p.relay_vs_truth);
         let (relay_bytes, truth_relay_bytes) = checks.fold((0, 0), |(p, t), c| {
             (p + c.profiler_bytes, t + c.truth_bytes)
@@ -289,11 +294,8 @@ impl Row {
             secs_below_d_low: sum(&|h| h.secs_below_d_low) / shard_count,
             relay_bytes,
             truth_relay_bytes,
-            max_error_pct: report
-                .per_node
-                .iter()
-                .map(|p| p.max_error_pct)
-                .fold(0.0, f64::max),
+            relay_error_pct: worst(&|p| p.relay_total_error_pct),
+            message_error_pct: worst(&|p| p.message_error_pct()),
             packets_dropped: report
                 .per_node
                 .iter()
@@ -388,8 +390,8 @@ impl SweepReport {
         }
         let _ = writeln!(
             out,
-            " {:>10} {:>10} {:>7} {:>7} {:>7} {:>5} {:>7}",
-            "total", "max node", "ctrl %", "dup/s", "amplif", "mesh", "err %"
+            " {:>10} {:>10} {:>7} {:>7} {:>7} {:>5} {:>7} {:>8}",
+            "total", "max node", "ctrl %", "dup/s", "amplif", "mesh", "err %", "msg err%"
         );
         for r in &self.rows {
             let _ = write!(out, "{:>9}", r.value);
@@ -402,14 +404,15 @@ impl SweepReport {
             }
             let _ = writeln!(
                 out,
-                " {:>10.0} {:>10.0} {:>7.1} {:>7.2} {:>7.2} {:>5.1} {:>7.2}",
+                " {:>10.0} {:>10.0} {:>7.1} {:>7.2} {:>7.2} {:>5.1} {:>7.2} {:>8.2}",
                 r.per_node_total_bps,
                 r.max_node_total_bps,
                 100.0 * r.control_share,
                 r.duplicates_per_node_per_sec,
                 r.amplification,
                 r.mesh_peers,
-                r.max_error_pct
+                r.relay_error_pct,
+                r.message_error_pct
             );
         }
         if self.stopped {

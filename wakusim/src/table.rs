@@ -64,7 +64,8 @@ pub fn columns(r: &SweepReport) -> Vec<Column> {
         column("secs_below_d_low", float(&|x| x.secs_below_d_low)),
         column("relay_bytes", count(&|x| x.relay_bytes)),
         column("truth_relay_bytes", count(&|x| x.truth_relay_bytes)),
-        column("max_error_pct", float(&|x| x.max_error_pct)),
+        column("relay_error_pct", float(&|x| x.relay_error_pct)),
+        column("message_error_pct", float(&|x| x.message_error_pct)),
         column("packets_dropped", count(&|x| x.packets_dropped)),
     ]);
     out
