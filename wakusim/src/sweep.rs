@@ -41,6 +41,7 @@ pub const NON_RELAY: &str = "non_relay";
 /// The parameter a sweep varies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Param {
     /// `network.nodes`; node i of the swept network plays node ⌊i·n₀/n⌋ of the scenario
     /// (its communities), so each community keeps its share of the nodes; the attacker and
@@ -528,6 +529,15 @@ mod tests {
             error.starts_with("community[0] (a).message[0].size: 1000000000"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn command_line_rest_and_table_names_agree() {
+        use clap::ValueEnum as _;
+        for p in Param::value_variants() {
+            assert_eq!(Param::from_str(p.name(), false), Ok(*p));
+            assert_eq!(serde_json::to_value(p).ok(), Some(p.name().into()));
+        }
     }
 
     #[test]
