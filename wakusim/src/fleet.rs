@@ -173,28 +173,43 @@ impl Fleet {
             .with(Protocol::P2p(peer)))
     }
 
-    /// Closes every process still running (nodes that never joined included), waits until
-    /// each has no connection left, and returns each node's counts summed over its processes;
-    /// the mesh is that of the process up at the end (none for a node that left).
+    /// Has every process still running count its mesh, then closes them all (nodes that never
+    /// joined included), waits until each has no connection left, and returns each node's
+    /// counts summed over its processes; the mesh is that of the process up at the end (none
+    /// for a node that left).
     pub fn close(
         self,
         reports: &mut Reports,
     ) -> anyhow::Result<Vec<BTreeMap<String, TopicCounts>>> {
         let n = self.up.len();
-        let mut closed = vec![true; n];
-        for (i, handle) in self.current.iter().enumerate() {
-            if let Some(h) = handle {
-                h.commands.send(Command::Close)?;
-                closed[i] = false;
-            }
-        }
         let never = AtomicBool::new(false);
-        reports.wait("the connections to close", STEP_TIMEOUT, &never, |r| {
-            if let Report::Closed(i) = r {
-                closed[*i] = true;
+        for counting in [true, false] {
+            let mut pending = vec![false; n];
+            for (i, handle) in self.current.iter().enumerate() {
+                if let Some(h) = handle {
+                    let command = if counting {
+                        Command::CountMesh
+                    } else {
+                        Command::Close
+                    };
+                    h.commands.send(command)?;
+                    pending[i] = true;
+                }
             }
-            closed.iter().all(|c| *c)
-        })?;
+            let what = if counting {
+                "the meshes to be counted"
+            } else {
+                "the connections to close"
+            };
+            reports.wait(what, STEP_TIMEOUT, &never, |r| {
+                match r {
+                    Report::MeshCounted(i) if counting => pending[*i] = false,
+                    Report::Closed(i) if !counting => pending[*i] = false,
+                    _ => {}
+                }
+                pending.iter().all(|p| !p)
+            })?;
+        }
         let mut counts: Vec<BTreeMap<String, TopicCounts>> = vec![BTreeMap::new(); n];
         for (i, h) in self.retired {
             add(&mut counts[i], h.join()?, false);
