@@ -31,8 +31,8 @@ pub struct ShardHealth {
     /// Wire bytes of messages sent to the node over the bytes of the messages delivered: what
     /// framing, duplicates and rejected messages cost on top of the messages themselves.
     pub amplification: f64,
-    /// Mesh peers at the last full second before the nodes were told to close, as wakuprof
-    /// followed them, and as the node's gossipsub held them then.
+    /// Mesh peers at the end of publishing (a whole second), as wakuprof followed them, and as
+    /// the node's gossipsub counted them just after.
     pub mesh_peers: Option<u32>,
     pub truth_mesh_peers: u64,
     /// The fewest mesh peers during the publishing (whole seconds within it).

@@ -77,8 +77,8 @@ pub struct Outcome {
     pub capture_stats: Vec<(u64, u32)>,
     /// Seconds from the first capture's start to the last's stop.
     pub elapsed_secs: f64,
-    /// Wall-clock microseconds (the captures' clock) when publishing began and when the nodes
-    /// were told to close.
+    /// Wall-clock microseconds (the captures' clock) when publishing began and when it ended
+    /// (just past a whole second), the nodes then counting their meshes and closing.
     pub publishing_us: (i64, i64),
     /// Each protected community's public key (SEC1 compressed, hex), by name.
     pub public_keys: BTreeMap<String, String>,
