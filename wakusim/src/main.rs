@@ -47,7 +47,7 @@ enum Cmd {
     /// Run a scenario once per value of one parameter and tabulate per-node bandwidth by kind
     /// (needs root, as `run`).
     #[command(
-        after_help = "Each run goes to <out>/<param>-<value>/ (captures and report.json, as `run` writes them). The table, one row per value, goes to <out>/sweep.csv and sweep.parquet (per-node bytes/s in + out per kind: message, ihave, iwant, idontwant, graft, prune, subscribe, other relay, non-relay; totals, the busiest node, the control share, and wakuprof's relay bytes beside the nodes' truth), the chart to sweep.svg, and everything to sweep.json.\n\nExamples:\n  wakusim sweep wakusim/scenarios/demo.toml --param nodes --values 4,8,16,32 --out sweeps/nodes\n  wakusim sweep wakusim/scenarios/demo.toml --param d --values 4,6,8\n  wakusim sweep my.toml --param rate --values 0.5,2,10 --format json"
+        after_help = "Each run goes to <out>/<param>-<value>/ (captures and report.json, as `run` writes them). The table, one row per value, goes to <out>/sweep.csv and sweep.parquet (per-node bytes/s in + out per kind: message, ihave, iwant, idontwant, graft, prune, subscribe, other relay, non-relay; totals, the busiest node, the control share, and wakuprof's relay bytes beside the nodes' truth), the chart to sweep.svg, and everything to sweep.json.\n\nExamples:\n  wakusim sweep wakusim/scenarios/demo.toml --param nodes --values 4,8,16,32 --out sweeps/nodes\n  wakusim sweep wakusim/scenarios/mesh.toml --param d --values 4,6,8\n  wakusim sweep my.toml --param rate --values 0.5,2,10 --format json"
     )]
     Sweep {
         /// The scenario file (TOML), the base every run changes one parameter of.
