@@ -215,13 +215,14 @@ fn main() -> anyhow::Result<()> {
             let mut s = Scenario::load(&scenario)?;
             store.resolve(&mut s)?;
             println!(
-                "{}: {} nodes, {} communities on {}, {:?} transport, {} s",
+                "{}: {} nodes, {} communities on {}, {:?} transport, {} s, {} churn events",
                 scenario.display(),
                 s.network.nodes,
                 s.communities.len(),
                 s.pubsub_topics().join(", "),
                 s.transport,
-                s.duration_secs
+                s.duration_secs,
+                s.churn.len()
             );
         }
         Cmd::Run {
