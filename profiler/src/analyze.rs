@@ -714,10 +714,14 @@ impl Analyzer {
                 if !frames.events.is_empty() {
                     crate::account::frames::record(&mut frames.events, flow, frame_rows);
                 }
-                if let Some(m) = mesh.as_mut()
-                    && !relay.mesh.is_empty()
-                {
-                    m.record(&mut relay.mesh, flow, ts, labels, &relay.peers);
+                if let Some(m) = mesh.as_mut() {
+                    if !relay.mesh.is_empty() {
+                        m.record(&mut relay.mesh, flow, ts, labels, &relay.peers);
+                    }
+                    // A closing connection leaves the mesh now, not when the flow is retired.
+                    if p.fin_or_rst {
+                        m.flow_ended(flow, ts, &relay.peers);
+                    }
                 }
                 if !relay.published.is_empty() {
                     let when = (ts, window);

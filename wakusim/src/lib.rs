@@ -2,8 +2,11 @@
 //! network namespaces, communities on dedicated or shared shards (optionally protected by a
 //! signing key, validated as nwaku does), measured by wakuprof against the nodes' own truth.
 
+pub mod chart;
 pub mod community;
 pub mod error;
+mod fleet;
+pub mod health;
 pub mod net;
 pub mod openapi;
 pub mod report;
@@ -12,3 +15,5 @@ pub mod runs;
 pub mod scenario;
 pub mod serve;
 pub mod signed;
+pub mod sweep;
+pub mod table;

@@ -12,6 +12,7 @@ use wakusim::{
     runs::{self, Runs},
     scenario::Scenario,
     serve::Service,
+    sweep::{self, Param},
 };
 
 /// Community bandwidth simulations: Waku relay networks of real rust-libp2p nodes, each in its
@@ -40,6 +41,27 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
         /// How to print the report.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Run a scenario once per value of one parameter and tabulate per-node bandwidth by kind
+    /// (needs root, as `run`).
+    #[command(
+        after_help = "Each run goes to <out>/<param>-<value>/ (captures and report.json, as `run` writes them). The table, one row per value, goes to <out>/sweep.csv and sweep.parquet (per-node bytes/s in + out per kind: message, ihave, iwant, idontwant, graft, prune, subscribe, other relay, non-relay; totals, the busiest node, the control share, and wakuprof's relay bytes beside the nodes' truth), the chart to sweep.svg, and everything to sweep.json.\n\nExamples:\n  wakusim sweep wakusim/scenarios/demo.toml --param nodes --values 4,8,16,32 --out sweeps/nodes\n  wakusim sweep wakusim/scenarios/mesh.toml --param d --values 4,6,8\n  wakusim sweep my.toml --param rate --values 0.5,2,10 --format json"
+    )]
+    Sweep {
+        /// The scenario file (TOML), the base every run changes one parameter of.
+        scenario: PathBuf,
+        /// The parameter to vary.
+        #[arg(long, value_enum)]
+        param: Param,
+        /// Its values, comma-separated (whole numbers except for rate).
+        #[arg(long, value_name = "V1,V2,...")]
+        values: String,
+        /// Directory for the runs and the table (a temporary one when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// How to print the table.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -140,7 +162,7 @@ enum MessageFormat {
 enum Format {
     /// A table per node.
     Table,
-    /// The whole report as JSON (as report.json).
+    /// The whole report as JSON (as report.json, or sweep.json for a sweep).
     Json,
 }
 
@@ -158,6 +180,11 @@ fn catch_signals() {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
     }
+}
+
+/// A fresh directory under the system's temporary one, for runs without `--out`.
+fn temp_out() -> PathBuf {
+    std::env::temp_dir().join(format!("wakusim-{}", std::process::id()))
 }
 
 fn print_community(c: &Community) {
@@ -188,13 +215,14 @@ fn main() -> anyhow::Result<()> {
             let mut s = Scenario::load(&scenario)?;
             store.resolve(&mut s)?;
             println!(
-                "{}: {} nodes, {} communities on {}, {:?} transport, {} s",
+                "{}: {} nodes, {} communities on {}, {:?} transport, {} s, {} churn events",
                 scenario.display(),
                 s.network.nodes,
                 s.communities.len(),
                 s.pubsub_topics().join(", "),
                 s.transport,
-                s.duration_secs
+                s.duration_secs,
+                s.churn.len()
             );
         }
         Cmd::Run {
@@ -204,15 +232,40 @@ fn main() -> anyhow::Result<()> {
         } => {
             let mut s = Scenario::load(&scenario)?;
             store.resolve(&mut s)?;
-            let out = out.unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("wakusim-{}", std::process::id()))
-            });
+            let out = out.unwrap_or_else(temp_out);
             catch_signals();
             let report = runs::execute(&s, &out, &STOP)?;
             match format {
                 Format::Table => {
                     print!("{}", report.table());
                     println!("\ncaptures and report.json in {}", out.display());
+                }
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+        }
+        Cmd::Sweep {
+            scenario,
+            param,
+            values,
+            out,
+            format,
+        } => {
+            let values = sweep::parse_values(param, &values)?;
+            let mut s = Scenario::load(&scenario)?;
+            store.resolve(&mut s)?;
+            let out = out.unwrap_or_else(temp_out);
+            catch_signals();
+            let report = sweep::execute(&s, param, &values, &out, &STOP)?;
+            match format {
+                Format::Table => {
+                    print!("{}", report.text());
+                    println!(
+                        "\ntable in {} and {}, chart in {}, runs in {}",
+                        report.csv.display(),
+                        report.parquet.display(),
+                        report.svg.display(),
+                        out.display()
+                    );
                 }
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             }

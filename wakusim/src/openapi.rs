@@ -50,12 +50,20 @@ pub fn document() -> Value {
                         "application/json": { "schema": { "type": "object" } } } },
                     "responses": { "202": ok("Started", "Run"), "400": error_response("A bad scenario field, named"), "409": error_response("A run is in progress") } }
             },
+            "/sweeps": { "post": { "summary": "Start a sweep: the scenario in the body run once per value of one parameter; watch, stop and fetch it as a run (its report is the sweep table).",
+                "parameters": [
+                    { "name": "param", "in": "query", "required": true, "description": "The parameter to vary", "schema": { "type": "string", "enum": ["nodes", "communities_per_shard", "rate", "d", "size"] } },
+                    { "name": "values", "in": "query", "required": true, "description": "Its values, comma-separated (whole numbers except for rate)", "schema": { "type": "string", "example": "4,8,16" } }],
+                "requestBody": { "required": true, "content": {
+                    "application/toml": { "schema": { "type": "string" } },
+                    "application/json": { "schema": { "type": "object" } } } },
+                "responses": { "202": ok("Started", "Run"), "400": error_response("A bad parameter, value or scenario field, named"), "409": error_response("A run is in progress") } } },
             "/runs/{id}": { "get": { "summary": "A run's status and progress.", "parameters": [id],
                 "responses": { "200": ok("The run", "Run"), "404": error_response("No such run") } } },
             "/runs/{id}/stop": { "post": { "summary": "End the run's publishing early; it still closes, measures and reports.", "parameters": [id],
                 "responses": { "202": ok("Stopping", "Run"), "404": error_response("No such run") } } },
-            "/runs/{id}/report": { "get": { "summary": "The run's report (as report.json).", "parameters": [id],
-                "responses": { "200": { "description": "The per-node report", "content": { "application/json": { "schema": { "type": "object" } } } },
+            "/runs/{id}/report": { "get": { "summary": "The run's report (as report.json; a sweep's as sweep.json).", "parameters": [id],
+                "responses": { "200": { "description": "The per-node report, or the sweep table", "content": { "application/json": { "schema": { "type": "object" } } } },
                     "404": error_response("No such run"), "409": error_response("Still running, or failed") } } }
         },
         "components": { "schemas": {
@@ -82,7 +90,7 @@ pub fn document() -> Value {
                 "waku_message_hex": { "type": "string" }, "id": { "type": "string" },
                 "relay_json": { "type": "object", "description": "For nwaku's POST /relay/v1/messages/{pubsub topic}" } } },
             "Run": { "type": "object", "properties": {
-                "id": { "type": "integer" }, "status": { "type": "string", "enum": ["running", "stopping", "done", "failed"] },
+                "id": { "type": "integer" }, "kind": { "type": "string", "enum": ["run", "sweep"] }, "status": { "type": "string", "enum": ["running", "stopping", "done", "failed"] },
                 "nodes": { "type": "integer" }, "duration_secs": { "type": "number" }, "elapsed_secs": { "type": "number" },
                 "out": { "type": "string" }, "error": { "type": "string", "nullable": true } } }
         } }

@@ -13,15 +13,19 @@ use anyhow::{Context as _, ensure};
 use serde::Serialize;
 use traffic::scenario::node_name;
 use wakuprof::{
-    account::record::{Category, Direction, Row},
+    account::{
+        mesh::MeshRow,
+        record::{Category, Direction, Row},
+    },
     analyze::{Analyzer, Config},
     flow::LocalSpec,
     source::pcap_file::CaptureSet,
 };
 
 use crate::{
+    health::{self, ShardHealth},
     run::{Outcome, Published},
-    scenario::{Scenario, Transport},
+    scenario::{Churn, Scenario, Transport},
 };
 
 /// The whole report (`report.json`).
@@ -39,6 +43,8 @@ pub struct Report {
     pub published: Vec<Published>,
     pub per_node: Vec<NodeReport>,
     pub attack: Option<AttackReport>,
+    /// The scenario's joins, leaves and restarts.
+    pub churn: Vec<Churn>,
 }
 
 /// A community as run.
@@ -77,6 +83,8 @@ pub struct NodeReport {
     pub rejected: usize,
     /// Per pubsub topic: messages published and delivered, from gossipsub's own events.
     pub topics: BTreeMap<String, traffic::node::TopicCounts>,
+    /// Per pubsub topic: duplicates, amplification and mesh health.
+    pub shards: Vec<ShardHealth>,
 }
 
 /// Wire bytes of one label in one direction.
@@ -128,19 +136,23 @@ fn direction(d: Direction) -> &'static str {
     }
 }
 
-/// Runs wakuprof's pipeline over one node's capture, with the node's address as the local end.
-fn analyze(file: &Path, addr: IpAddr) -> anyhow::Result<Vec<Row>> {
+/// Runs wakuprof's pipeline over one node's capture, with the node's address as the local end:
+/// its usage rows, and its mesh rows per second against `d_low`.
+fn analyze(file: &Path, addr: IpAddr, d_low: usize) -> anyhow::Result<(Vec<Row>, Vec<MeshRow>)> {
     let cfg = Config {
+        window_secs: 1,
         locals: vec![LocalSpec { addr, port: None }],
+        mesh: Some(u32::try_from(d_low).unwrap_or(u32::MAX)),
         ..Config::default()
     };
     let mut set = CaptureSet::open(&[file.to_path_buf()])
         .with_context(|| format!("open {}", file.display()))?;
     let mut analyzer = Analyzer::new(cfg);
-    let mut rows = Vec::new();
+    let (mut rows, mut mesh) = (Vec::new(), Vec::new());
     set.for_each(|p, _| {
         analyzer.packet(p);
         rows.extend(analyzer.take_rows());
+        mesh.extend(analyzer.take_mesh());
     });
     let errors = set.take_errors();
     ensure!(
@@ -155,7 +167,8 @@ fn analyze(file: &Path, addr: IpAddr) -> anyhow::Result<Vec<Row>> {
     );
     analyzer.finish();
     rows.extend(analyzer.drain(usize::MAX));
-    Ok(rows)
+    mesh.extend(analyzer.take_mesh());
+    Ok((rows, mesh))
 }
 
 type PartKey = (&'static str, String, Option<String>);
@@ -193,10 +206,10 @@ fn checks(
         .collect()
 }
 
-fn node_report(o: &Outcome, i: usize) -> anyhow::Result<NodeReport> {
+fn node_report(s: &Scenario, o: &Outcome, i: usize) -> anyhow::Result<NodeReport> {
     let name = node_name(i);
     let (addr, file) = &o.captures[i];
-    let rows = analyze(file, *addr)?;
+    let (rows, mesh) = analyze(file, *addr, s.gossipsub.d_low)?;
     let secs = o.elapsed_secs.max(f64::EPSILON);
     let mut lines: BTreeMap<(&'static str, &'static str, String, Option<u16>), u64> =
         BTreeMap::new();
@@ -267,6 +280,7 @@ fn node_report(o: &Outcome, i: usize) -> anyhow::Result<NodeReport> {
             _ => None,
         })
         .collect();
+    let shards = health::shards(o, i, &name, &rows, &mesh);
     Ok(NodeReport {
         node: name,
         addr: *addr,
@@ -284,17 +298,14 @@ fn node_report(o: &Outcome, i: usize) -> anyhow::Result<NodeReport> {
                 bytes_per_sec: bytes as f64 / secs,
             })
             .collect(),
-        control_share: if relay == 0 {
-            0.0
-        } else {
-            control as f64 / relay as f64
-        },
+        control_share: health::ratio(control as f64, relay as f64),
         relay_vs_truth,
         max_error_pct,
         kinds_vs_truth,
         relay_total_error_pct,
         rejected: o.rejected.iter().filter(|r| r.0 == i).count(),
         topics: o.counts[i].clone(),
+        shards,
     })
 }
 
@@ -373,7 +384,7 @@ impl Report {
     /// Measures every node's capture and puts the run's outcome together.
     pub fn build(s: &Scenario, o: &Outcome) -> anyhow::Result<Report> {
         let per_node = (0..s.network.nodes)
-            .map(|i| node_report(o, i))
+            .map(|i| node_report(s, o, i))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Report {
             transport: s.transport,
@@ -400,6 +411,7 @@ impl Report {
             published: o.published.clone(),
             per_node,
             attack: attack_report(s, o),
+            churn: s.churn.clone(),
         })
     }
 
@@ -454,6 +466,32 @@ impl Report {
                 n.rejected
             );
         }
+        let _ = writeln!(
+            out,
+            "\nper node and shard: messages in, duplicates (wakuprof / truth), amplification, mesh peers (wakuprof / gossipsub; fewest while publishing), seconds below D_low"
+        );
+        let _ = writeln!(
+            out,
+            "{:<8} {:<20} {:>6} {:>11} {:>8} {:>7} {:>5} {:>8}",
+            "node", "topic", "msgs", "dups", "amplif", "mesh", "min", "<D_low s"
+        );
+        for n in &self.per_node {
+            for h in &n.shards {
+                let opt = |v: Option<u32>| v.map_or("-".to_owned(), |v| v.to_string());
+                let _ = writeln!(
+                    out,
+                    "{:<8} {:<20} {:>6} {:>11} {:>8.2} {:>7} {:>5} {:>8.1}",
+                    n.node,
+                    h.pubsub_topic,
+                    h.messages_in,
+                    format!("{}/{}", h.duplicates_in, h.truth_duplicates_in),
+                    h.amplification,
+                    format!("{}/{}", opt(h.mesh_peers), h.truth_mesh_peers),
+                    opt(h.mesh_peers_min),
+                    h.secs_below_d_low
+                );
+            }
+        }
         let _ = writeln!(out, "\nper shard (relay, all nodes, B/s in + out):");
         let mut shards: BTreeMap<(Option<u16>, &str), f64> = BTreeMap::new();
         for n in &self.per_node {
@@ -468,6 +506,15 @@ impl Report {
         for ((shard, kind), bps) in shards {
             let shard = shard.map_or("-".to_owned(), |s| s.to_string());
             let _ = writeln!(out, "  shard {shard:>4} {kind:<10} {bps:>10.0}");
+        }
+        for c in &self.churn {
+            let _ = writeln!(
+                out,
+                "churn: {} {:?} at {} s of the publishing",
+                node_name(c.node),
+                c.action,
+                c.at_secs
+            );
         }
         if let Some(a) = &self.attack {
             let _ = writeln!(

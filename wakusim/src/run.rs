@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -16,12 +16,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use k256::ecdsa::{SigningKey, VerifyingKey};
-use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
+use libp2p::PeerId;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use traffic::{
     capture::{self, CaptureSpec},
-    node::{self, Command, NodeHandle, NodeSpec, Relay, Report, TopicCounts, Validator},
+    node::{Command, NodeSpec, Relay, Report, TopicCounts, Validator},
     relay_truth::{self, RelayTruth},
     scenario::node_name,
     transport::{Muxer, Registry, Security, TransportSpec},
@@ -30,13 +30,14 @@ use traffic::{
 
 use crate::{
     community::hex,
+    fleet::Fleet,
     net::Net,
-    scenario::{AttackMode, Scenario, Transport},
+    scenario::{AttackMode, ChurnAction, Scenario, Transport},
     signed,
 };
 
 /// How long setting up (listening, connecting, meshes forming) and closing may take.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time after the last message for it and the gossip about it to spread.
 const LINGER: Duration = Duration::from_secs(2);
 /// Time for the last packets to reach libpcap after the nodes stopped.
@@ -76,6 +77,9 @@ pub struct Outcome {
     pub capture_stats: Vec<(u64, u32)>,
     /// Seconds from the first capture's start to the last's stop.
     pub elapsed_secs: f64,
+    /// Wall-clock microseconds (the captures' clock) when publishing began and when it ended
+    /// (just past a whole second), the nodes then counting their meshes and closing.
+    pub publishing_us: (i64, i64),
     /// Each protected community's public key (SEC1 compressed, hex), by name.
     pub public_keys: BTreeMap<String, String>,
     /// Whether a signal cut the publishing short.
@@ -202,6 +206,39 @@ fn schedule(s: &Scenario, keys: &HashMap<String, SigningKey>, rng: &mut Rng) -> 
     events
 }
 
+/// What happens at a point of the publishing.
+enum Step<'a> {
+    Publish(&'a Event),
+    /// A node that was absent dials its peers.
+    Join(usize),
+    /// A node closes its connections and stops (leaving, or restarting).
+    Leave(usize),
+    /// A restarting node starts again.
+    Rejoin(usize),
+}
+
+/// The publishes and churn steps of `s` by time (seconds from the start of publishing); at the
+/// same time churn goes first.
+fn timeline<'a>(s: &Scenario, events: &'a [Event]) -> Vec<(f64, Step<'a>)> {
+    let mut steps = Vec::new();
+    for c in &s.churn {
+        match c.action {
+            ChurnAction::Join => steps.push((c.at_secs, Step::Join(c.node))),
+            ChurnAction::Leave => steps.push((c.at_secs, Step::Leave(c.node))),
+            ChurnAction::Restart => {
+                steps.push((c.at_secs, Step::Leave(c.node)));
+                steps.push((c.at_secs + c.down_secs, Step::Rejoin(c.node)));
+            }
+        }
+    }
+    steps.extend(events.iter().map(|e| (e.at, Step::Publish(e))));
+    steps.sort_by(|a, b| {
+        let publish = |s: &Step| matches!(s, Step::Publish(_));
+        a.0.total_cmp(&b.0).then(publish(&a.1).cmp(&publish(&b.1)))
+    });
+    steps
+}
+
 /// The relay validator of every node: protected shards need their key's signature.
 fn validator(keys: HashMap<String, VerifyingKey>) -> Validator {
     Arc::new(move |topic: &str, data: &[u8]| match keys.get(topic) {
@@ -212,16 +249,17 @@ fn validator(keys: HashMap<String, VerifyingKey>) -> Validator {
 }
 
 /// Collects the nodes' reports while the run waits for something.
-struct Reports {
+pub(crate) struct Reports {
     rx: mpsc::Receiver<Report>,
     received: Vec<(usize, String)>,
     rejected: Vec<(usize, String, Option<usize>)>,
-    peers: HashMap<PeerId, usize>,
+    /// Every node process's identity, with its node.
+    pub(crate) peers: HashMap<PeerId, usize>,
 }
 
 impl Reports {
     /// Handles reports until `done` says so; fails after `timeout` or once `stop` is set.
-    fn wait(
+    pub(crate) fn wait(
         &mut self,
         what: &str,
         timeout: Duration,
@@ -291,10 +329,12 @@ impl Reports {
 /// publishing early; what ran is still closed, captured and measured.
 pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcome> {
     let n = s.network.nodes;
+    let mesh = s.gossipsub.mesh();
     let mut rng = Rng(s.seed ^ 0x5741_4b55_5349_4d00);
     let tag = std::process::id() % 100_000;
     let net = Net::create(tag, n).context("create the network namespaces")?;
     let topics = s.pubsub_topics();
+    let places = net.places.clone();
     let mut keys = HashMap::new();
     let mut public_keys = BTreeMap::new();
     for c in s.communities.iter().filter(|c| c.protected) {
@@ -333,66 +373,43 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         Transport::Plaintext => Security::Plaintext,
         Transport::Noise => Security::Noise,
     };
-    let mut handles: Vec<NodeHandle> = Vec::new();
-    for (i, p) in net.places.iter().enumerate() {
-        handles.push(node::spawn(
-            NodeSpec {
-                index: i,
-                listen_ip: IpAddr::V4(p.addr),
-                netns: Some(p.netns.clone()),
-                transport: TransportSpec {
-                    security,
-                    muxer: Muxer::Yamux,
-                    source: None,
-                },
-                relay: Relay::Tuned(s.gossipsub.mesh()),
-                mesh_peers: 1,
-                topics: topics.clone(),
-                validator: Some(valid.clone()),
-            },
-            registry.clone(),
-            tx.clone(),
-        )?);
-    }
-    drop(tx);
+    let spec = move |i: usize| NodeSpec {
+        index: i,
+        listen_ip: IpAddr::V4(places[i].addr),
+        netns: Some(places[i].netns.clone()),
+        transport: TransportSpec {
+            security,
+            muxer: Muxer::Yamux,
+            source: None,
+        },
+        relay: Relay::Tuned(mesh),
+        mesh_peers: 1,
+        topics: topics.clone(),
+        validator: Some(valid.clone()),
+    };
     let mut reports = Reports {
         rx,
         received: Vec::new(),
         rejected: Vec::new(),
         peers: HashMap::new(),
     };
-    let mut listening: Vec<Option<(PeerId, SocketAddr)>> = vec![None; n];
-    reports.wait("every node to listen", STEP_TIMEOUT, stop, |r| {
-        if let Report::Listening { node, peer, addr } = r {
-            listening[*node] = Some((*peer, *addr));
-        }
-        listening.iter().all(Option::is_some)
-    })?;
-    let listening: Vec<(PeerId, SocketAddr)> = listening.into_iter().flatten().collect();
-    reports.peers = listening
-        .iter()
-        .enumerate()
-        .map(|(i, (peer, _))| (*peer, i))
-        .collect();
+    let mut fleet = Fleet::spawn(n, Box::new(spec), registry.clone(), tx, &mut reports, stop)?;
     let edges = topology(n, s.network.degree, &mut rng);
-    let mut dials: Vec<Vec<Multiaddr>> = vec![Vec::new(); n];
-    for (from, to) in &edges {
-        let (peer, addr) = listening[*to];
-        dials[*from].push(
-            Multiaddr::from(addr.ip())
-                .with(Protocol::Tcp(addr.port()))
-                .with(Protocol::P2p(peer)),
-        );
-    }
-    for (handle, targets) in handles.iter().zip(dials) {
-        handle.commands.send(Command::Dial(targets))?;
-    }
-    let mut ready = vec![false; n];
+    let joiners: Vec<usize> = s
+        .churn
+        .iter()
+        .filter(|c| c.action == ChurnAction::Join)
+        .map(|c| c.node)
+        .collect();
+    let mut ready: BTreeSet<usize> = fleet
+        .connect(edges.clone(), &joiners)?
+        .into_iter()
+        .collect();
     reports.wait("the meshes to form", STEP_TIMEOUT, stop, |r| {
         if let Report::MeshReady(i) = r {
-            ready[*i] = true;
+            ready.remove(i);
         }
-        ready.iter().all(|r| *r)
+        ready.is_empty()
     })?;
     // Two heartbeats for the meshes to fill up towards D.
     thread::sleep(2 * s.gossipsub.mesh().heartbeat);
@@ -401,13 +418,30 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
     let mut topic_of = HashMap::new();
     let mut published = Vec::new();
     let publishing = Instant::now();
+    let publishing_from = now_ns() / 1000;
     let mut stopped = false;
-    for e in &events {
-        let due = publishing + Duration::from_secs_f64(e.at);
+    for (at, step) in timeline(s, &events) {
+        let due = publishing + Duration::from_secs_f64(at);
         if reports.pause(due.saturating_duration_since(Instant::now()), stop)? {
             stopped = true;
             break;
         }
+        let e = match step {
+            Step::Publish(e) if fleet.up[e.publisher] => e,
+            Step::Publish(_) => continue,
+            Step::Join(i) => {
+                fleet.join(i)?;
+                continue;
+            }
+            Step::Leave(i) => {
+                fleet.leave(i)?;
+                continue;
+            }
+            Step::Rejoin(i) => {
+                fleet.restart(i, &mut reports, stop)?;
+                continue;
+            }
+        };
         let mut msg = WakuMessage {
             payload: rng.bytes(e.size),
             content_topic: e.content_topic.clone(),
@@ -434,31 +468,21 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
             id: hex(&id),
             attack,
         });
-        handles[e.publisher].commands.send(Command::Publish {
-            pubsub_topic: e.topic.clone(),
-            data,
-        })?;
+        fleet.command(
+            e.publisher,
+            Command::Publish {
+                pubsub_topic: e.topic.clone(),
+                data,
+            },
+        )?;
     }
     let rest = Duration::from_secs_f64(s.duration_secs).saturating_sub(publishing.elapsed());
     if !stopped {
-        stopped = reports.pause(rest + LINGER, stop)?;
+        stopped = reports.pause(rest + LINGER + to_next_second(), stop)?;
     }
 
-    for h in &handles {
-        h.commands.send(Command::Close)?;
-    }
-    let mut closed = vec![false; n];
-    let never = AtomicBool::new(false);
-    reports.wait("the connections to close", STEP_TIMEOUT, &never, |r| {
-        if let Report::Closed(i) = r {
-            closed[*i] = true;
-        }
-        closed.iter().all(|c| *c)
-    })?;
-    let counts = handles
-        .into_iter()
-        .map(NodeHandle::join)
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let publishing_us = (publishing_from, now_ns() / 1000);
+    let counts = fleet.close(&mut reports)?;
     thread::sleep(SETTLE);
     let mut capture_stats = Vec::new();
     for r in running {
@@ -486,9 +510,18 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         captures,
         capture_stats,
         elapsed_secs,
+        publishing_us,
         public_keys,
         stopped,
     })
+}
+
+/// Time to just past the next whole second of the wall clock: the nodes then give their meshes
+/// at the end of the profiler's last 1-second window, not up to a second later.
+fn to_next_second() -> Duration {
+    let into = now_ns().rem_euclid(1_000_000_000);
+    Duration::from_nanos(u64::try_from(1_000_000_000 - into).unwrap_or(0))
+        + Duration::from_millis(5)
 }
 
 fn now_ns() -> i64 {

@@ -16,7 +16,13 @@ use std::{
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::{error::Error, report::Report, run, scenario::Scenario};
+use crate::{
+    error::Error,
+    report::Report,
+    run,
+    scenario::Scenario,
+    sweep::{self, Param},
+};
 
 /// Runs `s` with its captures in `out`, builds the report and writes `out/report.json`.
 /// `stop` ends the publishing early; what ran is still measured.
@@ -28,6 +34,53 @@ pub fn execute(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Re
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("write {}", path.display()))?;
     Ok(report)
+}
+
+/// What a background run does.
+pub enum Job {
+    /// One run of a scenario; its report is report.json's.
+    Run(Scenario),
+    /// A sweep of one parameter over values; its report is sweep.json's.
+    Sweep {
+        scenario: Scenario,
+        param: Param,
+        values: Vec<f64>,
+    },
+}
+
+impl Job {
+    fn kind(&self) -> Kind {
+        match self {
+            Job::Run(_) => Kind::Run,
+            Job::Sweep { .. } => Kind::Sweep,
+        }
+    }
+
+    fn scenario(&self) -> &Scenario {
+        match self {
+            Job::Run(s) | Job::Sweep { scenario: s, .. } => s,
+        }
+    }
+
+    /// Runs the job into `out`; its report as JSON.
+    fn execute(&self, out: &Path, stop: &AtomicBool) -> anyhow::Result<String> {
+        Ok(match self {
+            Job::Run(s) => serde_json::to_string(&execute(s, out, stop)?)?,
+            Job::Sweep {
+                scenario,
+                param,
+                values,
+            } => serde_json::to_string(&sweep::execute(scenario, *param, values, out, stop)?)?,
+        })
+    }
+}
+
+/// A run or a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Run,
+    Sweep,
 }
 
 /// Where a background run is.
@@ -45,9 +98,11 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunInfo {
     pub id: u64,
+    pub kind: Kind,
     pub status: Status,
+    /// Nodes of the scenario (a sweep's base scenario).
     pub nodes: usize,
-    /// Seconds of publishing the scenario asks for.
+    /// Seconds of publishing the scenario asks for (per value, for a sweep).
     pub duration_secs: f64,
     /// Seconds since the run started (setup, publishing, teardown, measuring).
     pub elapsed_secs: f64,
@@ -72,8 +127,8 @@ pub struct Runs {
 }
 
 impl Runs {
-    /// Starts `s` in the background with its files under `root/run<id>`.
-    pub fn start(&self, s: Scenario, root: &Path) -> Result<RunInfo, Error> {
+    /// Starts `job` in the background with its files under `root/run<id>`.
+    pub fn start(&self, job: Job, root: &Path) -> Result<RunInfo, Error> {
         let mut entries = self.lock();
         if let Some(busy) = entries
             .values()
@@ -87,9 +142,10 @@ impl Runs {
         let id = entries.keys().next_back().map_or(1, |last| last + 1);
         let info = RunInfo {
             id,
+            kind: job.kind(),
             status: Status::Running,
-            nodes: s.network.nodes,
-            duration_secs: s.duration_secs,
+            nodes: job.scenario().network.nodes,
+            duration_secs: job.scenario().duration_secs,
             elapsed_secs: 0.0,
             out: root.join(format!("run{id}")),
             error: None,
@@ -99,7 +155,7 @@ impl Runs {
         let thread = thread::Builder::new()
             .name(format!("run{id}"))
             .spawn(move || {
-                let result = execute(&s, &out, &flag).and_then(|r| Ok(serde_json::to_string(&r)?));
+                let result = job.execute(&out, &flag);
                 let mut entries = shared.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(e) = entries.get_mut(&id) {
                     match result {
@@ -150,7 +206,7 @@ impl Runs {
         })
     }
 
-    /// The report of run `id` (JSON, as report.json), once it is done.
+    /// The report of run `id` (JSON, as report.json or sweep.json), once it is done.
     pub fn report(&self, id: u64) -> Result<String, Error> {
         self.with(id, |e| match (&e.report, e.info.status) {
             (Some(r), _) => Ok(r.clone()),

@@ -16,7 +16,7 @@ pub const SHARED_SHARD: u16 = 32;
 pub const MAX_NODES: usize = 200;
 
 /// A whole simulation.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Seconds of publishing.
@@ -40,6 +40,39 @@ pub struct Scenario {
     pub communities: Vec<Community>,
     /// A node publishing invalid messages onto a protected shard.
     pub attacker: Option<Attacker>,
+    /// Nodes joining, leaving and restarting during the publishing.
+    #[serde(default)]
+    pub churn: Vec<Churn>,
+}
+
+/// What a node does at a churn event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChurnAction {
+    /// The node is absent (no connection) until then; it then dials every peer of the topology.
+    Join,
+    /// The node closes its connections and stops.
+    Leave,
+    /// The node stops, and `down_secs` later starts again (a new identity and port, as a
+    /// restarted node without a persistent key) and dials its peers of the topology.
+    Restart,
+}
+
+/// One churn event.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Churn {
+    pub node: usize,
+    /// Seconds after the publishing starts.
+    pub at_secs: f64,
+    pub action: ChurnAction,
+    /// How long a restarting node stays down.
+    #[serde(default = "default_down_secs")]
+    pub down_secs: f64,
+}
+
+fn default_down_secs() -> f64 {
+    1.0
 }
 
 /// The security the nodes negotiate.
@@ -61,7 +94,7 @@ fn default_cluster() -> u16 {
 }
 
 /// Nodes and how they connect.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// Number of relay nodes (node0 … node{n-1}).
@@ -77,7 +110,7 @@ fn default_degree() -> usize {
 }
 
 /// Gossipsub's mesh parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gossipsub {
     pub d: usize,
@@ -114,7 +147,7 @@ impl Gossipsub {
 }
 
 /// A community: its members, its shard and what they publish.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Community {
     pub name: String,
@@ -145,7 +178,7 @@ impl Community {
 }
 
 /// One kind of message a community's members publish.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessageClass {
     pub content_topic: String,
@@ -170,7 +203,7 @@ pub enum AttackMode {
 }
 
 /// A node that publishes invalid messages onto a protected community's shard.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Attacker {
     pub node: usize,
@@ -311,6 +344,7 @@ impl Scenario {
                 );
             }
         }
+        self.check_churn()?;
         if let Some(a) = &self.attacker {
             ensure!(a.node < n, "attacker.node: node {} does not exist", a.node);
             let target = self
@@ -333,6 +367,78 @@ impl Scenario {
                 "attacker.messages: {} is over 10000",
                 a.messages
             );
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// Each churn event fits the run and the node's state: a join only as the node's first
+    /// event, a leave or restart only while it is up, everything before the publishing ends.
+    fn check_churn(&self) -> anyhow::Result<()> {
+        let mut order: Vec<usize> = (0..self.churn.len()).collect();
+        order.sort_by(|a, b| self.churn[*a].at_secs.total_cmp(&self.churn[*b].at_secs));
+        // Per node: whether it is up, and when it may next change.
+        let mut up: Vec<(bool, f64)> = (0..self.network.nodes)
+            .map(|i| {
+                (
+                    !self
+                        .churn
+                        .iter()
+                        .any(|c| c.node == i && c.action == ChurnAction::Join),
+                    0.0,
+                )
+            })
+            .collect();
+        let mut joins = BTreeSet::new();
+        for k in order {
+            let c = &self.churn[k];
+            let at = format!("churn[{k}]");
+            let state = up
+                .get_mut(c.node)
+                .with_context(|| format!("{at}.node: node {} does not exist", c.node))?;
+            ensure!(
+                c.at_secs.is_finite() && c.at_secs >= 0.0 && c.at_secs < self.duration_secs,
+                "{at}.at_secs: {} is not in [0, duration_secs = {})",
+                c.at_secs,
+                self.duration_secs
+            );
+            ensure!(
+                c.at_secs >= state.1,
+                "{at}.at_secs: node {} is still restarting at {}",
+                c.node,
+                c.at_secs
+            );
+            match c.action {
+                ChurnAction::Join => {
+                    ensure!(
+                        joins.insert(c.node) && !state.0,
+                        "{at}.action: node {} joins only once, as its first event",
+                        c.node
+                    );
+                    state.0 = true;
+                }
+                ChurnAction::Leave | ChurnAction::Restart => ensure!(
+                    state.0,
+                    "{at}.action: node {} is not up at {} s",
+                    c.node,
+                    c.at_secs
+                ),
+            }
+            if c.action == ChurnAction::Leave {
+                state.0 = false;
+            }
+            if c.action == ChurnAction::Restart {
+                ensure!(
+                    c.down_secs.is_finite()
+                        && c.down_secs > 0.0
+                        && c.at_secs + c.down_secs < self.duration_secs,
+                    "{at}.down_secs: {} does not end before duration_secs = {}",
+                    c.down_secs,
+                    self.duration_secs
+                );
+                state.1 = c.at_secs + c.down_secs;
+            }
         }
         Ok(())
     }
@@ -371,11 +477,13 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_scenario_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.toml");
-        let s = Scenario::load(&path).expect("the demo parses");
-        assert_eq!(s.pubsub_topics(), ["/waku/2/rs/16/32", "/waku/2/rs/16/128"]);
-        assert!(s.attacker.is_some());
+    fn the_shipped_scenarios_are_valid() {
+        for name in ["demo", "mesh"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("scenarios/{name}.toml"));
+            let s = Scenario::load(&path).expect("the scenario parses");
+            assert_eq!(s.pubsub_topics(), ["/waku/2/rs/16/32", "/waku/2/rs/16/128"]);
+            assert!(s.attacker.is_some());
+        }
     }
 
     #[test]
@@ -393,6 +501,37 @@ mod tests {
             "{GOOD}\n[gossipsub]\nd = 2\nd_low = 4\nd_high = 8\nd_lazy = 6\nheartbeat_ms = 1000"
         ));
         assert!(mesh.contains("gossipsub: d_low (4) <= d (2)"), "{mesh}");
+        let churn = |events: &str| error(&format!("{GOOD}\n{events}"));
+        let e = churn("[[churn]]\nnode = 1\nat_secs = 9\naction = \"leave\"");
+        assert!(
+            e.contains("churn[0].at_secs: 9 is not in [0, duration_secs = 5)"),
+            "{e}"
+        );
+        let e = churn(
+            "[[churn]]\nnode = 1\nat_secs = 1\naction = \"leave\"\n[[churn]]\nnode = 1\nat_secs = 2\naction = \"restart\"",
+        );
+        assert!(
+            e.contains("churn[1].action: node 1 is not up at 2 s"),
+            "{e}"
+        );
+        let e = churn(
+            "[[churn]]\nnode = 1\nat_secs = 1\naction = \"join\"\n[[churn]]\nnode = 1\nat_secs = 2\naction = \"join\"",
+        );
+        assert!(
+            e.contains("churn[1].action: node 1 joins only once, as its first event"),
+            "{e}"
+        );
+        let e = churn(
+            "[[churn]]\nnode = 2\nat_secs = 1\naction = \"restart\"\ndown_secs = 2\n[[churn]]\nnode = 2\nat_secs = 2\naction = \"leave\"",
+        );
+        assert!(
+            e.contains("churn[1].at_secs: node 2 is still restarting at 2"),
+            "{e}"
+        );
+        let ok = format!(
+            "{GOOD}\n[[churn]]\nnode = 3\nat_secs = 1\naction = \"join\"\n[[churn]]\nnode = 3\nat_secs = 2\naction = \"restart\"\n[[churn]]\nnode = 3\nat_secs = 4\naction = \"leave\""
+        );
+        Scenario::parse(&ok).expect("join, restart, leave");
         let attacker = error(&format!(
             "{GOOD}\n[attacker]\nnode = 3\ncommunity = \"b\"\nmode = \"unsigned\"\nmessages = 1"
         ));

@@ -18,8 +18,9 @@ use crate::{
     community::{NewCommunity, NewMessage, Store},
     error::Error,
     openapi,
-    runs::Runs,
+    runs::{Job, Runs},
     scenario::Scenario,
+    sweep::{self, Param},
 };
 
 /// Largest request body (a scenario or a message with its payload).
@@ -40,6 +41,7 @@ enum Route {
     Community(String),
     Messages(String),
     Runs,
+    Sweeps,
     Run(String),
     Stop(String),
     Report(String),
@@ -54,6 +56,7 @@ impl Route {
             ["communities", name] => Route::Community((*name).into()),
             ["communities", name, "messages"] => Route::Messages((*name).into()),
             ["runs"] => Route::Runs,
+            ["sweeps"] => Route::Sweeps,
             ["runs", id] => Route::Run((*id).into()),
             ["runs", id, "stop"] => Route::Stop((*id).into()),
             ["runs", id, "report"] => Route::Report((*id).into()),
@@ -64,7 +67,7 @@ impl Route {
     fn allowed(&self) -> &'static str {
         match self {
             Route::Communities | Route::Runs => "GET, POST",
-            Route::Messages(_) | Route::Stop(_) => "POST",
+            Route::Messages(_) | Route::Stop(_) | Route::Sweeps => "POST",
             Route::OpenApi | Route::Community(_) | Route::Run(_) | Route::Report(_) => "GET",
         }
     }
@@ -100,6 +103,34 @@ fn parse<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Error> {
         Some(field) => Err(Error::invalid(field, e.to_string())),
         None => Err(Error::from_check(&e.into())),
     }
+}
+
+/// The value of `key` in a query string (`a=1&b=2`), percent-decoding only `%2C` (commas).
+fn query_value<'a>(query: &'a str, key: &str) -> Option<std::borrow::Cow<'a, str>> {
+    query.split('&').find_map(|pair| {
+        let value = pair.strip_prefix(key)?.strip_prefix('=')?;
+        Some(if value.contains('%') {
+            value.replace("%2C", ",").replace("%2c", ",").into()
+        } else {
+            value.into()
+        })
+    })
+}
+
+/// The sweep a `POST /sweeps` query asks for: `param` and `values`.
+fn sweep_query(query: &str) -> Result<(Param, Vec<f64>), Error> {
+    let param = query_value(query, "param")
+        .ok_or_else(|| Error::invalid("param", "missing (?param=nodes&values=4,8,16)"))?;
+    let param = <Param as clap::ValueEnum>::from_str(&param, false).map_err(|_| {
+        Error::invalid(
+            "param",
+            format!("{param} is none of nodes, communities_per_shard, rate, d, size"),
+        )
+    })?;
+    let values = query_value(query, "values")
+        .ok_or_else(|| Error::invalid("values", "missing (?param=nodes&values=4,8,16)"))?;
+    let values = sweep::parse_values(param, &values).map_err(|e| Error::from_check(&e))?;
+    Ok((param, values))
 }
 
 fn run_id(id: &str) -> Result<u64, Error> {
@@ -182,15 +213,23 @@ impl Service {
             }
             (Method::Get, Route::Runs) => json(200, &self.runs.list()),
             (Method::Post, Route::Runs) => {
-                let scenario = if json_body || body.trim_start().starts_with('{') {
-                    Scenario::parse_json(body)
-                } else {
-                    Scenario::parse(body)
+                let scenario = self.scenario(body, json_body)?;
+                json(202, &self.runs.start(Job::Run(scenario), &self.runs_dir)?)
+            }
+            (Method::Post, Route::Sweeps) => {
+                let (param, values) = sweep_query(query)?;
+                let scenario = self.scenario(body, json_body)?;
+                for v in &values {
+                    param
+                        .apply(&scenario, *v)
+                        .map_err(|e| Error::from_check(&e))?;
                 }
-                .map_err(|e| Error::from_check(&e))?;
-                let mut scenario = scenario;
-                self.store.resolve(&mut scenario)?;
-                json(202, &self.runs.start(scenario, &self.runs_dir)?)
+                let job = Job::Sweep {
+                    scenario,
+                    param,
+                    values,
+                };
+                json(202, &self.runs.start(job, &self.runs_dir)?)
             }
             (Method::Get, Route::Run(id)) => json(200, &self.runs.info(run_id(id)?)?),
             (Method::Post, Route::Stop(id)) => json(202, &self.runs.stop(run_id(id)?)?),
@@ -200,6 +239,21 @@ impl Service {
                 route.allowed()
             ))),
         }
+    }
+}
+
+impl Service {
+    /// A scenario from a request body (TOML, or JSON with the same fields), stored communities
+    /// resolved.
+    fn scenario(&self, body: &str, json_body: bool) -> Result<Scenario, Error> {
+        let mut scenario = if json_body || body.trim_start().starts_with('{') {
+            Scenario::parse_json(body)
+        } else {
+            Scenario::parse(body)
+        }
+        .map_err(|e| Error::from_check(&e))?;
+        self.store.resolve(&mut scenario)?;
+        Ok(scenario)
     }
 }
 

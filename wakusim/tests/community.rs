@@ -1,8 +1,9 @@
 //! A small community network run end to end as root: 6 nodes in their own namespaces, a
 //! protected community on its own shard, one on the shared shard 32, and an attacker publishing
 //! unsigned messages onto the protected shard, over plaintext. wakuprof's per-node relay bytes
-//! by kind and shard must equal what each node wrote and read, and the attacker's messages must
-//! stop at its direct peers.
+//! by kind and shard must equal what each node wrote and read, so must its duplicates and the
+//! mesh it followed from GRAFTs and PRUNEs, and the attacker's messages must stop at its direct
+//! peers.
 
 use std::{
     collections::BTreeSet,
@@ -94,8 +95,10 @@ fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
         .filter(|p| p["pubsub_topic"] == "/waku/2/rs/16/200" && p["attack"] == false)
         .count();
     assert!(valid_guarded >= 15, "{valid_guarded} signed messages");
+    let mut duplicates = 0;
     for node in report["per_node"].as_array().expect("per_node") {
         let name = node["node"].as_str().expect("name");
+        duplicates += common::health_exact(node);
         let topics: BTreeSet<String> = common::relay_exact(node)
             .iter()
             .map(|c| c["pubsub_topic"].as_str().expect("topic").to_owned())
@@ -115,6 +118,8 @@ fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
             "{name}: every signed message and nothing else is delivered"
         );
     }
+
+    assert!(duplicates > 0, "gossipsub sends some messages twice");
 
     let attack = &report["attack"];
     assert_eq!(attack["published"], 5);

@@ -1,6 +1,6 @@
 //! `wakusim serve` end to end as root: communities created and published into over HTTP, a
-//! small run of a stored protected community started, watched and reported, a second one stopped early, and the errors a client
-//! gets for bad requests. The run's report must hold wakuprof's per-node relay bytes equal to
+//! small run of a stored protected community started, watched and reported, a sweep stopped
+//! during its first value, and the errors a client gets for bad requests. The run's report must hold wakuprof's per-node relay bytes equal to
 //! each node's truth (plaintext), and no run may leave a namespace behind.
 
 use std::{
@@ -134,6 +134,7 @@ fn communities_runs_and_errors_over_http() {
         "/runs/{id}",
         "/runs/{id}/stop",
         "/runs/{id}/report",
+        "/sweeps",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
@@ -231,6 +232,7 @@ fn communities_runs_and_errors_over_http() {
     let nodes = report["per_node"].as_array().expect("per_node");
     assert_eq!(nodes.len(), 4);
     for node in nodes {
+        common::health_exact(node);
         assert!(
             !common::relay_exact(node).is_empty(),
             "{} carried messages",
@@ -238,16 +240,43 @@ fn communities_runs_and_errors_over_http() {
         );
     }
 
+    for (query, field) in [
+        ("", "param"),
+        ("?param=width&values=1", "param"),
+        ("?param=nodes", "values"),
+        ("?param=d&values=4,6.5", "values"),
+        ("?param=nodes&values=4,1", "network.nodes"),
+    ] {
+        let (status, bad) = server.call("POST", &format!("/sweeps{query}"), SCENARIO);
+        assert_eq!(
+            (status, bad["field"].clone()),
+            (400, json!(field)),
+            "{query}: {bad}"
+        );
+    }
+    // A sweep stopped during its first value: the run is closed, measured and tabulated, and
+    // the second value never starts.
     let long = SCENARIO.replace("duration_secs = 3", "duration_secs = 60");
-    let (status, run) = server.call("POST", "/runs", &long);
-    assert_eq!(status, 202, "{run}");
-    let id = run["id"].as_u64().expect("an id");
+    let (status, sweep) = server.call("POST", "/sweeps?param=rate&values=60%2C120", &long);
+    assert_eq!(status, 202, "{sweep}");
+    assert_eq!(sweep["kind"], "sweep");
+    let id = sweep["id"].as_u64().expect("an id");
     thread::sleep(Duration::from_secs(2));
     let (status, stopping) = server.call("POST", &format!("/runs/{id}/stop"), "");
     assert_eq!(status, 202, "{stopping}");
     let run = server.wait(id);
     assert!(run["elapsed_secs"].as_f64() < Some(40.0), "{run}");
-    let (_, report) = server.call("GET", &format!("/runs/{id}/report"), "");
+    let (_, table) = server.call("GET", &format!("/runs/{id}/report"), "");
+    assert_eq!(table["stopped"], true, "{table}");
+    let rows = table["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "only the first value ran: {table}");
+    assert_eq!(rows[0]["value"], 60.0);
+    assert_eq!(rows[0]["relay_bytes"], rows[0]["truth_relay_bytes"]);
+    let first = rows[0]["out"].as_str().expect("the run's directory");
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{first}/report.json")).expect("report.json"),
+    )
+    .expect("JSON");
     assert_eq!(report["stopped_by_signal"], true);
     assert!(
         !common::namespaces().contains(&tag),

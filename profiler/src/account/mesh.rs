@@ -135,6 +135,8 @@ impl MeshTracker {
     /// Writes the rows of the open window, counted up to `end_ns` (the end of the run); events
     /// after it are not counted.
     pub fn finish(&mut self, end_ns: i64, peers: &PeerBook) {
+        // Quiet windows since the last event get their rows too.
+        self.advance(end_ns, peers);
         self.finished = true;
         if let Some(cur) = self.current.take() {
             self.close(cur, end_ns.clamp(cur, cur + self.window_ns), peers);
@@ -302,5 +304,27 @@ mod tests {
         st.subscribed = Some(false);
         st.accrue(5_000_000_000, 4);
         assert_eq!(st.below_ns, 3_000_000_000);
+    }
+
+    #[test]
+    fn quiet_windows_before_the_end_get_rows() {
+        const S: i64 = 1_000_000_000;
+        let peers = PeerBook::default();
+        let mut tracker = MeshTracker::new(1, 4, false);
+        tracker.advance(S / 2, &peers);
+        let mut st = TopicState {
+            subscribed: Some(true),
+            ..TopicState::default()
+        };
+        st.mesh.insert((None, Some(1)));
+        tracker
+            .topics
+            .insert((None, Arc::from("/waku/2/rs/16/32")), st);
+        tracker.finish(3 * S + S / 2, &peers);
+        let starts: Vec<i64> = tracker.rows.iter().map(|r| r.window_start_us).collect();
+        assert_eq!(starts, [0, 1_000_000, 2_000_000, 3_000_000]);
+        let below: f32 = tracker.rows.iter().filter_map(|r| r.secs_below_d_low).sum();
+        assert!((below - 3.5).abs() < 1e-6, "{below}");
+        assert!(tracker.rows.iter().all(|r| r.mesh_peers == Some(1)));
     }
 }

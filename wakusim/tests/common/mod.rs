@@ -44,3 +44,27 @@ pub fn relay_exact(node: &Value) -> Vec<&Value> {
         .filter(|c| c["kind"] == "message" && c["truth_bytes"].as_u64() > Some(0))
         .collect()
 }
+
+/// Asserts every shard of a report's node: wakuprof's messages and duplicates sent to the node
+/// equal what its peers wrote, and the mesh it followed from GRAFTs and PRUNEs equals the
+/// node's gossipsub mesh at the end of publishing. Returns the node's duplicates.
+pub fn health_exact(node: &Value) -> u64 {
+    let mut duplicates = 0;
+    for h in node["shards"].as_array().expect("shards") {
+        let at = format!("{} on {}", node["node"], h["pubsub_topic"]);
+        assert_eq!(
+            h["messages_in"], h["truth_messages_in"],
+            "{at}: messages in"
+        );
+        assert_eq!(
+            h["duplicates_in"], h["truth_duplicates_in"],
+            "{at}: duplicates"
+        );
+        assert_eq!(h["mesh_peers"], h["truth_mesh_peers"], "{at}: mesh peers");
+        if h["delivered"].as_u64() > Some(0) {
+            assert!(h["amplification"].as_f64() > Some(1.0), "{at}: {h}");
+        }
+        duplicates += h["duplicates_in"].as_u64().expect("duplicates");
+    }
+    duplicates
+}

@@ -45,6 +45,9 @@ pub enum Command {
     },
     /// Unsubscribe from a pubsub topic (gossipsub sends PRUNE to the mesh peers).
     Leave(String),
+    /// Note each topic's mesh size in the counts (before closing: a peer that closes first
+    /// would shrink it) and report [`Report::MeshCounted`].
+    CountMesh,
     /// Close every connection gracefully and stop once none is left.
     Close,
 }
@@ -78,6 +81,8 @@ pub enum Report {
         /// The peer that sent it.
         from: PeerId,
     },
+    /// The node noted its mesh sizes ([`Command::CountMesh`]).
+    MeshCounted(usize),
     /// The node has no connection left and stopped.
     Closed(usize),
     /// The node failed; the scenario stops.
@@ -100,6 +105,14 @@ pub struct TopicCounts {
     pub received: u64,
     /// Sum of the WakuMessage sizes delivered to it.
     pub received_bytes: u64,
+    /// Peers in its gossipsub mesh when it was told to count them (after the publishing; left
+    /// out when not counted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mesh_peers: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Where and how a node runs.
@@ -441,6 +454,14 @@ impl Node {
                     .behaviour_mut()
                     .relay
                     .unsubscribe(&gossipsub::IdentTopic::new(&pubsub_topic));
+            }
+            Command::CountMesh => {
+                let relay = &self.swarm.behaviour().relay;
+                for (topic, counts) in &mut self.counts {
+                    let hash = gossipsub::IdentTopic::new(topic).hash();
+                    counts.mesh_peers = relay.mesh_peers(&hash).count() as u64;
+                }
+                self.report(Report::MeshCounted(self.index));
             }
             Command::Close => {
                 self.closing = true;
