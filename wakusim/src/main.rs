@@ -9,9 +9,11 @@ use std::{
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wakusim::{
     community::{self, Community, NewCommunity, NewMessage, Store},
+    export,
     runs::{self, Runs},
     scenario::Scenario,
     serve::Service,
+    standalone::{self, NodeOptions},
     sweep::{self, Param},
 };
 
@@ -64,6 +66,49 @@ enum Cmd {
         /// How to print the table.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Write a scenario out for an engine that spans machines: Kubernetes manifests.
+    #[command(
+        after_help = "Writes <out>/wakusim.yaml: a ConfigMap with the scenario, a Secret with the protected communities' keys, a headless Service `wakusim` (node<i>.wakusim is node i's DNS name) and one Pod per node running `wakusim run-node` with wakuprof as a sidecar (libpcap on the pod's eth0, Parquet under /var/lib/wakusim/profiles/<pod> on its host). The image is built by wakusim/Dockerfile.\n\nExamples:\n  wakusim export wakusim/scenarios/demo.toml --to kubernetes --out k8s/\n  kubectl apply -f k8s/wakusim.yaml"
+    )]
+    Export {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The engine to write for.
+        #[arg(long, value_enum, default_value_t = Engine::Kubernetes)]
+        to: Engine,
+        /// Directory for the manifests.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// The container image with wakusim and wakuprof.
+        #[arg(long, default_value = export::IMAGE)]
+        image: String,
+    },
+    /// Run one node of a scenario on this host (as `export`'s Pods do): listen on --port, dial
+    /// the peers given, publish the node's share of the schedule, print its counts as JSON.
+    #[command(
+        after_help = "Every node computes the same schedule from the scenario's seed and publishes its own messages; the peers' names are retried until they resolve (a peer's name resolves once it listens).\n\nExample:\n  wakusim run-node --scenario demo.toml --index 1 --dial node0.wakusim:60000"
+    )]
+    RunNode {
+        /// The scenario file.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Which node of the scenario this is.
+        #[arg(long)]
+        index: usize,
+        /// The TCP port to listen on.
+        #[arg(long, default_value_t = standalone::DEFAULT_PORT)]
+        port: u16,
+        /// A peer to dial, host:port (repeat).
+        #[arg(long, value_name = "HOST:PORT")]
+        dial: Vec<String>,
+        /// A directory holding each protected community's signing key (hex) in a file named
+        /// for it [default: keys derived from the seed].
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
+        /// A file to create once the node listens (for a readiness probe).
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
     },
     /// Check a scenario file and print what it describes, without running it.
     Check {
@@ -159,6 +204,12 @@ enum MessageFormat {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    /// Kubernetes manifests (a Pod per node, wakuprof as a sidecar).
+    Kubernetes,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     /// A table per node.
     Table,
@@ -224,6 +275,44 @@ fn main() -> anyhow::Result<()> {
                 s.duration_secs,
                 s.churn.len()
             );
+        }
+        Cmd::Export {
+            scenario,
+            to: Engine::Kubernetes,
+            out,
+            image,
+        } => {
+            let s = Scenario::load(&scenario)?;
+            let text = std::fs::read_to_string(&scenario)?;
+            let objects = export::kubernetes(&s, &text, &image)?;
+            let path = export::write(&objects, &out)?;
+            println!(
+                "{} objects ({} pods) in {}; apply with: kubectl apply -f {}",
+                objects.len(),
+                s.network.nodes,
+                path.display(),
+                path.display()
+            );
+        }
+        Cmd::RunNode {
+            scenario,
+            index,
+            port,
+            dial,
+            keys,
+            ready_file,
+        } => {
+            let mut s = Scenario::load(&scenario)?;
+            catch_signals();
+            let options = NodeOptions {
+                index,
+                port,
+                dial,
+                keys,
+                ready_file,
+            };
+            let counts = standalone::run_node(&mut s, &options, &STOP)?;
+            println!("{}", serde_json::to_string_pretty(&counts)?);
         }
         Cmd::Run {
             scenario,

@@ -1,0 +1,263 @@
+//! `wakusim export --to kubernetes` as far as a machine without a cluster can test it: the
+//! manifests parse as YAML, every object is well formed, everything a Pod refers to (ConfigMap,
+//! Secret, Service, volumes, image) exists, the commands name subcommands and options the
+//! binaries have, and the Pods and their dials are the scenario's nodes and topology. Then
+//! `wakusim run-node`, what the Pods run, runs a three-node network on loopback: every message
+//! one node publishes reaches the others.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use serde_json::Value;
+
+const SCENARIO: &str = r#"
+duration_secs = 3
+seed = 7
+
+[network]
+nodes = 6
+degree = 3
+
+[[community]]
+name = "guarded"
+shard = 200
+protected = true
+members = [0, 1, 2]
+
+[[community.message]]
+content_topic = "/guarded/1/chat/proto"
+size = 300
+rate_per_min = 60
+
+[[community]]
+name = "open"
+members = [1, 2]
+
+[[community.message]]
+content_topic = "/open/1/chat/proto"
+size = 100
+rate_per_min = 60
+"#;
+
+fn wakusim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wakusim"))
+}
+
+/// The wakuprof binary beside wakusim's, built when it is not there yet.
+fn wakuprof() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_wakusim")).with_file_name("wakuprof");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-p", "wakuprof", "--bin", "wakuprof"])
+            .status()
+            .expect("cargo runs");
+        assert!(built.success(), "cargo build -p wakuprof");
+    }
+    bin
+}
+
+/// Asserts that `command` names a subcommand of its binary and only options that subcommand
+/// has, by its `--help`.
+fn assert_cli(binary: &Path, command: &[String]) {
+    let help = Command::new(binary)
+        .args([&command[1], "--help"])
+        .output()
+        .expect("the binary runs");
+    assert!(
+        help.status.success(),
+        "{} has no {}",
+        command[0],
+        command[1]
+    );
+    let text = String::from_utf8_lossy(&help.stdout);
+    for option in command.iter().filter(|a| a.starts_with("--")) {
+        assert!(
+            text.contains(&format!("{option} ")) || text.contains(&format!("{option}\n")),
+            "{} {} has no {option}",
+            command[0],
+            command[1]
+        );
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| s.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+#[test]
+fn manifests_parse_and_refer_to_what_exists() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, SCENARIO).expect("write the scenario");
+    let out = dir.path().join("k8s");
+    let status = wakusim()
+        .arg("export")
+        .arg(&scenario)
+        .args(["--to", "kubernetes", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("wakusim runs");
+    assert!(status.success(), "wakusim export failed");
+    let text = std::fs::read_to_string(out.join("wakusim.yaml")).expect("wakusim.yaml");
+    let objects: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("a YAML document"))
+        .collect();
+
+    let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for o in &objects {
+        assert!(o["apiVersion"].is_string(), "apiVersion of {o}");
+        let kind = o["kind"].as_str().expect("kind");
+        let name = o["metadata"]["name"].as_str().expect("metadata.name");
+        assert!(
+            names
+                .entry(kind.to_owned())
+                .or_default()
+                .insert(name.to_owned()),
+            "{kind} {name} twice"
+        );
+    }
+    let has = |kind: &str, name: &str| names.get(kind).is_some_and(|n| n.contains(name));
+    let config = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("a ConfigMap");
+    assert_eq!(config["data"]["scenario.toml"], SCENARIO);
+    let secret = objects
+        .iter()
+        .find(|o| o["kind"] == "Secret")
+        .expect("a Secret");
+    let keys = secret["stringData"].as_object().expect("stringData");
+    assert_eq!(keys.keys().collect::<Vec<_>>(), ["guarded"]);
+    assert_eq!(keys["guarded"].as_str().map(str::len), Some(64));
+
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile"))
+        .expect("wakusim/Dockerfile");
+    let wakuprof = wakuprof();
+    let pods: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Pod").collect();
+    assert_eq!(pods.len(), 6, "a Pod per node");
+    let mut edges = BTreeSet::new();
+    for (i, pod) in pods.iter().enumerate() {
+        let spec = &pod["spec"];
+        assert_eq!(spec["hostname"], format!("node{i}"));
+        let service = spec["subdomain"].as_str().expect("subdomain");
+        assert!(has("Service", service), "no Service {service}");
+        let svc = objects
+            .iter()
+            .find(|o| o["kind"] == "Service")
+            .expect("the Service");
+        assert_eq!(svc["spec"]["clusterIP"], "None", "headless");
+        for (k, v) in svc["spec"]["selector"].as_object().expect("selector") {
+            assert_eq!(
+                &pod["metadata"]["labels"][k], v,
+                "the Service selects node{i}"
+            );
+        }
+        let mut volumes = BTreeSet::new();
+        for v in spec["volumes"].as_array().expect("volumes") {
+            volumes.insert(v["name"].as_str().expect("volume name").to_owned());
+            if let Some(c) = v["configMap"]["name"].as_str() {
+                assert!(has("ConfigMap", c), "no ConfigMap {c}");
+            }
+            if let Some(s) = v["secret"]["secretName"].as_str() {
+                assert!(has("Secret", s), "no Secret {s}");
+            }
+        }
+        let sidecars = spec["initContainers"].as_array().expect("the sidecar");
+        let containers = spec["containers"].as_array().expect("containers");
+        assert_eq!(sidecars[0]["restartPolicy"], "Always", "a native sidecar");
+        for c in sidecars.iter().chain(containers) {
+            let image = c["image"].as_str().expect("image");
+            assert!(
+                dockerfile.contains(&format!("-t {image} ")),
+                "the Dockerfile does not build {image}"
+            );
+            for m in c["volumeMounts"].as_array().expect("mounts") {
+                let name = m["name"].as_str().expect("mount name");
+                assert!(volumes.contains(name), "no volume {name}");
+            }
+        }
+        let profiler = strings(&sidecars[0]["command"]);
+        assert_eq!(profiler[..2], ["wakuprof", "live"]);
+        assert_cli(&wakuprof, &profiler);
+        let node = strings(&containers[0]["command"]);
+        assert_eq!(node[..2], ["wakusim", "run-node"]);
+        assert_cli(Path::new(env!("CARGO_BIN_EXE_wakusim")), &node);
+        let index = node.iter().position(|a| a == "--index").expect("--index");
+        assert_eq!(node[index + 1], i.to_string());
+        for w in node.windows(2).filter(|w| w[0] == "--dial") {
+            let host = w[1].strip_suffix(".wakusim:60000").expect("a node's name");
+            let j: usize = host
+                .strip_prefix("node")
+                .and_then(|n| n.parse().ok())
+                .expect("node<j>");
+            assert!(j < 6 && j != i, "node{i} dials node{j}");
+            assert!(edges.insert((i.min(j), i.max(j))), "{i}-{j} dialled twice");
+        }
+    }
+    for i in 1..6 {
+        assert!(edges.contains(&(i - 1, i)), "the chain {}-{i}", i - 1);
+    }
+    // degree 3: each node dials its predecessor and up to two random others.
+    assert!(edges.len() > 5 && edges.len() <= 5 + 2 * 6, "{edges:?}");
+}
+
+/// Starts node `index` of `scenario` on loopback port `port`, dialling `dial`.
+fn node(scenario: &Path, index: usize, port: u16, dial: &[String]) -> Child {
+    let mut c = wakusim();
+    c.arg("run-node").arg("--scenario").arg(scenario).args([
+        "--index",
+        &index.to_string(),
+        "--port",
+        &port.to_string(),
+    ]);
+    for d in dial {
+        c.args(["--dial", d]);
+    }
+    c.stdout(Stdio::piped()).spawn().expect("wakusim run-node")
+}
+
+#[test]
+fn run_node_runs_a_network_on_loopback() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("scenario.toml");
+    let three = SCENARIO.replace("nodes = 6\ndegree = 3", "nodes = 3\ndegree = 1");
+    std::fs::write(&scenario, three).expect("write the scenario");
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    let children = vec![
+        node(&scenario, 0, base, &[]),
+        node(&scenario, 1, base + 1, &[format!("localhost:{base}")]),
+        node(&scenario, 2, base + 2, &[format!("127.0.0.1:{}", base + 1)]),
+    ];
+    let counts: Vec<Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("the node finishes");
+            assert!(out.status.success(), "wakusim run-node failed");
+            serde_json::from_slice(&out.stdout).expect("counts as JSON")
+        })
+        .collect();
+    for topic in ["/waku/2/rs/16/200", "/waku/2/rs/16/32"] {
+        let published: u64 = counts
+            .iter()
+            .map(|c| c[topic]["published"].as_u64().expect("published"))
+            .sum();
+        assert!(published > 0, "{topic}: something was published");
+        for (i, c) in counts.iter().enumerate() {
+            let own = c[topic]["published"].as_u64().expect("published");
+            assert_eq!(
+                c[topic]["received"].as_u64(),
+                Some(published - own),
+                "node{i} received every other node's messages on {topic}"
+            );
+        }
+    }
+}
