@@ -31,8 +31,9 @@ use crate::{
 
 /// The port nodes listen on when none is given.
 pub const DEFAULT_PORT: u16 = 60000;
-/// How long a node waits for its peers' names to resolve (they resolve once the peers listen).
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a node waits for its peers' names to resolve (they resolve once the peers listen),
+/// and for the peers that dial it.
+const PEERS_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time after the last message for it and the gossip about it to spread.
 const LINGER: Duration = Duration::from_secs(5);
 
@@ -115,7 +116,7 @@ pub fn run_node(
         .map(|peer| resolve(peer, stop))
         .collect::<anyhow::Result<Vec<_>>>()?;
     handle.commands.send(Command::Dial(targets))?;
-    reports.wait("the meshes to form", STEP_TIMEOUT, stop, |r| {
+    reports.wait("the meshes to form", PEERS_TIMEOUT, stop, |r| {
         matches!(r, Report::MeshReady(_))
     })?;
     thread::sleep(2 * s.gossipsub.mesh().heartbeat);
@@ -167,7 +168,7 @@ fn resolve(peer: &str, stop: &AtomicBool) -> anyhow::Result<Multiaddr> {
             .is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
         "--dial {peer}: not host:port"
     );
-    let deadline = Instant::now() + RESOLVE_TIMEOUT;
+    let deadline = Instant::now() + PEERS_TIMEOUT;
     loop {
         let found: Option<SocketAddr> = peer
             .to_socket_addrs()
@@ -179,7 +180,7 @@ fn resolve(peer: &str, stop: &AtomicBool) -> anyhow::Result<Multiaddr> {
         if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
             bail!(
                 "--dial {peer}: the name did not resolve within {} s",
-                RESOLVE_TIMEOUT.as_secs()
+                PEERS_TIMEOUT.as_secs()
             );
         }
         thread::sleep(Duration::from_secs(1));

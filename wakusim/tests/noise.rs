@@ -77,6 +77,7 @@ fn profiler_is_within_five_percent_of_every_node_on_noise() {
     for node in nodes {
         let name = &node["node"];
         let total = node["relay_total_error_pct"].as_f64().expect("total error");
+        eprintln!("{name} relay: {total:.2} %");
         assert!(
             total <= NOISE_TOLERANCE_PCT,
             "{name}: relay bytes {total:.2} % off the truth"
