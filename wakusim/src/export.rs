@@ -34,6 +34,17 @@ pub fn kubernetes(s: &Scenario, text: &str, image: &str) -> anyhow::Result<Vec<V
         s.communities.iter().all(|c| !c.stored),
         "stored communities cannot be exported: give their shard and protection in the scenario"
     );
+    for (i, c) in s.communities.iter().enumerate() {
+        let key_name = c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+        ensure!(
+            !c.protected || (key_name && !c.name.starts_with('.')),
+            "community[{i}] ({}).name: a protected community's name is a key of the Secret: letters, digits, '-', '_' and '.' only, not first",
+            c.name
+        );
+    }
     let mut objects = vec![json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",

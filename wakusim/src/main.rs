@@ -303,6 +303,7 @@ fn main() -> anyhow::Result<()> {
             ready_file,
         } => {
             let mut s = Scenario::load(&scenario)?;
+            store.resolve(&mut s)?;
             catch_signals();
             let options = NodeOptions {
                 index,

@@ -117,6 +117,13 @@ fn manifests_parse_and_refer_to_what_exists() {
         assert!(o["apiVersion"].is_string(), "apiVersion of {o}");
         let kind = o["kind"].as_str().expect("kind");
         let name = o["metadata"]["name"].as_str().expect("metadata.name");
+        let dns_label = name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        assert!(dns_label, "{kind} {name}: not a DNS label");
         assert!(
             names
                 .entry(kind.to_owned())
@@ -260,4 +267,26 @@ fn run_node_runs_a_network_on_loopback() {
             );
         }
     }
+}
+
+#[test]
+fn a_protected_community_whose_name_is_no_secret_key_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, SCENARIO.replace("\"guarded\"", "\"our guard\""))
+        .expect("write the scenario");
+    let out = wakusim()
+        .arg("export")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("wakusim runs");
+    assert!(!out.status.success(), "the export was refused");
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        error.contains("community[0] (our guard).name"),
+        "the error names the field: {error}"
+    );
+    assert!(!dir.path().join("wakusim.yaml").exists());
 }
