@@ -170,10 +170,11 @@ fn resolve(peer: &str, stop: &AtomicBool) -> anyhow::Result<Multiaddr> {
     );
     let deadline = Instant::now() + PEERS_TIMEOUT;
     loop {
+        // IPv4 first: the node listens on IPv4.
         let found: Option<SocketAddr> = peer
             .to_socket_addrs()
             .ok()
-            .and_then(|mut addrs| addrs.next());
+            .and_then(|addrs| addrs.min_by_key(SocketAddr::is_ipv6));
         if let Some(addr) = found {
             return Ok(Multiaddr::from(addr.ip()).with(Protocol::Tcp(addr.port())));
         }

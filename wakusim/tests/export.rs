@@ -9,6 +9,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -217,19 +218,27 @@ fn manifests_parse_and_refer_to_what_exists() {
     assert!(edges.len() > 5 && edges.len() <= 5 + 2 * 6, "{edges:?}");
 }
 
-/// Starts node `index` of `scenario` on loopback port `port`, dialling `dial`.
+/// Starts node `index` of `scenario` on port `port`, dialling `dial`, and waits until it
+/// listens (as a Pod's readiness probe does).
 fn node(scenario: &Path, index: usize, port: u16, dial: &[String]) -> Child {
+    let ready = scenario.with_file_name(format!("ready{index}"));
     let mut c = wakusim();
-    c.arg("run-node").arg("--scenario").arg(scenario).args([
-        "--index",
-        &index.to_string(),
-        "--port",
-        &port.to_string(),
-    ]);
+    c.arg("run-node")
+        .arg("--scenario")
+        .arg(scenario)
+        .args(["--index", &index.to_string(), "--port", &port.to_string()])
+        .arg("--ready-file")
+        .arg(&ready);
     for d in dial {
         c.args(["--dial", d]);
     }
-    c.stdout(Stdio::piped()).spawn().expect("wakusim run-node")
+    let child = c.stdout(Stdio::piped()).spawn().expect("wakusim run-node");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "node{index} does not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 #[test]
