@@ -1,7 +1,9 @@
-//! A scenario written out for an engine that spans machines: Kubernetes manifests with one
-//! Pod per node (the relay node, `wakusim run-node`, and wakuprof as its sidecar), a headless
-//! Service giving each node a stable DNS name its peers dial, the scenario in a ConfigMap and
-//! the protected communities' keys in a Secret.
+//! A scenario written out for an engine that runs it beyond one machine's namespaces: Kubernetes
+//! manifests with one Pod per node (the relay node, `wakusim run-node`, and wakuprof as its
+//! sidecar), a headless Service giving each node a stable DNS name its peers dial, the scenario
+//! in a ConfigMap and the protected communities' keys in a Secret; or a Shadow simulator
+//! configuration running the same `wakusim run-node` on each simulated host, with a capture
+//! per host for `wakuprof analyze`.
 
 use std::path::Path;
 
@@ -80,12 +82,77 @@ pub fn kubernetes(s: &Scenario, text: &str, image: &str) -> anyhow::Result<Vec<V
             "ports": [{"name": "relay", "port": DEFAULT_PORT, "targetPort": DEFAULT_PORT}],
         },
     }));
-    let edges = topology(s.network.nodes, s.network.degree, &mut Rng::of(s));
-    for i in 0..s.network.nodes {
-        let dials: Vec<usize> = edges.iter().filter(|e| e.0 == i).map(|e| e.1).collect();
-        objects.push(pod(i, &dials, image, protected));
+    for (i, dials) in dials(s).iter().enumerate() {
+        objects.push(pod(i, dials, image, protected));
     }
     Ok(objects)
+}
+
+/// The nodes each node dials: the topology a single-host run of `s` connects.
+fn dials(s: &Scenario) -> Vec<Vec<usize>> {
+    let mut dials = vec![Vec::new(); s.network.nodes];
+    for (from, to) in topology(s.network.nodes, s.network.degree, &mut Rng::of(s)) {
+        dials[from].push(to);
+    }
+    dials
+}
+
+/// Seconds of simulated time a Shadow run of `s` gets beyond its publishing: for the nodes
+/// to start, connect, form their meshes, linger and close.
+const SHADOW_SETUP_SECS: f64 = 60.0;
+
+/// The Shadow configuration of scenario `s` (a copy of its file at `scenario`): a host
+/// `node<i>` per node on a 1 Gbit switch, each running `wakusim` (at `binary`) `run-node` and
+/// capturing its `eth0.pcap`.
+pub fn shadow(s: &Scenario, scenario: &Path, binary: &Path) -> anyhow::Result<Value> {
+    ensure!(
+        s.communities.iter().all(|c| !c.stored),
+        "stored communities cannot be exported: give their shard and protection in the scenario"
+    );
+    let hosts: serde_json::Map<String, Value> = dials(s)
+        .iter()
+        .enumerate()
+        .map(|(i, dials)| {
+            let mut args: Vec<String> = [
+                "run-node",
+                "--scenario",
+                &scenario.display().to_string(),
+                "--index",
+                &i.to_string(),
+                "--port",
+                &DEFAULT_PORT.to_string(),
+                // Every host starts at once: the peers listen by then.
+                "--dial-delay",
+                "2",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            for d in dials {
+                args.extend(["--dial".to_owned(), format!("node{d}:{DEFAULT_PORT}")]);
+            }
+            let host = json!({
+                "network_node_id": 0,
+                "processes": [{
+                    "path": binary.display().to_string(),
+                    "args": args,
+                    "start_time": "1s",
+                    "expected_final_state": {"exited": 0},
+                }],
+            });
+            (format!("node{i}"), host)
+        })
+        .collect();
+    let stop = (s.duration_secs + SHADOW_SETUP_SECS).ceil();
+    Ok(json!({
+        "general": {
+            "stop_time": format!("{stop}s"),
+            "seed": s.seed,
+            "model_unblocked_syscall_latency": true,
+        },
+        "network": {"graph": {"type": "1_gbit_switch"}},
+        "host_option_defaults": {"pcap_enabled": true},
+        "hosts": hosts,
+    }))
 }
 
 fn labels() -> Value {
@@ -186,6 +253,10 @@ fn pod(i: usize, dials: &[usize], image: &str, protected: bool) -> Value {
 
 /// The file `write` puts the manifests in.
 pub const FILE: &str = "wakusim.yaml";
+/// The file the Shadow configuration goes to.
+pub const SHADOW_FILE: &str = "shadow.yaml";
+/// The scenario's copy beside the Shadow configuration.
+pub const SHADOW_SCENARIO: &str = "scenario.toml";
 
 /// Writes `objects` as one YAML stream (documents separated by `---`) to `dir/wakusim.yaml`,
 /// ready for `kubectl apply -f`. Returns its path.
@@ -198,5 +269,25 @@ pub fn write(objects: &[Value], dir: &Path) -> anyhow::Result<std::path::PathBuf
     }
     let path = dir.join(FILE);
     std::fs::write(&path, all).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Writes the Shadow configuration of scenario `s` (whose file reads `text`) into `dir`:
+/// `shadow.yaml` and the scenario's copy it runs. Returns the configuration's path.
+pub fn write_shadow(
+    s: &Scenario,
+    text: &str,
+    binary: &Path,
+    dir: &Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolve {}", dir.display()))?;
+    let scenario = dir.join(SHADOW_SCENARIO);
+    std::fs::write(&scenario, text).with_context(|| format!("write {}", scenario.display()))?;
+    let path = dir.join(SHADOW_FILE);
+    let config = serde_norway::to_string(&shadow(s, &scenario, binary)?)?;
+    std::fs::write(&path, config).with_context(|| format!("write {}", path.display()))?;
     Ok(path)
 }

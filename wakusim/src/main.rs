@@ -4,6 +4,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -67,9 +68,9 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Write a scenario out for an engine that spans machines: Kubernetes manifests.
+    /// Write a scenario out for another engine: Kubernetes manifests, or a Shadow configuration.
     #[command(
-        after_help = "Writes <out>/wakusim.yaml: a ConfigMap with the scenario, a Secret with the protected communities' keys, a headless Service `wakusim` (node<i>.wakusim is node i's DNS name) and one Pod per node running `wakusim run-node` with wakuprof as a sidecar (libpcap on the pod's eth0, Parquet under /var/lib/wakusim/profiles/<pod> on its host). The image is built by wakusim/Dockerfile.\n\nExamples:\n  wakusim export wakusim/scenarios/demo.toml --to kubernetes --out k8s/\n  kubectl apply -f k8s/wakusim.yaml"
+        after_help = "Writes <out>/wakusim.yaml: a ConfigMap with the scenario, a Secret with the protected communities' keys, a headless Service `wakusim` (node<i>.wakusim is node i's DNS name) and one Pod per node running `wakusim run-node` with wakuprof as a sidecar (libpcap on the pod's eth0, Parquet under /var/lib/wakusim/profiles/<pod> on its host). The image is built by wakusim/Dockerfile.\n\nWith --to shadow: <out>/shadow.yaml and a copy of the scenario; a host node<i> per node on a 1 Gbit switch runs this wakusim binary's `run-node` and Shadow writes its capture to shadow.data/hosts/node<i>/eth0.pcap, for `wakuprof analyze`.\n\nExamples:\n  wakusim export wakusim/scenarios/demo.toml --to kubernetes --out k8s/\n  kubectl apply -f k8s/wakusim.yaml\n  wakusim export wakusim/scenarios/demo.toml --to shadow --out sim/ && cd sim && shadow shadow.yaml"
     )]
     Export {
         /// The scenario file.
@@ -80,7 +81,7 @@ enum Cmd {
         /// Directory for the manifests.
         #[arg(long, default_value = ".")]
         out: PathBuf,
-        /// The container image with wakusim and wakuprof.
+        /// The container image with wakusim and wakuprof (Kubernetes).
         #[arg(long, default_value = export::IMAGE)]
         image: String,
     },
@@ -109,6 +110,9 @@ enum Cmd {
         /// A file to create once the node listens (for a readiness probe).
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
+        /// Seconds between listening and dialling (for peers started at the same moment).
+        #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+        dial_delay: f64,
     },
     /// Check a scenario file and print what it describes, without running it.
     Check {
@@ -207,6 +211,8 @@ enum MessageFormat {
 enum Engine {
     /// Kubernetes manifests (a Pod per node, wakuprof as a sidecar).
     Kubernetes,
+    /// A Shadow simulator configuration (a host per node, a capture per host).
+    Shadow,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -278,21 +284,35 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Export {
             scenario,
-            to: Engine::Kubernetes,
+            to,
             out,
             image,
         } => {
             let s = Scenario::load(&scenario)?;
             let text = std::fs::read_to_string(&scenario)?;
-            let objects = export::kubernetes(&s, &text, &image)?;
-            let path = export::write(&objects, &out)?;
-            println!(
-                "{} objects ({} pods) in {}; apply with: kubectl apply -f {}",
-                objects.len(),
-                s.network.nodes,
-                path.display(),
-                path.display()
-            );
+            match to {
+                Engine::Kubernetes => {
+                    let objects = export::kubernetes(&s, &text, &image)?;
+                    let path = export::write(&objects, &out)?;
+                    println!(
+                        "{} objects ({} pods) in {}; apply with: kubectl apply -f {}",
+                        objects.len(),
+                        s.network.nodes,
+                        path.display(),
+                        path.display()
+                    );
+                }
+                Engine::Shadow => {
+                    let binary = std::env::current_exe()?;
+                    let path = export::write_shadow(&s, &text, &binary, &out)?;
+                    println!(
+                        "{} hosts in {}; run with: shadow {}",
+                        s.network.nodes,
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
         }
         Cmd::RunNode {
             scenario,
@@ -301,6 +321,7 @@ fn main() -> anyhow::Result<()> {
             dial,
             keys,
             ready_file,
+            dial_delay,
         } => {
             let mut s = Scenario::load(&scenario)?;
             store.resolve(&mut s)?;
@@ -311,6 +332,8 @@ fn main() -> anyhow::Result<()> {
                 dial,
                 keys,
                 ready_file,
+                dial_delay: Duration::try_from_secs_f64(dial_delay)
+                    .map_err(|e| anyhow::anyhow!("--dial-delay {dial_delay}: {e}"))?,
             };
             let counts = standalone::run_node(&mut s, &options, &STOP)?;
             println!("{}", serde_json::to_string_pretty(&counts)?);

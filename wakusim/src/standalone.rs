@@ -50,6 +50,8 @@ pub struct NodeOptions {
     pub keys: Option<PathBuf>,
     /// A file created once the node listens (for a readiness probe).
     pub ready_file: Option<PathBuf>,
+    /// Time between listening and dialling, for peers started at the same moment to listen.
+    pub dial_delay: Duration,
 }
 
 /// Runs node `o.index` of `s` until its share of the publishing is done (or `stop` is set),
@@ -109,6 +111,9 @@ pub fn run_node(
     if let Some(file) = &o.ready_file {
         std::fs::write(file, b"listening\n")
             .with_context(|| format!("--ready-file {}", file.display()))?;
+    }
+    if reports.pause(o.dial_delay, stop)? {
+        bail!("stopped by a signal before dialling");
     }
     let targets = o
         .dial

@@ -93,25 +93,64 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn manifests_parse_and_refer_to_what_exists() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let scenario = dir.path().join("scenario.toml");
+/// Exports `SCENARIO` to `engine` into `dir` and parses what it wrote, `file`, as YAML
+/// documents.
+fn export(dir: &Path, engine: &str, file: &str) -> Vec<Value> {
+    let scenario = dir.join("scenario.toml");
     std::fs::write(&scenario, SCENARIO).expect("write the scenario");
-    let out = dir.path().join("k8s");
+    let out = dir.join(engine);
     let status = wakusim()
         .arg("export")
         .arg(&scenario)
-        .args(["--to", "kubernetes", "--out"])
+        .args(["--to", engine, "--out"])
         .arg(&out)
         .stdout(Stdio::null())
         .status()
         .expect("wakusim runs");
-    assert!(status.success(), "wakusim export failed");
-    let text = std::fs::read_to_string(out.join("wakusim.yaml")).expect("wakusim.yaml");
-    let objects: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+    assert!(status.success(), "wakusim export --to {engine} failed");
+    let text = std::fs::read_to_string(out.join(file)).expect("the exported file");
+    serde_norway::Deserializer::from_str(&text)
         .map(|doc| serde::Deserialize::deserialize(doc).expect("a YAML document"))
-        .collect();
+        .collect()
+}
+
+/// The node `node<j><suffix>` names.
+fn dialled(target: &str, suffix: &str) -> usize {
+    target
+        .strip_suffix(suffix)
+        .and_then(|h| h.strip_prefix("node"))
+        .and_then(|j| j.parse().ok())
+        .unwrap_or_else(|| panic!("{target} is no node{suffix}"))
+}
+
+/// The (dialler, dialled) pairs of `args`' `--dial` options of node `i`.
+fn dials(i: usize, args: &[String], suffix: &str) -> Vec<(usize, usize)> {
+    args.windows(2)
+        .filter(|w| w[0] == "--dial")
+        .map(|w| (i, dialled(&w[1], suffix)))
+        .collect()
+}
+
+/// The edges of the Kubernetes export of `SCENARIO`.
+fn kubernetes_edges(objects: &[Value]) -> BTreeSet<(usize, usize)> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "Pod")
+        .enumerate()
+        .flat_map(|(i, p)| {
+            dials(
+                i,
+                &strings(&p["spec"]["containers"][0]["command"]),
+                ".wakusim:60000",
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn manifests_parse_and_refer_to_what_exists() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let objects = export(dir.path(), "kubernetes", "wakusim.yaml");
 
     let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for o in &objects {
@@ -201,12 +240,7 @@ fn manifests_parse_and_refer_to_what_exists() {
         assert_cli(Path::new(env!("CARGO_BIN_EXE_wakusim")), &node);
         let index = node.iter().position(|a| a == "--index").expect("--index");
         assert_eq!(node[index + 1], i.to_string());
-        for w in node.windows(2).filter(|w| w[0] == "--dial") {
-            let host = w[1].strip_suffix(".wakusim:60000").expect("a node's name");
-            let j: usize = host
-                .strip_prefix("node")
-                .and_then(|n| n.parse().ok())
-                .expect("node<j>");
+        for (_, j) in dials(i, &node, ".wakusim:60000") {
             assert!(j < 6 && j != i, "node{i} dials node{j}");
             assert!(edges.insert((i.min(j), i.max(j))), "{i}-{j} dialled twice");
         }
@@ -216,6 +250,56 @@ fn manifests_parse_and_refer_to_what_exists() {
     }
     // degree 3: each node dials its predecessor and up to two random others.
     assert!(edges.len() > 5 && edges.len() <= 5 + 2 * 6, "{edges:?}");
+}
+
+#[test]
+fn shadow_runs_the_same_nodes_and_topology() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = export(dir.path(), "shadow", "shadow.yaml");
+    assert_eq!(config.len(), 1);
+    let config = &config[0];
+    let stop: f64 = config["general"]["stop_time"]
+        .as_str()
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse().ok())
+        .expect("stop_time in seconds");
+    assert!(stop > 3.0, "the simulation outlasts the publishing");
+    assert_eq!(config["network"]["graph"]["type"], "1_gbit_switch");
+    assert_eq!(config["host_option_defaults"]["pcap_enabled"], true);
+    let hosts = config["hosts"].as_object().expect("hosts");
+    assert_eq!(hosts.len(), 6, "a host per node");
+    let binary = Path::new(env!("CARGO_BIN_EXE_wakusim"))
+        .canonicalize()
+        .expect("the binary");
+    let mut edges = BTreeSet::new();
+    for i in 0..6 {
+        let host = &hosts[&format!("node{i}")];
+        assert_eq!(host["network_node_id"], 0);
+        let process = &host["processes"][0];
+        let path = process["path"].as_str().expect("path");
+        assert_eq!(
+            Path::new(path).canonicalize().expect("the path exists"),
+            binary
+        );
+        let mut command = vec!["wakusim".to_owned()];
+        command.extend(strings(&process["args"]));
+        assert_eq!(command[1], "run-node");
+        assert_cli(&binary, &command);
+        let at = command
+            .iter()
+            .position(|a| a == "--scenario")
+            .expect("--scenario");
+        let scenario = std::fs::read_to_string(&command[at + 1]).expect("the scenario's copy");
+        assert_eq!(scenario, SCENARIO);
+        let at = command
+            .iter()
+            .position(|a| a == "--index")
+            .expect("--index");
+        assert_eq!(command[at + 1], i.to_string());
+        edges.extend(dials(i, &command, ":60000"));
+    }
+    let k8s = export(dir.path(), "kubernetes", "wakusim.yaml");
+    assert_eq!(edges, kubernetes_edges(&k8s), "the same topology");
 }
 
 /// Starts node `index` of `scenario` on port `port`, dialling `dial`, and waits until it
