@@ -335,7 +335,7 @@ impl Store {
 }
 
 /// The stored signing key of community `name`.
-fn signing_key(name: &str, hex: &str) -> Result<SigningKey, Error> {
+pub(crate) fn signing_key(name: &str, hex: &str) -> Result<SigningKey, Error> {
     unhex(hex)
         .and_then(|b| SigningKey::from_slice(&b).ok())
         .ok_or_else(|| Error::Internal(format!("community {name}: bad stored key")))

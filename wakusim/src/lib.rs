@@ -5,6 +5,7 @@
 pub mod chart;
 pub mod community;
 pub mod error;
+pub mod export;
 mod fleet;
 pub mod health;
 pub mod net;
@@ -16,5 +17,6 @@ pub mod runs;
 pub mod scenario;
 pub mod serve;
 pub mod signed;
+pub mod standalone;
 pub mod sweep;
 pub mod table;

@@ -4,14 +4,17 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wakusim::{
     community::{self, Community, NewCommunity, NewMessage, Store},
+    export,
     runs::{self, Runs},
     scenario::Scenario,
     serve::Service,
+    standalone::{self, NodeOptions},
     sweep::{self, Param},
 };
 
@@ -64,6 +67,52 @@ enum Cmd {
         /// How to print the table.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Write a scenario out for another engine: Kubernetes manifests, or a Shadow configuration.
+    #[command(
+        after_help = "Writes <out>/wakusim.yaml: a ConfigMap with the scenario, a Secret with the protected communities' keys, a headless Service `wakusim` (node<i>.wakusim is node i's DNS name) and one Pod per node running `wakusim run-node` with wakuprof as a sidecar (libpcap on the pod's eth0, Parquet under /var/lib/wakusim/profiles/<pod> on its host). The image is built by wakusim/Dockerfile.\n\nWith --to shadow: <out>/shadow.yaml and a copy of the scenario; a host node<i> per node on a 1 Gbit switch runs this wakusim binary's `run-node` and Shadow writes its capture to shadow.data/hosts/node<i>/eth0.pcap, for `wakuprof analyze`.\n\nExamples:\n  wakusim export wakusim/scenarios/demo.toml --to kubernetes --out k8s/\n  kubectl apply -f k8s/wakusim.yaml\n  wakusim export wakusim/scenarios/demo.toml --to shadow --out sim/ && cd sim && shadow shadow.yaml"
+    )]
+    Export {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The engine to write for.
+        #[arg(long, value_enum, default_value_t = Engine::Kubernetes)]
+        to: Engine,
+        /// Directory for the manifests.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// The container image with wakusim and wakuprof (Kubernetes).
+        #[arg(long, default_value = export::IMAGE)]
+        image: String,
+    },
+    /// Run one node of a scenario on this host (as `export`'s Pods do): listen on --port, dial
+    /// the peers given, publish the node's share of the schedule, print its counts as JSON.
+    #[command(
+        after_help = "Every node computes the same schedule from the scenario's seed and publishes its own messages; the peers' names are retried until they resolve (a peer's name resolves once it listens).\n\nExample:\n  wakusim run-node --scenario demo.toml --index 1 --dial node0.wakusim:60000"
+    )]
+    RunNode {
+        /// The scenario file.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Which node of the scenario this is.
+        #[arg(long)]
+        index: usize,
+        /// The TCP port to listen on.
+        #[arg(long, default_value_t = standalone::DEFAULT_PORT)]
+        port: u16,
+        /// A peer to dial, host:port (repeat).
+        #[arg(long, value_name = "HOST:PORT")]
+        dial: Vec<String>,
+        /// A directory holding each protected community's signing key (hex) in a file named
+        /// for it [default: keys derived from the seed].
+        #[arg(long, value_name = "DIR")]
+        keys: Option<PathBuf>,
+        /// A file to create once the node listens (for a readiness probe).
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
+        /// Seconds between listening and dialling (for peers started at the same moment).
+        #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+        dial_delay: f64,
     },
     /// Check a scenario file and print what it describes, without running it.
     Check {
@@ -163,6 +212,14 @@ enum MessageFormat {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    /// Kubernetes manifests (a Pod per node, wakuprof as a sidecar).
+    Kubernetes,
+    /// A Shadow simulator configuration (a host per node, a capture per host).
+    Shadow,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     /// A table per node.
     Table,
@@ -228,6 +285,62 @@ fn main() -> anyhow::Result<()> {
                 s.duration_secs,
                 s.churn.len()
             );
+        }
+        Cmd::Export {
+            scenario,
+            to,
+            out,
+            image,
+        } => {
+            let s = Scenario::load(&scenario)?;
+            let text = std::fs::read_to_string(&scenario)?;
+            match to {
+                Engine::Kubernetes => {
+                    let objects = export::kubernetes(&s, &text, &image)?;
+                    let path = export::write(&objects, &out)?;
+                    println!(
+                        "{} objects ({} pods) in {}; apply with: kubectl apply -f {}",
+                        objects.len(),
+                        s.network.nodes,
+                        path.display(),
+                        path.display()
+                    );
+                }
+                Engine::Shadow => {
+                    let binary = std::env::current_exe()?;
+                    let path = export::write_shadow(&s, &text, &binary, &out)?;
+                    println!(
+                        "{} hosts in {}; run with: shadow {}",
+                        s.network.nodes,
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
+        }
+        Cmd::RunNode {
+            scenario,
+            index,
+            port,
+            dial,
+            keys,
+            ready_file,
+            dial_delay,
+        } => {
+            let mut s = Scenario::load(&scenario)?;
+            store.resolve(&mut s)?;
+            catch_signals();
+            let options = NodeOptions {
+                index,
+                port,
+                dial,
+                keys,
+                ready_file,
+                dial_delay: Duration::try_from_secs_f64(dial_delay)
+                    .map_err(|e| anyhow::anyhow!("--dial-delay {dial_delay}: {e}"))?,
+            };
+            let counts = standalone::run_node(&mut s, &options, &STOP)?;
+            println!("{}", serde_json::to_string_pretty(&counts)?);
         }
         Cmd::Run {
             scenario,

@@ -266,6 +266,7 @@ pub fn child() -> anyhow::Result<()> {
     let spec = NodeSpec {
         index: config.index,
         listen_ip: config.listen_ip,
+        listen_port: 0,
         netns: None,
         transport: TransportSpec {
             security: config.security,

@@ -90,9 +90,14 @@ pub struct Outcome {
 }
 
 /// A deterministic generator (splitmix64) for the topology, schedule and payloads.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
+    /// The generator of scenario `s`: every run of it draws the same topology and schedule.
+    pub(crate) fn of(s: &Scenario) -> Rng {
+        Rng(s.seed ^ 0x5741_4b55_5349_4d00)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -117,7 +122,7 @@ impl Rng {
 }
 
 /// Each node dials the previous one (a connected chain) and `degree - 1` random others.
-fn topology(nodes: usize, degree: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
+pub(crate) fn topology(nodes: usize, degree: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
     let mut pairs = BTreeSet::new();
     let mut edges = Vec::new();
     for i in 1..nodes {
@@ -141,15 +146,35 @@ fn topology(nodes: usize, degree: usize, rng: &mut Rng) -> Vec<(usize, usize)> {
 }
 
 /// One publish at a time offset from the start of publishing.
-struct Event {
-    at: f64,
-    publisher: usize,
-    topic: String,
-    content_topic: String,
+pub(crate) struct Event {
+    pub(crate) at: f64,
+    pub(crate) publisher: usize,
+    pub(crate) topic: String,
+    pub(crate) content_topic: String,
     size: usize,
     ephemeral: bool,
     /// How the message is signed.
     signing: Signing,
+}
+
+impl Event {
+    /// The WakuMessage of this publish, stamped now, its payload drawn from `rng`, signed when
+    /// its shard is protected.
+    pub(crate) fn message(&self, rng: &mut Rng) -> WakuMessage {
+        let mut msg = WakuMessage {
+            payload: rng.bytes(self.size),
+            content_topic: self.content_topic.clone(),
+            version: Some(0),
+            timestamp: Some(now_ns()),
+            meta: None,
+            rate_limit_proof: None,
+            ephemeral: self.ephemeral.then_some(true),
+        };
+        if let Signing::Key(key) = &self.signing {
+            signed::sign(key, &self.topic, &mut msg);
+        }
+        msg
+    }
 }
 
 enum Signing {
@@ -157,7 +182,11 @@ enum Signing {
     Key(SigningKey),
 }
 
-fn schedule(s: &Scenario, keys: &HashMap<String, SigningKey>, rng: &mut Rng) -> Vec<Event> {
+pub(crate) fn schedule(
+    s: &Scenario,
+    keys: &HashMap<String, SigningKey>,
+    rng: &mut Rng,
+) -> Vec<Event> {
     let mut events = Vec::new();
     for c in &s.communities {
         let topic = s.pubsub_topic(c.shard());
@@ -261,6 +290,16 @@ pub(crate) struct Reports {
 }
 
 impl Reports {
+    /// Reports of the nodes that send into `rx`.
+    pub(crate) fn new(rx: mpsc::Receiver<Report>) -> Reports {
+        Reports {
+            rx,
+            received: Vec::new(),
+            rejected: Vec::new(),
+            peers: HashMap::new(),
+        }
+    }
+
     /// Handles reports until `done` says so; fails after `timeout` or once `stop` is set.
     pub(crate) fn wait(
         &mut self,
@@ -287,7 +326,7 @@ impl Reports {
     }
 
     /// Handles reports for `pause`; returns whether `stop` was set meanwhile.
-    fn pause(&mut self, pause: Duration, stop: &AtomicBool) -> anyhow::Result<bool> {
+    pub(crate) fn pause(&mut self, pause: Duration, stop: &AtomicBool) -> anyhow::Result<bool> {
         let deadline = Instant::now() + pause;
         loop {
             if stop.load(Ordering::SeqCst) {
@@ -333,7 +372,7 @@ impl Reports {
 pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcome> {
     let n = s.network.nodes;
     let mesh = s.gossipsub.mesh();
-    let mut rng = Rng(s.seed ^ 0x5741_4b55_5349_4d00);
+    let mut rng = Rng::of(s);
     let tag = std::process::id() % 100_000;
     let net = Net::create(tag, n).context("create the network namespaces")?;
     let topics = s.pubsub_topics();
@@ -341,10 +380,7 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
     let mut keys = HashMap::new();
     let mut public_keys = BTreeMap::new();
     for c in s.communities.iter().filter(|c| c.protected) {
-        let key = c
-            .key
-            .clone()
-            .unwrap_or_else(|| signed::key_from_seed(format!("{} {}", s.seed, c.name).as_bytes()));
+        let key = c.signing_key(s.seed);
         public_keys.insert(c.name.clone(), hex(&key.verifying_key().to_sec1_bytes()));
         keys.insert(s.pubsub_topic(c.shard()), key);
     }
@@ -386,12 +422,7 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         };
         (config, places[i].netns.clone())
     };
-    let mut reports = Reports {
-        rx,
-        received: Vec::new(),
-        rejected: Vec::new(),
-        peers: HashMap::new(),
-    };
+    let mut reports = Reports::new(rx);
     let mut fleet = Fleet::spawn(n, Box::new(spec), registry.clone(), tx, &mut reports, stop)?;
     let edges = topology(n, s.network.degree, &mut rng);
     let joiners: Vec<usize> = s
@@ -441,19 +472,7 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
                 continue;
             }
         };
-        let mut msg = WakuMessage {
-            payload: rng.bytes(e.size),
-            content_topic: e.content_topic.clone(),
-            version: Some(0),
-            timestamp: Some(now_ns()),
-            meta: None,
-            rate_limit_proof: None,
-            ephemeral: e.ephemeral.then_some(true),
-        };
-        if let Signing::Key(key) = &e.signing {
-            signed::sign(key, &e.topic, &mut msg);
-        }
-        let data = msg.encode_to_vec();
+        let data = e.message(&mut rng).encode_to_vec();
         let id = Sha256::digest(&data).to_vec();
         topic_of.insert(id.clone(), e.topic.clone());
         let attack = s.attacker.as_ref().is_some_and(|a| a.node == e.publisher)

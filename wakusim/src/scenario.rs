@@ -175,6 +175,14 @@ impl Community {
     pub fn shard(&self) -> u16 {
         self.shard.unwrap_or(SHARED_SHARD)
     }
+
+    /// The key members sign with on a protected shard: the stored one, else one derived from
+    /// the scenario's seed and the name (so that runs repeat).
+    pub fn signing_key(&self, seed: u64) -> k256::ecdsa::SigningKey {
+        self.key.clone().unwrap_or_else(|| {
+            crate::signed::key_from_seed(format!("{seed} {}", self.name).as_bytes())
+        })
+    }
 }
 
 /// One kind of message a community's members publish.

@@ -1,6 +1,9 @@
 //! What the wakusim end-to-end tests share: the root check, the namespaces left on the host, and
 //! the per-node check that wakuprof's relay bytes equal the node's truth.
 
+// Each test binary uses a part of it.
+#![allow(dead_code)]
+
 use std::process::Command;
 
 use serde_json::Value;

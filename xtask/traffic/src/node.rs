@@ -121,8 +121,10 @@ fn is_zero(n: &u64) -> bool {
 pub struct NodeSpec {
     /// Node index (also its name suffix).
     pub index: usize,
-    /// Address to listen on (ephemeral port).
+    /// Address to listen on.
     pub listen_ip: IpAddr,
+    /// Port to listen on (0: any free one).
+    pub listen_port: u16,
     /// Network namespace to run in, if not the current one.
     pub netns: Option<String>,
     /// Security, muxer and dial source of the node's transport.
@@ -511,7 +513,7 @@ async fn run(
     for topic in &topics {
         swarm.behaviour_mut().relay.subscribe(topic)?;
     }
-    swarm.listen_on(Multiaddr::from(spec.listen_ip).with(Protocol::Tcp(0)))?;
+    swarm.listen_on(Multiaddr::from(spec.listen_ip).with(Protocol::Tcp(spec.listen_port)))?;
     let mut node = Node {
         index,
         swarm,

@@ -388,6 +388,7 @@ fn setup(sample: &Sample) -> anyhow::Result<(Network, Layout)> {
     let spec = |index, listen_ip, netns: Option<&str>, mesh_peers| NodeSpec {
         index,
         listen_ip,
+        listen_port: 0,
         netns: netns.map(str::to_owned),
         transport: transport(None),
         relay: sample.relay,
