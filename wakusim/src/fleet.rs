@@ -9,21 +9,29 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 use traffic::{
-    node::{self, Command, NodeHandle, NodeSpec, Report, TopicCounts},
+    node::{Command, Report, TopicCounts},
     transport::Registry,
 };
 
-use crate::run::{Reports, STEP_TIMEOUT};
+use crate::{
+    process::{NodeConfig, NodeProcess},
+    run::{Reports, STEP_TIMEOUT},
+};
+
+/// How node `i` starts: its configuration and its network namespace.
+pub type SpecFn = Box<dyn Fn(usize) -> (NodeConfig, String)>;
 
 /// The running nodes and how to start one again.
 pub struct Fleet {
-    spec: Box<dyn Fn(usize) -> NodeSpec>,
+    spec: SpecFn,
     registry: Registry,
     tx: mpsc::Sender<Report>,
     /// The node's current process, while it runs.
-    current: Vec<Option<NodeHandle>>,
+    current: Vec<Option<NodeProcess>>,
     /// Processes that stopped (left or restarted), by node.
-    retired: Vec<(usize, NodeHandle)>,
+    retired: Vec<(usize, NodeProcess)>,
+    /// Every process id each node ran as, in order.
+    pids: Vec<Vec<u32>>,
     /// Whether the node is connected to the network.
     pub up: Vec<bool>,
     /// The current process's identity and address.
@@ -36,7 +44,7 @@ impl Fleet {
     /// Spawns a process for each of `n` nodes (`spec(i)` says how) and waits until all listen.
     pub fn spawn(
         n: usize,
-        spec: Box<dyn Fn(usize) -> NodeSpec>,
+        spec: SpecFn,
         registry: Registry,
         tx: mpsc::Sender<Report>,
         reports: &mut Reports,
@@ -48,13 +56,14 @@ impl Fleet {
             tx,
             current: Vec::new(),
             retired: Vec::new(),
+            pids: vec![Vec::new(); n],
             up: vec![false; n],
             listening: vec![None; n],
             edges: Vec::new(),
         };
         for i in 0..n {
-            let handle = node::spawn((fleet.spec)(i), fleet.registry.clone(), fleet.tx.clone())?;
-            fleet.current.push(Some(handle));
+            let process = fleet.start(i)?;
+            fleet.current.push(Some(process));
         }
         let listening = &mut fleet.listening;
         reports.wait("every node to listen", STEP_TIMEOUT, stop, |r| {
@@ -136,11 +145,7 @@ impl Fleet {
         reports: &mut Reports,
         stop: &AtomicBool,
     ) -> anyhow::Result<()> {
-        self.current[i] = Some(node::spawn(
-            (self.spec)(i),
-            self.registry.clone(),
-            self.tx.clone(),
-        )?);
+        self.current[i] = Some(self.start(i)?);
         let mut listening = None;
         reports.wait("a restarted node to listen", STEP_TIMEOUT, stop, |r| {
             if let Report::Listening { node, peer, addr } = r
@@ -157,12 +162,20 @@ impl Fleet {
         self.join(i)
     }
 
+    /// Starts a process for node `i` and notes its id.
+    fn start(&mut self, i: usize) -> anyhow::Result<NodeProcess> {
+        let (config, netns) = (self.spec)(i);
+        let process = NodeProcess::spawn(&config, &netns, self.registry.clone(), self.tx.clone())?;
+        self.pids[i].push(process.pid());
+        Ok(process)
+    }
+
     /// Sends `command` to node `i`'s current process.
     pub fn command(&self, i: usize, command: Command) -> anyhow::Result<()> {
-        let handle = self.current[i]
+        let process = self.current[i]
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("node {i} is not running"))?;
-        Ok(handle.commands.send(command)?)
+        process.send(&command)
     }
 
     fn addr(&self, i: usize) -> anyhow::Result<Multiaddr> {
@@ -175,12 +188,9 @@ impl Fleet {
 
     /// Has every process still running count its mesh, then closes them all (nodes that never
     /// joined included), waits until each has no connection left, and returns each node's
-    /// counts summed over its processes; the mesh is that of the process up at the end (none
-    /// for a node that left).
-    pub fn close(
-        self,
-        reports: &mut Reports,
-    ) -> anyhow::Result<Vec<BTreeMap<String, TopicCounts>>> {
+    /// counts summed over its processes (the mesh is that of the process up at the end, none
+    /// for a node that left) and the ids of its processes.
+    pub fn close(self, reports: &mut Reports) -> anyhow::Result<Closed> {
         let n = self.up.len();
         let never = AtomicBool::new(false);
         for counting in [true, false] {
@@ -192,7 +202,7 @@ impl Fleet {
                     } else {
                         Command::Close
                     };
-                    h.commands.send(command)?;
+                    h.send(&command)?;
                     pending[i] = true;
                 }
             }
@@ -219,8 +229,19 @@ impl Fleet {
                 add(&mut counts[i], h.join()?, true);
             }
         }
-        Ok(counts)
+        Ok(Closed {
+            counts,
+            pids: self.pids,
+        })
     }
+}
+
+/// What the nodes leave when closed.
+pub struct Closed {
+    /// Per node: per pubsub topic, gossipsub's message counts.
+    pub counts: Vec<BTreeMap<String, TopicCounts>>,
+    /// Per node: the ids of the processes it ran as.
+    pub pids: Vec<Vec<u32>>,
 }
 
 /// Adds a process's counts to its node's; `last` takes its mesh.

@@ -10,6 +10,7 @@ mod fleet;
 pub mod health;
 pub mod net;
 pub mod openapi;
+pub mod process;
 pub mod report;
 pub mod run;
 pub mod runs;

@@ -160,6 +160,10 @@ enum Cmd {
         #[arg(long)]
         runs_dir: Option<PathBuf>,
     },
+    /// Run one node of a run (started by `run`, in the node's network namespace; speaks JSON
+    /// lines on stdin and stdout).
+    #[command(hide = true)]
+    Node,
 }
 
 #[derive(Subcommand)]
@@ -435,6 +439,7 @@ fn main() -> anyhow::Result<()> {
             };
             service.serve(listen, &STOP)?;
         }
+        Cmd::Node => wakusim::process::child()?,
     }
     Ok(())
 }

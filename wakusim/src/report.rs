@@ -62,6 +62,8 @@ pub struct CommunityInfo {
 #[derive(Serialize)]
 pub struct NodeReport {
     pub node: String,
+    /// The ids of the processes the node ran as (one per start: a restart adds one).
+    pub pids: Vec<u32>,
     pub addr: IpAddr,
     pub peers: Vec<String>,
     pub packets_captured: u64,
@@ -283,6 +285,7 @@ fn node_report(s: &Scenario, o: &Outcome, i: usize) -> anyhow::Result<NodeReport
     let shards = health::shards(o, i, &name, &rows, &mesh);
     Ok(NodeReport {
         node: name,
+        pids: o.pids[i].clone(),
         addr: *addr,
         peers,
         packets_captured: o.capture_stats[i].0,

@@ -21,10 +21,10 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 use traffic::{
     capture::{self, CaptureSpec},
-    node::{Command, NodeSpec, Relay, Report, TopicCounts, Validator},
+    node::{Command, Relay, Report, TopicCounts, Validator},
     relay_truth::{self, RelayTruth},
     scenario::node_name,
-    transport::{Muxer, Registry, Security, TransportSpec},
+    transport::{Registry, Security},
     waku::WakuMessage,
 };
 
@@ -32,6 +32,7 @@ use crate::{
     community::hex,
     fleet::Fleet,
     net::Net,
+    process::NodeConfig,
     scenario::{AttackMode, ChurnAction, Scenario, Transport},
     signed,
 };
@@ -63,6 +64,8 @@ pub struct Outcome {
     pub published: Vec<Published>,
     /// Per node: per pubsub topic, gossipsub's message counts.
     pub counts: Vec<BTreeMap<String, TopicCounts>>,
+    /// Per node: the ids of the processes it ran as (more than one if it restarted).
+    pub pids: Vec<Vec<u32>>,
     /// (node, message id hex) of every accepted delivery.
     pub received: Vec<(usize, String)>,
     /// (node, message id hex, index of the sending node) of every rejection.
@@ -381,11 +384,10 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         public_keys.insert(c.name.clone(), hex(&key.verifying_key().to_sec1_bytes()));
         keys.insert(s.pubsub_topic(c.shard()), key);
     }
-    let verifying: HashMap<String, VerifyingKey> = keys
+    let verifying: BTreeMap<String, Vec<u8>> = keys
         .iter()
-        .map(|(t, k)| (t.clone(), *k.verifying_key()))
+        .map(|(t, k)| (t.clone(), k.verifying_key().to_sec1_bytes().to_vec()))
         .collect();
-    let valid = validator(verifying);
 
     let started = Instant::now();
     let mut captures = Vec::new();
@@ -409,20 +411,16 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         Transport::Plaintext => Security::Plaintext,
         Transport::Noise => Security::Noise,
     };
-    let spec = move |i: usize| NodeSpec {
-        index: i,
-        listen_ip: IpAddr::V4(places[i].addr),
-        listen_port: 0,
-        netns: Some(places[i].netns.clone()),
-        transport: TransportSpec {
+    let spec = move |i: usize| {
+        let config = NodeConfig {
+            index: i,
+            listen_ip: IpAddr::V4(places[i].addr),
             security,
-            muxer: Muxer::Yamux,
-            source: None,
-        },
-        relay: Relay::Tuned(mesh),
-        mesh_peers: 1,
-        topics: topics.clone(),
-        validator: Some(valid.clone()),
+            relay: Relay::Tuned(mesh),
+            topics: topics.clone(),
+            keys: verifying.clone(),
+        };
+        (config, places[i].netns.clone())
     };
     let mut reports = Reports::new(rx);
     let mut fleet = Fleet::spawn(n, Box::new(spec), registry.clone(), tx, &mut reports, stop)?;
@@ -502,7 +500,7 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
     }
 
     let publishing_us = (publishing_from, now_ns() / 1000);
-    let counts = fleet.close(&mut reports)?;
+    let closed = fleet.close(&mut reports)?;
     thread::sleep(SETTLE);
     let mut capture_stats = Vec::new();
     for r in running {
@@ -522,7 +520,8 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
     Ok(Outcome {
         edges,
         published,
-        counts,
+        counts: closed.counts,
+        pids: closed.pids,
         received: reports.received,
         rejected: reports.rejected,
         truth,

@@ -68,7 +68,8 @@ fn joins_restarts_and_leaves_are_measured_exactly() {
         .stdout(Stdio::null())
         .spawn()
         .expect("wakusim starts");
-    let tag = child.id() % 100_000;
+    let wakusim = child.id();
+    let tag = wakusim % 100_000;
     let run = child.wait_with_output().expect("wakusim finishes");
     assert!(run.status.success(), "wakusim run failed");
     let left = common::namespaces();
@@ -80,6 +81,7 @@ fn joins_restarts_and_leaves_are_measured_exactly() {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report"))
             .expect("JSON");
     assert_eq!(report["churn"].as_array().map(Vec::len), Some(3));
+    common::own_processes(&report, wakusim, &[4]);
     for node in report["per_node"].as_array().expect("per_node") {
         assert!(
             !common::relay_exact(node).is_empty(),

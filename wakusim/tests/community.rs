@@ -78,7 +78,8 @@ fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
         .stdout(Stdio::null())
         .spawn()
         .expect("wakusim starts");
-    let tag = child.id() % 100_000;
+    let wakusim = child.id();
+    let tag = wakusim % 100_000;
     let run = child.wait_with_output().expect("wakusim finishes");
     assert!(run.status.success(), "wakusim run failed");
     let left = common::namespaces();
@@ -88,6 +89,8 @@ fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
     );
     let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
     let report: Value = serde_json::from_str(&text).expect("JSON");
+
+    common::own_processes(&report, wakusim, &[]);
 
     let published = report["published"].as_array().expect("published");
     let valid_guarded = published

@@ -61,7 +61,8 @@ fn profiler_is_within_five_percent_of_every_node_on_noise() {
         .stdout(Stdio::null())
         .spawn()
         .expect("wakusim starts");
-    let tag = child.id() % 100_000;
+    let wakusim = child.id();
+    let tag = wakusim % 100_000;
     let run = child.wait_with_output().expect("wakusim finishes");
     assert!(run.status.success(), "wakusim run failed");
     let left = common::namespaces();
@@ -72,6 +73,7 @@ fn profiler_is_within_five_percent_of_every_node_on_noise() {
     let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
     let report: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(report["transport"], "noise");
+    common::own_processes(&report, wakusim, &[]);
     let nodes = report["per_node"].as_array().expect("per_node");
     assert_eq!(nodes.len(), 5);
     for node in nodes {

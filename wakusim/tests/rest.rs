@@ -120,7 +120,8 @@ fn communities_runs_and_errors_over_http() {
         .strip_prefix("listening on http://")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_owned();
-    let tag = format!("wsim{}-", child.id() % 100_000);
+    let wakusim = child.id();
+    let tag = format!("wsim{}-", wakusim % 100_000);
     let server = Server { child, addr };
 
     let (status, doc) = server.call("GET", "/openapi.json", "");
@@ -278,6 +279,7 @@ fn communities_runs_and_errors_over_http() {
     )
     .expect("JSON");
     assert_eq!(report["stopped_by_signal"], true);
+    common::own_processes(&report, wakusim, &[]);
     assert!(
         !common::namespaces().contains(&tag),
         "namespaces left: {}",

@@ -45,8 +45,10 @@ size = 300
 rate_per_min = 60
 "#;
 
-/// Relay payload bytes of a run's report: (wakuprof's, the truth's), over every node.
-fn relay_totals(report: &Value) -> (u64, u64) {
+/// Relay payload bytes of a run's report: (wakuprof's, the truth's), over every node; each
+/// node ran as its own process, not `wakusim`'s.
+fn relay_totals(report: &Value, wakusim: u32) -> (u64, u64) {
+    common::own_processes(report, wakusim, &[]);
     let mut totals = (0, 0);
     for node in report["per_node"].as_array().expect("per_node") {
         common::relay_exact(node);
@@ -76,7 +78,8 @@ fn a_nodes_sweep_tabulates_every_value_and_matches_the_truth() {
         .stdout(Stdio::null())
         .spawn()
         .expect("wakusim starts");
-    let tag = child.id() % 100_000;
+    let wakusim = child.id();
+    let tag = wakusim % 100_000;
     let run = child.wait_with_output().expect("wakusim finishes");
     assert!(run.status.success(), "wakusim sweep failed");
     let left = common::namespaces();
@@ -100,7 +103,7 @@ fn a_nodes_sweep_tabulates_every_value_and_matches_the_truth() {
         )
         .expect("JSON");
         assert_eq!(report["nodes"], nodes);
-        let (profiler, truth) = relay_totals(&report);
+        let (profiler, truth) = relay_totals(&report, wakusim);
         assert!(truth > 0, "the {nodes}-node run relayed messages");
         assert_eq!(profiler, truth, "{nodes} nodes: wakuprof's relay bytes");
         assert_eq!(

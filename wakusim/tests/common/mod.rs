@@ -71,3 +71,39 @@ pub fn health_exact(node: &Value) -> u64 {
     }
     duplicates
 }
+
+/// Asserts that each node of a report ran as its own processes (`restarts[i]` more than one
+/// for node i): ids distinct across all nodes and not `wakusim`'s, and none still running.
+pub fn own_processes(report: &Value, wakusim: u32, restarts: &[usize]) {
+    let mut all = std::collections::BTreeSet::new();
+    for (i, node) in report["per_node"]
+        .as_array()
+        .expect("per_node")
+        .iter()
+        .enumerate()
+    {
+        let pids: Vec<u64> = node["pids"]
+            .as_array()
+            .expect("pids")
+            .iter()
+            .map(|p| p.as_u64().expect("a pid"))
+            .collect();
+        let starts = 1 + restarts.iter().filter(|r| **r == i).count();
+        assert_eq!(pids.len(), starts, "{}: {pids:?}", node["node"]);
+        for pid in pids {
+            assert_ne!(
+                pid,
+                u64::from(wakusim),
+                "{} ran inside wakusim",
+                node["node"]
+            );
+            assert!(all.insert(pid), "{}: pid {pid} shared", node["node"]);
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains("wakusim"),
+                "{} (pid {pid}) is still running",
+                node["node"]
+            );
+        }
+    }
+}

@@ -33,6 +33,7 @@ use crate::{
 pub const RELAY_PROTOCOL: &str = "/vac/waku/relay/2.0.0";
 
 /// What the scenario asks a node to do.
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Command {
     /// Dial these addresses (each ends in `/p2p/<peer id>`).
     Dial(Vec<Multiaddr>),
@@ -53,6 +54,7 @@ pub enum Command {
 }
 
 /// What a node tells the scenario.
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Report {
     /// The node listens on `addr` with identity `peer`.
     Listening {
@@ -141,7 +143,7 @@ pub struct NodeSpec {
 pub type Validator = Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>;
 
 /// Gossipsub mesh parameters: degree D, its bounds, gossip degree and heartbeat.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mesh {
     /// Target mesh degree (D).
     pub d: usize,
@@ -183,7 +185,7 @@ impl NodeHandle {
 }
 
 /// How a node runs gossipsub.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Relay {
     /// Waku Relay: `/vac/waku/relay/2.0.0` as gossipsub v1.1, Waku's mesh parameters, flood
     /// publishing.

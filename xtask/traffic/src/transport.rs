@@ -35,7 +35,9 @@ use crate::{
 };
 
 /// Which security protocol the node offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Security {
     /// `/noise` (Noise XX, ChaCha20-Poly1305), as every Waku node.
