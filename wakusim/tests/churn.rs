@@ -3,8 +3,6 @@
 //! still equal each node's truth (a restarted node's processes summed, a node that left has no
 //! mesh at the end), and the nodes that were away must have missed messages the others got.
 
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
 mod common;
@@ -55,31 +53,7 @@ fn joins_restarts_and_leaves_are_measured_exactly() {
     if !common::root() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, SCENARIO).expect("write the scenario");
-    let out = dir.path().join("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
-        .arg("run")
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .args(["--format", "json"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("wakusim starts");
-    let wakusim = child.id();
-    let tag = wakusim % 100_000;
-    let run = child.wait_with_output().expect("wakusim finishes");
-    assert!(run.status.success(), "wakusim run failed");
-    let left = common::namespaces();
-    assert!(
-        !left.contains(&format!("wsim{tag}-")),
-        "namespaces left behind: {left}"
-    );
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report"))
-            .expect("JSON");
+    let (report, wakusim) = common::run(SCENARIO);
     assert_eq!(report["churn"].as_array().map(Vec::len), Some(3));
     common::own_processes(&report, wakusim, &[4]);
     for node in report["per_node"].as_array().expect("per_node") {

@@ -5,10 +5,7 @@
 //! mesh it followed from GRAFTs and PRUNEs, and the attacker's messages must stop at its direct
 //! peers.
 
-use std::{
-    collections::BTreeSet,
-    process::{Command, Stdio},
-};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 
@@ -65,30 +62,7 @@ fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
     if !common::root() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, SCENARIO).expect("write the scenario");
-    let out = dir.path().join("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
-        .arg("run")
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .args(["--format", "json"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("wakusim starts");
-    let wakusim = child.id();
-    let tag = wakusim % 100_000;
-    let run = child.wait_with_output().expect("wakusim finishes");
-    assert!(run.status.success(), "wakusim run failed");
-    let left = common::namespaces();
-    assert!(
-        !left.contains(&format!("wsim{tag}-")),
-        "namespaces left behind: {left}"
-    );
-    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
-    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let (report, wakusim) = common::run(SCENARIO);
 
     common::own_processes(&report, wakusim, &[]);
 

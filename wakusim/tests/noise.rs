@@ -3,8 +3,6 @@
 //! frame's kind from sizes and timing; per node, its relay bytes (all kinds) and its `message`
 //! bytes in each direction must be within 5 % of what the node wrote and read.
 
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
 mod common;
@@ -48,30 +46,7 @@ fn profiler_is_within_five_percent_of_every_node_on_noise() {
     if !common::root() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, SCENARIO).expect("write the scenario");
-    let out = dir.path().join("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
-        .arg("run")
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .args(["--format", "json"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("wakusim starts");
-    let wakusim = child.id();
-    let tag = wakusim % 100_000;
-    let run = child.wait_with_output().expect("wakusim finishes");
-    assert!(run.status.success(), "wakusim run failed");
-    let left = common::namespaces();
-    assert!(
-        !left.contains(&format!("wsim{tag}-")),
-        "namespaces left behind: {left}"
-    );
-    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
-    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let (report, wakusim) = common::run(SCENARIO);
     assert_eq!(report["transport"], "noise");
     common::own_processes(&report, wakusim, &[]);
     let nodes = report["per_node"].as_array().expect("per_node");

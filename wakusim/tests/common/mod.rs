@@ -1,10 +1,10 @@
-//! What the wakusim end-to-end tests share: the root check, the namespaces left on the host, and
-//! the per-node check that wakuprof's relay bytes equal the node's truth.
+//! What the wakusim end-to-end tests share: the root check, a run of a scenario, the namespaces
+//! left on the host, and the per-node check that wakuprof's relay bytes equal the node's truth.
 
 // Each test binary uses a part of it.
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -25,6 +25,36 @@ pub fn namespaces() -> String {
         .output()
         .expect("ip");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `wakusim run` on a scenario given as TOML text and returns its report.json and the
+/// process id of the `wakusim` that ran it, after asserting that it succeeded and left no
+/// network namespace behind.
+pub fn run(scenario: &str) -> (Value, u32) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("scenario.toml");
+    std::fs::write(&file, scenario).expect("write the scenario");
+    let out = dir.path().join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
+        .arg("run")
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .args(["--format", "json"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("wakusim starts");
+    let wakusim = child.id();
+    let tag = wakusim % 100_000;
+    let run = child.wait_with_output().expect("wakusim finishes");
+    assert!(run.status.success(), "wakusim run failed");
+    let left = namespaces();
+    assert!(
+        !left.contains(&format!("wsim{tag}-")),
+        "namespaces left behind: {left}"
+    );
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    (serde_json::from_str(&text).expect("JSON"), wakusim)
 }
 
 /// Asserts every `relay_vs_truth` line of a report's node: wakuprof's bytes and messages equal
