@@ -3,10 +3,7 @@
 //! bytes must equal the nodes' truth summed from each run's report (itself exact per node),
 //! and the chart must be there.
 
-use std::{
-    fs::File,
-    process::{Command, Stdio},
-};
+use std::fs::File;
 
 use arrow_array::{Array as _, Float64Array, UInt64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -66,27 +63,8 @@ fn a_nodes_sweep_tabulates_every_value_and_matches_the_truth() {
     if !common::root() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, SCENARIO).expect("write the scenario");
-    let out = dir.path().join("sweep");
-    let child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
-        .arg("sweep")
-        .arg(&scenario)
-        .args(["--param", "nodes", "--values", "3,5", "--out"])
-        .arg(&out)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("wakusim starts");
-    let wakusim = child.id();
-    let tag = wakusim % 100_000;
-    let run = child.wait_with_output().expect("wakusim finishes");
-    assert!(run.status.success(), "wakusim sweep failed");
-    let left = common::namespaces();
-    assert!(
-        !left.contains(&format!("wsim{tag}-")),
-        "namespaces left behind: {left}"
-    );
+    let (_dir, out, wakusim) =
+        common::wakusim("sweep", SCENARIO, &["--param", "nodes", "--values", "3,5"]);
 
     let sweep: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).expect("sweep.json"))

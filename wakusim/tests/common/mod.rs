@@ -4,9 +4,13 @@
 // Each test binary uses a part of it.
 #![allow(dead_code)]
 
-use std::process::{Command, Stdio};
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
 
 use serde_json::Value;
+use tempfile::TempDir;
 
 /// Whether the test runs as root; says why it is skipped when not.
 pub fn root() -> bool {
@@ -27,32 +31,39 @@ pub fn namespaces() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs `wakusim run` on a scenario given as TOML text and returns its report.json and the
-/// process id of the `wakusim` that ran it, after asserting that it succeeded and left no
-/// network namespace behind.
-pub fn run(scenario: &str) -> (Value, u32) {
+/// Runs `wakusim SUBCOMMAND scenario.toml ARGS --out DIR` on a scenario given as TOML text,
+/// asserts that it succeeded and left no network namespace behind, and returns the temporary
+/// directory holding DIR (kept while it lives), DIR, and the process id of that `wakusim`.
+pub fn wakusim(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, PathBuf, u32) {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("scenario.toml");
     std::fs::write(&file, scenario).expect("write the scenario");
-    let out = dir.path().join("run");
+    let out = dir.path().join("out");
     let child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
-        .arg("run")
+        .arg(subcommand)
         .arg(&file)
+        .args(args)
         .arg("--out")
         .arg(&out)
-        .args(["--format", "json"])
         .stdout(Stdio::null())
         .spawn()
         .expect("wakusim starts");
     let wakusim = child.id();
     let tag = wakusim % 100_000;
     let run = child.wait_with_output().expect("wakusim finishes");
-    assert!(run.status.success(), "wakusim run failed");
+    assert!(run.status.success(), "wakusim {subcommand} failed");
     let left = namespaces();
     assert!(
         !left.contains(&format!("wsim{tag}-")),
         "namespaces left behind: {left}"
     );
+    (dir, out, wakusim)
+}
+
+/// Runs `wakusim run` on a scenario given as TOML text (see [`wakusim`]) and returns its
+/// report.json and the process id of the `wakusim` that ran it.
+pub fn run(scenario: &str) -> (Value, u32) {
+    let (_dir, out, wakusim) = wakusim("run", scenario, &["--format", "json"]);
     let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
     (serde_json::from_str(&text).expect("JSON"), wakusim)
 }
