@@ -425,6 +425,17 @@ struct Seen {
     waited: u8,
 }
 
+impl Seen {
+    /// The tick the count last changed at, once it reads `bytes` at tick `now`.
+    fn changed_at(&self, bytes: u64, now: u64) -> u64 {
+        if bytes != self.bytes || self.changed == 0 {
+            now
+        } else {
+            self.changed
+        }
+    }
+}
+
 impl EbpfState {
     fn owner(&mut self, cookie: u64, owners: &Owners<'_>, run: &mut Run) -> Option<OwnerId> {
         if let Some(&id) = self.owners.get(&cookie) {
@@ -610,11 +621,7 @@ impl EbpfState {
                     },
                 );
             }
-            let changed = if c.bytes != seen.bytes || seen.changed == 0 {
-                self.ticks
-            } else {
-                seen.changed
-            };
+            let changed = seen.changed_at(c.bytes, self.ticks);
             self.last.insert(
                 key,
                 Seen {
@@ -637,11 +644,7 @@ impl EbpfState {
                 );
                 unsampled_apart(run, now, owner, key.direction, delta);
             }
-            let changed = if t.bytes != seen.bytes || seen.changed == 0 {
-                self.ticks
-            } else {
-                seen.changed
-            };
+            let changed = seen.changed_at(t.bytes, self.ticks);
             self.per_process.insert(
                 key,
                 Seen {
