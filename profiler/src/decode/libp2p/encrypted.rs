@@ -91,6 +91,9 @@ const ECHO: [(u64, u64, u64); 4] = [
 /// Header-only muxer frames (window updates, streams opened or closed) written together with a
 /// side's first relay frame, at most.
 const HEADER_ONLY_MAX: u64 = 8;
+/// How long after an IHAVE the IWANT answering it may come: three heartbeats (1 s in every
+/// gossipsub implementation) and a round trip.
+const IWANT_AFTER_NS: i64 = 3_500_000_000;
 /// Message frames after an IWANT in which its answer is looked for.
 const ANSWER_WITHIN: u32 = 3;
 
@@ -350,6 +353,8 @@ struct SideState {
     /// the message frames left in which the answer is looked for.
     asked: u32,
     asked_within: u32,
+    /// The time and ids of the last IHAVE the side sent: an IWANT answers one.
+    offered: Option<(i64, u64)>,
     /// The current frame's segments, consumed in order as its bytes arrive.
     plan: Vec<Seg>,
     next: usize,
@@ -578,6 +583,7 @@ impl Inference {
         // The topic lengths both sides' subscriptions agree on (the frame of one may have held
         // more than its subscriptions).
         let lens = self.sides[0].topic_lens & self.sides[1].topic_lens;
+        let offered = self.sides[side.other().index()].offered;
         let s = &mut self.sides[side.index()];
         s.frames += 1;
         let cut = full(plain, s.frames, s.bytes);
@@ -669,8 +675,18 @@ impl Inference {
         }
         let recent = relay.recent_messages(now) as u64;
         let seen = relay.seen_size(now, d - rpc_prefix(d));
-        if let Some((k, topic)) = gossip_ids(d, recent, lens).filter(|_| !seen) {
-            if !topic {
+        // An IWANT answers an IHAVE of at least its ids that the other side sent lately
+        // (IDONTWANT, sent per message at once, carries one id: control-sized).
+        let believed = |&(k, topic): &(u64, bool)| {
+            topic || offered.is_some_and(|(t, n)| n >= k && now - t <= IWANT_AFTER_NS)
+        };
+        let gossip = gossip_ids(d, recent, lens)
+            .filter(|_| !seen)
+            .filter(believed);
+        if let Some((k, topic)) = gossip {
+            if topic {
+                s.offered = Some((now, k));
+            } else {
                 let other = &mut self.sides[side.other().index()];
                 other.asked = u32::try_from(k).unwrap_or(u32::MAX);
                 other.asked_within = ANSWER_WITHIN;
@@ -934,6 +950,10 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(g(Side::Responder, 12 + 500), Guess::Message);
         }
+        // IWANT answers an IHAVE of at least its ids from the other side: before one, the
+        // shape is a message.
+        let ihave4 = rpc(field(field(2 + 16 + 4 * ID_ENTRY)));
+        assert_eq!(g(Side::Responder, 12 + ihave4), Guess::Ihave);
         assert_eq!(g(Side::Initiator, 12 + ids4), Guess::Ids);
         let ihave2 = rpc(field(field(2 + 16 + 2 * ID_ENTRY)));
         assert_eq!(g(Side::Responder, 12 + ihave2), Guess::Ihave);
@@ -1107,6 +1127,8 @@ mod tests {
             assert_eq!(g(Side::Responder, 12 + rpc(e)), Guess::Message);
         }
         let iwant = rpc(field(field(3 * ID_ENTRY)));
+        let ihave = rpc(field(field(2 + 16 + 3 * ID_ENTRY)));
+        assert_eq!(g(Side::Responder, 12 + ihave), Guess::Ihave);
         assert_eq!(g(Side::Initiator, 12 + iwant), Guess::Ids);
         let answer = 12 + rpc(entries.iter().sum());
         assert_eq!(g(Side::Responder, answer), Guess::Message);
