@@ -73,6 +73,15 @@ const TOPIC_LENS: std::ops::RangeInclusive<u64> = 14..=18;
 const RELAY_PROPOSAL: u64 = 23;
 /// Topics a side's first relay RPC is looked at for, at most.
 const SUBSCRIPTIONS_MAX: u64 = 16;
+/// What a subscription entry may hold besides its topic: `subscribe` and the topic's tag and
+/// length (6 bytes with the entry's own), and in gossipsub 1.3 (rust-libp2p 0.50) also
+/// `requestsPartial` and `supportsPartial` (4 bytes).
+const SUBSCRIPTION_EXTRA: [u64; 2] = [6, 10];
+/// Topics of mixed lengths a first relay RPC is looked at for, at most (more fit almost any size).
+const MIXED_MAX: u64 = 3;
+/// Gossipsub 1.3's first RPC on a stream when it sends its extensions apart (rust-libp2p 0.50):
+/// `RPC.control.extensions`, empty. The subscriptions follow.
+const EXTENSIONS_RPC: u64 = 5;
 /// The opening of a relay stream a side's first relay frame may hold, as (data writes, bytes,
 /// header-only frames at least): none, or multistream-select's header and proposal in one write
 /// (as js-libp2p and rust-libp2p write them) after the frame that opens the stream (mplex's
@@ -339,6 +348,9 @@ struct SideState {
     identified: bool,
     /// The side sent its first relay RPC (gossipsub's subscriptions, sent first on a stream).
     hello: bool,
+    /// The side sent gossipsub 1.3's extensions apart: its subscriptions, if it has any, come
+    /// next in an RPC of their own, and a frame of another shape is not them.
+    extended: bool,
     /// The side sent multistream-select's header alone (an echo whose proposal may follow).
     lone_header: bool,
     /// The topic name lengths (bit t set) its subscriptions may have named.
@@ -646,6 +658,10 @@ impl Inference {
         }
         // A side's first relay RPC is its subscriptions, however long (with the stream's
         // negotiation and header-only frames when they are written together).
+        if !s.hello && d == EXTENSIONS_RPC {
+            s.extended = true;
+            return Guess::RelayControl;
+        }
         if !s.hello {
             let coalesced = match self.writes {
                 Writes::One => None,
@@ -664,11 +680,16 @@ impl Inference {
                     self.lead = lead;
                     self.negotiated = negotiated;
                     s.topic_lens = topic_lens;
+                    s.hello = true;
+                    return Guess::RelayControl;
                 }
-                None => {}
+                // Without subscriptions' shape, a frame after the extensions is not them.
+                None if s.extended => s.hello = true,
+                None => {
+                    s.hello = true;
+                    return Guess::RelayControl;
+                }
             }
-            s.hello = true;
-            return Guess::RelayControl;
         }
         if d <= CONTROL_MAX {
             return Guess::RelayControl;
@@ -680,7 +701,7 @@ impl Inference {
         let believed = |&(k, topic): &(u64, bool)| {
             topic || offered.is_some_and(|(t, n)| n >= k && now - t <= IWANT_AFTER_NS)
         };
-        let gossip = gossip_ids(d, recent, lens)
+        let gossip = gossip_ids(d, recent, lens, s.extended)
             .filter(|_| !seen)
             .filter(believed);
         if let Some((k, topic)) = gossip {
@@ -837,16 +858,32 @@ fn hello(
     }
     let mut best: Option<(u64, u64)> = None;
     let mut topic_lens = 0;
-    for topic_len in TOPIC_LENS {
-        for n in 1..=SUBSCRIPTIONS_MAX {
-            let rpc = rpc(n * (6 + topic_len));
+    // Subscriptions to n topics whose names add up to `sum` bytes: of one length first, else of
+    // mixed lengths (each length the sum allows); entries without gossipsub 1.3's flags first.
+    let shapes = SUBSCRIPTION_EXTRA
+        .into_iter()
+        .flat_map(|extra| [false, true].map(|mixed| (extra, mixed)));
+    for (extra, mixed) in shapes {
+        if best.is_some() {
+            break;
+        }
+        for (n, sum) in subscriptions().filter(|&(n, _)| !mixed || n <= MIXED_MAX) {
+            let (lo, hi) = match (mixed, sum % n == 0) {
+                (false, true) => (sum / n, sum / n),
+                (true, false) => (
+                    (*TOPIC_LENS.start()).max(sum.saturating_sub((n - 1) * TOPIC_LENS.end())),
+                    (*TOPIC_LENS.end()).min(sum - (n - 1) * TOPIC_LENS.start()),
+                ),
+                _ => continue,
+            };
+            let rpc = rpc(n * extra + sum);
             for (writes, bytes, least) in echoes() {
                 let used = rpc + muxer.data_header(rpc) + bytes + headers(writes);
                 let rest = plain.checked_sub(used);
                 if rest.and_then(|r| fits(r, writes + 1, least)).is_none() {
                     continue;
                 }
-                topic_lens |= 1 << topic_len;
+                topic_lens |= (lo..=hi).fold(0, |m, t| m | 1 << t);
                 let split = (d - rpc - bytes, bytes);
                 if best.is_none_or(|b| split < b) {
                     best = Some(split);
@@ -861,16 +898,24 @@ fn hello(
     })
 }
 
+/// The subscriptions a first relay frame may hold: (topics, bytes of their names together).
+fn subscriptions() -> impl Iterator<Item = (u64, u64)> {
+    (1..=SUBSCRIPTIONS_MAX)
+        .flat_map(|n| (n * TOPIC_LENS.start()..=n * TOPIC_LENS.end()).map(move |sum| (n, sum)))
+}
+
 /// The gossip an RPC of `d` bytes may be, with at most `most` 34-byte ids: the number of ids
 /// and whether they are IHAVE. IWANT/IDONTWANT is `RPC.control.{iwant,idontwant}.messageIDs`
 /// (no topic). IHAVE is the gossip of a heartbeat: `RPC.control.ihave` entries, one per topic
 /// (js-libp2p-gossipsub names all its topics in one RPC; up to two are looked for),
-/// each a static-sharding topic and its ids, and the GRAFT a heartbeat may send with them.
-fn gossip_ids(d: u64, most: u64, lens: u32) -> Option<(u64, bool)> {
+/// each a static-sharding topic and its ids, and the GRAFT a heartbeat may send with them;
+/// only one topic where the side writes each control action in an RPC of its own
+/// (`one_per_rpc`: rust-libp2p, known by the extensions it sends apart).
+fn gossip_ids(d: u64, most: u64, lens: u32, one_per_rpc: bool) -> Option<(u64, bool)> {
     // Without the topics' lengths, many shapes fit almost any size: one topic of any length.
     let (lens, several) = match lens {
         0 => (TOPIC_LENS.fold(0, |m, t| m | 1 << t), false),
-        l => (l, true),
+        l => (l, !one_per_rpc),
     };
     // The RPC's fields around the ids take less than three ids' bytes.
     let k1 = d / ID_ENTRY;
@@ -1000,6 +1045,46 @@ mod tests {
         let ihave = |k: u64| field(2 + 16 + k * ID_ENTRY);
         let two_topics = rpc(field(ihave(6) + ihave(4) + field(2 + 16)));
         assert_eq!(g(Side::Responder, 12 + two_topics), Guess::Ihave);
+    }
+
+    /// rust-libp2p (gossipsub 1.3) sends its extensions in an RPC of their own, then its
+    /// subscriptions, with two flags per topic, to topics of different lengths; it writes each
+    /// IHAVE in an RPC of its own, on one of those topics. A side with nothing to subscribe
+    /// sends a message after its extensions.
+    #[test]
+    fn extensions_then_subscriptions_of_mixed_lengths() {
+        let mut t = TestCtx::default();
+        let mut inf = Inference::noise(conn(), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |side, plain: u64| inf.start(side, plain + TAG, &mut ctx);
+        for side in Side::BOTH {
+            assert_eq!(g(side, 12 + 400), Guess::Identify);
+            assert_eq!(g(side, 12 + EXTENSIONS_RPC), Guess::RelayControl);
+        }
+        assert_eq!(
+            g(Side::Initiator, 12 + rpc(2 * 10 + 16 + 17)),
+            Guess::RelayControl
+        );
+        assert_eq!(g(Side::Responder, 12 + rpc(10 + 16)), Guess::RelayControl);
+        for _ in 0..10 {
+            assert_eq!(g(Side::Initiator, 12 + 1000), Guess::Message);
+        }
+        let ihave = |t: u64, k: u64| rpc(field(field(2 + t + k * ID_ENTRY)));
+        assert_eq!(g(Side::Initiator, 12 + ihave(16, 5)), Guess::Ihave);
+        assert_eq!(g(Side::Initiator, 12 + ihave(14, 6)), Guess::Message);
+        let two = |k: u64| field(2 + 16 + k * ID_ENTRY);
+        assert_eq!(
+            g(Side::Initiator, 12 + rpc(field(two(3) + two(4)))),
+            Guess::Message
+        );
+
+        let mut t = TestCtx::default();
+        let mut inf = Inference::noise(conn(), &mut t.labels);
+        let mut ctx = t.ctx();
+        let mut g = |side, plain: u64| inf.start(side, plain + TAG, &mut ctx);
+        assert_eq!(g(Side::Initiator, 12 + 400), Guess::Identify);
+        assert_eq!(g(Side::Initiator, 12 + EXTENSIONS_RPC), Guess::RelayControl);
+        assert_eq!(g(Side::Initiator, 12 + 167), Guess::Message);
     }
 
     /// Over wss, Node's TLS joins the Noise frames written while its socket is busy in one
@@ -1144,14 +1229,17 @@ mod tests {
     #[test]
     fn gossip_id_shapes() {
         assert_eq!(
-            gossip_ids(rpc(field(field(34 * 7))), 7, 1 << 16),
+            gossip_ids(rpc(field(field(34 * 7))), 7, 1 << 16, false),
             Some((7, false))
         );
-        assert_eq!(gossip_ids(rpc(field(field(34 * 7))), 6, 1 << 16), None);
         assert_eq!(
-            gossip_ids(rpc(field(field(2 + 16 + 34 * 200))), 300, 1 << 16),
+            gossip_ids(rpc(field(field(34 * 7))), 6, 1 << 16, false),
+            None
+        );
+        assert_eq!(
+            gossip_ids(rpc(field(field(2 + 16 + 34 * 200))), 300, 1 << 16, false),
             Some((200, true))
         );
-        assert_eq!(gossip_ids(1000, 100, 1 << 16), None);
+        assert_eq!(gossip_ids(1000, 100, 1 << 16, false), None);
     }
 }
