@@ -6,7 +6,7 @@
 
 use std::{
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
 };
 
 use serde_json::Value;
@@ -31,10 +31,9 @@ pub fn namespaces() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs `wakusim SUBCOMMAND scenario.toml ARGS --out DIR` on a scenario given as TOML text,
-/// asserts that it succeeded and left no network namespace behind, and returns the temporary
-/// directory holding DIR (kept while it lives), DIR, and the process id of that `wakusim`.
-pub fn wakusim(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, PathBuf, u32) {
+/// Starts `wakusim SUBCOMMAND scenario.toml ARGS --out DIR` on a scenario given as TOML text
+/// and returns the temporary directory holding DIR (kept while it lives), DIR, and the child.
+pub fn start(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, PathBuf, Child) {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("scenario.toml");
     std::fs::write(&file, scenario).expect("write the scenario");
@@ -48,6 +47,14 @@ pub fn wakusim(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, Pat
         .stdout(Stdio::null())
         .spawn()
         .expect("wakusim starts");
+    (dir, out, child)
+}
+
+/// Runs `wakusim SUBCOMMAND scenario.toml ARGS --out DIR` (see [`start`]), asserts that it
+/// succeeded and left no network namespace behind, and returns the temporary directory holding
+/// DIR, DIR, and the process id of that `wakusim`.
+pub fn wakusim(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, PathBuf, u32) {
+    let (dir, out, child) = start(subcommand, scenario, args);
     let wakusim = child.id();
     let tag = wakusim % 100_000;
     let run = child.wait_with_output().expect("wakusim finishes");
