@@ -1,11 +1,11 @@
-//! A `wakusim run` killed with SIGKILL, as root: 3 nodes over plaintext, killed a few seconds
-//! after its nodes started. Within a few seconds nothing of it may remain (no namespace, no
-//! process it started, no veth or bridge on the host), and the node captures it wrote so far
-//! must open with libpcap and hold packets.
+//! A `wakusim run`, and a `wakusim serve` running a scenario, killed with SIGKILL, as root:
+//! 3 nodes over plaintext, killed a few seconds after the nodes started. Within a few seconds
+//! nothing of the run may remain (no namespace, no process wakusim started, no veth or bridge
+//! on the host), and the node captures it wrote so far must open with libpcap and hold packets.
 
 use std::{
     path::Path,
-    process::Command,
+    process::{Child, Command},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -133,12 +133,10 @@ fn packets(file: &Path) -> (u64, SystemTime) {
     }
 }
 
-#[test]
-fn a_killed_run_leaves_nothing_and_keeps_its_captures() {
-    if !common::root() {
-        return;
-    }
-    let (_dir, out, mut child) = common::start("run", SCENARIO, &[]);
+/// Waits until `child` (a `wakusim` running a scenario of [`NODES`] nodes with its captures in
+/// `out`) runs its nodes, kills it with SIGKILL a few seconds later, and asserts that nothing of
+/// it remains and that its captures hold packets.
+fn kill_mid_run(child: &mut Child, out: &Path) {
     let wakusim = child.id();
     let tag = wakusim % 100_000;
     let prefix = format!("wsim{tag}-");
@@ -205,4 +203,26 @@ fn a_killed_run_leaves_nothing_and_keeps_its_captures() {
         );
         assert!(n > 0, "{} holds no packet", file.display());
     }
+}
+
+#[test]
+fn a_killed_run_leaves_nothing_and_keeps_its_captures() {
+    if !common::root() {
+        return;
+    }
+    let (_dir, out, mut child) = common::start("run", SCENARIO, &[]);
+    kill_mid_run(&mut child, &out);
+}
+
+#[test]
+fn a_killed_server_leaves_nothing_of_its_run() {
+    if !common::root() {
+        return;
+    }
+    let state = tempfile::tempdir().expect("temp dir");
+    let mut server = common::Server::start(state.path());
+    let (status, run) = server.call("POST", "/runs", SCENARIO);
+    assert_eq!(status, 202, "{run}");
+    let out = state.path().join(format!("runs/run{}", run["id"]));
+    kill_mid_run(&mut server.child, &out);
 }
