@@ -164,6 +164,13 @@ enum Cmd {
     /// lines on stdin and stdout).
     #[command(hide = true)]
     Node,
+    /// Wait until stdin ends (wakusim ended or was killed), then kill what runs in these
+    /// network namespaces and delete them (started by `run` before it creates them).
+    #[command(hide = true)]
+    Janitor {
+        /// The run's namespaces.
+        names: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -440,6 +447,7 @@ fn main() -> anyhow::Result<()> {
             service.serve(listen, &STOP)?;
         }
         Cmd::Node => wakusim::process::child()?,
+        Cmd::Janitor { names } => wakusim::janitor::child(&names)?,
     }
     Ok(())
 }

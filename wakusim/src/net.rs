@@ -1,10 +1,13 @@
 //! The simulation's network: a hub namespace holding a bridge, and one namespace per node with
 //! a veth whose other end is on the bridge. Everything lives in namespaces the run creates (the
-//! host's own network sees nothing) and is deleted when [`Net`] is dropped.
+//! host's own network sees nothing) and is deleted when [`Net`] is dropped, or by its
+//! [`Janitor`] when wakusim is killed.
 
 use std::net::Ipv4Addr;
 
 use traffic::netns::{Namespaces, ip};
+
+use crate::janitor::Janitor;
 
 /// Names and addresses of one node's place in the network.
 #[derive(Clone, Debug)]
@@ -23,7 +26,9 @@ pub struct Net {
     pub hub: String,
     /// Each node's place, by index.
     pub places: Vec<Place>,
+    /// Dropped before the janitor (fields drop in order), which then finds nothing left.
     _namespaces: Namespaces,
+    _janitor: Janitor,
 }
 
 /// Name of the bridge inside the hub.
@@ -42,6 +47,7 @@ impl Net {
             .collect();
         let mut names = vec![hub.as_str()];
         names.extend(places.iter().map(|p| p.netns.as_str()));
+        let janitor = Janitor::start(&names)?;
         let namespaces = Namespaces::create(&names)?;
         ip(&["-n", &hub, "link", "add", BRIDGE, "type", "bridge"])?;
         ip(&["-n", &hub, "link", "set", BRIDGE, "up"])?;
@@ -70,6 +76,7 @@ impl Net {
             hub,
             places,
             _namespaces: namespaces,
+            _janitor: janitor,
         })
     }
 }

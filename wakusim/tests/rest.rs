@@ -3,13 +3,7 @@
 //! during its first value, and the errors a client gets for bad requests. The run's report must hold wakuprof's per-node relay bytes equal to
 //! each node's truth (plaintext), and no run may leave a namespace behind.
 
-use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpStream,
-    process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
-};
+use std::{thread, time::Duration};
 
 use serde_json::{Value, json};
 
@@ -44,85 +38,15 @@ size = 100
 rate_per_min = 60
 "#;
 
-/// The server, killed when the test ends however it ends.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: kill has no memory preconditions; the pid is our child's.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// One HTTP/1.0 request (a body without chunks); the status and the JSON body.
-    fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let mut stream = TcpStream::connect(&self.addr).expect("connect");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        )
-        .expect("send");
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).expect("reply");
-        let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("a status");
-        let value = serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON {e}: {body}"));
-        (status, value)
-    }
-
-    /// Polls run `id` until it is done.
-    fn wait(&self, id: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, run) = self.call("GET", &format!("/runs/{id}"), "");
-            assert_eq!(status, 200, "{run}");
-            match run["status"].as_str() {
-                Some("done") => return run,
-                Some("failed") => panic!("run {id} failed: {run}"),
-                _ => {}
-            }
-            assert!(Instant::now() < deadline, "run {id} did not finish: {run}");
-            thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
 #[test]
 fn communities_runs_and_errors_over_http() {
     if !common::root() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
-        .arg("--state")
-        .arg(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("wakusim serve starts");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("the address line");
-    let addr = first
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_owned();
-    let wakusim = child.id();
+    let server = common::Server::start(dir.path());
+    let wakusim = server.child.id();
     let tag = format!("wsim{}-", wakusim % 100_000);
-    let server = Server { child, addr };
 
     let (status, doc) = server.call("GET", "/openapi.json", "");
     assert_eq!(status, 200);

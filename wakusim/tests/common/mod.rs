@@ -1,12 +1,17 @@
-//! What the wakusim end-to-end tests share: the root check, a run of a scenario, the namespaces
-//! left on the host, and the per-node check that wakuprof's relay bytes equal the node's truth.
+//! What the wakusim end-to-end tests share: the root check, a run of a scenario, a server, the
+//! namespaces left on the host, and the per-node check that wakuprof's relay bytes equal the
+//! node's truth.
 
 // Each test binary uses a part of it.
 #![allow(dead_code)]
 
 use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -31,10 +36,9 @@ pub fn namespaces() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs `wakusim SUBCOMMAND scenario.toml ARGS --out DIR` on a scenario given as TOML text,
-/// asserts that it succeeded and left no network namespace behind, and returns the temporary
-/// directory holding DIR (kept while it lives), DIR, and the process id of that `wakusim`.
-pub fn wakusim(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, PathBuf, u32) {
+/// Starts `wakusim SUBCOMMAND scenario.toml ARGS --out DIR` on a scenario given as TOML text
+/// and returns the temporary directory holding DIR (kept while it lives), DIR, and the child.
+pub fn start(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, PathBuf, Child) {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("scenario.toml");
     std::fs::write(&file, scenario).expect("write the scenario");
@@ -48,6 +52,14 @@ pub fn wakusim(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, Pat
         .stdout(Stdio::null())
         .spawn()
         .expect("wakusim starts");
+    (dir, out, child)
+}
+
+/// Runs `wakusim SUBCOMMAND scenario.toml ARGS --out DIR` (see [`start`]), asserts that it
+/// succeeded and left no network namespace behind, and returns the temporary directory holding
+/// DIR, DIR, and the process id of that `wakusim`.
+pub fn wakusim(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, PathBuf, u32) {
+    let (dir, out, child) = start(subcommand, scenario, args);
     let wakusim = child.id();
     let tag = wakusim % 100_000;
     let run = child.wait_with_output().expect("wakusim finishes");
@@ -145,6 +157,84 @@ pub fn own_processes(report: &Value, wakusim: u32, restarts: &[usize]) {
                 "{} (pid {pid}) is still running",
                 node["node"]
             );
+        }
+    }
+}
+
+/// A `wakusim serve`, stopped with SIGTERM when the test ends however it ends.
+pub struct Server {
+    pub child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill has no memory preconditions; the pid is our running child's.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Server {
+    /// Starts `wakusim --state STATE serve` on a free port of 127.0.0.1 (its runs go to
+    /// STATE/runs/run<id>).
+    pub fn start(state: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wakusim"))
+            .arg("--state")
+            .arg(state)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("wakusim serve starts");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut first)
+            .expect("the address line");
+        let addr = first
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        Server { child, addr }
+    }
+
+    /// One HTTP/1.0 request (a body without chunks); the status and the JSON body.
+    pub fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .expect("send");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).expect("reply");
+        let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        let value = serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON {e}: {body}"));
+        (status, value)
+    }
+
+    /// Polls run `id` until it is done.
+    pub fn wait(&self, id: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, run) = self.call("GET", &format!("/runs/{id}"), "");
+            assert_eq!(status, 200, "{run}");
+            match run["status"].as_str() {
+                Some("done") => return run,
+                Some("failed") => panic!("run {id} failed: {run}"),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "run {id} did not finish: {run}");
+            thread::sleep(Duration::from_millis(300));
         }
     }
 }

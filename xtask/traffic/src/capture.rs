@@ -74,6 +74,9 @@ pub struct Running {
 const SNAPLEN: i32 = 65_600;
 /// How long to wait for packets before looking at the stop flag again.
 const POLL_MS: i32 = 100;
+/// How often the file is flushed, so that a process killed mid-capture leaves a readable file
+/// missing at most this much of the end.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How long draining may take once stop was asked for.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -131,10 +134,12 @@ fn capture(
     let mut file = cap
         .savefile(&spec.out)
         .with_context(|| format!("create {}", spec.out.display()))?;
+    file.flush()?;
     ready.send(())?;
 
     let mut packets = 0;
     let mut stopping_since = None;
+    let mut flushed = Instant::now();
     loop {
         match cap.next_packet() {
             Ok(packet) => {
@@ -144,6 +149,10 @@ fn capture(
             Err(pcap::Error::TimeoutExpired) if stop.load(Ordering::SeqCst) => break,
             Err(pcap::Error::TimeoutExpired) => wait_readable(&cap)?,
             Err(e) => return Err(e).context("read capture"),
+        }
+        if flushed.elapsed() >= FLUSH_EVERY {
+            file.flush()?;
+            flushed = Instant::now();
         }
         if stop.load(Ordering::SeqCst) {
             let since = *stopping_since.get_or_insert_with(Instant::now);
@@ -228,4 +237,54 @@ pub fn rewrap_null(input: &Path, output: &Path) -> anyhow::Result<u64> {
     }
     file.flush()?;
     Ok(packets)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+
+    use super::*;
+
+    /// What a capture wrote must be readable while it still runs, so that a process killed
+    /// mid-capture keeps it: as root, one UDP datagram on a namespace's loopback is on disk
+    /// within [`FLUSH_EVERY`] (and a bit).
+    #[test]
+    fn a_running_capture_reaches_the_disk_within_a_second() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: capturing in a network namespace needs root");
+            return;
+        }
+        let ns = format!("capflush{}", std::process::id());
+        let _namespaces = netns::Namespaces::create(&[&ns]).expect("namespace");
+        let out = std::env::temp_dir().join(format!("{ns}.pcap"));
+        let running = start(CaptureSpec::loopback(&ns, "udp", out.clone())).expect("capture");
+        let sender = ns.clone();
+        thread::spawn(move || -> anyhow::Result<()> {
+            netns::enter(&sender)?;
+            let socket = UdpSocket::bind("127.0.0.1:0")?;
+            socket.send_to(b"kept", "127.0.0.1:9")?;
+            Ok(())
+        })
+        .join()
+        .expect("sender thread")
+        .expect("send a datagram");
+        thread::sleep(FLUSH_EVERY + Duration::from_millis(300));
+
+        let on_disk = Capture::from_file(&out).map(|mut cap| {
+            let mut packets = 0;
+            while cap.next_packet().is_ok() {
+                packets += 1;
+            }
+            packets
+        });
+        let stats = running.stop().expect("stop");
+        std::fs::remove_file(&out).expect("remove the capture");
+        assert_eq!(
+            on_disk.ok(),
+            Some(1),
+            "packets on disk before the capture stopped"
+        );
+        assert_eq!(stats.packets, 1);
+    }
 }
