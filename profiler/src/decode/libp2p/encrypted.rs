@@ -701,9 +701,14 @@ impl Inference {
         let believed = |&(k, topic): &(u64, bool)| {
             topic || offered.is_some_and(|(t, n)| n >= k && now - t <= IWANT_AFTER_NS)
         };
+        let sender = match side {
+            Side::Initiator => self.conn.initiator.0,
+            Side::Responder => self.conn.responder.0,
+        };
         let gossip = gossip_ids(d, recent, lens, s.extended)
             .filter(|_| !seen)
-            .filter(believed);
+            .filter(believed)
+            .filter(|&(_, topic)| !topic || relay.in_phase(sender, now));
         if let Some((k, topic)) = gossip {
             if topic {
                 s.offered = Some((now, k));

@@ -4,6 +4,7 @@
 //! handed to the analyzer, which counts duplicates per receiving host and fills `--messages`.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::decode::lru::Lru;
@@ -20,6 +21,16 @@ pub const GOSSIP_WINDOW_NS: i64 = 3_500_000_000;
 /// Gossipsub answers an IWANT from its message cache, five heartbeats (of a second in nwaku,
 /// go-waku and rust-libp2p, 0.7 s in js-libp2p) long.
 pub const CACHE_WINDOW_NS: i64 = 6_000_000_000;
+/// Gossipsub's heartbeats: 1 s in nwaku, go-waku and rust-libp2p, 0.7 s in js-libp2p. IHAVE is
+/// written only in a heartbeat, so one host's gossip keeps one phase.
+pub const HEARTBEATS_NS: [i64; 2] = [1_000_000_000, 700_000_000];
+/// How far from a host's earlier gossip, in phase, its next gossip may be written.
+const PHASE_TOLERANCE_NS: i64 = 30_000_000;
+/// How long a host's gossip-shaped writes are kept as possible heartbeats.
+const PHASE_WINDOW_NS: i64 = 10_000_000_000;
+/// Gossip-shaped writes kept per host, and hosts kept, at most.
+const PHASE_TIMES: usize = 32;
+const PHASE_HOSTS: usize = 4096;
 /// An empty length-delimited field: tag and a zero length.
 const EMPTY_FIELD: u64 = 2;
 /// Recent message timestamps kept, at most.
@@ -140,6 +151,8 @@ pub struct RelayBook {
     /// The publish entry bytes of messages inferred whole, with when, oldest first: what an
     /// answer to an IWANT may be made of.
     sizes: VecDeque<(i64, u64)>,
+    /// When each host wrote gossip-shaped RPCs on encrypted connections lately, oldest first.
+    heartbeats: HashMap<IpAddr, VecDeque<i64>>,
 
     /// The node's peers and their shards, for relay bytes of encrypted connections.
     pub peers: PeerBook,
@@ -164,6 +177,7 @@ impl RelayBook {
             per_link: HashMap::new(),
             links: 0,
             sizes: VecDeque::new(),
+            heartbeats: HashMap::new(),
             peers: PeerBook::default(),
         }
     }
@@ -235,6 +249,36 @@ impl RelayBook {
             self.forget_message();
         }
         self.per_link.values().max().map_or(0, |&n| n as usize)
+    }
+
+    /// Whether gossip `host` wrote at `now` (ns) is in phase with one of its earlier gossip-shaped
+    /// writes (or is its first in [`PHASE_WINDOW_NS`]), and notes it: gossipsub writes IHAVE only
+    /// in its heartbeat, to every peer it gossips to at once, while messages go out whenever they
+    /// arrive.
+    pub fn in_phase(&mut self, host: IpAddr, now: i64) -> bool {
+        if self.heartbeats.len() >= PHASE_HOSTS && !self.heartbeats.contains_key(&host) {
+            self.heartbeats.clear();
+        }
+        let times = self.heartbeats.entry(host).or_default();
+        while times
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) > PHASE_WINDOW_NS)
+        {
+            times.pop_front();
+        }
+        let phase = |t: i64| {
+            let gap = now.saturating_sub(t);
+            HEARTBEATS_NS.iter().any(|&beat| {
+                let beats = (gap + beat / 2) / beat;
+                (gap - beats * beat).abs() <= PHASE_TOLERANCE_NS
+            })
+        };
+        let believed = times.is_empty() || times.iter().any(|&t| phase(t));
+        if times.len() >= PHASE_TIMES {
+            times.pop_front();
+        }
+        times.push_back(now);
+        believed
     }
 
     /// Notes the publish entry bytes of a message inferred at `now` (ns).
@@ -329,6 +373,23 @@ mod tests {
 
     /// Recent messages are the most one connection carried in the gossip window; a message's
     /// copies on other connections are not counted again, and old ones are forgotten.
+    #[test]
+    fn gossip_keeps_its_hosts_heartbeat() {
+        let mut book = RelayBook::default();
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let s = 1_000_000_000;
+        assert!(book.in_phase(a, 5 * s));
+        assert!(book.in_phase(a, 5 * s + 3_000));
+        assert!(!book.in_phase(a, 5 * s + s / 2));
+        assert!(book.in_phase(a, 7 * s + 20_000_000));
+        assert!(book.in_phase(a, 5 * s + 1_400_000_000), "js-libp2p's 0.7 s");
+        assert!(book.in_phase(b, 5 * s + s / 2), "another host's first");
+        assert!(
+            book.in_phase(a, 30 * s + s / 2),
+            "the first after a quiet while"
+        );
+    }
+
     #[test]
     fn recent_messages_are_one_connections() {
         let mut book = RelayBook::default();
