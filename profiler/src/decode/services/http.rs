@@ -232,7 +232,8 @@ impl Http {
     fn head(&mut self, side: Side, ctx: &mut DecodeCtx<'_>) -> bool {
         let i = side.index();
         let held = &self.sides[i].held;
-        let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
+        // Searched again as each segment of a head arrives: memchr's search, not a byte loop.
+        let Some(end) = memchr::memmem::find(held, b"\r\n\r\n") else {
             if held.len() > MAX_HEAD {
                 ctx.malformed(DecodeError::new("http", "head longer than 16 KiB"));
                 self.settle(side, ctx);
