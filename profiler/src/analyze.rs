@@ -622,8 +622,13 @@ impl Analyzer {
             self.fragments
                 .first((ip.src, ip.dst, ip.proto, id), key, src_is_lo, ts);
         }
-        if self.shard.is_none() && !self.flows.flows.contains_key(&key) {
-            let (len, capacity) = (self.flows.flows.len(), self.flows.flows.capacity());
+        let (len, capacity) = (self.flows.flows.len(), self.flows.flows.capacity());
+        // Only a new flow at the table's limit or capacity needs room (the lookup comes last:
+        // below both, which is nearly always, the key is hashed once, by the entry below).
+        if self.shard.is_none()
+            && (len >= self.flows.max_flows || len >= capacity)
+            && !self.flows.flows.contains_key(&key)
+        {
             if len >= self.flows.max_flows {
                 self.make_room();
             } else if len >= capacity

@@ -10,6 +10,11 @@ use super::owners::{OwnerId, OwnerTable};
 use super::record::{Counters, Direction, Endpoints, Row};
 use crate::decode::{LabelId, LabelTable};
 
+/// Heap bytes of one window's table of `capacity` rows.
+fn table_bytes(capacity: usize) -> usize {
+    crate::memory::table_bytes::<(RowKey, Counters)>(capacity)
+}
+
 /// A row's key within its window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RowKey {
@@ -26,6 +31,8 @@ pub struct UsageTable {
     windows: BTreeMap<i64, FxHashMap<RowKey, Counters>>,
     /// Rows held across all windows.
     rows: usize,
+    /// Heap bytes of the windows' tables, kept as they grow and leave (read for every packet).
+    heap: usize,
     /// The owners rows refer to.
     pub owners: OwnerTable,
 }
@@ -38,6 +45,7 @@ impl UsageTable {
             window_secs,
             windows: BTreeMap::new(),
             rows: 0,
+            heap: 0,
             owners: OwnerTable::default(),
         }
     }
@@ -50,9 +58,12 @@ impl UsageTable {
     /// Adds counters to a row.
     pub fn add(&mut self, window: i64, key: RowKey, c: &Counters) {
         let rows = self.windows.entry(window).or_default();
-        let before = rows.len();
+        let (before, capacity) = (rows.len(), rows.capacity());
         rows.entry(key).or_default().add(c);
-        self.rows += rows.len() - before;
+        if rows.len() != before {
+            self.rows += rows.len() - before;
+            self.heap += table_bytes(rows.capacity()) - table_bytes(capacity);
+        }
     }
 
     /// Rows held, over all open windows.
@@ -62,10 +73,7 @@ impl UsageTable {
 
     /// Approximate heap bytes of the open windows' rows.
     pub fn heap_bytes(&self) -> usize {
-        self.windows
-            .values()
-            .map(|w| crate::memory::table_bytes::<(RowKey, Counters)>(w.capacity()))
-            .sum()
+        self.heap
     }
 
     /// Moves the rows of the oldest window into `out`, whether it has closed or not (to bound
@@ -99,6 +107,7 @@ impl UsageTable {
         out: &mut Vec<Row>,
     ) {
         self.rows -= rows.len();
+        self.heap -= table_bytes(rows.capacity());
         out.extend(rows.into_iter().map(|(k, counters)| Row {
             window_start_us: start / 1000,
             window_secs: self.window_secs,

@@ -30,6 +30,9 @@ pub struct LabelTable {
     index: FxHashMap<Label, LabelId>,
     strings: FxHashMap<Box<str>, Arc<str>>,
     transport: FxHashMap<LabelId, LabelId>,
+    /// [`LabelTable::heap_bytes`], measured again whenever the table changes (it is read for
+    /// every packet, and changes rarely).
+    heap: usize,
     /// Labels that could not be added because the table was full.
     pub overflowed: u64,
 }
@@ -48,6 +51,7 @@ impl LabelTable {
         let id = LabelId(self.labels.len() as u32);
         self.labels.push(label.clone());
         self.index.insert(label, id);
+        self.measure();
         id
     }
 
@@ -63,12 +67,16 @@ impl LabelTable {
 
     /// Approximate heap bytes of the labels, their index and their strings (64 bytes each).
     pub fn heap_bytes(&self) -> usize {
+        self.heap
+    }
+
+    fn measure(&mut self) {
         use crate::memory::{table_bytes, vec_bytes};
-        vec_bytes(&self.labels)
+        self.heap = vec_bytes(&self.labels)
             + table_bytes::<(Label, LabelId)>(self.index.capacity())
             + table_bytes::<(Box<str>, Arc<str>)>(self.strings.capacity())
             + self.strings.len() * 64
-            + table_bytes::<(LabelId, LabelId)>(self.transport.capacity())
+            + table_bytes::<(LabelId, LabelId)>(self.transport.capacity());
     }
 
     /// Shares one allocation per distinct string.
@@ -78,6 +86,7 @@ impl LabelTable {
         }
         let a: Arc<str> = Arc::from(s);
         self.strings.insert(s.into(), Arc::clone(&a));
+        self.measure();
         a
     }
 
@@ -108,6 +117,7 @@ impl LabelTable {
         label.method = method;
         let t = self.intern(label);
         self.transport.insert(id, t);
+        self.measure();
         t
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 
 use super::Sink;
@@ -17,7 +18,8 @@ pub type LineKey = (&'static str, Arc<str>, Arc<str>, Option<u16>);
 /// Totals kept for the summary.
 #[derive(Default)]
 pub struct Summary {
-    by_label: BTreeMap<LineKey, Counters>,
+    /// Hashed, not ordered: it takes one update per row; readers sort its few lines.
+    by_label: FxHashMap<LineKey, Counters>,
     by_direction: BTreeMap<Direction, Counters>,
     total: Counters,
 }
@@ -126,7 +128,7 @@ impl Summary {
         let mut by_shard: BTreeMap<(bool, Option<u16>), ShardReport> = BTreeMap::new();
         let control = Category::RelayControl.as_str();
         let chat = Category::RelayChat.as_str();
-        for ((cat, _, kind, shard), c) in &self.by_label {
+        for ((cat, _, kind, shard), c) in self.sorted_lines() {
             if *cat != control && *cat != chat {
                 continue;
             }
@@ -158,7 +160,13 @@ impl Summary {
 
     /// Counters per (category, protocol, kind, shard), in that order.
     pub fn lines(&self) -> impl Iterator<Item = (&LineKey, &Counters)> {
-        self.by_label.iter()
+        self.sorted_lines().into_iter()
+    }
+
+    fn sorted_lines(&self) -> Vec<(&LineKey, &Counters)> {
+        let mut lines: Vec<_> = self.by_label.iter().collect();
+        lines.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        lines
     }
 
     /// Total counters over every row seen.
@@ -189,7 +197,7 @@ impl Summary {
             "\n{:<14} {:<22} {:<16} {:>6} {:>14} {:>7} {:>10} {:>9}",
             "category", "protocol", "kind", "shard", "bytes", "share", "packets", "messages"
         );
-        for ((cat, protocol, kind, shard), c) in &self.by_label {
+        for ((cat, protocol, kind, shard), c) in self.sorted_lines() {
             let shard = shard.map_or_else(|| "-".to_string(), |s| s.to_string());
             let _ = writeln!(
                 s,
@@ -252,8 +260,8 @@ impl Summary {
     /// and `top_flows`.
     pub fn json(&self, stats: &Stats) -> Value {
         let categories: Vec<Value> = self
-            .by_label
-            .iter()
+            .sorted_lines()
+            .into_iter()
             .map(|((cat, protocol, kind, shard), c)| {
                 json!({"category": cat, "protocol": protocol.as_ref(), "kind": kind.as_ref(),
                        "shard": shard, "bytes": c.bytes,

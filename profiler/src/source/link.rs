@@ -1,11 +1,12 @@
 //! From a captured frame to the fields the flow table needs: IP length, addresses, transport
-//! header. Parsing is lax (etherparse's `LaxSlicedPacket`) so cut-off frames still count.
+//! header. Parsing is lax (etherparse's `LaxSlicedPacket`) so cut-off frames still count; the
+//! common frame takes the direct path of [`super::fast_ipv4`].
 
 use std::net::IpAddr;
 
 use etherparse::{EtherType, IpNumber, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use super::{LinkType, RawPacket};
+use super::{LinkType, RawPacket, fast_ipv4};
 
 /// Length of the Linux cooked v1 header; the protocol field is its last two bytes.
 const SLL_LEN: usize = 16;
@@ -15,7 +16,7 @@ const SLL2_LEN: usize = 20;
 const NULL_LEN: usize = 4;
 
 /// What a frame is, as far as accounting is concerned.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// Not IP (ARP, LLDP, …) or an IP header too broken to read: `len` wire bytes of `protocol`.
     NonIp { protocol: &'static str, len: u32 },
@@ -24,7 +25,7 @@ pub enum Frame<'a> {
 }
 
 /// The IP-level view of a packet.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct IpPacket<'a> {
     /// IP total length (IPv4 total length, IPv6 40 + payload length).
     pub ip_len: u32,
@@ -38,7 +39,7 @@ pub struct IpPacket<'a> {
 }
 
 /// The transport layer of an IP packet.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Transport<'a> {
     Tcp(TcpSegment<'a>),
     Udp {
@@ -53,7 +54,7 @@ pub enum Transport<'a> {
 }
 
 /// The TCP fields reassembly uses.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct TcpSegment<'a> {
     pub src_port: u16,
     pub dst_port: u16,
@@ -70,6 +71,11 @@ pub struct TcpSegment<'a> {
 
 /// Parses a captured frame. Never fails: what cannot be read is reported as `NonIp` with its length.
 pub fn parse<'a>(pkt: &RawPacket<'a>) -> Frame<'a> {
+    fast_ipv4::parse(pkt).unwrap_or_else(|| parse_sliced(pkt))
+}
+
+/// [`parse`] through etherparse's slicing, which reads every framing this module supports.
+pub(super) fn parse_sliced<'a>(pkt: &RawPacket<'a>) -> Frame<'a> {
     let data = pkt.data;
     let sliced = match pkt.link {
         LinkType::Ethernet => LaxSlicedPacket::from_ethernet(data).ok(),

@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod caps;
+mod fast_ipv4;
 pub mod link;
 pub mod live_pcap;
 pub mod pcap_file;

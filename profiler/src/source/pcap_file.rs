@@ -2,7 +2,9 @@
 //! through libpcap; pcapng by [`super::pcapng`], which reads each packet by its own interface's
 //! link type where libpcap refuses interfaces of different link types.
 
+use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,6 +18,9 @@ enum Reader {
     Pcap {
         capture: Capture<Offline>,
         link: LinkType,
+        /// The stdio buffer libpcap reads through, when [`open_buffered`] opened the file.
+        /// Declared after `capture` so that it is freed after libpcap closes the file.
+        _buffer: Option<Box<[u8]>>,
     },
     Pcapng(pcapng::Reader),
 }
@@ -24,7 +29,7 @@ impl Reader {
     /// The next packet, `None` at the end, or what is wrong with the file.
     fn next(&mut self) -> Result<Option<RawPacket<'_>>, String> {
         match self {
-            Reader::Pcap { capture, link } => match capture.next_packet() {
+            Reader::Pcap { capture, link, .. } => match capture.next_packet() {
                 Ok(p) => Ok(Some(RawPacket {
                     ts_ns: ts_ns(p.header),
                     link: *link,
@@ -235,12 +240,19 @@ fn open_one(path: &Path) -> Result<Input, Error> {
             head: None,
         });
     }
-    let capture = Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| {
-        Error::OpenCapture {
-            path: path.to_path_buf(),
-            message: libpcap_message(&e),
+    let (capture, buffer) = match open_buffered(path) {
+        Some((capture, buffer)) => (capture, Some(buffer)),
+        None => {
+            let capture =
+                Capture::from_file_with_precision(path, Precision::Nano).map_err(|e| {
+                    Error::OpenCapture {
+                        path: path.to_path_buf(),
+                        message: libpcap_message(&e),
+                    }
+                })?;
+            (capture, None)
         }
-    })?;
+    };
     let dlt = capture.get_datalink();
     let link = LinkType::from_dlt(dlt.0).ok_or_else(|| Error::UnsupportedLinkType {
         path: path.to_path_buf(),
@@ -249,10 +261,78 @@ fn open_one(path: &Path) -> Result<Input, Error> {
     })?;
     Ok(Input {
         path: path.to_path_buf(),
-        reader: Reader::Pcap { capture, link },
+        reader: Reader::Pcap {
+            capture,
+            link,
+            _buffer: buffer,
+        },
         read: 0,
         head: None,
     })
+}
+
+/// The stdio buffer a classic pcap file is read through. glibc's default is the file system's
+/// block size (4 KiB): one read(2) per 4 KiB was a tenth of the time of `analyze`.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// libpcap's size of an error message buffer (`PCAP_ERRBUF_SIZE`).
+const PCAP_ERRBUF_SIZE: usize = 256;
+
+unsafe extern "C" {
+    /// libpcap's open of a capture file from a stream the caller opened (the pcap crate opens
+    /// streams itself, with the default buffer).
+    fn pcap_fopen_offline_with_tstamp_precision(
+        fp: *mut libc::FILE,
+        precision: libc::c_uint,
+        errbuf: *mut libc::c_char,
+    ) -> *mut libc::c_void;
+}
+
+/// Opens a classic pcap file through a stream with a [`READ_BUFFER`]-byte buffer, returned with
+/// the capture, which must be dropped first. `None` when anything fails: then the ordinary open
+/// says why.
+fn open_buffered(path: &Path) -> Option<(Capture<Offline>, Box<[u8]>)> {
+    let fd = std::fs::File::open(path).ok()?.into_raw_fd();
+    // SAFETY: `fd` is open and ours; the stream takes it over and closes it.
+    let fp = unsafe { libc::fdopen(fd, c"r".as_ptr()) };
+    if fp.is_null() {
+        // SAFETY: `fd` is still ours when fdopen failed.
+        unsafe { libc::close(fd) };
+        return None;
+    }
+    let mut buffer = vec![0u8; READ_BUFFER].into_boxed_slice();
+    let mut errbuf = [0 as libc::c_char; PCAP_ERRBUF_SIZE];
+    // SAFETY: the buffer is set before any I/O on the stream, as setvbuf requires, and lives on
+    // the heap until after the capture (which closes the stream) is dropped. libpcap owns the
+    // stream once the open succeeds; before that it is ours to close.
+    unsafe {
+        let handle =
+            if libc::setvbuf(fp, buffer.as_mut_ptr().cast(), libc::_IOFBF, buffer.len()) == 0 {
+                pcap_fopen_offline_with_tstamp_precision(
+                    fp,
+                    Precision::Nano as libc::c_uint,
+                    errbuf.as_mut_ptr(),
+                )
+            } else {
+                std::ptr::null_mut()
+            };
+        match pcap_handle(Capture::<Offline>::as_ptr, handle) {
+            Some(h) => Some((Capture::from(h), buffer)),
+            None => {
+                libc::fclose(fp);
+                None
+            }
+        }
+    }
+}
+
+/// `handle` as the pointer type [`Capture::as_ptr`] returns (libpcap's `pcap_t`, which the
+/// pcap crate does not export by name), or `None` when null.
+fn pcap_handle<T>(
+    _as_ptr: fn(&Capture<Offline>) -> *mut T,
+    handle: *mut libc::c_void,
+) -> Option<NonNull<T>> {
+    NonNull::new(handle.cast())
 }
 
 /// A record's time in ns; libpcap puts nanoseconds in `tv_usec` when opened with nano precision.

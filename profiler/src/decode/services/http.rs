@@ -232,7 +232,8 @@ impl Http {
     fn head(&mut self, side: Side, ctx: &mut DecodeCtx<'_>) -> bool {
         let i = side.index();
         let held = &self.sides[i].held;
-        let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") else {
+        // Searched again as each segment of a head arrives: memchr's search, not a byte loop.
+        let Some(end) = memchr::memmem::find(held, b"\r\n\r\n") else {
             if held.len() > MAX_HEAD {
                 ctx.malformed(DecodeError::new("http", "head longer than 16 KiB"));
                 self.settle(side, ctx);
@@ -243,18 +244,11 @@ impl Http {
         let head = String::from_utf8_lossy(&held[..head_len]).into_owned();
         let mut lines = head.split("\r\n");
         let start = lines.next().unwrap_or_default().to_string();
-        let header = |name: &str| {
-            head.split("\r\n").skip(1).find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_string())
-            })
-        };
-        let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
-        let chunked =
-            header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let [length, encoding, upgrade] =
+            headers(&head, ["content-length", "transfer-encoding", "upgrade"]);
+        let length = length.and_then(|v| v.parse::<u64>().ok());
+        let chunked = encoding.is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let upgrade = upgrade.is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
         let st = &mut self.sides[i];
         st.head_len = head_len;
         let mut body_until_close = false;
@@ -501,6 +495,24 @@ fn dechunk(raw: &[u8]) -> Option<Result<(usize, Vec<u8>), ()>> {
         data.extend_from_slice(&raw[at..at + size]);
         at += size + 2;
     }
+}
+
+/// The value of each header of `names` in `head` (its first line of that name), from one pass
+/// over the lines.
+fn headers<'h, const N: usize>(head: &'h str, names: [&str; N]) -> [Option<&'h str>; N] {
+    let mut found = [None; N];
+    for line in head.split("\r\n").skip(1) {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let k = k.trim();
+        for (name, slot) in names.iter().zip(&mut found) {
+            if slot.is_none() && k.eq_ignore_ascii_case(name) {
+                *slot = Some(v.trim());
+            }
+        }
+    }
+    found
 }
 
 impl StreamDecoder for Http {
