@@ -8,6 +8,7 @@ pub mod error;
 pub mod export;
 mod fleet;
 pub mod health;
+pub mod measure;
 pub mod net;
 pub mod openapi;
 pub mod process;

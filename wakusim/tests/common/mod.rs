@@ -12,6 +12,52 @@ use std::{
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// The small network the end-to-end tests run: 6 nodes over plaintext, a protected community on
+/// its own shard 200, one on the shared shard 32, and an attacker publishing unsigned messages
+/// onto the protected shard.
+pub const SMALL: &str = r#"
+duration_secs = 4
+seed = 3
+transport = "plaintext"
+
+[network]
+nodes = 6
+degree = 2
+
+[[community]]
+name = "guarded"
+shard = 200
+protected = true
+members = [0, 1, 2]
+
+[[community.message]]
+content_topic = "/guarded/1/chat/proto"
+size = 150
+size_max = 3000
+rate_per_min = 90
+
+[[community]]
+name = "open"
+members = [2, 3, 4]
+
+[[community.message]]
+content_topic = "/open/1/chat/proto"
+size = 400
+rate_per_min = 60
+ephemeral = true
+
+[attacker]
+node = 5
+community = "guarded"
+mode = "unsigned"
+messages = 5
+"#;
+
+/// [`SMALL`] measured by `measure` (`probe` or `pcap`).
+pub fn small(measure: &str) -> String {
+    format!("measure = \"{measure}\"\n{SMALL}")
+}
+
 /// Whether the test runs as root; says why it is skipped when not.
 pub fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
