@@ -203,7 +203,11 @@ impl Session {
     /// Fails when the probe does not load: not built in, missing capabilities, or another
     /// program already attached where it attaches.
     pub fn start(addrs: &[IpAddr], d_low: usize) -> Result<Session, wakuprof::Error> {
-        let probe = Probe::load(ProbeSizes::default())?;
+        // Every byte sampled: the relay streams decoded whole, not only their first 64 KiB.
+        let probe = Probe::load(ProbeSizes {
+            head_bytes: u32::MAX,
+            ..ProbeSizes::default()
+        })?;
         let mut split = Split {
             nodes: addrs.iter().map(|_| NodeMeasure::default()).collect(),
             by_addr: addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect(),

@@ -31,6 +31,11 @@ use wakuprof_probe_common::{
     ProcessKey, RING_BYTES, SNAP, STAT_MAP_FULL, STAT_RING_DROPS, STATS_LEN, Traffic, WAKEUP_BYTES,
 };
 
+/// Bytes of each TCP socket direction sampled ([`HEAD_BYTES`] unless userspace sets it before
+/// the probe is loaded).
+#[unsafe(no_mangle)]
+static HEAD: u32 = HEAD_BYTES;
+
 /// This kernel's structure layout, written by userspace before the probe is loaded.
 #[unsafe(no_mangle)]
 static LAYOUT: KernelLayout = KernelLayout {
@@ -458,7 +463,9 @@ fn count(ctx: &SkBuffContext, direction: u32) {
             own(counts, &o, state);
             true
         });
-    let past_head = protocol == u32::from(TCP) && copied_so_far >= u64::from(HEAD_BYTES);
+    // SAFETY: a read-only global, set before load.
+    let head = unsafe { core::ptr::read_volatile(&raw const HEAD) };
+    let past_head = protocol == u32::from(TCP) && copied_so_far >= u64::from(head);
     let skip = past_head && owned;
     // The event of a sampled packet carries the packet as the socket sent it: the headers a
     // split adds are carried by no event.
