@@ -21,7 +21,8 @@ use wakusim::{
 
 /// Community bandwidth simulations: Waku relay networks of real rust-libp2p nodes, each in its
 /// own network namespace, with communities on dedicated or shared shards (protected ones
-/// signed and validated as nwaku does), measured per node by wakuprof against the nodes' truth.
+/// signed and validated as nwaku does), measured per node by wakuprof (live, by its eBPF probe
+/// where it loads) against the nodes' truth.
 #[derive(Parser)]
 #[command(name = "wakusim", version)]
 struct Cli {
@@ -36,7 +37,7 @@ struct Cli {
 enum Cmd {
     /// Run a scenario (needs root: it creates network namespaces and captures in them).
     #[command(
-        after_help = "Writes node<i>.pcap (one capture per node, taken on its veth at the bridge) and report.json into --out, and prints the per-node report. wakuprof's eBPF probe measures every node while the run goes, where it loads (else wakuprof analyses each capture after the run; the report's first lines say which and why).\n\nExamples:\n  wakusim run wakusim/scenarios/demo.toml\n  wakusim run my.toml --out runs/1 --format json"
+        after_help = "Writes node<i>.pcap (one capture per node, taken on its veth at the bridge) and report.json into --out, and prints the per-node report. wakuprof's eBPF probe measures every node while the run goes, where it loads (else wakuprof analyses each capture after the run; the report's first lines say which and why).\n\nExamples:\n  wakusim run wakusim/scenarios/demo.toml\n  wakusim run my.toml --out runs/1 --format json\n  wakusim run my.toml --measure pcap   # measure from the captures only"
     )]
     Run {
         /// The scenario file (TOML; see wakusim/scenarios/demo.toml).
