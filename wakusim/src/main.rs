@@ -288,12 +288,13 @@ fn main() -> anyhow::Result<()> {
             let mut s = Scenario::load(&scenario)?;
             store.resolve(&mut s)?;
             println!(
-                "{}: {} nodes, {} communities on {}, {:?} transport, {} s, {} churn events",
+                "{}: {} nodes, {} communities on {}, {:?} transport, measure {:?}, {} s, {} churn events",
                 scenario.display(),
                 s.network.nodes,
                 s.communities.len(),
                 s.pubsub_topics().join(", "),
                 s.transport,
+                s.measure,
                 s.duration_secs,
                 s.churn.len()
             );

@@ -109,7 +109,13 @@ pub fn wakusim(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, Pat
 /// Runs `wakusim run` on a scenario given as TOML text (see [`wakusim`]) and returns its
 /// report.json and the process id of the `wakusim` that ran it.
 pub fn run(scenario: &str) -> (Value, u32) {
-    let (_dir, out, wakusim) = wakusim("run", scenario, &["--format", "json"]);
+    run_with(scenario, &[])
+}
+
+/// [`run`] with further arguments of `wakusim run`.
+pub fn run_with(scenario: &str, args: &[&str]) -> (Value, u32) {
+    let args = [&["--format", "json"], args].concat();
+    let (_dir, out, wakusim) = wakusim("run", scenario, &args);
     let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
     (serde_json::from_str(&text).expect("JSON"), wakusim)
 }
