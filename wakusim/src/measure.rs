@@ -31,6 +31,10 @@ use wakuprof::{
     },
 };
 
+/// The probe's ring buffer of samples: every packet of every node is sampled, and a sample
+/// dropped when the ring is full leaves its stream undecodable from there on.
+const RING_BYTES: u32 = 256 << 20;
+
 /// Which source measures a run (`measure` in the scenario, `--measure` on the command line).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -206,6 +210,7 @@ impl Session {
         // Every byte sampled: the relay streams decoded whole, not only their first 64 KiB.
         let probe = Probe::load(ProbeSizes {
             head_bytes: u32::MAX,
+            ring_bytes: RING_BYTES,
             ..ProbeSizes::default()
         })?;
         let mut split = Split {
@@ -216,8 +221,13 @@ impl Session {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        // One analysis for every node: the memory each node's analysis of its capture has.
+        let analysis = Config {
+            memory_budget: wakuprof::memory::DEFAULT_BUDGET.saturating_mul(addrs.len()),
+            ..config(Vec::new(), d_low)
+        };
         let cfg = LiveConfig {
-            analysis: config(Vec::new(), d_low),
+            analysis,
             duration: None,
             filter: Filter::All,
             roll_secs: u64::MAX,
