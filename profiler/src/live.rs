@@ -194,7 +194,7 @@ pub fn run(
             run.analyzer.tick(run.clock.now_ns());
             let rows = run.analyzer.take_rows();
             run.write(sinks, rows)?;
-            crate::analyze::hand_out_mesh(&mut run.analyzer, sinks)?;
+            hand_out_tables(&mut run.analyzer, sinks)?;
             if last_roll.elapsed().as_secs() >= cfg.roll_secs {
                 last_roll = Instant::now();
                 for s in sinks.iter_mut() {
@@ -224,7 +224,7 @@ pub fn run(
         }
     }
     report.stats = run.analyzer.finish();
-    crate::analyze::hand_out_mesh(&mut run.analyzer, sinks)?;
+    hand_out_tables(&mut run.analyzer, sinks)?;
     loop {
         let rows = run.analyzer.drain(1 << 16);
         if rows.is_empty() {
@@ -248,6 +248,19 @@ pub fn run(
     report.rows_filtered = run.rows_filtered;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Hands the mesh rows and, with [`Config::messages`], the relay messages read so far to the
+/// sinks.
+fn hand_out_tables(analyzer: &mut Analyzer, sinks: &mut [&mut dyn Sink]) -> Result<(), Error> {
+    crate::analyze::hand_out_mesh(analyzer, sinks)?;
+    let messages = analyzer.take_messages();
+    if !messages.is_empty() {
+        for s in sinks.iter_mut() {
+            s.messages(&messages)?;
+        }
+    }
+    Ok(())
 }
 
 /// A process as the sources name it: pid, command name (probe) and cgroup id (probe).

@@ -1007,6 +1007,7 @@ fn open_live_source(args: &LiveArgs) -> anyhow::Result<LiveSource> {
         sockets: args.probe_sockets,
         ring_bytes: u32::try_from(args.probe_ring)
             .map_err(|_| anyhow::anyhow!("--probe-ring {} is over 2 GiB", args.probe_ring))?,
+        ..ProbeSizes::default()
     };
     sizes.check()?;
     match args.source {

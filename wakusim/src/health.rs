@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use wakuprof::account::{
-    mesh::{MeshRow, WIRE},
-    record::{Category, Direction, Row},
+    mesh::WIRE,
+    record::{Category, Direction},
 };
 
-use crate::run::Outcome;
+use crate::{measure::NodeMeasure, run::Outcome};
 
 /// One node on one pubsub topic.
 #[derive(Debug, Default, Serialize)]
@@ -44,26 +44,22 @@ pub struct ShardHealth {
     pub prunes: u64,
 }
 
-/// The health of node `i` per pubsub topic, from its capture's `rows` and 1-second `mesh` rows.
-pub fn shards(
-    o: &Outcome,
-    i: usize,
-    name: &str,
-    rows: &[Row],
-    mesh: &[MeshRow],
-) -> Vec<ShardHealth> {
+/// The health of node `i` per pubsub topic, from what wakuprof measured of it (`m`).
+pub fn shards(o: &Outcome, i: usize, name: &str, m: &NodeMeasure) -> Vec<ShardHealth> {
     let mut out: BTreeMap<String, ShardHealth> = BTreeMap::new();
     let mut wire_in: BTreeMap<String, u64> = BTreeMap::new();
-    for r in rows {
+    for r in &m.rows {
         let (Some(topic), true) = (&r.label.pubsub_topic, r.direction == Direction::In) else {
             continue;
         };
         if r.label.category == Category::RelayChat && &*r.label.kind == "message" {
             let h = entry(&mut out, topic);
             h.messages_in += r.counters.messages;
-            h.duplicates_in += r.counters.duplicates;
             *wire_in.entry(topic.to_string()).or_default() += r.counters.bytes;
         }
+    }
+    for (topic, duplicates) in &m.duplicates_in {
+        entry(&mut out, topic).duplicates_in = *duplicates;
     }
     for d in o.truth.deliveries.iter().filter(|d| d.node == name) {
         let h = entry(&mut out, &d.pubsub_topic);
@@ -77,7 +73,7 @@ pub fn shards(
         h.truth_mesh_peers = counts.mesh_peers;
     }
     let (from, to) = o.publishing_us;
-    for m in mesh.iter().filter(|m| m.source == WIRE) {
+    for m in m.mesh.iter().filter(|m| m.source == WIRE) {
         let Some(topic) = &m.pubsub_topic else {
             continue;
         };

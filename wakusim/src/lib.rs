@@ -9,6 +9,7 @@ pub mod export;
 mod fleet;
 pub mod health;
 pub mod janitor;
+pub mod measure;
 pub mod net;
 pub mod openapi;
 pub mod process;

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wakusim::{
     community::{self, Community, NewCommunity, NewMessage, Store},
     export,
+    measure::Measure,
     runs::{self, Runs},
     scenario::Scenario,
     serve::Service,
@@ -20,7 +21,8 @@ use wakusim::{
 
 /// Community bandwidth simulations: Waku relay networks of real rust-libp2p nodes, each in its
 /// own network namespace, with communities on dedicated or shared shards (protected ones
-/// signed and validated as nwaku does), measured per node by wakuprof against the nodes' truth.
+/// signed and validated as nwaku does), measured per node by wakuprof (live, by its eBPF probe
+/// where it loads) against the nodes' truth.
 #[derive(Parser)]
 #[command(name = "wakusim", version)]
 struct Cli {
@@ -35,7 +37,7 @@ struct Cli {
 enum Cmd {
     /// Run a scenario (needs root: it creates network namespaces and captures in them).
     #[command(
-        after_help = "Writes node<i>.pcap (one capture per node, taken on its veth at the bridge) and report.json into --out, and prints the per-node report.\n\nExamples:\n  wakusim run wakusim/scenarios/demo.toml\n  wakusim run my.toml --out runs/1 --format json"
+        after_help = "Writes node<i>.pcap (one capture per node, taken on its veth at the bridge) and report.json into --out, and prints the per-node report. wakuprof's eBPF probe measures every node while the run goes, where it loads (else wakuprof analyses each capture after the run; the report's first lines say which and why).\n\nExamples:\n  wakusim run wakusim/scenarios/demo.toml\n  wakusim run my.toml --out runs/1 --format json\n  wakusim run my.toml --measure pcap   # measure from the captures only"
     )]
     Run {
         /// The scenario file (TOML; see wakusim/scenarios/demo.toml).
@@ -43,6 +45,11 @@ enum Cmd {
         /// Directory for the captures and report.json (a temporary one when absent).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// What measures the nodes, overriding the scenario's `measure`: auto (wakuprof's
+        /// eBPF probe, live, where it loads; else each node's capture after the run), probe
+        /// (fail if it does not load) or pcap.
+        #[arg(long, value_enum)]
+        measure: Option<Measure>,
         /// How to print the report.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -64,6 +71,11 @@ enum Cmd {
         /// Directory for the runs and the table (a temporary one when absent).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// What measures the nodes, overriding the scenario's `measure`: auto (wakuprof's
+        /// eBPF probe, live, where it loads; else each node's capture after the run), probe
+        /// (fail if it does not load) or pcap.
+        #[arg(long, value_enum)]
+        measure: Option<Measure>,
         /// How to print the table.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -283,12 +295,13 @@ fn main() -> anyhow::Result<()> {
             let mut s = Scenario::load(&scenario)?;
             store.resolve(&mut s)?;
             println!(
-                "{}: {} nodes, {} communities on {}, {:?} transport, {} s, {} churn events",
+                "{}: {} nodes, {} communities on {}, {:?} transport, measure {:?}, {} s, {} churn events",
                 scenario.display(),
                 s.network.nodes,
                 s.communities.len(),
                 s.pubsub_topics().join(", "),
                 s.transport,
+                s.measure,
                 s.duration_secs,
                 s.churn.len()
             );
@@ -352,10 +365,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run {
             scenario,
             out,
+            measure,
             format,
         } => {
             let mut s = Scenario::load(&scenario)?;
             store.resolve(&mut s)?;
+            s.measure = measure.unwrap_or(s.measure);
             let out = out.unwrap_or_else(temp_out);
             catch_signals();
             let report = runs::execute(&s, &out, &STOP)?;
@@ -372,11 +387,13 @@ fn main() -> anyhow::Result<()> {
             param,
             values,
             out,
+            measure,
             format,
         } => {
             let values = sweep::parse_values(param, &values)?;
             let mut s = Scenario::load(&scenario)?;
             store.resolve(&mut s)?;
+            s.measure = measure.unwrap_or(s.measure);
             let out = out.unwrap_or_else(temp_out);
             catch_signals();
             let report = sweep::execute(&s, param, &values, &out, &STOP)?;

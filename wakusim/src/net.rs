@@ -35,14 +35,17 @@ pub struct Net {
 const BRIDGE: &str = "wsbr0";
 
 impl Net {
-    /// Creates the network for `nodes` nodes; `tag` keeps concurrent runs apart.
+    /// Creates the network for `nodes` nodes; `tag` keeps concurrent runs apart, in names and
+    /// in addresses (10.<tag / 256 % 256>.<tag % 256>.<node + 1>), so that the probe, which
+    /// sees every namespace, tells their nodes apart.
     pub fn create(tag: u32, nodes: usize) -> anyhow::Result<Net> {
         let hub = format!("wsim{tag}-hub");
+        let [_, _, high, low] = tag.to_be_bytes();
         let places: Vec<Place> = (0..nodes)
             .map(|i| Place {
                 netns: format!("wsim{tag}-n{i}"),
                 hub_veth: format!("ws{tag}n{i}"),
-                addr: Ipv4Addr::new(10, 77, 0, u8::try_from(i + 1).unwrap_or(u8::MAX)),
+                addr: Ipv4Addr::new(10, high, low, u8::try_from(i + 1).unwrap_or(u8::MAX)),
             })
             .collect();
         let mut names = vec![hub.as_str()];
@@ -70,6 +73,9 @@ impl Net {
             ip(&["-n", &hub, "link", "set", &p.hub_veth, "up"])?;
             let cidr = format!("{}/24", p.addr);
             ip(&["-n", &p.netns, "addr", "add", &cidr, "dev", "eth0"])?;
+            // One segment per packet, as on a wire: the probe samples each packet's first 2 KiB
+            // at the socket, where segmentation offload would hand it packets of up to 64 KiB.
+            ip(&["-n", &p.netns, "link", "set", "eth0", "gso_max_segs", "1"])?;
             ip(&["-n", &p.netns, "link", "set", "eth0", "up"])?;
         }
         Ok(Net {

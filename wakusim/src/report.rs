@@ -1,30 +1,24 @@
-//! The per-node report: what wakuprof measured on each node's capture (bytes/s by category,
-//! kind and shard, the control share), set against the node's own truth, and how far the
-//! attacker's messages travelled.
+//! The per-node report: what wakuprof measured of each node, live by its probe or from the
+//! node's capture (bytes/s by category, kind and shard, the control share), set against the
+//! node's own truth, and how far the attacker's messages travelled.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
     net::IpAddr,
-    path::Path,
 };
 
-use anyhow::{Context as _, ensure};
 use serde::Serialize;
 use traffic::scenario::node_name;
 use wakuprof::{
-    account::{
-        mesh::MeshRow,
-        record::{Category, Direction, Row},
-    },
-    analyze::{Analyzer, Config},
-    flow::LocalSpec,
-    source::pcap_file::CaptureSet,
+    account::record::{Category, Direction},
+    source::probe::ProbeStats,
 };
 
 use crate::{
     health::{self, ShardHealth},
-    run::{Outcome, Published},
+    measure,
+    run::{MeasuredBy, Outcome, Published},
     scenario::{Churn, Scenario, Transport},
 };
 
@@ -37,6 +31,12 @@ pub struct Report {
     /// Seconds the captures ran (setup, publishing and teardown).
     pub elapsed_secs: f64,
     pub stopped_by_signal: bool,
+    /// Which source measured the nodes (`ebpf`: wakuprof's probe, live; `pcap`: each node's
+    /// capture, after the run), and why.
+    pub measured_by: MeasuredBy,
+    /// The probe's drop counters, when it measured (samples the ring had no room for and
+    /// sockets past its map: their bytes count, their labels are the connection's).
+    pub probe: Option<ProbeStats>,
     pub communities: Vec<CommunityInfo>,
     /// Connections as (dialer, listener).
     pub connections: Vec<(String, String)>,
@@ -138,41 +138,6 @@ fn direction(d: Direction) -> &'static str {
     }
 }
 
-/// Runs wakuprof's pipeline over one node's capture, with the node's address as the local end:
-/// its usage rows, and its mesh rows per second against `d_low`.
-fn analyze(file: &Path, addr: IpAddr, d_low: usize) -> anyhow::Result<(Vec<Row>, Vec<MeshRow>)> {
-    let cfg = Config {
-        window_secs: 1,
-        locals: vec![LocalSpec { addr, port: None }],
-        mesh: Some(u32::try_from(d_low).unwrap_or(u32::MAX)),
-        ..Config::default()
-    };
-    let mut set = CaptureSet::open(&[file.to_path_buf()])
-        .with_context(|| format!("open {}", file.display()))?;
-    let mut analyzer = Analyzer::new(cfg);
-    let (mut rows, mut mesh) = (Vec::new(), Vec::new());
-    set.for_each(|p, _| {
-        analyzer.packet(p);
-        rows.extend(analyzer.take_rows());
-        mesh.extend(analyzer.take_mesh());
-    });
-    let errors = set.take_errors();
-    ensure!(
-        errors.is_empty(),
-        "{}: {}",
-        file.display(),
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
-    analyzer.finish();
-    rows.extend(analyzer.drain(usize::MAX));
-    mesh.extend(analyzer.take_mesh());
-    Ok((rows, mesh))
-}
-
 type PartKey = (&'static str, String, Option<String>);
 
 /// |profiler − truth| / truth in percent (100 when only the profiler saw bytes).
@@ -211,13 +176,20 @@ fn checks(
 fn node_report(s: &Scenario, o: &Outcome, i: usize) -> anyhow::Result<NodeReport> {
     let name = node_name(i);
     let (addr, file) = &o.captures[i];
-    let (rows, mesh) = analyze(file, *addr, s.gossipsub.d_low)?;
+    let captured;
+    let m = match &o.probed {
+        Some(p) => &p.nodes[i],
+        None => {
+            captured = measure::capture(file, *addr, s.gossipsub.d_low)?;
+            &captured
+        }
+    };
     let secs = o.elapsed_secs.max(f64::EPSILON);
     let mut lines: BTreeMap<(&'static str, &'static str, String, Option<u16>), u64> =
         BTreeMap::new();
     let mut measured: BTreeMap<PartKey, (u64, u64)> = BTreeMap::new();
     let (mut control, mut relay) = (0u64, 0u64);
-    for r in &rows {
+    for r in &m.rows {
         let d = direction(r.direction);
         let key = (
             d,
@@ -282,7 +254,7 @@ fn node_report(s: &Scenario, o: &Outcome, i: usize) -> anyhow::Result<NodeReport
             _ => None,
         })
         .collect();
-    let shards = health::shards(o, i, &name, &rows, &mesh);
+    let shards = health::shards(o, i, &name, m);
     Ok(NodeReport {
         node: name,
         pids: o.pids[i].clone(),
@@ -395,6 +367,8 @@ impl Report {
             seed: s.seed,
             elapsed_secs: o.elapsed_secs,
             stopped_by_signal: o.stopped,
+            measured_by: o.measured_by.clone(),
+            probe: o.probed.as_ref().map(|p| p.stats),
             communities: s
                 .communities
                 .iter()
@@ -430,6 +404,20 @@ impl Report {
             self.elapsed_secs,
             self.published.len()
         );
+        let by = match self.measured_by.source {
+            "ebpf" => "wakuprof's eBPF probe, live",
+            _ => "wakuprof on each node's capture",
+        };
+        let _ = writeln!(out, "measured by {by} ({})", self.measured_by.reason);
+        if let Some(p) = &self.probe
+            && (p.ring_drops > 0 || p.map_full > 0)
+        {
+            let _ = writeln!(
+                out,
+                "the probe counted {} samples it had no room for and {} packets past its socket map (bytes counted, labels the connection's)",
+                p.ring_drops, p.map_full
+            );
+        }
         if self.stopped_by_signal {
             let _ = writeln!(out, "publishing was cut short by a signal");
         }
@@ -473,25 +461,38 @@ impl Report {
             out,
             "\nper node and shard: messages in, duplicates (wakuprof / truth), amplification, mesh peers (wakuprof / gossipsub; fewest while publishing), seconds below D_low"
         );
+        // Inside Noise wakuprof sees no topic, message id or GRAFT: its side is not measured.
+        let decoded = self.transport == Transport::Plaintext;
+        if !decoded {
+            let _ = writeln!(
+                out,
+                "(over Noise wakuprof reads no topic, message id or GRAFT: its columns show -, the truth's are given)"
+            );
+        }
         let _ = writeln!(
             out,
             "{:<8} {:<20} {:>6} {:>11} {:>8} {:>7} {:>5} {:>8}",
             "node", "topic", "msgs", "dups", "amplif", "mesh", "min", "<D_low s"
         );
+        let seen = |v: String| if decoded { v } else { "-".to_owned() };
         for n in &self.per_node {
             for h in &n.shards {
-                let opt = |v: Option<u32>| v.map_or("-".to_owned(), |v| v.to_string());
+                let opt = |v: Option<u32>| seen(v.map_or("-".to_owned(), |v| v.to_string()));
                 let _ = writeln!(
                     out,
-                    "{:<8} {:<20} {:>6} {:>11} {:>8.2} {:>7} {:>5} {:>8.1}",
+                    "{:<8} {:<20} {:>6} {:>11} {:>8} {:>7} {:>5} {:>8}",
                     n.node,
                     h.pubsub_topic,
-                    h.messages_in,
-                    format!("{}/{}", h.duplicates_in, h.truth_duplicates_in),
-                    h.amplification,
+                    seen(h.messages_in.to_string()),
+                    format!(
+                        "{}/{}",
+                        seen(h.duplicates_in.to_string()),
+                        h.truth_duplicates_in
+                    ),
+                    seen(format!("{:.2}", h.amplification)),
                     format!("{}/{}", opt(h.mesh_peers), h.truth_mesh_peers),
                     opt(h.mesh_peers_min),
-                    h.secs_below_d_low
+                    seen(format!("{:.1}", h.secs_below_d_low))
                 );
             }
         }

@@ -1,5 +1,6 @@
 //! One simulation run: the network, the nodes, the publishing schedule, a capture per node,
-//! and at the end each node's truth and what wakuprof measured of it.
+//! wakuprof's probe measuring every node while they run (where it loads), and at the end each
+//! node's truth and what wakuprof measured of it.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -31,6 +32,7 @@ use traffic::{
 use crate::{
     community::hex,
     fleet::Fleet,
+    measure::{Measure, Probed, Session},
     net::Net,
     process::NodeConfig,
     scenario::{AttackMode, ChurnAction, Scenario, Transport},
@@ -41,7 +43,7 @@ use crate::{
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time after the last message for it and the gossip about it to spread.
 const LINGER: Duration = Duration::from_secs(2);
-/// Time for the last packets to reach libpcap after the nodes stopped.
+/// Time for the last packets to reach libpcap (and the probe) after the nodes stopped.
 const SETTLE: Duration = Duration::from_millis(300);
 
 /// A message the run published.
@@ -87,6 +89,48 @@ pub struct Outcome {
     pub public_keys: BTreeMap<String, String>,
     /// Whether a signal cut the publishing short.
     pub stopped: bool,
+    /// Which source measured the run, and why.
+    pub measured_by: MeasuredBy,
+    /// What the probe measured, when it measured the run (else the captures are analysed).
+    pub probed: Option<Probed>,
+}
+
+/// The source that measured a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MeasuredBy {
+    /// `ebpf` (wakuprof's probe, live) or `pcap` (each node's capture, after the run).
+    pub source: &'static str,
+    /// Why this source: the scenario's choice, or the probe's error when `auto` fell back.
+    pub reason: String,
+}
+
+/// Starts the probe's session when `measure` asks for it; `auto` falls back to the captures
+/// with the probe's error as the reason.
+fn open_probe(
+    measure: Measure,
+    addrs: &[IpAddr],
+    d_low: usize,
+) -> anyhow::Result<(Option<Session>, MeasuredBy)> {
+    let by = |source, reason: String| MeasuredBy { source, reason };
+    Ok(match measure {
+        Measure::Pcap => (None, by("pcap", "measure = pcap".into())),
+        Measure::Probe => {
+            let session = Session::start(addrs, d_low)
+                .context("measure = probe: wakuprof's eBPF probe did not load")?;
+            (Some(session), by("ebpf", "measure = probe".into()))
+        }
+        Measure::Auto => match Session::start(addrs, d_low) {
+            Ok(session) => (
+                Some(session),
+                by("ebpf", "measure = auto: the probe loaded".into()),
+            ),
+            Err(e) => {
+                let reason = format!("measure = auto: the probe did not load ({e})");
+                tracing::warn!("{reason}; measuring each node's capture instead");
+                (None, by("pcap", reason))
+            }
+        },
+    })
 }
 
 /// A deterministic generator (splitmix64) for the topology, schedule and payloads.
@@ -404,6 +448,8 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         })?);
         captures.push((IpAddr::V4(p.addr), file));
     }
+    let addrs: Vec<IpAddr> = captures.iter().map(|c| c.0).collect();
+    let (session, measured_by) = open_probe(s.measure, &addrs, s.gossipsub.d_low)?;
 
     let registry = Registry::default();
     let (tx, rx) = mpsc::channel();
@@ -508,6 +554,7 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         capture_stats.push((st.packets, st.dropped));
     }
     let elapsed_secs = started.elapsed().as_secs_f64();
+    let probed = session.map(|p| p.finish(&closed.pids)).transpose()?;
     drop(net);
 
     let sides = registry.sides();
@@ -532,6 +579,8 @@ pub fn run(s: &Scenario, out: &Path, stop: &AtomicBool) -> anyhow::Result<Outcom
         publishing_us,
         public_keys,
         stopped,
+        measured_by,
+        probed,
     })
 }
 

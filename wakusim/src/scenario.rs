@@ -8,6 +8,8 @@ use anyhow::{Context as _, bail, ensure};
 use serde::Deserialize;
 use traffic::node::Mesh;
 
+use crate::measure::Measure;
+
 /// Status' cluster.
 pub const DEFAULT_CLUSTER: u16 = 16;
 /// The shared shard communities use unless they get their own.
@@ -27,6 +29,10 @@ pub struct Scenario {
     /// `plaintext` (the profiler sees everything) or `noise` (as Waku nodes run).
     #[serde(default = "default_transport")]
     pub transport: Transport,
+    /// What measures the nodes: `auto` (wakuprof's eBPF probe, live, where it loads; else
+    /// each node's capture), `probe` or `pcap`.
+    #[serde(default)]
+    pub measure: Measure,
     /// Waku cluster of every shard.
     #[serde(default = "default_cluster")]
     pub cluster: u16,
@@ -480,6 +486,7 @@ mod tests {
         let s = Scenario::parse(GOOD).expect("parses");
         assert_eq!(s.cluster, 16);
         assert_eq!(s.transport, Transport::Plaintext);
+        assert_eq!(s.measure, Measure::Auto);
         assert_eq!(s.gossipsub.mesh(), Mesh::WAKU);
         assert_eq!(s.pubsub_topics(), ["/waku/2/rs/16/128"]);
     }
@@ -498,6 +505,13 @@ mod tests {
     fn errors_name_the_field() {
         let unknown = error(&GOOD.replace("rate_per_min", "rate"));
         assert!(unknown.contains("rate"), "{unknown}");
+        let measure = error(&format!("measure = \"ebpf\"\n{GOOD}"));
+        assert!(
+            measure.contains(r#"measure: "ebpf" is not one of "auto", "probe", "pcap""#),
+            "{measure}"
+        );
+        let json = serde_json::from_str::<Measure>(r#""live""#).expect_err("rejected");
+        assert!(json.to_string().starts_with("measure: "), "{json}");
         let member = error(&GOOD.replace("[0, 1]", "[0, 9]"));
         assert!(
             member.contains("community[0] (a).members: node 9"),

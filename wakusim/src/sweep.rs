@@ -232,6 +232,8 @@ pub struct Row {
     /// Noise's inferred kinds err.
     pub message_error_pct: f64,
     pub packets_dropped: u64,
+    /// What measured the run: `ebpf` (wakuprof's probe, live) or `pcap` (the captures).
+    pub measured_by: &'static str,
     /// Where the run's captures and report.json are.
     pub out: PathBuf,
 }
@@ -302,6 +304,7 @@ impl Row {
                 .iter()
                 .map(|p| u64::from(p.packets_dropped))
                 .sum(),
+            measured_by: report.measured_by.source,
             out,
         }
     }

@@ -67,6 +67,10 @@ pub fn columns(r: &SweepReport) -> Vec<Column> {
         column("relay_error_pct", float(&|x| x.relay_error_pct)),
         column("message_error_pct", float(&|x| x.message_error_pct)),
         column("packets_dropped", count(&|x| x.packets_dropped)),
+        column(
+            "measured_by",
+            Values::Text(rows.iter().map(|x| x.measured_by.to_owned()).collect()),
+        ),
     ]);
     out
 }

@@ -1,6 +1,7 @@
 //! A small community network run end to end as root: 6 nodes in their own namespaces, a
 //! protected community on its own shard, one on the shared shard 32, and an attacker publishing
-//! unsigned messages onto the protected shard, over plaintext. wakuprof's per-node relay bytes
+//! unsigned messages onto the protected shard, over plaintext, measured from each node's
+//! capture (the probe's run of it is `tests/probe.rs`). wakuprof's per-node relay bytes
 //! by kind and shard must equal what each node wrote and read, so must its duplicates and the
 //! mesh it followed from GRAFTs and PRUNEs, and the attacker's messages must stop at its direct
 //! peers.
@@ -10,44 +11,6 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 mod common;
-
-const SCENARIO: &str = r#"
-duration_secs = 4
-seed = 3
-transport = "plaintext"
-
-[network]
-nodes = 6
-degree = 2
-
-[[community]]
-name = "guarded"
-shard = 200
-protected = true
-members = [0, 1, 2]
-
-[[community.message]]
-content_topic = "/guarded/1/chat/proto"
-size = 150
-size_max = 3000
-rate_per_min = 90
-
-[[community]]
-name = "open"
-members = [2, 3, 4]
-
-[[community.message]]
-content_topic = "/open/1/chat/proto"
-size = 400
-rate_per_min = 60
-ephemeral = true
-
-[attacker]
-node = 5
-community = "guarded"
-mode = "unsigned"
-messages = 5
-"#;
 
 fn names(v: &Value) -> BTreeSet<String> {
     v.as_array()
@@ -62,7 +25,7 @@ fn profiler_matches_every_node_and_the_attack_stops_at_the_first_hop() {
     if !common::root() {
         return;
     }
-    let (report, wakusim) = common::run(SCENARIO);
+    let (report, wakusim) = common::run(&common::small("pcap"));
 
     common::own_processes(&report, wakusim, &[]);
 

@@ -1,7 +1,8 @@
 //! A small community network over Noise, as Waku nodes run: 5 nodes, a protected community on
 //! its own shard and one on the shared shard 32. wakuprof cannot read Noise, so it infers each
 //! frame's kind from sizes and timing; per node, its relay bytes (all kinds) and its `message`
-//! bytes in each direction must be within 5 % of what the node wrote and read.
+//! bytes in each direction must be within 5 % of what the node wrote and read, measured live by
+//! wakuprof's eBPF probe.
 
 use serde_json::Value;
 
@@ -11,6 +12,7 @@ const SCENARIO: &str = r#"
 duration_secs = 8
 seed = 5
 transport = "noise"
+measure = "probe"
 
 [network]
 nodes = 5
@@ -48,6 +50,7 @@ fn profiler_is_within_five_percent_of_every_node_on_noise() {
     }
     let (report, wakusim) = common::run(SCENARIO);
     assert_eq!(report["transport"], "noise");
+    assert_eq!(report["measured_by"]["source"], "ebpf");
     common::own_processes(&report, wakusim, &[]);
     let nodes = report["per_node"].as_array().expect("per_node");
     assert_eq!(nodes.len(), 5);

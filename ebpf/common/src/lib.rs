@@ -10,7 +10,8 @@
 /// Packet bytes (from the IP header) copied into one [`PacketEvent`].
 pub const SNAP: usize = 2048;
 /// A TCP socket's packets are sampled, per direction, until this many bytes have been copied;
-/// later packets are only counted. UDP and other packets are always sampled.
+/// later packets are only counted (the default; userspace may set another at load time). UDP
+/// and other packets are always sampled.
 pub const HEAD_BYTES: u32 = 64 * 1024;
 /// Most sockets counted at once (the default; userspace may size the map at load time);
 /// packets of further sockets are counted per process.

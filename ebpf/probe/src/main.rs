@@ -31,6 +31,11 @@ use wakuprof_probe_common::{
     ProcessKey, RING_BYTES, SNAP, STAT_MAP_FULL, STAT_RING_DROPS, STATS_LEN, Traffic, WAKEUP_BYTES,
 };
 
+/// Bytes of each TCP socket direction sampled ([`HEAD_BYTES`] unless userspace sets it before
+/// the probe is loaded).
+#[unsafe(no_mangle)]
+static HEAD: u32 = HEAD_BYTES;
+
 /// This kernel's structure layout, written by userspace before the probe is loaded.
 #[unsafe(no_mangle)]
 static LAYOUT: KernelLayout = KernelLayout {
@@ -99,9 +104,19 @@ static STATS: Array<u64> = Array::with_max_entries(STATS_LEN, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
-/// Where a packet event is assembled before the used part of it is copied into `EVENTS`.
+/// Programs that may be sampling on one CPU at once: a socket's egress in process context, and
+/// a softirq's ingress or egress interrupting it.
+const SCRATCH_SLOTS: u32 = 4;
+
+/// Where a packet event is assembled before the used part of it is copied into `EVENTS`: a slot
+/// per program running on the CPU, so that an interrupting program leaves the event of the one
+/// it interrupted whole.
 #[map]
-static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(SCRATCH_SLOTS, 0);
+
+/// Per CPU: the scratch slots in use (the next program takes the slot of that number).
+#[map]
+static NESTING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// IP protocol numbers: TCP (sampled only up to the head budget) and UDP.
 const TCP: u8 = 6;
@@ -458,7 +473,9 @@ fn count(ctx: &SkBuffContext, direction: u32) {
             own(counts, &o, state);
             true
         });
-    let past_head = protocol == u32::from(TCP) && copied_so_far >= u64::from(HEAD_BYTES);
+    // SAFETY: a read-only global, set before load.
+    let head = unsafe { core::ptr::read_volatile(&raw const HEAD) };
+    let past_head = protocol == u32::from(TCP) && copied_so_far >= u64::from(head);
     let skip = past_head && owned;
     // The event of a sampled packet carries the packet as the socket sent it: the headers a
     // split adds are carried by no event.
@@ -506,7 +523,24 @@ fn count_per_process(ctx: &SkBuffContext, cookie: u64, direction: u32, bytes: u6
 /// Sends the packet's first bytes to userspace; returns the number copied, `None` if the ring
 /// buffer had no room (counted) or the packet could not be read.
 fn sample(ctx: &SkBuffContext, direction: u32, cookie: u64) -> Option<u64> {
-    let ev = SCRATCH.get_ptr_mut(0)?;
+    let nesting = NESTING.get_ptr_mut(0)?;
+    // SAFETY: this CPU's counter; a program that interrupts this one restores it before this
+    // one goes on.
+    let slot = unsafe { *nesting };
+    if slot >= SCRATCH_SLOTS {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { *nesting = slot + 1 };
+    let copied = sample_in(ctx, direction, cookie, slot);
+    // SAFETY: as above.
+    unsafe { *nesting = slot };
+    copied
+}
+
+/// [`sample`], the event assembled in scratch slot `slot`.
+fn sample_in(ctx: &SkBuffContext, direction: u32, cookie: u64, slot: u32) -> Option<u64> {
+    let ev = SCRATCH.get_ptr_mut(slot)?;
     let len = ctx.len();
     let n = if (len as usize) < SNAP {
         len
@@ -516,7 +550,7 @@ fn sample(ctx: &SkBuffContext, direction: u32, cookie: u64) -> Option<u64> {
     if n == 0 || n as usize > SNAP {
         return None;
     }
-    // SAFETY: `ev` is this CPU's scratch event; `n` is at most SNAP.
+    // SAFETY: `ev` is this program's scratch event on this CPU; `n` is at most SNAP.
     let loaded = unsafe {
         (*ev).header = header(EVENT_PACKET, direction, cookie);
         (*ev).len = len;

@@ -11,9 +11,9 @@ use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock};
 use aya::{Btf, Ebpf, EbpfLoader};
 use wakuprof_probe_common::{
-    CloseEvent, Counts, EGRESS, EVENT_CLOSE, EVENT_PACKET, EventHeader, INGRESS, KernelLayout, Key,
-    MAX_SOCKETS, OWNED, Owner, PacketEvent, ProcessKey, RING_BYTES, STAT_MAP_FULL, STAT_RING_DROPS,
-    Traffic,
+    CloseEvent, Counts, EGRESS, EVENT_CLOSE, EVENT_PACKET, EventHeader, HEAD_BYTES, INGRESS,
+    KernelLayout, Key, MAX_SOCKETS, OWNED, Owner, PacketEvent, ProcessKey, RING_BYTES,
+    STAT_MAP_FULL, STAT_RING_DROPS, Traffic,
 };
 
 use super::btf::KernelBtf;
@@ -66,6 +66,9 @@ pub struct ProbeSizes {
     pub sockets: u32,
     /// Bytes of the ring buffer that carries packet samples (a power of two, at least a page).
     pub ring_bytes: u32,
+    /// Bytes of each TCP socket direction sampled for the decoders; later packets are only
+    /// counted, with their connection's label.
+    pub head_bytes: u32,
 }
 
 impl Default for ProbeSizes {
@@ -73,6 +76,7 @@ impl Default for ProbeSizes {
         ProbeSizes {
             sockets: MAX_SOCKETS,
             ring_bytes: RING_BYTES,
+            head_bytes: HEAD_BYTES,
         }
     }
 }
@@ -169,6 +173,7 @@ impl Probe {
             });
         let mut ebpf = EbpfLoader::new()
             .set_global("LAYOUT", &layout, true)
+            .set_global("HEAD", &sizes.head_bytes, true)
             .set_max_entries("COUNTS", sizes.sockets * 2)
             .set_max_entries("EVENTS", sizes.ring_bytes)
             // Socket-local storage (`OWNER_OF`) is only used by the programs.
@@ -386,6 +391,7 @@ mod tests {
         let sized = |sockets, ring_bytes| ProbeSizes {
             sockets,
             ring_bytes,
+            ..ProbeSizes::default()
         };
         assert!(ProbeSizes::default().check().is_ok());
         assert!(sized(64, 16 << 10).check().is_ok());

@@ -17,6 +17,52 @@ use std::{
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// The small network the end-to-end tests run: 6 nodes over plaintext, a protected community on
+/// its own shard 200, one on the shared shard 32, and an attacker publishing unsigned messages
+/// onto the protected shard.
+pub const SMALL: &str = r#"
+duration_secs = 4
+seed = 3
+transport = "plaintext"
+
+[network]
+nodes = 6
+degree = 2
+
+[[community]]
+name = "guarded"
+shard = 200
+protected = true
+members = [0, 1, 2]
+
+[[community.message]]
+content_topic = "/guarded/1/chat/proto"
+size = 150
+size_max = 3000
+rate_per_min = 90
+
+[[community]]
+name = "open"
+members = [2, 3, 4]
+
+[[community.message]]
+content_topic = "/open/1/chat/proto"
+size = 400
+rate_per_min = 60
+ephemeral = true
+
+[attacker]
+node = 5
+community = "guarded"
+mode = "unsigned"
+messages = 5
+"#;
+
+/// [`SMALL`] measured by `measure` (`probe` or `pcap`).
+pub fn small(measure: &str) -> String {
+    format!("measure = \"{measure}\"\n{SMALL}")
+}
+
 /// Whether the test runs as root; says why it is skipped when not.
 pub fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -75,7 +121,13 @@ pub fn wakusim(subcommand: &str, scenario: &str, args: &[&str]) -> (TempDir, Pat
 /// Runs `wakusim run` on a scenario given as TOML text (see [`wakusim`]) and returns its
 /// report.json and the process id of the `wakusim` that ran it.
 pub fn run(scenario: &str) -> (Value, u32) {
-    let (_dir, out, wakusim) = wakusim("run", scenario, &["--format", "json"]);
+    run_with(scenario, &[])
+}
+
+/// [`run`] with further arguments of `wakusim run`.
+pub fn run_with(scenario: &str, args: &[&str]) -> (Value, u32) {
+    let args = [&["--format", "json"], args].concat();
+    let (_dir, out, wakusim) = wakusim("run", scenario, &args);
     let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
     (serde_json::from_str(&text).expect("JSON"), wakusim)
 }
