@@ -4,34 +4,10 @@
 //! relay bytes and messages by kind and shard, its duplicates and its mesh must equal its
 //! truth; and no program of the probe may stay attached after the run.
 
-use std::process::Command;
-
+/// The probe's programs and the check that none stays loaded, shared with wakuprof's live tests.
+#[path = "../../profiler/tests/common/attached.rs"]
+mod attached;
 mod common;
-
-/// The probe's programs, as `bpftool prog list` names them.
-const PROGRAMS: [&str; 6] = [
-    "count_ingress",
-    "count_egress",
-    "owner_at_create",
-    "owner_at_send",
-    "owner_at_recv",
-    "socket_state",
-];
-
-/// Asserts that none of the probe's programs is loaded.
-fn nothing_attached() {
-    let out = Command::new("bpftool")
-        .args(["prog", "list"])
-        .output()
-        .expect("bpftool runs");
-    let list = String::from_utf8_lossy(&out.stdout);
-    for p in PROGRAMS {
-        assert!(
-            !list.contains(&format!("name {p} ")),
-            "program {p} is still loaded after wakusim exited:\n{list}"
-        );
-    }
-}
 
 #[test]
 fn the_probe_measures_every_node_exactly() {
@@ -40,7 +16,7 @@ fn the_probe_measures_every_node_exactly() {
     }
     // The command line's choice overrides the scenario's.
     let (report, wakusim) = common::run_with(&common::small("pcap"), &["--measure", "probe"]);
-    nothing_attached();
+    attached::assert_nothing_attached("wakusim");
     common::own_processes(&report, wakusim, &[]);
     assert_eq!(
         report["measured_by"],

@@ -15,16 +15,6 @@ use std::time::Duration;
 /// attached must not see another test's probe.
 pub static LIVE: Mutex<()> = Mutex::new(());
 
-/// The probe's programs, as `bpftool prog list` names them.
-pub const PROGRAMS: [&str; 6] = [
-    "count_ingress",
-    "count_egress",
-    "owner_at_create",
-    "owner_at_send",
-    "owner_at_recv",
-    "socket_state",
-];
-
 pub fn workload() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/live/workload.py")
 }
@@ -465,16 +455,7 @@ pub fn check_ends(port: u16, got: [u64; 4], seen: (u64, u64)) {
     }
 }
 
+/// Asserts that none of the probe's programs is loaded after `wakuprof live` exited.
 pub fn assert_nothing_attached() {
-    let out = Command::new("bpftool")
-        .args(["prog", "list"])
-        .output()
-        .expect("bpftool runs");
-    let list = String::from_utf8_lossy(&out.stdout);
-    for p in PROGRAMS {
-        assert!(
-            !list.contains(&format!("name {p} ")),
-            "program {p} is still loaded after wakuprof exited:\n{list}"
-        );
-    }
+    super::attached::assert_nothing_attached("wakuprof");
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod attached;
 pub mod live;
 pub mod service;
 
