@@ -699,7 +699,7 @@ impl Inference {
         // An IWANT answers an IHAVE of at least its ids that the other side sent lately
         // (IDONTWANT, sent per message at once, carries one id: control-sized).
         let believed = |&(k, topic): &(u64, bool)| {
-            topic || offered.is_some_and(|(t, n)| n >= k && now - t <= IWANT_AFTER_NS)
+            topic || offered.is_some_and(|(t, n)| n >= k && now.saturating_sub(t) <= IWANT_AFTER_NS)
         };
         let sender = match side {
             Side::Initiator => self.conn.initiator.0,

@@ -269,7 +269,7 @@ impl RelayBook {
         let phase = |t: i64| {
             let gap = now.saturating_sub(t);
             HEARTBEATS_NS.iter().any(|&beat| {
-                let beats = (gap + beat / 2) / beat;
+                let beats = gap.saturating_add(beat / 2) / beat;
                 (gap - beats * beat).abs() <= PHASE_TOLERANCE_NS
             })
         };
