@@ -68,6 +68,15 @@ enum Item {
 }
 
 impl Batch {
+    /// A batch of no packets, which allocates nothing.
+    fn empty() -> Batch {
+        Batch {
+            data: Vec::new(),
+            items: Vec::new(),
+            read: 0,
+        }
+    }
+
     fn new() -> Batch {
         Batch {
             data: Vec::with_capacity(BATCH_PACKETS * 256),
@@ -202,14 +211,23 @@ impl Reader {
         }
     }
 
-    /// Hands every non-empty batch to its worker; false when a worker has stopped.
+    /// Hands every worker its batch, an empty one included: it tells the worker how far the run
+    /// has read, which another worker's lookup may be waiting for (see [`ShardPeers`]); false
+    /// when a worker has stopped.
     fn hand_out(&mut self) -> bool {
         let mut all = true;
         for (b, tx) in self.batches.iter_mut().zip(&self.senders) {
-            if !b.items.is_empty() {
-                b.read = self.n;
-                all &= tx.send(std::mem::replace(b, Batch::new())).is_ok();
-            }
+            let batch = if b.items.is_empty() {
+                Batch::empty()
+            } else {
+                std::mem::replace(b, Batch::new())
+            };
+            all &= tx
+                .send(Batch {
+                    read: self.n,
+                    ..batch
+                })
+                .is_ok();
         }
         all
     }

@@ -6,7 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use parquet::file::reader::SerializedFileReader;
 use serde_json::Value;
@@ -66,6 +69,45 @@ fn went_back(stderr: &[u8]) -> Option<(u64, String)> {
     Some((n, why.to_string()))
 }
 
+/// Longer than any run here takes, even on a loaded machine: past it the run is stuck.
+const HANG: Duration = Duration::from_secs(300);
+
+/// Runs `wakuprof args` (logging at info); kills it and fails past `limit`.
+fn run_within(args: &[&str], limit: Duration) -> Output {
+    let out = tempfile::tempfile().expect("temp file");
+    let err = tempfile::tempfile().expect("temp file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wakuprof"))
+        .args(args)
+        .env("WAKUPROF_LOG", "wakuprof=info")
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .spawn()
+        .expect("wakuprof starts");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wakuprof {args:?} still ran after {limit:?}: stuck");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |mut f: std::fs::File| {
+        let mut v = Vec::new();
+        f.seek(SeekFrom::Start(0)).expect("seek");
+        f.read_to_end(&mut v).expect("read");
+        v
+    };
+    Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
+}
+
 /// Analyzes `capture` with one and with `threads` threads; asserts the same rows and summary.
 /// Returns where the threaded run went back to one thread.
 fn same_output(capture: &Path, threads: u32, extra: &[&str]) -> Option<(u64, String)> {
@@ -86,11 +128,7 @@ fn same_output(capture: &Path, threads: u32, extra: &[&str]) -> Option<(u64, Str
         let mut args = vec!["analyze", cap, "--out", &out_arg, "--threads", &t_arg];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--format", "json"]);
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wakuprof"))
-            .args(&args)
-            .env("WAKUPROF_LOG", "wakuprof=info")
-            .output()
-            .expect("wakuprof runs");
+        let output = run_within(&args, HANG);
         assert!(
             output.status.success(),
             "{}: {}",
@@ -167,5 +205,75 @@ fn going_back_to_one_thread_midway_keeps_every_row_once() {
         back.as_ref()
             .is_some_and(|(n, why)| *n > 1000 && why == "memory"),
         "went back to one thread midway, for memory: {back:?}"
+    );
+}
+
+/// `copies` of a sample's classic pcap records (little-endian, microseconds) to `to`, one after
+/// the other `gap` apart, each squeezed `squeeze` times in time and with its ports above 1024
+/// shifted by 7 per copy, so that every copy opens new flows. The bytes stay the sample's.
+fn copies(from: &Path, to: &Path, copies: u16, squeeze: i64, gap_us: i64) {
+    let pcap = std::fs::read(from).expect("sample");
+    let link_offset = match u32::from_le_bytes(pcap[20..24].try_into().expect("header")) {
+        113 => 16,
+        1 => 14,
+        other => panic!("{}: link type {other}", from.display()),
+    };
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let field = |i: usize| u32::from_le_bytes(pcap[at + i..at + i + 4].try_into().expect("4"));
+        let (us, len) = (
+            i64::from(field(0)) * 1_000_000 + i64::from(field(4)),
+            field(8) as usize,
+        );
+        records.push((us, field(12), pcap[at + 16..at + 16 + len].to_vec()));
+        at += 16 + len;
+    }
+    let first = records.first().expect("a packet").0;
+    let mut out = pcap[..24].to_vec();
+    for k in 0..copies {
+        for (us, wire, data) in &records {
+            let mut data = data.clone();
+            let ip = link_offset;
+            if data.len() > ip + 20 && data[ip] >> 4 == 4 && matches!(data[ip + 9], 6 | 17) {
+                let ports = ip + usize::from(data[ip] & 15) * 4;
+                for p in [ports, ports + 2] {
+                    let port = u16::from_be_bytes([data[p], data[p + 1]]);
+                    if port > 1024 {
+                        let shifted = port.wrapping_add(7 * k);
+                        data[p..p + 2].copy_from_slice(&shifted.to_be_bytes());
+                    }
+                }
+            }
+            let t = first + (us - first) / squeeze + i64::from(k) * gap_us;
+            out.extend_from_slice(&((t / 1_000_000) as u32).to_le_bytes());
+            out.extend_from_slice(&((t % 1_000_000) as u32).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&wire.to_le_bytes());
+            out.extend_from_slice(&data);
+        }
+    }
+    std::fs::write(to, out).expect("write the copies");
+}
+
+/// One host pair busy for many batches while the other workers get none, and new flows on it
+/// (each asks whether an end is a known BitTorrent peer, a question that waits for the other
+/// workers): the run ends, with the one-thread output.
+#[test]
+fn a_worker_without_packets_does_not_hold_up_the_others() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let busy = dir.path().join("busy-pair.pcap");
+    // 15 copies of 496 packets within 3 s: about 7 batches on one host pair, no idle sweep.
+    copies(
+        &common::repo().join("samples/bt-transmission-utp.pcap"),
+        &busy,
+        15,
+        100,
+        200_000,
+    );
+    assert_eq!(
+        same_output(&busy, 2, &[]),
+        None,
+        "decoded threaded to the end"
     );
 }
