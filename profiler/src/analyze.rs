@@ -984,7 +984,7 @@ pub fn run(
     let mut analyzer = Analyzer::new(cfg);
     let pending = analyzer.shares().pending_rows;
     let mut n: u64 = 0;
-    captures.for_each(|pkt, read| {
+    crate::source::read_ahead::for_each(&mut captures, |pkt, read| {
         analyzer.packet(pkt);
         n += 1;
         let tick = n.is_multiple_of(65_536);

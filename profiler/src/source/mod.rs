@@ -11,6 +11,7 @@ pub mod pcap_file;
 pub mod pcapng;
 pub mod probe;
 pub mod procfs;
+pub mod read_ahead;
 
 /// Link-layer framing of a capture, as libpcap's DLT/LINKTYPE numbers name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
