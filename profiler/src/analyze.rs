@@ -1019,20 +1019,6 @@ pub fn run(
     })
 }
 
-/// Hands the mesh rows of closed windows to the sinks.
-pub(crate) fn hand_out_mesh(
-    analyzer: &mut Analyzer,
-    sinks: &mut [&mut dyn Sink],
-) -> Result<(), Error> {
-    let mesh = analyzer.take_mesh();
-    if !mesh.is_empty() {
-        for s in sinks.iter_mut() {
-            s.mesh(&mesh)?;
-        }
-    }
-    Ok(())
-}
-
 /// The sinks of a run: one that fails is left out from then on, its error kept.
 pub(crate) struct Outputs<'s, 'a> {
     sinks: &'s mut [&'a mut dyn Sink],

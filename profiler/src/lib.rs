@@ -11,6 +11,7 @@ pub mod error;
 pub mod flow;
 pub mod forward;
 pub mod live;
+pub mod live_decoder;
 pub mod memory;
 pub mod node;
 pub mod report;

@@ -14,8 +14,9 @@ use wakuprof_probe_common::{EGRESS, INGRESS, Key};
 
 use crate::Error;
 use crate::account::owners::OwnerId;
-use crate::account::record::{Direction, Owner, Row};
-use crate::analyze::{Analyzer, Config, SocketTuple, Stats, Unsampled, Vantage};
+use crate::account::record::{Direction, Owner};
+use crate::analyze::{Config, SocketTuple, Stats, Unsampled, Vantage};
+use crate::live_decoder::{Handout, LiveDecoder};
 use crate::sink::Sink;
 use crate::source::live_pcap::{self, LiveCapture};
 use crate::source::probe::{Event, Owners, Probe, ProbeStats};
@@ -136,7 +137,7 @@ pub fn run(
 ) -> Result<LiveReport, Error> {
     let started = Instant::now();
     let mut run = Run {
-        analyzer: Analyzer::new(cfg.analysis.clone()),
+        decoder: LiveDecoder::new(cfg.analysis.clone(), cfg.analysis.threads > 1)?,
         host: Arc::from(hostname().as_str()),
         cgroup_root: crate::source::probe::cgroup2_root().ok(),
         pids: FxHashMap::default(),
@@ -188,13 +189,11 @@ pub fn run(
             }
             if let Some(updates) = &cfg.peer_updates {
                 while let Ok(book) = updates.try_recv() {
-                    *run.analyzer.peers_mut() = book;
+                    run.decoder.set_peers(book);
                 }
             }
-            run.analyzer.tick(run.clock.now_ns());
-            let rows = run.analyzer.take_rows();
-            run.write(sinks, rows)?;
-            hand_out_tables(&mut run.analyzer, sinks)?;
+            let handouts = run.decoder.tick(run.clock.now_ns());
+            run.write(sinks, handouts)?;
             if last_roll.elapsed().as_secs() >= cfg.roll_secs {
                 last_roll = Instant::now();
                 for s in sinks.iter_mut() {
@@ -205,8 +204,8 @@ pub fn run(
                 LiveSource::Ebpf(p) => (p.stats(), 0),
                 LiveSource::Pcap(c) => (ProbeStats::default(), c.dropped()),
             };
-            let owners = run.analyzer.owners().len();
-            let stats = run.analyzer.stats();
+            let owners = run.decoder.owners();
+            let stats = run.decoder.stats();
             status(&Status {
                 elapsed: started.elapsed(),
                 packets: stats.packets,
@@ -223,15 +222,9 @@ pub fn run(
             break;
         }
     }
-    report.stats = run.analyzer.finish();
-    hand_out_tables(&mut run.analyzer, sinks)?;
-    loop {
-        let rows = run.analyzer.drain(1 << 16);
-        if rows.is_empty() {
-            break;
-        }
-        run.write(sinks, rows)?;
-    }
+    let (stats, handouts) = run.decoder.finish()?;
+    report.stats = stats;
+    run.write(sinks, handouts)?;
     for s in sinks.iter_mut() {
         s.finish()?;
     }
@@ -250,25 +243,12 @@ pub fn run(
     Ok(report)
 }
 
-/// Hands the mesh rows and, with [`Config::messages`], the relay messages read so far to the
-/// sinks.
-fn hand_out_tables(analyzer: &mut Analyzer, sinks: &mut [&mut dyn Sink]) -> Result<(), Error> {
-    crate::analyze::hand_out_mesh(analyzer, sinks)?;
-    let messages = analyzer.take_messages();
-    if !messages.is_empty() {
-        for s in sinks.iter_mut() {
-            s.messages(&messages)?;
-        }
-    }
-    Ok(())
-}
-
 /// A process as the sources name it: pid, command name (probe) and cgroup id (probe).
 type ProcessKey = (u32, Option<Box<str>>, Option<u64>);
 
 /// The state every live source shares.
 struct Run {
-    analyzer: Analyzer,
+    decoder: LiveDecoder,
     host: Arc<str>,
     /// Where cgroup v2 is mounted, for owners whose process is gone.
     cgroup_root: Option<PathBuf>,
@@ -280,15 +260,24 @@ struct Run {
 }
 
 impl Run {
-    fn write(&mut self, sinks: &mut [&mut dyn Sink], mut rows: Vec<Row>) -> Result<(), Error> {
-        let before = rows.len();
-        rows.retain(|r| self.filter.keeps(&r.owner));
-        self.rows_filtered += (before - rows.len()) as u64;
-        if rows.is_empty() {
-            return Ok(());
-        }
-        for s in sinks.iter_mut() {
-            s.write(&rows)?;
+    /// Hands what the analyzer handed out to the sinks: the rows the filter keeps, the relay
+    /// messages (with [`Config::messages`]) and the mesh rows.
+    fn write(&mut self, sinks: &mut [&mut dyn Sink], handouts: Vec<Handout>) -> Result<(), Error> {
+        for mut h in handouts {
+            let before = h.rows.len();
+            h.rows.retain(|r| self.filter.keeps(&r.owner));
+            self.rows_filtered += (before - h.rows.len()) as u64;
+            for s in sinks.iter_mut() {
+                if !h.rows.is_empty() {
+                    s.write(&h.rows)?;
+                }
+                if !h.mesh.is_empty() {
+                    s.mesh(&h.mesh)?;
+                }
+                if !h.messages.is_empty() {
+                    s.messages(&h.messages)?;
+                }
+            }
         }
         Ok(())
     }
@@ -315,7 +304,7 @@ impl Run {
             owner.container = procfs::container_of(&path).map(Arc::from);
             owner.cgroup = Some(Arc::from(path));
         }
-        let id = self.analyzer.owners().intern(owner);
+        let id = self.decoder.intern(owner);
         if self.pids.len() >= MAX_TUPLES {
             self.pids.clear();
         }
@@ -583,7 +572,7 @@ impl EbpfState {
             src_local: Some(egress),
             at_socket: true,
         };
-        run.analyzer.packet_of(pkt, vantage);
+        run.decoder.packet_of(pkt, vantage);
     }
 
     /// Reads every socket's counters: what was counted but not sampled since the last tick is
@@ -615,7 +604,7 @@ impl EbpfState {
             if bytes > 0 || packets > 0 {
                 let owner = self.owner(key.cookie, &owners, run).unwrap_or_default();
                 let egress = key.direction == EGRESS;
-                run.analyzer.unsampled(
+                run.decoder.unsampled(
                     now,
                     &Unsampled {
                         vantage: Vantage {
@@ -724,7 +713,7 @@ impl EbpfState {
 /// `direction` (the probe's [`INGRESS`] or [`EGRESS`]).
 fn unsampled_apart(run: &mut Run, now: i64, owner: OwnerId, direction: u32, delta: (u64, u64)) {
     let egress = direction == EGRESS;
-    run.analyzer.unsampled(
+    run.decoder.unsampled(
         now,
         &Unsampled {
             vantage: Vantage {
@@ -759,7 +748,7 @@ impl PcapState {
             Some(t @ (6 | 17, _, _)) => self.vantage(t, run),
             _ => Vantage::default(),
         };
-        run.analyzer.packet_of(pkt, vantage);
+        run.decoder.packet_of(pkt, vantage);
     }
 
     fn vantage(&mut self, t: SocketTuple, run: &mut Run) -> Vantage {

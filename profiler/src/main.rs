@@ -152,7 +152,8 @@ struct AnalyzeArgs {
     /// Packets are shared out by host pair and the output is the same as with one. A capture
     /// whose flows share decoder state (Waku relay, discv5, DNS tree domains) or that comes near
     /// a limit is decoded again on one thread, and so is a run writing --messages, --frames or
-    /// --mesh. `live` always decodes on one thread.
+    /// --mesh. The capture files are read on a thread of their own whenever the host has two
+    /// cores or more.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     threads: Option<u64>,
     #[command(flatten)]
@@ -320,6 +321,12 @@ struct LiveArgs {
     /// Aggregation window in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     window: u32,
+    /// Threads of the analysis: 1 decodes on the thread that reads the probe or libpcap, leaving
+    /// the host's other cores to the node; 2 decodes on a thread of its own, for a host whose
+    /// traffic keeps one thread busy (the rows are the same). A live host's flows share relay
+    /// state, so decoding is not shared out further.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
+    threads: u64,
     /// Serve Prometheus metrics on ADDR (GET /metrics); `none` turns the exporter off.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9610", value_parser = parse_metrics_addr)]
     metrics: MetricsAddr,
@@ -784,6 +791,7 @@ fn live_cmd(args: &LiveArgs) -> anyhow::Result<ExitCode> {
             mesh: args.mesh.tracked(),
             memory_budget: args.memory.bytes(),
             peers,
+            threads: usize::try_from(args.threads).unwrap_or(1),
             ..Config::default()
         },
         duration: args.duration.map(Duration::from_secs),

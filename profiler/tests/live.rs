@@ -1,6 +1,7 @@
 //! `wakuprof live` against real traffic, as root: Python's HTTP and UDP implementations exchange
 //! a known workload over loopback and across a network-namespace pair while the eBPF probe, the
-//! pcap source and an independent libpcap capture watch. Per-process bytes from the probe must
+//! pcap source and an independent libpcap capture watch (with the decoding on a thread of its
+//! own in the pcap run and the namespace run). Per-process bytes from the probe must
 //! equal the IP lengths libpcap saw (to 0.1 %), none of them unowned, the server's cgroup must be
 //! the one it was put in, categories must agree with the pcap source and with offline analysis
 //! of the capture, and no program may stay attached.
@@ -24,8 +25,9 @@ fn probe_attributes_loopback_tcp_and_udp_to_their_processes() {
     let filter = format!("port {tcp} or port {udp}");
     let capture = Capture::start("lo", &filter, &tmp.path().join("lo.pcap"));
     let mut ebpf = Live::start(&["--source", "ebpf"], &tmp.path().join("ebpf"));
+    // Decoding on a thread of its own gives the rows of the one-thread offline analysis.
     let mut pcap = Live::start(
-        &["--source", "pcap", "--interface", "lo"],
+        &["--source", "pcap", "--interface", "lo", "--threads", "2"],
         &tmp.path().join("pcap"),
     );
     let cg = Cgroup::new(&format!("wakuprof-test-{}", std::process::id()));
@@ -85,7 +87,10 @@ fn probe_attributes_traffic_across_a_namespace_pair() {
         &format!("port {port}"),
         &tmp.path().join("veth.pcap"),
     );
-    let mut ebpf = Live::start(&["--source", "ebpf"], &tmp.path().join("ebpf"));
+    let mut ebpf = Live::start(
+        &["--source", "ebpf", "--threads", "2"],
+        &tmp.path().join("ebpf"),
+    );
     let cg = Cgroup::new(&format!("wakuprof-test-ns-{}", std::process::id()));
     let (server, client) = exchange(Some(&ns.name), "http", "10.231.0.2", port, 200, &cg);
     std::thread::sleep(Duration::from_millis(500));
