@@ -32,6 +32,9 @@ use crate::{
 /// Waku Relay's gossipsub protocol id.
 pub const RELAY_PROTOCOL: &str = "/vac/waku/relay/2.0.0";
 
+/// How long a connection may take to open (TCP, security, muxer).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What the scenario asks a node to do.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Command {
@@ -508,6 +511,9 @@ async fn run(
             behaviour(key, spec.relay, spec.validator.is_some()).map_err(Into::into)
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        // Hundreds of connections opening at once on a few cores (100 nodes dialling 6 peers
+        // each) take longer than libp2p's 10 s default to finish their handshakes.
+        .with_connection_timeout(CONNECTION_TIMEOUT)
         .build();
     let topics: Vec<_> = spec.topics.iter().map(gossipsub::IdentTopic::new).collect();
     for topic in &topics {
