@@ -6,10 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use parquet::file::reader::SerializedFileReader;
 use serde_json::Value;
@@ -72,42 +71,6 @@ fn went_back(stderr: &[u8]) -> Option<(u64, String)> {
 /// Longer than any run here takes, even on a loaded machine: past it the run is stuck.
 const HANG: Duration = Duration::from_secs(300);
 
-/// Runs `wakuprof args` (logging at info); kills it and fails past `limit`.
-fn run_within(args: &[&str], limit: Duration) -> Output {
-    let out = tempfile::tempfile().expect("temp file");
-    let err = tempfile::tempfile().expect("temp file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wakuprof"))
-        .args(args)
-        .env("WAKUPROF_LOG", "wakuprof=info")
-        .stdout(out.try_clone().expect("dup"))
-        .stderr(err.try_clone().expect("dup"))
-        .spawn()
-        .expect("wakuprof starts");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("wakuprof {args:?} still ran after {limit:?}: stuck");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let read = |mut f: std::fs::File| {
-        let mut v = Vec::new();
-        f.seek(SeekFrom::Start(0)).expect("seek");
-        f.read_to_end(&mut v).expect("read");
-        v
-    };
-    Output {
-        status,
-        stdout: read(out),
-        stderr: read(err),
-    }
-}
-
 /// Analyzes `capture` with one and with `threads` threads; asserts the same rows and summary.
 /// Returns where the threaded run went back to one thread.
 fn same_output(capture: &Path, threads: u32, extra: &[&str]) -> Option<(u64, String)> {
@@ -128,7 +91,9 @@ fn same_output(capture: &Path, threads: u32, extra: &[&str]) -> Option<(u64, Str
         let mut args = vec!["analyze", cap, "--out", &out_arg, "--threads", &t_arg];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--format", "json"]);
-        let output = run_within(&args, HANG);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wakuprof"));
+        cmd.args(&args).env("WAKUPROF_LOG", "wakuprof=info");
+        let output = common::wait_within(common::spawn(&mut cmd), HANG);
         assert!(
             output.status.success(),
             "{}: {}",

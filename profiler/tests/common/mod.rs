@@ -84,10 +84,15 @@ pub fn wakuprof_rss(args: &[&str]) -> (std::process::Output, u64) {
 /// Starts the `wakuprof` binary with `args`, its stdout and stderr going to files that
 /// [`wait_rss`] reads back.
 pub fn spawn_wakuprof(args: &[&str]) -> Spawned {
+    spawn(Command::new(env!("CARGO_BIN_EXE_wakuprof")).args(args))
+}
+
+/// Starts `cmd` (a `wakuprof` command line), its stdout and stderr going to files that
+/// [`wait_rss`] and [`wait_within`] read back.
+pub fn spawn(cmd: &mut Command) -> Spawned {
     let stdout = tempfile::tempfile().expect("temp file");
     let stderr = tempfile::tempfile().expect("temp file");
-    let child = Command::new(env!("CARGO_BIN_EXE_wakuprof"))
-        .args(args)
+    let child = cmd
         .stdout(stdout.try_clone().expect("dup"))
         .stderr(stderr.try_clone().expect("dup"))
         .spawn()
@@ -106,9 +111,26 @@ pub struct Spawned {
     stderr: std::fs::File,
 }
 
+impl Spawned {
+    /// Its output, once it ended with `status`.
+    fn output(self, status: std::process::ExitStatus) -> std::process::Output {
+        use std::io::{Read, Seek};
+        let read = |mut f: std::fs::File| {
+            let mut v = Vec::new();
+            f.rewind().expect("rewind");
+            f.read_to_end(&mut v).expect("read output");
+            v
+        };
+        std::process::Output {
+            status,
+            stdout: read(self.stdout),
+            stderr: read(self.stderr),
+        }
+    }
+}
+
 /// Waits for a spawned `wakuprof`; returns its output and peak RSS in bytes.
 pub fn wait_rss(s: Spawned) -> (std::process::Output, u64) {
-    use std::io::{Read, Seek};
     use std::os::unix::process::ExitStatusExt;
     let pid = s.child.id() as libc::pid_t;
     let mut status = 0;
@@ -122,19 +144,25 @@ pub fn wait_rss(s: Spawned) -> (std::process::Output, u64) {
             "wait4"
         );
     }
-    let read = |mut f: std::fs::File| {
-        let mut v = Vec::new();
-        f.rewind().expect("rewind");
-        f.read_to_end(&mut v).expect("read output");
-        v
-    };
-    let out = std::process::Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout: read(s.stdout),
-        stderr: read(s.stderr),
-    };
+    let out = s.output(std::process::ExitStatus::from_raw(status));
     // ru_maxrss is in KiB on Linux.
     (out, usage.ru_maxrss as u64 * 1024)
+}
+
+/// Waits at most `limit` for a spawned `wakuprof`; past it, kills it and fails: it is stuck.
+pub fn wait_within(mut s: Spawned, limit: std::time::Duration) -> std::process::Output {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = s.child.try_wait().expect("wait") {
+            return s.output(status);
+        }
+        if started.elapsed() > limit {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+            panic!("wakuprof still ran after {limit:?}: stuck");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Runs the library pipeline over `paths`; returns all rows and the statistics.
