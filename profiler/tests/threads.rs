@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use parquet::file::reader::SerializedFileReader;
 use serde_json::Value;
+use wakuprof::source::LinkType;
+use wakuprof::source::pcap_file::CaptureSet;
 
 /// Every row of every Parquet file under `dir`, as text, by file directory (the partition).
 /// Rows are sorted within a partition: within a window, row order is a hash map's.
@@ -173,33 +175,32 @@ fn going_back_to_one_thread_midway_keeps_every_row_once() {
     );
 }
 
-/// `copies` of a sample's classic pcap records (little-endian, microseconds) to `to`, one after
-/// the other `gap` apart, each squeezed `squeeze` times in time and with its ports above 1024
-/// shifted by 7 per copy, so that every copy opens new flows. The bytes stay the sample's.
+/// `copies` of a sample's packets (read with libpcap) to `to`, a classic pcap with the sample's
+/// header (little-endian, microseconds), one copy after the other `gap_us` apart, each squeezed
+/// `squeeze` times in time and with its ports above 1024 shifted by 7 per copy, so that every
+/// copy opens new flows. The bytes stay the sample's.
 fn copies(from: &Path, to: &Path, copies: u16, squeeze: i64, gap_us: i64) {
-    let pcap = std::fs::read(from).expect("sample");
-    let link_offset = match u32::from_le_bytes(pcap[20..24].try_into().expect("header")) {
-        113 => 16,
-        1 => 14,
-        other => panic!("{}: link type {other}", from.display()),
-    };
+    let mut header = [0; 24];
+    std::io::Read::read_exact(&mut std::fs::File::open(from).expect("sample"), &mut header)
+        .expect("a pcap header");
+    assert_eq!(
+        header[..4],
+        [0xd4, 0xc3, 0xb2, 0xa1],
+        "little-endian, microseconds"
+    );
     let mut records = Vec::new();
-    let mut at = 24;
-    while at + 16 <= pcap.len() {
-        let field = |i: usize| u32::from_le_bytes(pcap[at + i..at + i + 4].try_into().expect("4"));
-        let (us, len) = (
-            i64::from(field(0)) * 1_000_000 + i64::from(field(4)),
-            field(8) as usize,
-        );
-        records.push((us, field(12), pcap[at + 16..at + 16 + len].to_vec()));
-        at += 16 + len;
-    }
+    let mut sample = CaptureSet::open(&[from.to_path_buf()]).expect("the sample opens");
+    sample.for_each(|p, _| records.push((p.ts_ns / 1000, p.link, p.wire_len, p.data.to_vec())));
     let first = records.first().expect("a packet").0;
-    let mut out = pcap[..24].to_vec();
+    let mut out = header.to_vec();
     for k in 0..copies {
-        for (us, wire, data) in &records {
+        for (us, link, wire, data) in &records {
             let mut data = data.clone();
-            let ip = link_offset;
+            let ip = match link {
+                LinkType::LinuxSll => 16,
+                LinkType::Ethernet => 14,
+                other => panic!("{}: link type {other:?}", from.display()),
+            };
             if data.len() > ip + 20 && data[ip] >> 4 == 4 && matches!(data[ip + 9], 6 | 17) {
                 let ports = ip + usize::from(data[ip] & 15) * 4;
                 for p in [ports, ports + 2] {
@@ -211,10 +212,14 @@ fn copies(from: &Path, to: &Path, copies: u16, squeeze: i64, gap_us: i64) {
                 }
             }
             let t = first + (us - first) / squeeze + i64::from(k) * gap_us;
-            out.extend_from_slice(&((t / 1_000_000) as u32).to_le_bytes());
-            out.extend_from_slice(&((t % 1_000_000) as u32).to_le_bytes());
-            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            out.extend_from_slice(&wire.to_le_bytes());
+            for field in [
+                t / 1_000_000,
+                t % 1_000_000,
+                data.len() as i64,
+                i64::from(*wire),
+            ] {
+                out.extend_from_slice(&(field as u32).to_le_bytes());
+            }
             out.extend_from_slice(&data);
         }
     }
