@@ -192,8 +192,9 @@ pub fn run(
                     run.decoder.set_peers(book);
                 }
             }
-            let handouts = run.decoder.tick(run.clock.now_ns());
-            run.write(sinks, handouts)?;
+            for h in run.decoder.tick(run.clock.now_ns()) {
+                write(sinks, &run.filter, &mut run.rows_filtered, h)?;
+            }
             if last_roll.elapsed().as_secs() >= cfg.roll_secs {
                 last_roll = Instant::now();
                 for s in sinks.iter_mut() {
@@ -222,9 +223,13 @@ pub fn run(
             break;
         }
     }
-    let (stats, handouts) = run.decoder.finish()?;
-    report.stats = stats;
-    run.write(sinks, handouts)?;
+    let Run {
+        decoder,
+        filter,
+        rows_filtered,
+        ..
+    } = &mut run;
+    report.stats = decoder.finish(|h| write(sinks, filter, rows_filtered, h))?;
     for s in sinks.iter_mut() {
         s.finish()?;
     }
@@ -260,28 +265,6 @@ struct Run {
 }
 
 impl Run {
-    /// Hands what the analyzer handed out to the sinks: the rows the filter keeps, the relay
-    /// messages (with [`Config::messages`]) and the mesh rows.
-    fn write(&mut self, sinks: &mut [&mut dyn Sink], handouts: Vec<Handout>) -> Result<(), Error> {
-        for mut h in handouts {
-            let before = h.rows.len();
-            h.rows.retain(|r| self.filter.keeps(&r.owner));
-            self.rows_filtered += (before - h.rows.len()) as u64;
-            for s in sinks.iter_mut() {
-                if !h.rows.is_empty() {
-                    s.write(&h.rows)?;
-                }
-                if !h.mesh.is_empty() {
-                    s.mesh(&h.mesh)?;
-                }
-                if !h.messages.is_empty() {
-                    s.messages(&h.messages)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The owner id of a socket owner the probe recorded.
     fn intern_probe_owner(&mut self, o: &wakuprof_probe_common::Owner) -> OwnerId {
         let end = o.comm.iter().position(|&b| b == 0).unwrap_or(o.comm.len());
@@ -311,6 +294,31 @@ impl Run {
         self.pids.insert(key, id);
         id
     }
+}
+
+/// Hands one hand-out of the analyzer to the sinks: the rows `filter` keeps (counting those it
+/// leaves out in `filtered`), the relay messages (with [`Config::messages`]) and the mesh rows.
+fn write(
+    sinks: &mut [&mut dyn Sink],
+    filter: &Filter,
+    filtered: &mut u64,
+    mut h: Handout,
+) -> Result<(), Error> {
+    let before = h.rows.len();
+    h.rows.retain(|r| filter.keeps(&r.owner));
+    *filtered += (before - h.rows.len()) as u64;
+    for s in sinks.iter_mut() {
+        if !h.rows.is_empty() {
+            s.write(&h.rows)?;
+        }
+        if !h.mesh.is_empty() {
+            s.mesh(&h.mesh)?;
+        }
+        if !h.messages.is_empty() {
+            s.messages(&h.messages)?;
+        }
+    }
+    Ok(())
 }
 
 /// CLOCK_MONOTONIC (the probe's clock) to Unix time.

@@ -19,6 +19,12 @@ use crate::source::{LinkType, RawPacket};
 const BATCH_CALLS: usize = 4096;
 /// Batches waiting for the decoding thread before the reading one waits for it.
 const QUEUED_BATCHES: usize = 16;
+/// Hand-outs waiting for the reading thread before the decoding one waits for it. Each tick
+/// ends a batch, so while the run goes at most one per queued batch, the one being decoded and
+/// the one being filled wait: the decoding thread never waits then (which could deadlock with a
+/// reading thread waiting to queue a batch). At the end it waits, so that the last rows are
+/// written a chunk at a time rather than all held at once.
+const QUEUED_HANDOUTS: usize = QUEUED_BATCHES + 2;
 /// Rows per hand-out once the run ends.
 const FINAL_ROWS: usize = 1 << 16;
 
@@ -78,7 +84,7 @@ impl LiveDecoder {
             return Ok(LiveDecoder::Inline(Box::new(Analyzer::new(cfg))));
         }
         let (batches, batches_rx) = mpsc::sync_channel(QUEUED_BATCHES);
-        let (handouts_tx, handouts) = mpsc::channel();
+        let (handouts_tx, handouts) = mpsc::sync_channel(QUEUED_HANDOUTS);
         let thread = std::thread::Builder::new()
             .name("decode".into())
             .spawn(move || decode(Analyzer::new(cfg), &batches_rx, &handouts_tx))
@@ -178,24 +184,28 @@ impl LiveDecoder {
         }
     }
 
-    /// Ends the run: the final statistics, and everything left for the sinks, in order.
-    pub fn finish(&mut self) -> Result<(Stats, Vec<Handout>), Error> {
+    /// Ends the run: hands everything left for the sinks to `out`, in order and in chunks of
+    /// rows, and returns the final statistics.
+    pub fn finish(
+        &mut self,
+        mut out: impl FnMut(Handout) -> Result<(), Error>,
+    ) -> Result<Stats, Error> {
         match self {
-            LiveDecoder::Inline(a) => Ok(finish(a)),
+            LiveDecoder::Inline(a) => finish(a, out),
             LiveDecoder::Threaded(t) => {
                 t.send();
                 drop(t.batches.take());
-                let handouts: Vec<Handout> = t.handouts.iter().collect();
-                let joined = t.thread.take().map(JoinHandle::join);
-                let stats = match (joined, handouts.last()) {
-                    (Some(Ok(())), Some(h)) => (*h.stats).clone(),
-                    _ => {
-                        return Err(Error::Invalid(
-                            "the decoding thread stopped before the end of the run".into(),
-                        ));
-                    }
-                };
-                Ok((stats, handouts))
+                let mut last = None;
+                for h in t.handouts.iter() {
+                    last = Some(h.stats.clone());
+                    out(h)?;
+                }
+                match (t.thread.take().map(JoinHandle::join), last) {
+                    (Some(Ok(())), Some(stats)) => Ok(*stats),
+                    _ => Err(Error::Invalid(
+                        "the decoding thread stopped before the end of the run".into(),
+                    )),
+                }
             }
         }
     }
@@ -225,7 +235,7 @@ impl Threaded {
 }
 
 /// The decoding thread: every call in order, a hand-out at every tick and at the end.
-fn decode(mut a: Analyzer, batches: &Receiver<Batch>, handouts: &mpsc::Sender<Handout>) {
+fn decode(mut a: Analyzer, batches: &Receiver<Batch>, handouts: &SyncSender<Handout>) {
     for batch in batches {
         let mut start = 0;
         for call in batch.calls {
@@ -258,10 +268,11 @@ fn decode(mut a: Analyzer, batches: &Receiver<Batch>, handouts: &mpsc::Sender<Ha
             }
         }
     }
-    let (_, last) = finish(&mut a);
-    for h in last {
-        let _ = handouts.send(h);
-    }
+    let _ = finish(&mut a, |h| {
+        handouts
+            .send(h)
+            .map_err(|_| Error::Invalid("the reading thread is gone".into()))
+    });
 }
 
 /// What `a` has ready for the sinks, with `rows`' rows first.
@@ -275,19 +286,21 @@ fn handout(a: &mut Analyzer, mut rows: Vec<Row>) -> Handout {
     }
 }
 
-/// Ends `a`'s run: its final statistics, and its last hand-outs (the rows in bounded chunks),
-/// each carrying those statistics.
-fn finish(a: &mut Analyzer) -> (Stats, Vec<Handout>) {
+/// Ends `a`'s run: hands its last hand-outs to `out` (the rows in chunks, each drained once the
+/// one before was taken), each carrying the final statistics, which it returns.
+fn finish(
+    a: &mut Analyzer,
+    mut out: impl FnMut(Handout) -> Result<(), Error>,
+) -> Result<Stats, Error> {
     let stats = a.finish();
-    let mut handouts = vec![handout(a, Vec::new())];
+    out(handout(a, Vec::new()))?;
     loop {
         let rows = a.drain(FINAL_ROWS);
         if rows.is_empty() {
-            break;
+            return Ok(stats);
         }
-        handouts.push(handout(a, rows));
+        out(handout(a, rows))?;
     }
-    (stats, handouts)
 }
 
 #[cfg(test)]
@@ -330,8 +343,12 @@ mod tests {
                 out.extend(decoder.tick(pkt.ts_ns + 30_000_000_000));
             }
         });
-        let (stats, last) = decoder.finish().expect("the decoder ends");
-        out.extend(last);
+        let stats = decoder
+            .finish(|h| {
+                out.push(h);
+                Ok(())
+            })
+            .expect("the decoder ends");
         let rows = out.iter().flat_map(|h| h.rows.clone()).collect();
         let messages = out.iter().flat_map(|h| h.messages.clone()).collect();
         let stats = serde_json::to_string(&stats).expect("statistics serialize");
